@@ -1,0 +1,106 @@
+"""The meterseal Faust app: declare topics, one table, and the agents; the logic is ``streams.pipeline``.
+
+Agents::
+
+    readings.raw  --seal_readings-->  readings.sealed | dlq        (+ keys.deks when a DEK is made)
+    bills.raw     --seal_bills----->  bills.sealed    | dlq
+    readings.sealed, bills.sealed, dlq  --store_*-->  Parquet segments in the store
+    keys.deks     --store_keys----->  <store>/deks
+
+Delivery is at-least-once (the embedded broker has no transactions); record ids and the store's
+offset/id checks make every sink idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+
+from streams.broker import faust_url
+from streams.pipeline import Pipeline
+from streams.seal import Sealed, Source
+from streams.settings import Settings
+
+log = logging.getLogger("meterseal.worker")
+
+
+def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None) -> faust.App:
+    started = time.monotonic() if started is None else started
+    app = faust.App(
+        settings.app_id,
+        broker=faust_url(broker),
+        store="memory://",  # table state lives in memory, recovered from its changelog topic
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        # short group timeouts: a worker joins in seconds instead of ~30 s on the embedded broker
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=6.0,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+
+    def raw(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                         partitions=settings.partitions)
+
+    readings_raw, bills_raw = raw("readings.raw"), raw("bills.raw")
+    readings_sealed, bills_sealed, dlq, deks = raw("readings.sealed"), raw("bills.sealed"), raw("dlq"), raw("keys.deks")
+    raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    # meter token -> sealed MeterState: the changelog topic carries no meter id and no reading in clear
+    meter_state = app.Table("meter-state", default=lambda: None, partitions=settings.partitions, schema=raw_schema)
+    first_sealed = []
+
+    async def publish(outcome, sealed_topic: faust.TopicT) -> None:
+        for key, value in pipeline.take_new_keys():
+            await deks.send(key=key, value=value)
+        target = sealed_topic if isinstance(outcome, Sealed) else dlq
+        await target.send(key=outcome.key, value=outcome.encode())
+        if not first_sealed and isinstance(outcome, Sealed):
+            first_sealed.append(time.monotonic())
+            log.warning("first record sealed %.1f s after worker start", first_sealed[0] - started)
+
+    def source(event) -> Source:
+        return Source(event.message.topic, event.message.partition, event.message.offset)
+
+    @app.agent(readings_raw, name="seal_readings")
+    async def seal_readings(stream):
+        async for event in stream.events():
+            await publish(pipeline.seal_reading(event.value, source(event), meter_state), readings_sealed)
+
+    @app.agent(bills_raw, name="seal_bills")
+    async def seal_bills(stream):
+        async for event in stream.events():
+            await publish(pipeline.seal_bill(event.value, source(event)), bills_sealed)
+
+    def sink(topic: faust.TopicT, name: str):
+        async def store(stream):
+            async for events in stream.take_events(settings.store_batch, within=settings.store_flush_s):
+                messages = [(e.message.partition, e.message.offset, e.value) for e in events]
+                _, rejected = pipeline.store_batch(topic.get_topic_name(), messages)
+                for dead in rejected:
+                    await dlq.send(key=dead.key, value=dead.encode())
+                if pipeline.unreadable_dead_letters:
+                    log.error("%d unreadable message(s) on dlq skipped", pipeline.unreadable_dead_letters)
+                    pipeline.unreadable_dead_letters = 0
+        app.agent(topic, name=name)(store)
+
+    sink(readings_sealed, "store_readings")
+    sink(bills_sealed, "store_bills")
+    sink(dlq, "store_dlq")
+
+    @app.agent(deks, name="store_keys")
+    async def store_keys(stream):
+        async for value in stream:
+            pipeline.store_key(value)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs) -> None:
+        log.warning("worker ready: %d partition(s) assigned %.1f s after start", len(assigned), time.monotonic() - started)
+
+    return app

@@ -1,0 +1,1 @@
+"""Federated learning over regional partitions with Flower: issue 6; nothing here yet."""

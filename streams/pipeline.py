@@ -1,0 +1,102 @@
+"""What the worker does to each message, as plain methods a unit test can call without a broker.
+
+``agents.app`` wires these to Faust: each agent is ``async for event in stream: pipeline.<step>(...)``
+plus the sends. The worker holds the index key (tokens) and the owner's *public* key (it wraps DEKs
+it creates); it never holds the owner's private key, so a compromised worker cannot read the store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import schemas
+from .envelope import DataKey, DekRing
+from .exceptions import InvalidInput, MeterSealError
+from .owner import OwnerPublicKey
+from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
+from .settings import Settings
+from .store import SegmentStore
+from .tokens import BlindIndex
+from .validate import MeterState, Policy
+
+SINKS = {"readings.sealed": ("readings", "sealed"), "bills.sealed": ("bills", "sealed"), "dlq": ("dlq", "dead_letter")}
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    index_key: bytes = field(repr=False)
+    owner: OwnerPublicKey
+    store: SegmentStore
+    clock: Callable[[], float] = time.time
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def __post_init__(self) -> None:
+        self.index = BlindIndex(self.index_key)
+        self.pending_keys: list[dict[str, Any]] = []  # wrapped DEKs to publish on keys.deks
+        self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock)
+        self.sealer = Sealer(self.index, self.ring, Policy.from_settings(self.settings),
+                             max_message_bytes=self.settings.max_message_bytes, clock=self.clock)
+        self.states = StateCodec(derive_state_key(self.index_key))
+        self.unreadable_dead_letters = 0
+
+    def _on_new_key(self, dek: DataKey) -> None:
+        """Wrap a new DEK for the owner, keep it in the store now, queue it for keys.deks."""
+        wrapped = {"key_id": dek.key_hex, "scheme": self.owner.scheme, "owner_fingerprint": self.owner.fingerprint,
+                   "wrapped": self.owner.wrap(dek), "created_at_ms": int(dek.created_at * 1000), "worker": self.worker}
+        self.store.put_dek(wrapped)
+        self.pending_keys.append(wrapped)
+
+    def take_new_keys(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) messages for keys.deks, once each."""
+        out = [(w["key_id"].encode(), schemas.encode("wrapped_key", w)) for w in self.pending_keys]
+        self.pending_keys.clear()
+        return out
+
+    # -- seal agents ---------------------------------------------------------------------------
+    def seal_reading(self, data: bytes, source: Source, states: dict[bytes, bytes] | Any) -> Sealed | Rejected:
+        """Seal one raw reading. ``states`` maps meter token -> sealed ``MeterState`` (a Faust table)."""
+        def last_state(meter_tok: str) -> MeterState | None:
+            return self.states.decode(states.get(meter_tok.encode()), meter_tok)
+
+        outcome = self.sealer.reading(data, source, last_state)
+        if isinstance(outcome, Sealed) and outcome.state is not None:
+            states[outcome.key] = self.states.encode(outcome.state, outcome.record["meter_tok"])
+        return outcome
+
+    def seal_bill(self, data: bytes, source: Source) -> Sealed | Rejected:
+        return self.sealer.bill(data, source)
+
+    # -- sink agents ---------------------------------------------------------------------------
+    def store_batch(self, topic: str, messages: Iterable[tuple[int, int, bytes]]) -> tuple[int, list[Rejected]]:
+        """Store ``(partition, offset, value)`` messages of a sealed topic; returns (rows written, dead letters).
+
+        A message that is not a valid record of the topic's schema becomes a dead letter instead of a
+        crash or a silent drop.
+        """
+        table, schema = SINKS[topic]
+        by_partition: dict[int, list[tuple[int, dict]]] = {}
+        rejected = []
+        for partition, offset, value in messages:
+            try:
+                record = schemas.decode(schema, value)
+            except schemas.SchemaError as exc:
+                if topic == "dlq":  # garbage on dlq itself: counted and logged, not looped back into dlq
+                    self.unreadable_dead_letters += 1
+                    continue
+                rejected.append(self.sealer.reject(value, Source(topic, partition, offset),
+                                                   InvalidInput("sink", f"not a {schema} record: {exc}")))
+                continue
+            by_partition.setdefault(partition, []).append((offset, record))
+        written = sum(self.store.append(table, p, rows) for p, rows in by_partition.items())
+        return written, rejected
+
+    def store_key(self, value: bytes) -> bool:
+        try:
+            return self.store.put_dek(schemas.decode("wrapped_key", value))
+        except (schemas.SchemaError, MeterSealError, KeyError, ValueError):
+            return False

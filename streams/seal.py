@@ -1,0 +1,197 @@
+"""Sealing raw input: validate, tokenize, encrypt. The seal agent is a thin loop around ``Sealer``.
+
+A sealed record's associated data binds everything the store shows in clear — record id (itself
+an HMAC of meter id and timestamp), kind, schema version, tokens, region and category — and the
+envelope header binds the key id. Moving a ciphertext to another row, or relabelling a row, makes
+it fail to open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import schemas
+from . import _crypto
+from . import envelope as env
+from .envelope import DataKey, DekRing
+from .exceptions import InvalidEnvelope, InvalidInput
+from .tokens import BlindIndex
+from .validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw, next_state
+
+SEALED_FORMAT = 1
+DLQ_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a raw message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    key: bytes  # the meter token: topics after the raw ones never carry a meter id in clear
+    record: dict[str, Any]
+    state: MeterState | None = None
+
+    def encode(self) -> bytes:
+        return schemas.encode("sealed", self.record)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    key: bytes
+    record: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return schemas.encode("dead_letter", self.record)
+
+
+def record_aad(record: dict[str, Any]) -> bytes:
+    """The associated data of a sealed record, rebuilt from its clear columns."""
+    parts = (record["record_id"], record["kind"], str(record["schema_version"]), record["region"] or "",
+             record["category"] or "", record["meter_tok"], record["account_tok"] or "", record["day_tok"],
+             record["month_tok"], record["year_tok"])
+    return ("meterseal/record/v1|" + "|".join(parts)).encode()
+
+
+def dlq_aad(dlq_id: str) -> bytes:
+    return b"meterseal/dlq/v1|" + dlq_id.encode()
+
+
+class Sealer:
+    """Turns raw message bytes into a ``Sealed`` record or a ``Rejected`` dead letter. Never raises on data."""
+
+    def __init__(self, index: BlindIndex, ring: DekRing, policy: Policy, *, max_message_bytes: int = 65_536,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.index, self.ring, self.policy = index, ring, policy
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self._reading_version = max(schemas.versions("reading"))
+        self._bill_version = max(schemas.versions("bill"))
+
+    def reading(self, data: bytes, source: Source,
+                state_of: Callable[[str], MeterState | None] = lambda meter_tok: None) -> Sealed | Rejected:
+        """Seal a raw reading; ``state_of(meter token)`` is the meter's last accepted state, if any."""
+        try:
+            self._check_size(data)
+            record = decode_raw(data, "reading")
+            meter_id = record.get("meter_id")
+            known = isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool)
+            last = state_of(self.index.meter(str(meter_id))) if known else None
+            reading = check_reading(record, policy=self.policy, now=self.clock(), last=last)
+        except InvalidInput as exc:
+            return self.reject(data, source, exc)
+        return self._seal_reading(reading, last)
+
+    def bill(self, data: bytes, source: Source) -> Sealed | Rejected:
+        try:
+            self._check_size(data)
+            bill = check_bill(decode_raw(data, "bill"))
+        except InvalidInput as exc:
+            return self.reject(data, source, exc)
+        day = dt.date.fromisoformat(bill["date"])
+        return self._seal("bill", self.index.record_id("bill", bill["bill_no"]), self._bill_version,
+                          schemas.encode_body(schemas.get("bill"), bill), meter_id=bill["meter_no"],
+                          account_id=bill["account_id"], day=day, region=bill["region"], category=bill["category"])
+
+    def _seal_reading(self, reading: Reading, last: MeterState | None) -> Sealed:
+        sealed = self._seal("reading", self.index.record_id("reading", reading.meter_id, reading.ts),
+                            self._reading_version,
+                            schemas.encode_body(schemas.get("reading"), reading.as_record()),
+                            meter_id=reading.meter_id, account_id=reading.account_id, day=reading.day,
+                            region=reading.region, category=reading.category)
+        return Sealed(sealed.key, sealed.record, next_state(last, reading))
+
+    def _seal(self, kind: str, record_id: str, version: int, body: bytes, *, meter_id: str,
+              account_id: str | None, day, region: str | None, category: str | None) -> Sealed:
+        dates = self.index.date_tokens(day)
+        record = {
+            "format": SEALED_FORMAT, "record_id": record_id, "kind": kind, "schema_version": version,
+            "key_id": "", "region": region, "category": category, "meter_tok": self.index.meter(meter_id),
+            "account_tok": self.index.account(account_id) if account_id else None,
+            "day_tok": dates.day, "month_tok": dates.month, "year_tok": dates.year,
+            "envelope": b"", "sealed_at_ms": int(self.clock() * 1000),
+        }
+        record["envelope"] = self.ring.seal(body, aad=record_aad(record))
+        record["key_id"] = env.key_id_of(record["envelope"]).hex()
+        return Sealed(record["meter_tok"].encode(), record)
+
+    def reject(self, data: bytes, source: Source, exc: InvalidInput) -> Rejected:
+        # keyed id of (where, what): a redelivery maps to the same dead letter, a reused offset after a
+        # broker restart does not
+        dlq_id = self.index.record_id("dlq", source.id, hashlib.sha256(data).hexdigest())
+        record = {
+            "format": DLQ_FORMAT, "dlq_id": dlq_id, "source_topic": source.topic,
+            "source_partition": source.partition, "source_offset": source.offset, "reason": exc.reason,
+            "rule": exc.rule, "key_id": "", "envelope": self.ring.seal(data, aad=dlq_aad(dlq_id)),
+            "received_at_ms": int(self.clock() * 1000),
+        }
+        record["key_id"] = env.key_id_of(record["envelope"]).hex()
+        return Rejected(source.id.encode(), record)
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self.max_message_bytes:
+            raise InvalidInput("size", f"message of {len(data)} bytes exceeds {self.max_message_bytes}")
+
+
+# --- per-meter validator state, sealed (its changelog topic must not carry readings in clear) ----
+
+_STATE = struct.Struct("<dd")
+_STATE_KEY_ID = b"meterseal-state!"
+
+
+class StateCodec:
+    """Seals ``MeterState`` for the changelog-backed table (key: meter token)."""
+
+    def __init__(self, state_key: bytes) -> None:
+        self._key = {_STATE_KEY_ID: DataKey(_STATE_KEY_ID, state_key)}
+
+    def encode(self, state: MeterState, meter_tok: str) -> bytes:
+        return env.seal(self._key[_STATE_KEY_ID], _STATE.pack(state.ts, state.register_kwh), aad=meter_tok.encode())
+
+    def decode(self, blob: bytes | None, meter_tok: str) -> MeterState | None:
+        if blob is None:
+            return None
+        return MeterState(*_STATE.unpack(env.open_with(self._key, blob, aad=meter_tok.encode())))
+
+
+# --- the owner's side: opening -----------------------------------------------------------------
+
+
+def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index: BlindIndex | None = None) -> dict[str, Any]:
+    """The plaintext raw record inside a sealed record (raises ``InvalidEnvelope``).
+
+    With ``index``, also checks that the plaintext's meter and time hash to the row's record id and
+    tokens, so a row whose clear columns were edited does not open as if nothing happened.
+    """
+    body = env.open_with(keys, record["envelope"], aad=record_aad(record))
+    kind = record["kind"]
+    writer = schemas.get(kind, record["schema_version"])
+    plain = schemas.decode_body(body, writer, schemas.get(kind))
+    if index is not None:
+        if kind == "reading":
+            expected = index.record_id("reading", plain["meter_id"], plain["ts"])
+            meter = plain["meter_id"]
+        else:
+            expected = index.record_id("bill", plain["bill_no"])
+            meter = plain["meter_no"]
+        if expected != record["record_id"] or index.meter(meter) != record["meter_tok"]:
+            raise InvalidEnvelope("envelope could not be opened")
+    return plain
+
+
+def derive_state_key(index_root: bytes) -> bytes:
+    return _crypto.hkdf_sha256(index_root, info=b"meterseal/validator-state/v1")

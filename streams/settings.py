@@ -1,0 +1,120 @@
+"""One frozen settings object, read from ``METERSEAL_*`` environment variables and CLI flags.
+
+Flags win over the environment, the environment over defaults. Every field is documented in the
+README's "Settings" table.
+
+>>> s = Settings.from_env({"METERSEAL_REGIONS": "north, south", "METERSEAL_PARTITIONS": "2"})
+>>> s.regions, s.partitions
+(('north', 'south'), 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .exceptions import ConfigError
+
+DEFAULT_REGIONS = ("north", "south", "east", "west", "central")
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str | None = None
+    """Kafka bootstrap URL (``kafka://host:9092`` or ``host:9092``, comma-separated for several).
+    None: the embedded broker that ``meterseal broker`` (or the demo) started for this data dir."""
+    data_dir: Path = Path("meterseal-data")
+    passphrase: str | None = field(default=None, repr=False)
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    partitions: int = 4
+    max_future_skew_s: float = 300.0
+    min_ts: str = "1990-01-01"
+    max_kwh: float = 10_000.0
+    max_message_bytes: int = 65_536
+    dek_max_records: int = 100_000
+    dek_max_age_s: float = 3600.0
+    app_id: str = "meterseal"
+    store_batch: int = 2000
+    store_flush_s: float = 0.5
+    log_level: str = "warn"
+
+    # environment variable -> field
+    ENV = {
+        "METERSEAL_BROKER": "broker",
+        "METERSEAL_DATA_DIR": "data_dir",
+        "METERSEAL_PASSPHRASE": "passphrase",
+        "METERSEAL_REGIONS": "regions",
+        "METERSEAL_PARTITIONS": "partitions",
+        "METERSEAL_MAX_SKEW_S": "max_future_skew_s",
+        "METERSEAL_MIN_TS": "min_ts",
+        "METERSEAL_MAX_KWH": "max_kwh",
+        "METERSEAL_MAX_MESSAGE_BYTES": "max_message_bytes",
+        "METERSEAL_DEK_MAX_RECORDS": "dek_max_records",
+        "METERSEAL_DEK_MAX_AGE_S": "dek_max_age_s",
+        "METERSEAL_APP_ID": "app_id",
+        "METERSEAL_STORE_BATCH": "store_batch",
+        "METERSEAL_STORE_FLUSH_S": "store_flush_s",
+        "METERSEAL_LOG_LEVEL": "log_level",
+    }
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError("partitions must be >= 1")
+        if not self.regions:
+            raise ConfigError("at least one region is needed (METERSEAL_REGIONS)")
+        if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
+            raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> "Settings":
+        """Defaults, overridden by ``environ`` (default ``os.environ``), overridden by non-None ``flags``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var, name in cls.ENV.items():
+            if environ.get(var):
+                values[name] = environ[var]
+        values.update({k: v for k, v in flags.items() if v is not None})
+        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def store_dir(self) -> Path:
+        return Path(self.data_dir) / "store"
+
+    def environ(self) -> dict[str, str]:
+        """These settings as ``METERSEAL_*`` variables, to hand to a child process."""
+        out = {}
+        for var, name in self.ENV.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[var] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name not in _FIELD_TYPES:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind = _FIELD_TYPES[name]
+    try:
+        if name == "data_dir":
+            return Path(value)
+        if name == "regions":
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(r.strip() for r in items if r.strip())
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except (TypeError, ValueError):
+        env = next((v for v, f in Settings.ENV.items() if f == name), name)
+        raise ConfigError(f"{env}: {value!r} is not a valid {kind}") from None
+    return value

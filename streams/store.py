@@ -1,0 +1,175 @@
+"""The sealed store: immutable Parquet segments per table and partition, read through DuckDB.
+
+Layout under ``<data-dir>/store``::
+
+    readings/p003/1763859712345-00000000000000001200-00000000000000001699-5f3a.parquet
+                  # written-at ms, first and last sealed-topic offset, random suffix
+    bills/p000/...
+    dlq/p001/...
+    deks/<key id>.json                                                # wrapped DEKs
+
+A segment is written to a temporary name and renamed into place, so readers (any number of
+processes) only ever see whole segments, and a writer never holds a lock readers wait on. The
+sink is idempotent by record id (an HMAC of what the record *is*, not where it was read), so a
+redelivered message never becomes a second row — also after the in-memory broker restarts and
+offsets begin again at 0. Nothing here holds plaintext.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from .exceptions import StoreError
+
+TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
+_SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
+_AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "string": pa.string(), "bytes": pa.binary(),
+                  "double": pa.float64(), "enum": pa.string()}
+
+
+def _arrow_type(avro_type: Any) -> tuple[pa.DataType, bool]:
+    if isinstance(avro_type, list):
+        (inner,) = [t for t in avro_type if t != "null"]
+        return _arrow_type(inner)[0], True
+    if isinstance(avro_type, dict):
+        return _AVRO_TO_ARROW[avro_type["type"]], False
+    return _AVRO_TO_ARROW[avro_type], False
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """Arrow schema of a store table: its Avro record's fields plus the topic partition and offset."""
+    fields = []
+    for f in schemas.get(TABLES[table][0]).fields:
+        kind, nullable = _arrow_type(f["type"])
+        fields.append(pa.field(f["name"], kind, nullable=nullable))
+    fields += [pa.field("topic_partition", pa.int32(), False), pa.field("topic_offset", pa.int64(), False)]
+    return pa.schema(fields)
+
+
+@dataclass
+class _PartitionState:
+    files: frozenset[str] = frozenset()
+    ids: set[str] = field(default_factory=set)
+
+
+class SegmentStore:
+    """Writer and file-level reader of the store. One writer per (table, partition) at a time."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._states: dict[tuple[str, int], _PartitionState] = {}
+
+    def partition_dir(self, table: str, partition: int) -> Path:
+        return self.root / table / f"p{partition:03d}"
+
+    def segments(self, table: str, partition: int | None = None) -> list[Path]:
+        base = self.root / table
+        if partition is not None:
+            dirs = [self.partition_dir(table, partition)]
+        else:
+            dirs = sorted(base.glob("p*")) if base.exists() else []
+        return sorted(p for d in dirs if d.exists() for p in d.iterdir() if _SEGMENT.match(p.name))
+
+    def _state(self, table: str, partition: int) -> _PartitionState:
+        """Cached dedup state, reloaded when another process wrote a newer segment."""
+        segs = self.segments(table, partition)
+        files = frozenset(p.name for p in segs)
+        state = self._states.get((table, partition))
+        if state is None or state.files != files:
+            id_col = TABLES[table][1]
+            known = state.files if state else frozenset()
+            state = state if state and known <= files else _PartitionState()
+            for seg in segs:
+                if seg.name not in state.files:
+                    state.ids.update(pq.read_table(seg, columns=[id_col]).column(id_col).to_pylist())
+            state.files = files
+            self._states[(table, partition)] = state
+        return state
+
+    def append(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> int:
+        """Store ``(offset, record)`` pairs from one partition of a sealed topic; returns rows written."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        state = self._state(table, partition)
+        id_col = TABLES[table][1]
+        fresh, seen = [], set()
+        for offset, record in rows:
+            rid = record[id_col]
+            if rid in state.ids or rid in seen:
+                continue
+            seen.add(rid)
+            fresh.append({**record, "topic_partition": partition, "topic_offset": offset})
+        if not fresh:
+            return 0
+        first, last = min(o for o, _ in rows), max(o for o, _ in rows)
+        name = f"{int(time.time() * 1000):013d}-{first:020d}-{last:020d}-{os.urandom(4).hex()}.parquet"
+        directory = self.partition_dir(table, partition)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{name}.{os.getpid()}.tmp"
+        pq.write_table(pa.Table.from_pylist(fresh, schema=arrow_schema(table)), tmp, compression="zstd")
+        os.replace(tmp, directory / name)
+        state.ids |= seen
+        state.files = state.files | {name}
+        return len(fresh)
+
+    # -- wrapped DEKs ------------------------------------------------------------------------
+    def put_dek(self, wrapped: dict[str, Any]) -> bool:
+        """Keep a wrapped DEK (``WrappedKey`` record); False if it was already there."""
+        directory = self.root / "deks"
+        path = directory / f"{wrapped['key_id']}.json"
+        if path.exists():
+            return False
+        directory.mkdir(parents=True, exist_ok=True)
+        doc = {**wrapped, "wrapped": wrapped["wrapped"].hex()}
+        tmp = directory / f".{wrapped['key_id']}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+        return True
+
+    def get_dek(self, key_id: str) -> dict[str, Any] | None:
+        path = self.root / "deks" / f"{key_id}.json"
+        if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
+
+    def dek_ids(self) -> list[str]:
+        directory = self.root / "deks"
+        return sorted(p.stem for p in directory.glob("*.json")) if directory.exists() else []
+
+
+def _duck_type(kind: pa.DataType) -> str:
+    return {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.binary(): "BLOB",
+            pa.float64(): "DOUBLE"}[kind]
+
+
+def connect(store_dir: Path | str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views ``readings``, ``bills`` and ``dlq`` over the store's segments.
+
+    The views glob the segment files, so every query sees segments written after the view was made.
+    """
+    root = Path(store_dir)
+    if not root.parent.exists():
+        raise StoreError(f"no data directory at {root.parent}: run `meterseal demo` or `meterseal worker` first")
+    con = con or duckdb.connect()
+    seg_store = SegmentStore(root)
+    for table in TABLES:
+        if seg_store.segments(table):
+            pattern = str(root / table / "p*" / "*.parquet").replace("'", "''")
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true)")
+        else:
+            cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in arrow_schema(table))
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false")
+    return con

@@ -1,0 +1,51 @@
+import json
+
+import schemas
+from streams.owner import OwnerKeyPair
+from streams.pipeline import Pipeline
+from streams.seal import Rejected, Sealed, Source
+from streams.settings import Settings
+from streams.store import SegmentStore, connect
+
+from .test_validate import GOOD, SEED_ROW
+
+OWNER = OwnerKeyPair.generate()
+
+
+def make(tmp_path, **settings):
+    s = Settings.from_env({}, data_dir=tmp_path, **settings)
+    return Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), clock=lambda: 1.8e9)
+
+
+def test_new_keys_are_stored_before_use_and_queued_once(tmp_path):
+    p = make(tmp_path, dek_max_records=2)
+    for i in range(5):
+        p.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 0, i))
+    msgs = p.take_new_keys()
+    assert len(msgs) == 3 and p.take_new_keys() == []
+    assert sorted(k.decode() for k, _ in msgs) == p.store.dek_ids()
+    assert schemas.decode("wrapped_key", msgs[0][1])["owner_fingerprint"] == OWNER.public_key.fingerprint
+
+
+def test_meter_state_table_holds_only_sealed_values(tmp_path):
+    p = make(tmp_path)
+    table = {}
+    out = p.seal_reading(json.dumps(GOOD).encode(), Source("readings.raw", 0, 0), table)
+    assert isinstance(out, Sealed) and list(table) == [out.key]
+    assert b"12.5" not in table[out.key] and b"m1" not in out.key
+    rollback = p.seal_reading(json.dumps({**GOOD, "ts": "2024-03-01T10:15:00Z", "register_kwh": 1.0}).encode(),
+                              Source("readings.raw", 0, 1), table)
+    assert isinstance(rollback, Rejected) and rollback.record["rule"] == "register"
+
+
+def test_store_batch_writes_once_and_dead_letters_garbage(tmp_path):
+    p = make(tmp_path)
+    sealed = [p.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 0, i)) for i in range(3)]
+    msgs = [(0, i, s.encode()) for i, s in enumerate(sealed)] + [(0, 3, b"not a sealed record")]
+    written, rejected = p.store_batch("bills.sealed", msgs)
+    assert written == 3 and len(rejected) == 1 and rejected[0].record["rule"] == "sink"
+    assert p.store_batch("bills.sealed", msgs[:3]) == (0, [])
+    dead = [(0, 0, rejected[0].encode()), (0, 1, b"garbage on dlq")]
+    assert p.store_batch("dlq", dead) == (1, []) and p.unreadable_dead_letters == 1
+    con = connect(tmp_path / "store")
+    assert con.execute("SELECT count(*) FROM bills").fetchone() == (3,)

@@ -1,0 +1,235 @@
+"""End to end on the embedded broker with a real worker process. Marked ``broker``; run in CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import schemas
+from streams.broker import TOPICS, EmbeddedBroker, ensure_topics
+from streams.keyring import Keyring
+from streams.keystore import Keystore
+from streams.seal import open_record
+from streams.sources import read_bills_csv
+from streams.store import SegmentStore, connect
+from streams.tokens import BlindIndex
+from streams.validate import check_bill
+
+pytestmark = pytest.mark.broker
+PASSPHRASE = "integration-test-passphrase"
+RAW_TOPICS = {"readings.raw", "bills.raw"}
+
+
+class Rig:
+    def __init__(self, data_dir: Path, broker: EmbeddedBroker, worker: subprocess.Popen) -> None:
+        self.data_dir, self.broker, self.worker = data_dir, broker, worker
+        self.keys = Keystore.load(data_dir).unlock(PASSPHRASE)
+        self.index = BlindIndex(self.keys.index_key)
+        self.env = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
+                    "METERSEAL_PASSPHRASE": PASSPHRASE}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+
+    def query(self, sql: str, params=()):
+        con = connect(self.data_dir / "store")
+        try:
+            return con.execute(sql, list(params)).fetchall()
+        finally:
+            con.close()
+
+    def wait_for(self, predicate, what: str, timeout: float = 90.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.worker.poll() is None, "worker died:\n" + (self.data_dir / "worker.log").read_text()[-3000:]
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}\n" + (self.data_dir / "worker.log").read_text()[-3000:])
+
+    def scan(self, topic: str, idle: float = 2.0) -> list:
+        """Every message on ``topic`` from the start, read until the topic is idle for ``idle`` seconds.
+
+        (The bundled Tansu build reports wrong high watermarks — one per record batch — so reading
+        "up to the high watermark" would stop early.)
+        """
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": f"scan-{time.time()}",
+                      "enable.auto.commit": False})
+        out = []
+        try:
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            last = time.monotonic()
+            while time.monotonic() - last < idle:
+                msg = c.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                out.append(msg)
+                last = time.monotonic()
+        finally:
+            c.close()
+        return out
+
+    def topic_bytes(self, topic: str) -> list[bytes]:
+        """Every key and value on ``topic``, alternating."""
+        return [b for m in self.scan(topic) for b in (m.key() or b"", m.value() or b"")]
+
+    def consumed(self, topic: str) -> bool:
+        """True when the worker's group has committed past every message now on ``topic``."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        ends: dict[int, int] = {}
+        for m in self.scan(topic):
+            ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "meterseal"})
+        try:
+            committed = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+            return all(tp.offset >= ends[tp.partition] for tp in committed)
+        finally:
+            c.close()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("meterseal-data")
+    Keystore.init(data_dir, PASSPHRASE)
+    broker = EmbeddedBroker(log_path=data_dir / "broker.log").start()
+    ensure_topics(broker.bootstrap, 4)
+    env = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
+           "METERSEAL_PASSPHRASE": PASSPHRASE, "METERSEAL_DEK_MAX_RECORDS": "300"}
+    log = open(data_dir / "worker.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        yield Rig(data_dir, broker, worker)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        broker.stop()
+
+
+def test_seed_csv_is_sealed_exactly_once(rig, seed_csv):
+    result = rig.cli("ingest", "bills", str(seed_csv))
+    assert result.returncode == 0, result.stderr
+    assert "1000 bill(s) produced" in result.stderr
+    want = {rig.index.record_id("bill", check_bill(r)["bill_no"]) for r in read_bills_csv(seed_csv)}
+    assert len(want) == 1000
+    rig.wait_for(lambda: rig.query("SELECT count(*) FROM bills")[0][0] >= 1000, "1000 sealed bills")
+    rows = rig.query("SELECT record_id FROM bills")
+    assert len(rows) == 1000 and {r for (r,) in rows} == want
+    # DEKs rotated (every 300 records) and every one is kept, wrapped, in the store
+    assert len(rig.query("SELECT DISTINCT key_id FROM bills")) >= 4
+    assert {k for (k,) in rig.query("SELECT DISTINCT key_id FROM bills")} <= set(SegmentStore(rig.data_dir / "store").dek_ids())
+
+    # every stored bill opens with the owner key and equals its CSV row
+    store = SegmentStore(rig.data_dir / "store")
+    ring = Keyring(store, rig.keys.unwrappers())
+    con = connect(rig.data_dir / "store")
+    cols = [d[0] for d in con.execute("SELECT * FROM bills").description]
+    by_no = {r["Bill No."]: check_bill(r) for r in read_bills_csv(seed_csv)}
+    for row in con.execute("SELECT * FROM bills").fetchall():
+        plain = open_record(dict(zip(cols, row)), ring, rig.index)
+        assert plain == by_no[plain["bill_no"]]
+
+    # the same file again: redelivered input never becomes a second row
+    assert rig.cli("ingest", "bills", str(seed_csv)).returncode == 0
+    rig.wait_for(lambda: rig.consumed("bills.raw"), "the second ingest to be sealed")
+    rig.wait_for(lambda: rig.consumed("bills.sealed"), "the re-sealed bills to reach the sink")
+    assert len(rig.scan("bills.sealed")) == 2000  # both deliveries were sealed; the sink kept one of each
+    assert rig.query("SELECT count(*), count(DISTINCT record_id) FROM bills")[0] == (1000, 1000)
+
+
+def test_no_personal_data_outside_the_raw_topics(rig, seed_csv):
+    rig.wait_for(lambda: rig.query("SELECT count(*) FROM bills")[0][0] >= 1000, "sealed bills")
+    rows = list(read_bills_csv(seed_csv))
+    needles = set()
+    for r in rows:
+        needles |= {r["Name"].encode(), r["Phone No."].encode(), r["Phone No."][4:].encode(), r["Address"].encode()}
+    # store files
+    files = [p for p in (rig.data_dir / "store").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert not [n for n in needles if n in data], f"personal data in {path}"
+    # every topic on the broker other than the raw input topics, changelogs included
+    from confluent_kafka.admin import AdminClient
+
+    topics = set(AdminClient({"bootstrap.servers": rig.broker.bootstrap}).list_topics(timeout=10).topics)
+    scanned = sorted(t for t in topics - RAW_TOPICS if not t.startswith("__"))
+    assert {"bills.sealed", "keys.deks", "dlq"} <= set(scanned)
+    blob = b"\n".join(b for t in scanned for b in rig.topic_bytes(t))
+    assert blob, "nothing was read from the sealed topics"
+    assert not [n for n in needles if n in blob]
+    # the raw topic, by contrast, does hold them: the scan can find what it looks for
+    raw = b"\n".join(rig.topic_bytes("bills.raw"))
+    assert rows[0]["Name"].encode() in raw
+
+
+def test_json_reading_from_confluent_kafka_is_sealed(rig):
+    from confluent_kafka import Producer
+
+    reading = {"meter_id": "CK-0001", "ts": "2025-01-02T03:04:05Z", "kwh": 0.42, "register_kwh": 1234.5,
+               "region": "central", "category": "Commercial", "firmware": "v2.1"}
+    p = Producer({"bootstrap.servers": rig.broker.bootstrap, "partitioner": "murmur2_random"})
+    p.produce("readings.raw", key=b"CK-0001", value=json.dumps(reading).encode())
+    assert p.flush(10) == 0
+    rid = rig.index.record_id("reading", "CK-0001", "2025-01-02T03:04:05+00:00")
+    rig.wait_for(lambda: rig.query("SELECT count(*) FROM readings WHERE record_id = ?", [rid])[0][0] == 1, "the reading")
+    (meter_tok, day_tok, region) = rig.query("SELECT meter_tok, day_tok, region FROM readings WHERE record_id = ?", [rid])[0]
+    assert (meter_tok, day_tok, region) == (rig.index.meter("CK-0001"), rig.index.day("2025-01-02"), "central")
+
+
+def test_malformed_input_lands_in_dlq_with_a_reason(rig):
+    from confluent_kafka import Producer
+
+    bad = {
+        b"\x00\x01garbage": "decode",
+        b'{"meter_id": "X1", "ts": "2025-01-01T00:00:00Z", "kwh": -1, "register_kwh": 1, "region": "north", "category": "D"}': "kwh",
+        b'{"meter_id": "X2", "ts": "2025-01-01T00:00:00Z", "kwh": 1, "register_kwh": 1, "region": "mars", "category": "D"}': "region",
+        b'{"meter_id": "X3", "ts": "2325-01-01T00:00:00Z", "kwh": 1, "register_kwh": 1, "region": "north", "category": "D"}': "future",
+        b'{"meter_id": "X4", "kwh": 1}': "schema",
+        schemas.MARKER + schemas.get("reading").fingerprint + b"\x99": "decode",
+    }
+    since = int(time.time() * 1000) - 1000
+    p = Producer({"bootstrap.servers": rig.broker.bootstrap})
+    for value in bad:
+        p.produce("readings.raw", key=b"bad", value=value)
+    p.produce("bills.raw", key=b"bad", value=b'{"Name": "only a name"}')
+    assert p.flush(10) == 0
+    rows = rig.wait_for(lambda: (r := rig.query("SELECT rule, reason, source_topic FROM dlq WHERE received_at_ms >= ?",
+                                                [since])) and len(r) >= 7 and r, "7 dead letters")
+    assert sorted(rule for rule, _, t in rows if t == "readings.raw") == sorted(bad.values())
+    assert [(rule, t) for rule, reason, t in rows if t == "bills.raw"] == [("schema", "bills.raw")]
+    assert all(reason for _, reason, _ in rows)
+    # the dlq topic itself carries the same dead letters, decodable with the DeadLetter schema
+    letters = [schemas.decode("dead_letter", v) for v in rig.topic_bytes("dlq")[1::2]]
+    assert {d["rule"] for d in letters} >= set(bad.values())
+    # and the worker is still alive and sealing
+    assert rig.worker.poll() is None
+
+
+def test_demo_runs_end_to_end(tmp_path, seed_csv):
+    """The README's first command ends in `meterseal demo`: it must exit 0 and say what it did."""
+    env = {**os.environ, "METERSEAL_PASSPHRASE": "demo-test", "METERSEAL_DATA_DIR": str(tmp_path / "data")}
+    env.pop("METERSEAL_BROKER", None)
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "demo", str(seed_csv), "--uci-limit", "2000"],
+                            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "demo complete" in out and "opened with the owner's private key" in out
+    assert "│ bills.raw    │     1000 │   1000 │            0 │" in out
+    assert "│ readings.raw │     2005 │   2000 │            5 │" in out
+    assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleaned up after itself

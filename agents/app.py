@@ -19,9 +19,12 @@ import time
 import faust
 
 from streams.broker import faust_url
+from streams.exceptions import InvalidInput
 from streams.pipeline import Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
+
+from .codecs import codec_name, register_all
 
 log = logging.getLogger("meterseal.worker")
 
@@ -45,22 +48,28 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         stream_wait_empty=False,
     )
 
-    def raw(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                         partitions=settings.partitions)
+    register_all()
 
-    readings_raw, bills_raw = raw("readings.raw"), raw("bills.raw")
-    readings_sealed, bills_sealed, dlq, deks = raw("readings.sealed"), raw("bills.sealed"), raw("dlq"), raw("keys.deks")
+    def topic(name: str, schema: str | None = None) -> faust.TopicT:
+        """Raw bytes (the consuming side decodes, so bad bytes become dead letters), or Avro records to send."""
+        return app.topic(name, key_type=bytes, key_serializer="raw", partitions=settings.partitions,
+                         value_serializer=codec_name(schema) if schema else "raw")
+
+    readings_raw, bills_raw = topic("readings.raw"), topic("bills.raw")
+    readings_sealed, bills_sealed, dlq, deks = (topic(t) for t in ("readings.sealed", "bills.sealed", "dlq", "keys.deks"))
+    # the same topics, for sending records through the fastavro codec
+    send_to = {"readings.sealed": topic("readings.sealed", "sealed"), "bills.sealed": topic("bills.sealed", "sealed"),
+               "dlq": topic("dlq", "dead_letter"), "keys.deks": topic("keys.deks", "wrapped_key")}
     raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     # meter token -> sealed MeterState: the changelog topic carries no meter id and no reading in clear
     meter_state = app.Table("meter-state", default=lambda: None, partitions=settings.partitions, schema=raw_schema)
     first_sealed = []
 
-    async def publish(outcome, sealed_topic: faust.TopicT) -> None:
-        for key, value in pipeline.take_new_keys():
-            await deks.send(key=key, value=value)
-        target = sealed_topic if isinstance(outcome, Sealed) else dlq
-        await target.send(key=outcome.key, value=outcome.encode())
+    async def publish(outcome, sealed_topic: str) -> None:
+        for key, record in pipeline.take_new_keys():
+            await send_to["keys.deks"].send(key=key, value=record)
+        target = send_to[sealed_topic if isinstance(outcome, Sealed) else "dlq"]
+        await target.send(key=outcome.key, value=outcome.record)
         if not first_sealed and isinstance(outcome, Sealed):
             first_sealed.append(time.monotonic())
             log.warning("first record sealed %.1f s after worker start", first_sealed[0] - started)
@@ -71,12 +80,23 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     @app.agent(readings_raw, name="seal_readings")
     async def seal_readings(stream):
         async for event in stream.events():
-            await publish(pipeline.seal_reading(event.value, source(event), meter_state), readings_sealed)
+            src = source(event)
+            outcome = guarded(lambda: pipeline.seal_reading(event.value, src, meter_state), event.value, src)
+            await publish(outcome, "readings.sealed")
 
     @app.agent(bills_raw, name="seal_bills")
     async def seal_bills(stream):
         async for event in stream.events():
-            await publish(pipeline.seal_bill(event.value, source(event)), bills_sealed)
+            src = source(event)
+            await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src), "bills.sealed")
+
+    def guarded(step, data: bytes, src: Source):
+        """The seal step never raises on data; if a bug makes it raise anyway, the message is a dead letter."""
+        try:
+            return step()
+        except Exception as exc:  # noqa: BLE001 - the worker must not die on one message
+            log.exception("unexpected error sealing %s; sent to dlq", src.id)
+            return pipeline.sealer.reject(data, src, InvalidInput("internal", f"unexpected {type(exc).__name__}"))
 
     def sink(topic: faust.TopicT, name: str):
         async def store(stream):
@@ -84,7 +104,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 messages = [(e.message.partition, e.message.offset, e.value) for e in events]
                 _, rejected = pipeline.store_batch(topic.get_topic_name(), messages)
                 for dead in rejected:
-                    await dlq.send(key=dead.key, value=dead.encode())
+                    await send_to["dlq"].send(key=dead.key, value=dead.record)
                 if pipeline.unreadable_dead_letters:
                     log.error("%d unreadable message(s) on dlq skipped", pipeline.unreadable_dead_letters)
                     pipeline.unreadable_dead_letters = 0

@@ -51,9 +51,9 @@ class Pipeline:
         self.store.put_dek(wrapped)
         self.pending_keys.append(wrapped)
 
-    def take_new_keys(self) -> list[tuple[bytes, bytes]]:
-        """(key, value) messages for keys.deks, once each."""
-        out = [(w["key_id"].encode(), schemas.encode("wrapped_key", w)) for w in self.pending_keys]
+    def take_new_keys(self) -> list[tuple[bytes, dict[str, Any]]]:
+        """(key, WrappedKey record) messages for keys.deks, once each."""
+        out = [(w["key_id"].encode(), w) for w in self.pending_keys]
         self.pending_keys.clear()
         return out
 

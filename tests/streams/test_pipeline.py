@@ -24,7 +24,8 @@ def test_new_keys_are_stored_before_use_and_queued_once(tmp_path):
     msgs = p.take_new_keys()
     assert len(msgs) == 3 and p.take_new_keys() == []
     assert sorted(k.decode() for k, _ in msgs) == p.store.dek_ids()
-    assert schemas.decode("wrapped_key", msgs[0][1])["owner_fingerprint"] == OWNER.public_key.fingerprint
+    assert msgs[0][1]["owner_fingerprint"] == OWNER.public_key.fingerprint
+    assert schemas.decode("wrapped_key", schemas.encode("wrapped_key", msgs[0][1])) == msgs[0][1]
 
 
 def test_meter_state_table_holds_only_sealed_values(tmp_path):

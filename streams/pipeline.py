@@ -60,12 +60,10 @@ class Pipeline:
     # -- seal agents ---------------------------------------------------------------------------
     def seal_reading(self, data: bytes, source: Source, states: dict[bytes, bytes] | Any) -> Sealed | Rejected:
         """Seal one raw reading. ``states`` maps meter token -> sealed ``MeterState`` (a Faust table)."""
-        def last_state(meter_tok: str) -> MeterState | None:
-            return self.states.decode(states.get(meter_tok.encode()), meter_tok)
-
-        outcome = self.sealer.reading(data, source, last_state)
-        if isinstance(outcome, Sealed) and outcome.state is not None:
-            states[outcome.key] = self.states.encode(outcome.state, outcome.record["meter_tok"])
+        batch = MeterStates(self.states, states)
+        outcome = self.sealer.reading(data, source, batch.get)
+        batch.update(outcome)
+        batch.flush()
         return outcome
 
     def seal_bill(self, data: bytes, source: Source) -> Sealed | Rejected:
@@ -100,3 +98,34 @@ class Pipeline:
             return self.store.put_dek(schemas.decode("wrapped_key", value))
         except (schemas.SchemaError, MeterSealError, KeyError, ValueError):
             return False
+
+
+class MeterStates:
+    """Per-meter validator state for one batch: read through to the table, written back once per meter.
+
+    Writing each meter's state once per batch instead of once per reading keeps the changelog small.
+    ``flush(write)`` calls ``write(key, sealed_value, context)`` with the context (the Faust event) of
+    the meter's last reading in the batch, so the table knows which partition the key belongs to.
+    """
+
+    def __init__(self, codec: StateCodec, table: Any) -> None:
+        self._codec, self._table = codec, table
+        self._dirty: dict[str, tuple[MeterState, Any]] = {}
+
+    def get(self, meter_tok: str) -> MeterState | None:
+        if meter_tok in self._dirty:
+            return self._dirty[meter_tok][0]
+        return self._codec.decode(self._table.get(meter_tok.encode()), meter_tok)
+
+    def update(self, outcome: Sealed | Rejected, context: Any = None) -> None:
+        if isinstance(outcome, Sealed) and outcome.state is not None:
+            self._dirty[outcome.record["meter_tok"]] = (outcome.state, context)
+
+    def flush(self, write: Callable[[bytes, bytes, Any], None] | None = None) -> None:
+        for meter_tok, (state, context) in self._dirty.items():
+            value = self._codec.encode(state, meter_tok)
+            if write is None:
+                self._table[meter_tok.encode()] = value
+            else:
+                write(meter_tok.encode(), value, context)
+        self._dirty.clear()

@@ -37,6 +37,7 @@ class Settings:
     dek_max_records: int = 100_000
     dek_max_age_s: float = 3600.0
     app_id: str = "meterseal"
+    seal_batch: int = 500
     store_batch: int = 2000
     store_flush_s: float = 0.5
     log_level: str = "warn"
@@ -55,6 +56,7 @@ class Settings:
         "METERSEAL_DEK_MAX_RECORDS": "dek_max_records",
         "METERSEAL_DEK_MAX_AGE_S": "dek_max_age_s",
         "METERSEAL_APP_ID": "app_id",
+        "METERSEAL_SEAL_BATCH": "seal_batch",
         "METERSEAL_STORE_BATCH": "store_batch",
         "METERSEAL_STORE_FLUSH_S": "store_flush_s",
         "METERSEAL_LOG_LEVEL": "log_level",

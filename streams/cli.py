@@ -21,7 +21,7 @@ from .keystore import Keystore
 from .owner import HPKE, RSA
 from .settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages are single lines, never re-wrapped
 
 
 def passphrase_for(settings: Settings, *, confirm: bool = False) -> str:

@@ -1,0 +1,55 @@
+import json
+
+from click.testing import CliRunner
+
+from streams.cli import main
+
+
+def run(tmp_path, *args, passphrase="pw", **env):
+    environ = {"METERSEAL_DATA_DIR": str(tmp_path), "METERSEAL_PASSPHRASE": passphrase, **env}
+    return CliRunner().invoke(main, list(args), env=environ, catch_exceptions=False)
+
+
+def test_keys_init_show_rotate(tmp_path):
+    assert run(tmp_path, "keys", "init", "--scheme", "hpke").exit_code == 0
+    shown = json.loads(run(tmp_path, "keys", "show").output)
+    assert [o["scheme"] for o in shown["owners"]] == ["hpke_mlkem768_x25519"]
+    assert "pw" not in run(tmp_path, "keys", "show").output
+    assert run(tmp_path, "keys", "show", "--public").output.startswith("hpke_mlkem768_x25519 ")
+    assert run(tmp_path, "keys", "rotate", "--scheme", "rsa").exit_code == 0
+    shown = json.loads(run(tmp_path, "keys", "show").output)
+    assert [(o["scheme"], o["active"]) for o in shown["owners"]] == [("hpke_mlkem768_x25519", False), ("rsa_oaep_3072_sha256", True)]
+    assert run(tmp_path, "keys", "show", "--public").output.startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
+    result = run(tmp_path, "keys", "show")
+    assert result.exit_code == 2 and "run `meterseal keys init`" in result.output and "Traceback" not in result.output
+    run(tmp_path, "keys", "init")
+    result = run(tmp_path, "keys", "rotate", passphrase="wrong")
+    assert result.exit_code == 2 and "wrong passphrase" in result.output
+    result = run(tmp_path, "keys", "init")
+    assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_no_passphrase_without_a_terminal_is_an_error(tmp_path):
+    result = CliRunner().invoke(main, ["keys", "init"], env={"METERSEAL_DATA_DIR": str(tmp_path), "METERSEAL_PASSPHRASE": ""})
+    assert result.exit_code != 0 and "METERSEAL_PASSPHRASE" in result.output
+    assert not (tmp_path / "keystore.json").exists()
+
+
+def test_commands_without_a_broker_say_how_to_get_one(tmp_path, seed_csv):
+    result = run(tmp_path, "ingest", "bills", str(seed_csv))
+    assert result.exit_code == 2 and "meterseal broker" in result.output
+
+
+def test_status_on_an_empty_store(tmp_path):
+    out = json.loads(run(tmp_path, "status").output)
+    assert out == {"readings": 0, "bills": 0, "dlq": 0, "dlq_by_rule": {}, "deks": 0}
+
+
+def test_help_explains_every_command():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for command in ("broker", "demo", "ingest", "keys", "status", "worker"):
+        assert command in out
+    assert "uci" in CliRunner().invoke(main, ["ingest", "--help"]).output

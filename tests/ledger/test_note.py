@@ -1,0 +1,61 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from ledger.checkpoint import Checkpoint
+from ledger.exceptions import NoteError
+from ledger.note import Signer, Verifier, open_note, sign
+
+EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "signed_note_examples.json"
+
+
+@pytest.fixture(scope="module")
+def examples():
+    if not EXAMPLES.exists():
+        pytest.skip("shared vectors not present")
+    return json.loads(EXAMPLES.read_text())
+
+
+def test_public_signed_note_examples_verify(examples):
+    for ex in examples:
+        verifier = Verifier.from_vkey(ex["vkey"])
+        assert verifier.vkey == ex["vkey"]
+        text, names = open_note(ex["note"], [verifier])
+        assert names == [verifier.name] and ex["note"].startswith(text)
+
+
+def test_public_examples_fail_when_changed(examples):
+    ex = examples[0]
+    verifier = Verifier.from_vkey(ex["vkey"])
+    with pytest.raises(NoteError):
+        open_note(ex["note"].replace("cryptography", "Cryptography"), [verifier])
+    with pytest.raises(NoteError, match="no signature by a known key"):
+        open_note(ex["note"], [Verifier.from_vkey(examples[1]["vkey"])])
+
+
+def test_sign_and_open_a_checkpoint():
+    signer = Signer.generate("meterseal.test/log")
+    cp = Checkpoint("meterseal.test/readings/0", 42, bytes(range(32)))
+    note = sign(cp.body(), signer)
+    text, names = open_note(note, [Verifier.from_vkey(signer.verifier.vkey)])
+    assert Checkpoint.parse(text) == cp and names == ["meterseal.test/log"]
+    forged = note.replace("\n42\n", "\n43\n")
+    with pytest.raises(NoteError):
+        open_note(forged, [signer.verifier])
+
+
+@pytest.mark.parametrize("body", ["o\n3\n", "o\nx\nAAAA\n", "o\n3\nnot base64!\n", "o\n3\nAAAA\n", "o\n03\n" + "A" * 43 + "=\n"])
+def test_malformed_checkpoints_are_refused(body):
+    with pytest.raises(NoteError):
+        Checkpoint.parse(body)
+
+
+def test_bad_vkeys_and_names():
+    with pytest.raises(NoteError):
+        Verifier.from_vkey("nonsense")
+    with pytest.raises(NoteError):
+        Signer.generate("has space")
+    v = Signer.generate("a").verifier
+    with pytest.raises(NoteError, match="hash"):
+        Verifier.from_vkey(v.vkey.replace(v.key_hash.hex(), "00000000"))

@@ -5,6 +5,7 @@ Agents::
     readings.raw  --seal_readings-->  readings.sealed | dlq        (+ keys.deks when a DEK is made)
     bills.raw     --seal_bills----->  bills.sealed    | dlq
     readings.sealed, bills.sealed, dlq  --store_*-->  Parquet segments in the store
+                                        (+ a Merkle log per partition, signed checkpoints on ledger.checkpoints)
     keys.deks     --store_keys----->  <store>/deks
 
 Delivery is at-least-once (the embedded broker has no transactions); record ids and the store's
@@ -60,7 +61,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     readings_sealed, bills_sealed, dlq, deks = (topic(t) for t in ("readings.sealed", "bills.sealed", "dlq", "keys.deks"))
     # the same topics, for sending records through the fastavro codec
     send_to = {"readings.sealed": topic("readings.sealed", "sealed"), "bills.sealed": topic("bills.sealed", "sealed"),
-               "dlq": topic("dlq", "dead_letter"), "keys.deks": topic("keys.deks", "wrapped_key")}
+               "dlq": topic("dlq", "dead_letter"), "keys.deks": topic("keys.deks", "wrapped_key"),
+               "ledger.checkpoints": topic("ledger.checkpoints", "checkpoint")}
     raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     # meter token -> sealed MeterState: the changelog topic carries no meter id and no reading in clear
     meter_state = app.Table("meter-state", default=lambda: None, partitions=settings.partitions, schema=raw_schema)
@@ -122,6 +124,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 _, rejected = pipeline.store_batch(topic.get_topic_name(), messages)
                 for dead in rejected:
                     await send_to["dlq"].send(key=dead.key, value=dead.record)
+                await publish_checkpoints()
                 if pipeline.unreadable_dead_letters:
                     log.error("%d unreadable message(s) on dlq skipped", pipeline.unreadable_dead_letters)
                     pipeline.unreadable_dead_letters = 0
@@ -130,6 +133,27 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     sink(readings_sealed, "store_readings")
     sink(bills_sealed, "store_bills")
     sink(dlq, "store_dlq")
+
+    async def publish_checkpoints() -> None:
+        for key, record in pipeline.take_checkpoints():
+            await send_to["ledger.checkpoints"].send(key=key, value=record)
+
+    @app.timer(interval=max(1.0, settings.checkpoint_s / 2))
+    async def checkpoint_quiet_logs() -> None:
+        """Logs that stopped growing still get a checkpoint of their last leaves within checkpoint_s."""
+        if pipeline.checkpoint_due():
+            await publish_checkpoints()
+
+    @app.on_partitions_revoked.connect
+    async def checkpoint_before_handing_over(sender, revoked, **kwargs) -> None:
+        """Sign what this worker appended before another worker takes the partitions over."""
+        if pipeline.checkpoint_due(force=True):
+            await publish_checkpoints()
+
+    @app.on_before_shutdown.connect
+    async def checkpoint_on_shutdown(sender, **kwargs) -> None:
+        if pipeline.checkpoint_due(force=True):
+            await publish_checkpoints()
 
     @app.agent(deks, name="store_keys")
     async def store_keys(stream):

@@ -24,7 +24,8 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     index_key = keystore.index_key(passphrase)  # the worker never unlocks the owner's private key
     broker = resolve(settings.broker, settings.data_dir)
     ensure_topics(broker, settings.partitions)
-    pipeline = Pipeline(settings, index_key, keystore.owner_public, SegmentStore(settings.store_dir))
+    signer = keystore.ledger_signer(passphrase)
+    pipeline = Pipeline(settings, index_key, keystore.owner_public, SegmentStore(settings.store_dir), signer)
     app = build_app(settings, pipeline, broker=broker, started=started)
     logging.getLogger("meterseal").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -18,6 +18,7 @@ from .broker import BROKER_FILE, EmbeddedBroker, Producer, ensure_topics, resolv
 from .exceptions import MeterSealError
 from .ingest import encode_bill, encode_reading, produce
 from .keystore import Keystore
+from .ledger_cli import ledger_group
 from .owner import HPKE, RSA
 from .settings import Settings
 
@@ -84,15 +85,18 @@ def keys_init(settings: Settings, scheme: str, force: bool) -> None:
 
 
 @keys.command("show")
-@click.option("--public", "public", is_flag=True, help="Print the active owner public key (PEM) instead.")
+@click.option("--public", "public", is_flag=True, help="Print the ledger checkpoint verifier key (signed-note vkey).")
+@click.option("--owner", "owner", is_flag=True, help="Print the active owner public key (PEM) instead.")
 @click.pass_obj
-def keys_show(settings: Settings, public: bool) -> None:
-    """Describe the keystore: owner keys, schemes, fingerprints. Shows no secrets."""
+def keys_show(settings: Settings, public: bool, owner: bool) -> None:
+    """Describe the keystore: owner keys, schemes, fingerprints, ledger key. Shows no secrets."""
     store = Keystore.load(settings.data_dir)
-    if public:
+    if owner:
         click.echo(store.owner_public.pem(), nl=False)
-        return
-    click.echo(json.dumps(store.describe(), indent=2))
+    elif public:
+        click.echo(store.ledger_verifier.vkey)
+    else:
+        click.echo(json.dumps({**store.describe(), "ledger_vkey": store.ledger_verifier.vkey}, indent=2))
 
 
 @keys.command("rotate")
@@ -229,6 +233,8 @@ def status(settings: Settings) -> None:
     out["deks"] = len(SegmentStore(settings.store_dir).dek_ids())
     click.echo(json.dumps(out, indent=2))
 
+
+main.add_command(ledger_group)
 
 if __name__ == "__main__":  # python -m streams.cli
     main()

@@ -24,13 +24,14 @@ from .exceptions import InvalidInput, MeterSealError
 from .ingest import encode_bill, encode_reading, produce
 from .keyring import Keyring
 from .keystore import Keystore
+from .ledger_cli import audit_store
 from .seal import open_record
 from .settings import Settings
 from .store import SegmentStore, connect
 from .tokens import BlindIndex
 from .validate import MeterState, Policy, check_bill, check_reading, decode_raw, next_state
 
-console = Console()
+console = Console(soft_wrap=True)
 
 # deliberately bad input, one per rule, so the dead-letter path is visible
 BAD_READINGS = [
@@ -85,7 +86,10 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
         console.print(f"no CSV given: generated 200 seed-format bills at {csv_path}")
     bill_rows = list(sources.read_bills_csv(csv_path))
     uci = [(r["meter_id"].encode(), encode_reading(r)) for r in sources.uci_readings(meters=10, regions=settings.regions, limit=uci_limit)]
-    bad = [(b"DEMO-BAD", value) for value in BAD_READINGS]
+    # each run's bad messages differ (a dead letter's id covers its bytes), so a re-run shows its own
+    run = f"demo-run-{int(time.time())}".encode()
+    bad = [(b"DEMO-BAD", value.replace(b"DEMO-BAD", b"DEMO-BAD-" + run) if b"{" in value else value + b" " + run)
+           for value in BAD_READINGS]
     readings = uci + bad
     want_readings, rejected_readings = _expected_readings(readings, index, Policy.from_settings(settings))
     want_bills, rejected_bills = _expected_bills(bill_rows, index)
@@ -112,6 +116,8 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
 
         counts = _wait(settings, want_readings, want_bills, rejected_readings + rejected_bills, started_ingest,
                        worker, timeout)
+        worker.terminate()  # a clean stop signs a checkpoint of every log's last leaves
+        worker.wait(30)
         _report(settings, keys, index, counts, len(bill_rows), len(readings), time.monotonic() - t0)
         return 0
     except MeterSealError as exc:
@@ -187,6 +193,12 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
                   f"{con.execute('SELECT count(*) FROM bills').fetchone()[0]} bills, "
                   f"{con.execute('SELECT count(*) FROM dlq').fetchone()[0]} dead letters")
     con.close()
+    results = audit_store(settings.store_dir, Keystore.load(settings.data_dir).ledger_verifier)
+    problems = [f for _, findings in results for f in findings]
+    console.print(f"ledger: {len(results)} Merkle logs, {sum(s.leaves for s, _ in results)} leaves, "
+                  f"{sum(s.checkpoints for s, _ in results)} signed checkpoints — "
+                  + ("[green]verified[/]" if not problems else f"[red]{problems[0]}[/]")
+                  + " (`meterseal ledger verify`, `meterseal ledger prove RECORD_ID`)")
     log = Path(settings.data_dir) / "worker.log"
     for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])[::-1]:
         if "first record sealed" in line:

@@ -16,13 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.note import Signer, Verifier
+
 from . import _crypto
 from .envelope import DataKey, open_with, seal
 from .exceptions import InvalidEnvelope, KeystoreError
 from .owner import RSA, OwnerKeyPair, OwnerPublicKey, Unwrapper
 
 FILENAME = "keystore.json"
-FORMAT = 1
+FORMAT = 2
 _SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 _KEK_ID = b"meterseal-kstore"  # 16 bytes: the envelope's key id slot
 
@@ -107,6 +109,24 @@ class Keystore:
         except InvalidEnvelope:
             raise KeystoreError(f"wrong passphrase for {self.path} (or the keystore was altered)") from None
 
+    @property
+    def ledger_verifier(self) -> Verifier:
+        """The public key that verifies ledger checkpoints (no passphrase needed)."""
+        entry = self._doc["ledger"]
+        return Verifier(entry["name"], _unb64(entry["public"]))
+
+    def ledger_signer(self, passphrase: str) -> Signer:
+        entry = self._doc["ledger"]
+        try:
+            private = open_with({_KEK_ID: self._kek(passphrase)}, _unb64(entry["private"]),
+                                aad=b"ledger:" + entry["public"].encode())
+        except InvalidEnvelope:
+            raise KeystoreError(f"wrong passphrase for {self.path} (or the keystore was altered)") from None
+        signer = Signer(entry["name"], private)
+        if signer.verifier != self.ledger_verifier:
+            raise KeystoreError(f"the ledger key in {self.path} does not match its public key")
+        return signer
+
     def unlock(self, passphrase: str) -> UnlockedKeys:
         kek = self._kek(passphrase)
         try:
@@ -136,6 +156,10 @@ class Keystore:
         store = cls(path, doc)
         kek = store._kek(passphrase)
         doc["index_key"] = _b64(seal(kek, os.urandom(32), aad=b"index_key"))
+        signer = Signer.generate("meterseal-ledger")
+        public = _b64(signer.verifier.public)
+        doc["ledger"] = {"name": signer.name, "public": public,
+                         "private": _b64(seal(kek, signer.private, aad=b"ledger:" + public.encode()))}
         store._add_owner(kek, OwnerKeyPair.generate(scheme), now)
         store._save()
         return store

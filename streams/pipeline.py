@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import schemas
+from ledger import leaf
+from ledger.hashing import leaf_hash
+from ledger.log import FileCheckpoints, Log
+from ledger.note import Signer
+from ledger.storage import FileHashStore
+
 from .envelope import DataKey, DekRing
 from .exceptions import InvalidInput, MeterSealError
 from .owner import OwnerPublicKey
 from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
 from .settings import Settings
-from .store import SegmentStore
+from .store import LEDGERED, SegmentStore
 from .tokens import BlindIndex
 from .validate import MeterState, Policy
 
@@ -32,6 +38,7 @@ class Pipeline:
     index_key: bytes = field(repr=False)
     owner: OwnerPublicKey
     store: SegmentStore
+    signer: Signer | None = field(default=None, repr=False)  # signs ledger checkpoints
     clock: Callable[[], float] = time.time
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
@@ -43,6 +50,8 @@ class Pipeline:
                              max_message_bytes=self.settings.max_message_bytes, clock=self.clock)
         self.states = StateCodec(derive_state_key(self.index_key))
         self.unreadable_dead_letters = 0
+        self._logs: dict[tuple[str, int], Log] = {}
+        self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
 
     def _on_new_key(self, dek: DataKey) -> None:
         """Wrap a new DEK for the owner, keep it in the store now, queue it for keys.deks."""
@@ -90,8 +99,70 @@ class Pipeline:
                                                    InvalidInput("sink", f"not a {schema} record: {exc}")))
                 continue
             by_partition.setdefault(partition, []).append((offset, record))
-        written = sum(self.store.append(table, p, rows) for p, rows in by_partition.items())
+        if table not in LEDGERED:
+            return sum(self.store.append(table, p, rows) for p, rows in by_partition.items()), rejected
+        written = 0
+        for partition, rows in by_partition.items():
+            written += self._store_ledgered(table, partition, rows)
         return written, rejected
+
+    # -- the ledger ------------------------------------------------------------------------------
+    def origin(self, table: str, partition: int) -> str:
+        """The log's name in its checkpoints: per ledger key, table and partition."""
+        key = self.signer.verifier.key_hash.hex() if self.signer else "unsigned"
+        return f"meterseal/{key}/{table}/{partition}"
+
+    def log(self, table: str, partition: int) -> Log:
+        """The partition's log, reloaded if another process appended, caught up if a crash cut an append short."""
+        hashes = FileHashStore(self.store.hash_path(table, partition))
+        log = self._logs.get((table, partition))
+        if log is None or log.size != hashes.size():
+            log = Log(self.origin(table, partition), hashes, FileCheckpoints(self.store.checkpoint_dir(table, partition)),
+                      clock=self.clock)
+            self._logs[(table, partition)] = log
+        if self.store.max_leaf(table, partition) >= log.size:  # rows were written, their hashes were not
+            behind = self.store.rows(table, partition, min_leaf=log.size)
+            if [r["leaf_index"] for r in behind] != list(range(log.size, log.size + len(behind))):
+                raise MeterSealError(f"{table}/p{partition}: stored leaf indexes do not follow the ledger; "
+                                     "run `meterseal ledger verify`")
+            log.append([leaf_hash(leaf.encode(r)) for r in behind])
+        return log
+
+    def _store_ledgered(self, table: str, partition: int, rows: list[tuple[int, dict]]) -> int:
+        """Dedup, give each new record its leaf index and per-meter sequence, write the segment, then append."""
+        log = self.log(table, partition)
+        fresh = self.store.fresh(table, partition, rows)
+        for i, row in enumerate(fresh):
+            row["leaf_index"] = log.size + i
+            row["meter_seq"] = self.store.next_meter_seq(table, partition, row["meter_tok"])
+        written = self.store.write(table, partition, fresh)
+        log.append([leaf_hash(leaf.encode(r)) for r in fresh])
+        self.checkpoint_due(only=(table, partition))
+        return written
+
+    def checkpoint_due(self, *, only: tuple[str, int] | None = None, force: bool = False) -> int:
+        """Sign checkpoints of logs that grew by enough leaves or long enough ago; returns how many."""
+        if self.signer is None:
+            return 0
+        made = 0
+        for key in list(self._logs):
+            if only is not None and key != only:
+                continue
+            log = self.log(*key)  # re-read if another worker appended since: never sign a stale tree
+            if force and not log.due(every_leaves=1, every_s=float("inf")):
+                continue  # nothing new since the last checkpoint
+            if force or log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):
+                note = log.checkpoint(self.signer)
+                self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,
+                                                 "root_hash": log.root(), "note": note,
+                                                 "created_at_ms": int(self.clock() * 1000)})
+                made += 1
+        return made
+
+    def take_checkpoints(self) -> list[tuple[bytes, dict[str, Any]]]:
+        out = [(c["origin"].encode(), c) for c in self.pending_checkpoints]
+        self.pending_checkpoints.clear()
+        return out
 
     def store_key(self, value: bytes) -> bool:
         try:

@@ -40,6 +40,8 @@ class Settings:
     seal_batch: int = 500
     store_batch: int = 2000
     store_flush_s: float = 0.5
+    checkpoint_leaves: int = 1000
+    checkpoint_s: float = 10.0
     log_level: str = "warn"
 
     # environment variable -> field
@@ -59,6 +61,8 @@ class Settings:
         "METERSEAL_SEAL_BATCH": "seal_batch",
         "METERSEAL_STORE_BATCH": "store_batch",
         "METERSEAL_STORE_FLUSH_S": "store_flush_s",
+        "METERSEAL_CHECKPOINT_LEAVES": "checkpoint_leaves",
+        "METERSEAL_CHECKPOINT_S": "checkpoint_s",
         "METERSEAL_LOG_LEVEL": "log_level",
     }
 

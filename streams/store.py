@@ -33,6 +33,7 @@ import schemas
 from .exceptions import StoreError
 
 TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
+LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
 _AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "string": pa.string(), "bytes": pa.binary(),
                   "double": pa.float64(), "enum": pa.string()}
@@ -54,6 +55,8 @@ def arrow_schema(table: str) -> pa.Schema:
         kind, nullable = _arrow_type(f["type"])
         fields.append(pa.field(f["name"], kind, nullable=nullable))
     fields += [pa.field("topic_partition", pa.int32(), False), pa.field("topic_offset", pa.int64(), False)]
+    if table in LEDGERED:
+        fields += [pa.field("leaf_index", pa.int64()), pa.field("meter_seq", pa.int64())]
     return pa.schema(fields)
 
 
@@ -61,6 +64,8 @@ def arrow_schema(table: str) -> pa.Schema:
 class _PartitionState:
     files: frozenset[str] = frozenset()
     ids: set[str] = field(default_factory=set)
+    meter_counts: dict[str, int] = field(default_factory=dict)  # records per meter token (per-meter sequence)
+    max_leaf: int = -1
 
 
 class SegmentStore:
@@ -91,38 +96,87 @@ class SegmentStore:
             known = state.files if state else frozenset()
             state = state if state and known <= files else _PartitionState()
             for seg in segs:
-                if seg.name not in state.files:
-                    state.ids.update(pq.read_table(seg, columns=[id_col]).column(id_col).to_pylist())
+                if seg.name in state.files:
+                    continue
+                if table in LEDGERED:
+                    part = pq.read_table(seg, columns=[id_col, "meter_tok", "leaf_index"])
+                    for tok in part.column("meter_tok").to_pylist():
+                        state.meter_counts[tok] = state.meter_counts.get(tok, 0) + 1
+                    leaves = [i for i in part.column("leaf_index").to_pylist() if i is not None]
+                    state.max_leaf = max([state.max_leaf, *leaves])
+                else:
+                    part = pq.read_table(seg, columns=[id_col])
+                state.ids.update(part.column(id_col).to_pylist())
             state.files = files
             self._states[(table, partition)] = state
         return state
 
-    def append(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> int:
-        """Store ``(offset, record)`` pairs from one partition of a sealed topic; returns rows written."""
-        rows = list(rows)
-        if not rows:
-            return 0
+    def fresh(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The ``(offset, record)`` pairs not stored yet, as rows (with topic partition and offset)."""
         state = self._state(table, partition)
         id_col = TABLES[table][1]
-        fresh, seen = [], set()
+        out, seen = [], set()
         for offset, record in rows:
             rid = record[id_col]
             if rid in state.ids or rid in seen:
                 continue
             seen.add(rid)
-            fresh.append({**record, "topic_partition": partition, "topic_offset": offset})
-        if not fresh:
+            out.append({**record, "topic_partition": partition, "topic_offset": offset})
+        return out
+
+    def next_meter_seq(self, table: str, partition: int, meter_tok: str) -> int:
+        """The next per-meter sequence number in this partition (0, 1, 2, ...: a gap shows a missing record)."""
+        counts = self._state(table, partition).meter_counts
+        seq = counts.get(meter_tok, 0)
+        counts[meter_tok] = seq + 1
+        return seq
+
+    def write(self, table: str, partition: int, rows: list[dict[str, Any]]) -> int:
+        """Write rows from ``fresh`` as one immutable segment; returns rows written."""
+        if not rows:
             return 0
-        first, last = min(o for o, _ in rows), max(o for o, _ in rows)
+        state = self._state(table, partition)
+        first, last = min(r["topic_offset"] for r in rows), max(r["topic_offset"] for r in rows)
         name = f"{int(time.time() * 1000):013d}-{first:020d}-{last:020d}-{os.urandom(4).hex()}.parquet"
         directory = self.partition_dir(table, partition)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(pa.Table.from_pylist(fresh, schema=arrow_schema(table)), tmp, compression="zstd")
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema(table)), tmp, compression="zstd")
         os.replace(tmp, directory / name)
-        state.ids |= seen
+        state.ids.update(r[TABLES[table][1]] for r in rows)
+        if table in LEDGERED:
+            state.max_leaf = max([state.max_leaf, *(r["leaf_index"] for r in rows if r.get("leaf_index") is not None)])
         state.files = state.files | {name}
-        return len(fresh)
+        return len(rows)
+
+    def append(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> int:
+        """``fresh`` then ``write``, for tables without a ledger (and tests)."""
+        return self.write(table, partition, self.fresh(table, partition, rows))
+
+    def max_leaf(self, table: str, partition: int) -> int:
+        return self._state(table, partition).max_leaf
+
+    def rows(self, table: str, partition: int, *, min_leaf: int | None = None) -> list[dict[str, Any]]:
+        """All rows of a partition (or those at leaf index >= ``min_leaf``), ordered by leaf index."""
+        segs = self.segments(table, partition)
+        if not segs:
+            return []
+        data = pa.concat_tables([pq.read_table(p) for p in segs], promote_options="default")
+        rows = data.to_pylist()
+        if min_leaf is not None:
+            rows = [r for r in rows if r.get("leaf_index") is not None and r["leaf_index"] >= min_leaf]
+        return sorted(rows, key=lambda r: (r.get("leaf_index") is None, r.get("leaf_index") or 0))
+
+    def partitions(self, table: str) -> list[int]:
+        base = self.root / table
+        return sorted(int(p.name[1:]) for p in base.glob("p*")) if base.exists() else []
+
+    # -- the ledger's files --------------------------------------------------------------------
+    def hash_path(self, table: str, partition: int) -> Path:
+        return self.root / "ledger" / table / f"p{partition:03d}.hashes"
+
+    def checkpoint_dir(self, table: str, partition: int) -> Path:
+        return self.root / "ledger" / table / f"p{partition:03d}"
 
     # -- wrapped DEKs ------------------------------------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:

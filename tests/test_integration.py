@@ -7,118 +7,25 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import pytest
 
 import schemas
-from streams.broker import TOPICS, EmbeddedBroker, ensure_topics
 from streams.keyring import Keyring
-from streams.keystore import Keystore
 from streams.seal import open_record
 from streams.sources import read_bills_csv
 from streams.store import SegmentStore, connect
-from streams.tokens import BlindIndex
 from streams.validate import check_bill
 
+from .rig import running_rig
+
 pytestmark = pytest.mark.broker
-PASSPHRASE = "integration-test-passphrase"
 RAW_TOPICS = {"readings.raw", "bills.raw"}
-
-
-class Rig:
-    def __init__(self, data_dir: Path, broker: EmbeddedBroker, worker: subprocess.Popen) -> None:
-        self.data_dir, self.broker, self.worker = data_dir, broker, worker
-        self.keys = Keystore.load(data_dir).unlock(PASSPHRASE)
-        self.index = BlindIndex(self.keys.index_key)
-        self.env = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
-                    "METERSEAL_PASSPHRASE": PASSPHRASE}
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=self.env, capture_output=True,
-                              text=True, timeout=120)
-
-    def query(self, sql: str, params=()):
-        con = connect(self.data_dir / "store")
-        try:
-            return con.execute(sql, list(params)).fetchall()
-        finally:
-            con.close()
-
-    def wait_for(self, predicate, what: str, timeout: float = 90.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.worker.poll() is None, "worker died:\n" + (self.data_dir / "worker.log").read_text()[-3000:]
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}\n" + (self.data_dir / "worker.log").read_text()[-3000:])
-
-    def scan(self, topic: str, idle: float = 2.0) -> list:
-        """Every message on ``topic`` from the start, read until the topic is idle for ``idle`` seconds.
-
-        (The bundled Tansu build reports wrong high watermarks — one per record batch — so reading
-        "up to the high watermark" would stop early.)
-        """
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": f"scan-{time.time()}",
-                      "enable.auto.commit": False})
-        out = []
-        try:
-            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            last = time.monotonic()
-            while time.monotonic() - last < idle:
-                msg = c.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                out.append(msg)
-                last = time.monotonic()
-        finally:
-            c.close()
-        return out
-
-    def topic_bytes(self, topic: str) -> list[bytes]:
-        """Every key and value on ``topic``, alternating."""
-        return [b for m in self.scan(topic) for b in (m.key() or b"", m.value() or b"")]
-
-    def consumed(self, topic: str) -> bool:
-        """True when the worker's group has committed past every message now on ``topic``."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        ends: dict[int, int] = {}
-        for m in self.scan(topic):
-            ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
-        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "meterseal"})
-        try:
-            committed = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-            return all(tp.offset >= ends[tp.partition] for tp in committed)
-        finally:
-            c.close()
 
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("meterseal-data")
-    Keystore.init(data_dir, PASSPHRASE)
-    broker = EmbeddedBroker(log_path=data_dir / "broker.log").start()
-    ensure_topics(broker.bootstrap, 4)
-    env = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
-           "METERSEAL_PASSPHRASE": PASSPHRASE, "METERSEAL_DEK_MAX_RECORDS": "300"}
-    log = open(data_dir / "worker.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    try:
-        yield Rig(data_dir, broker, worker)
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        broker.stop()
+    with running_rig(tmp_path_factory.mktemp("meterseal-data"), METERSEAL_DEK_MAX_RECORDS="300") as r:
+        yield r
 
 
 def test_seed_csv_is_sealed_exactly_once(rig, seed_csv):
@@ -149,6 +56,9 @@ def test_seed_csv_is_sealed_exactly_once(rig, seed_csv):
     rig.wait_for(lambda: rig.consumed("bills.raw"), "the second ingest to be sealed")
     rig.wait_for(lambda: rig.consumed("bills.sealed"), "the re-sealed bills to reach the sink")
     assert len(rig.scan("bills.sealed")) == 2000  # both deliveries were sealed; the sink kept one of each
+    # ...and the ledger has exactly one leaf per bill
+    verify = rig.cli("ledger", "verify")
+    assert verify.returncode == 0 and "1000 leaves" in verify.stdout, verify.stdout + verify.stderr
     assert rig.query("SELECT count(*), count(DISTINCT record_id) FROM bills")[0] == (1000, 1000)
 
 
@@ -230,6 +140,7 @@ def test_demo_runs_end_to_end(tmp_path, seed_csv):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "demo complete" in out and "opened with the owner's private key" in out
+    assert "ledger: 8 Merkle logs, 3000 leaves" in out and "verified" in out
     assert "│ bills.raw    │     1000 │   1000 │            0 │" in out
     assert "│ readings.raw │     2005 │   2000 │            5 │" in out
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleaned up after itself

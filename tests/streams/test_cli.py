@@ -15,11 +15,12 @@ def test_keys_init_show_rotate(tmp_path):
     shown = json.loads(run(tmp_path, "keys", "show").output)
     assert [o["scheme"] for o in shown["owners"]] == ["hpke_mlkem768_x25519"]
     assert "pw" not in run(tmp_path, "keys", "show").output
-    assert run(tmp_path, "keys", "show", "--public").output.startswith("hpke_mlkem768_x25519 ")
+    assert run(tmp_path, "keys", "show", "--owner").output.startswith("hpke_mlkem768_x25519 ")
+    assert run(tmp_path, "keys", "show", "--public").output.startswith("meterseal-ledger+")
     assert run(tmp_path, "keys", "rotate", "--scheme", "rsa").exit_code == 0
     shown = json.loads(run(tmp_path, "keys", "show").output)
     assert [(o["scheme"], o["active"]) for o in shown["owners"]] == [("hpke_mlkem768_x25519", False), ("rsa_oaep_3072_sha256", True)]
-    assert run(tmp_path, "keys", "show", "--public").output.startswith("-----BEGIN PUBLIC KEY-----")
+    assert run(tmp_path, "keys", "show", "--owner").output.startswith("-----BEGIN PUBLIC KEY-----")
 
 
 def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
@@ -50,6 +51,6 @@ def test_status_on_an_empty_store(tmp_path):
 
 def test_help_explains_every_command():
     out = CliRunner().invoke(main, ["--help"]).output
-    for command in ("broker", "demo", "ingest", "keys", "status", "worker"):
+    for command in ("broker", "demo", "ingest", "keys", "ledger", "status", "worker"):
         assert command in out
     assert "uci" in CliRunner().invoke(main, ["ingest", "--help"]).output

@@ -1,0 +1,135 @@
+"""Auditing one log: its signed checkpoints, its hash store, and the records that claim to be its leaves.
+
+Pure: the caller reads the files and passes hashes, rows and notes in. The first finding names what
+was changed and where (log, leaf index, record id), most specific first.
+
+Order of checks:
+1. every checkpoint carries a valid signature by the ledger key and names this log;
+2. the hash store reproduces every checkpoint's root, and successive checkpoints are consistent
+   (a consistency proof built from the hashes verifies) — so the hashes are authentic up to the
+   newest checkpoint, and anything past it is reported as unsigned, not trusted;
+3. each record's recomputed leaf hash equals the authentic hash at its index — or, if it equals the
+   hash at another index, it was moved; indexes with no record were deleted; records with an index the
+   log does not have, or a second record at an index, were inserted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from . import leaf
+from .checkpoint import Checkpoint
+from .exceptions import LedgerError, NoteError, ProofError
+from .hashing import leaf_hash
+from .compact import CompactRange
+from .note import Verifier, open_note
+from .proof import consistency_proof
+from .verify import verify_consistency
+
+
+@dataclass(frozen=True)
+class Finding:
+    log: str
+    kind: str
+    detail: str
+    index: int | None = None
+    record_id: str | None = None
+
+    def __str__(self) -> str:
+        where = f" at leaf {self.index}" if self.index is not None else ""
+        rid = f" (record {self.record_id})" if self.record_id else ""
+        return f"{self.log}: {self.kind}{where}{rid}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    log: str
+    leaves: int
+    checkpoints: int
+    signed_size: int
+
+
+def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], notes: Sequence[str],
+          verifier: Verifier) -> tuple[Summary, list[Finding]]:
+    findings: list[Finding] = []
+    checkpoints: list[Checkpoint] = []
+    for note in notes:
+        try:
+            text, _ = open_note(note, [verifier])
+            cp = Checkpoint.parse(text)
+        except NoteError as exc:
+            findings.append(Finding(origin, "checkpoint-signature", f"a checkpoint does not verify: {exc}"))
+            continue
+        if cp.origin != origin:
+            findings.append(Finding(origin, "checkpoint-origin", f"checkpoint names another log: {cp.origin}"))
+            continue
+        checkpoints.append(cp)
+    checkpoints.sort(key=lambda c: c.size)
+
+    # 2. the hash store against the checkpoints
+    tree = CompactRange()
+    roots: dict[int, bytes] = {}
+    wanted = {c.size for c in checkpoints}
+    for h in hashes:
+        tree.append(h)
+        if tree.size in wanted:
+            roots[tree.size] = tree.root()
+    trusted = 0
+    for cp in checkpoints:
+        if cp.size > len(hashes):
+            findings.append(Finding(origin, "truncated", f"a checkpoint covers {cp.size} leaves but only "
+                                    f"{len(hashes)} remain", index=len(hashes)))
+            break
+        if roots.get(cp.size) != cp.root:
+            findings.append(Finding(origin, "hash-log-altered", f"stored hashes do not reproduce the signed root at "
+                                    f"size {cp.size}", index=trusted))
+            break
+        trusted = cp.size
+    for older, newer in zip(checkpoints, checkpoints[1:]):
+        if not older.size or newer.size > len(hashes):
+            continue
+        try:
+            proof = consistency_proof(older.size, hashes[: newer.size])
+            verify_consistency(older.size, newer.size, proof, older.root, newer.root)
+        except (ProofError, ValueError) as exc:
+            findings.append(Finding(origin, "inconsistent-checkpoints", f"sizes {older.size} -> {newer.size}: {exc}"))
+
+    # 3. records against the hashes
+    seen: dict[int, str] = {}
+    mismatched: list[tuple[int, dict[str, Any]]] = []
+    for row in rows:
+        index, rid = row.get("leaf_index"), row.get("record_id")
+        if index is None or not 0 <= index < len(hashes):
+            findings.append(Finding(origin, "inserted", "a record claims a leaf the log does not have", index, rid))
+            continue
+        if index in seen:
+            findings.append(Finding(origin, "inserted", f"a second record at this leaf (first: {seen[index]})", index, rid))
+            continue
+        seen[index] = rid
+        if leaf_hash(leaf.encode(row)) != hashes[index]:
+            mismatched.append((index, row))
+    # a record that would match another mismatched leaf if it stood there was moved (e.g. two swapped)
+    spots = {i for i, _ in mismatched} if len(mismatched) <= 1000 else set()
+    for index, row in mismatched:
+        home = next((j for j in spots if j != index and leaf_hash(leaf.encode({**row, "leaf_index": j})) == hashes[j]), None)
+        if home is not None:
+            findings.append(Finding(origin, "moved", f"this record is leaf {home}", index, row.get("record_id")))
+        else:
+            findings.append(Finding(origin, "modified", "the record's bytes differ from its leaf", index, row.get("record_id")))
+    for index in range(len(hashes)):
+        if index not in seen:
+            findings.append(Finding(origin, "deleted", "no record for this leaf", index))
+            break
+    findings.sort(key=lambda f: (f.index is None, f.index if f.index is not None else 0))
+    return Summary(origin, len(hashes), len(checkpoints), trusted), findings
+
+
+def first_problem(results: Iterable[tuple[Summary, list[Finding]]]) -> Finding | None:
+    for _, findings in results:
+        if findings:
+            return findings[0]
+    return None
+
+
+__all__ = ["Finding", "Summary", "audit", "first_problem", "LedgerError"]

@@ -157,8 +157,12 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     @app.agent(deks, name="store_keys")
     async def store_keys(stream):
-        async for value in stream:
-            pipeline.store_key(value)
+        async for event in stream.events():
+            pipeline.store_key(event.value, event.message.partition)
+            await publish_checkpoints()
+            if pipeline.unreadable_keys:
+                log.error("%d unreadable message(s) on keys.deks skipped", pipeline.unreadable_keys)
+                pipeline.unreadable_keys = 0
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs) -> None:

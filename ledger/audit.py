@@ -16,7 +16,7 @@ Order of checks:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from . import leaf
 from .checkpoint import Checkpoint
@@ -51,7 +51,7 @@ class Summary:
 
 
 def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], notes: Sequence[str],
-          verifier: Verifier) -> tuple[Summary, list[Finding]]:
+          verifier: Verifier, encode: Callable[[dict[str, Any]], bytes] = leaf.encode) -> tuple[Summary, list[Finding]]:
     findings: list[Finding] = []
     checkpoints: list[Checkpoint] = []
     for note in notes:
@@ -107,12 +107,12 @@ def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], 
             findings.append(Finding(origin, "inserted", f"a second record at this leaf (first: {seen[index]})", index, rid))
             continue
         seen[index] = rid
-        if leaf_hash(leaf.encode(row)) != hashes[index]:
+        if leaf_hash(encode(row)) != hashes[index]:
             mismatched.append((index, row))
     # a record that would match another mismatched leaf if it stood there was moved (e.g. two swapped)
     spots = {i for i, _ in mismatched} if len(mismatched) <= 1000 else set()
     for index, row in mismatched:
-        home = next((j for j in spots if j != index and leaf_hash(leaf.encode({**row, "leaf_index": j})) == hashes[j]), None)
+        home = next((j for j in spots if j != index and leaf_hash(encode({**row, "leaf_index": j})) == hashes[j]), None)
         if home is not None:
             findings.append(Finding(origin, "moved", f"this record is leaf {home}", index, row.get("record_id")))
         else:

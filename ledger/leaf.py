@@ -40,3 +40,13 @@ def _field(value: Any) -> bytes:
 def encode(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a stored sealed record (missing fields count as absent)."""
     return bytes([VERSION]) + b"".join(_field(record.get(name)) for name in FIELDS)
+
+
+# Key events (a data key created — and so the previous one rotated out) are leaves of the key log.
+KEY_EVENT_VERSION = 2
+KEY_EVENT_FIELDS = ("leaf_index", "key_id", "scheme", "owner_fingerprint", "wrapped", "created_at_ms", "worker")
+
+
+def encode_key_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a wrapped-DEK event; the version byte keeps it apart from record leaves."""
+    return bytes([KEY_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in KEY_EVENT_FIELDS)

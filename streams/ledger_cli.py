@@ -31,7 +31,7 @@ def _origin(verifier: Verifier, table: str, partition: int) -> str:
 
 def _logs(store: SegmentStore) -> list[tuple[str, int]]:
     found = set()
-    for table in LEDGERED:
+    for table in (*LEDGERED, "deks"):
         found |= {(table, p) for p in store.partitions(table)}
         ledger_dir = store.root / "ledger" / table
         if ledger_dir.exists():
@@ -46,7 +46,11 @@ def audit_store(store_dir: Path, verifier: Verifier) -> list:
     for table, p in _logs(store):
         hashes = FileHashStore(store.hash_path(table, p)).read()
         notes = FileCheckpoints(store.checkpoint_dir(table, p)).all()
-        results.append(audit(_origin(verifier, table, p), hashes, store.rows(table, p), notes, verifier))
+        if table == "deks":
+            results.append(audit(_origin(verifier, table, p), hashes, store.dek_rows(p), notes, verifier,
+                                 encode=leaf_codec.encode_key_event))
+        else:
+            results.append(audit(_origin(verifier, table, p), hashes, store.rows(table, p), notes, verifier))
     return results
 
 

@@ -50,6 +50,7 @@ class Pipeline:
                              max_message_bytes=self.settings.max_message_bytes, clock=self.clock)
         self.states = StateCodec(derive_state_key(self.index_key))
         self.unreadable_dead_letters = 0
+        self.unreadable_keys = 0
         self._logs: dict[tuple[str, int], Log] = {}
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
 
@@ -148,7 +149,8 @@ class Pipeline:
         for key in list(self._logs):
             if only is not None and key != only:
                 continue
-            log = self.log(*key)  # re-read if another worker appended since: never sign a stale tree
+            # re-read if another worker appended since: never sign a stale tree
+            log = self.key_log(key[1]) if key[0] == "deks" else self.log(*key)
             if force and not log.due(every_leaves=1, every_s=float("inf")):
                 continue  # nothing new since the last checkpoint
             if force or log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):
@@ -164,11 +166,33 @@ class Pipeline:
         self.pending_checkpoints.clear()
         return out
 
-    def store_key(self, value: bytes) -> bool:
+    def store_key(self, value: bytes, partition: int = 0) -> bool:
+        """Keep a wrapped DEK from keys.deks and append its creation to the key log; False if already there."""
         try:
-            return self.store.put_dek(schemas.decode("wrapped_key", value))
-        except (schemas.SchemaError, MeterSealError, KeyError, ValueError):
+            record = schemas.decode("wrapped_key", value)
+        except schemas.SchemaError:
+            self.unreadable_keys += 1
             return False
+        self.store.put_dek(record)  # the seal agent usually stored it already
+        if self.store.get_dek(record["key_id"]).get("leaf_index") is not None:
+            return False  # redelivered: already a leaf
+        log = self.key_log(partition)
+        row = self.store.mark_dek(record["key_id"], partition=partition, leaf_index=log.size)
+        log.append([leaf_hash(leaf.encode_key_event(row))])
+        self.checkpoint_due(only=("deks", partition))
+        return True
+
+    def key_log(self, partition: int) -> Log:
+        hashes = FileHashStore(self.store.hash_path("deks", partition))
+        log = self._logs.get(("deks", partition))
+        if log is None or log.size != hashes.size():
+            log = Log(self.origin("deks", partition), hashes, FileCheckpoints(self.store.checkpoint_dir("deks", partition)),
+                      clock=self.clock)
+            self._logs[("deks", partition)] = log
+        behind = [r for r in self.store.dek_rows(partition) if r["leaf_index"] >= log.size]
+        if behind:  # files marked, hashes not appended (a crash in between)
+            log.append([leaf_hash(leaf.encode_key_event(r)) for r in behind])
+        return log
 
 
 class MeterStates:

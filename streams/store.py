@@ -192,6 +192,22 @@ class SegmentStore:
         os.replace(tmp, path)
         return True
 
+    def mark_dek(self, key_id: str, *, partition: int, leaf_index: int) -> dict[str, Any]:
+        """Record where a stored DEK's event stands in the key log (rewrites its file atomically)."""
+        doc = json.loads((self.root / "deks" / f"{key_id}.json").read_text())
+        doc.update(partition=partition, leaf_index=leaf_index)
+        tmp = self.root / "deks" / f".{key_id}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.root / "deks" / f"{key_id}.json")
+        return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
+
+    def dek_rows(self, partition: int | None = None) -> list[dict[str, Any]]:
+        """Stored DEKs (wrapped bytes decoded) that are leaves of key log ``partition`` (or all), by leaf index."""
+        rows = [self.get_dek(k) for k in self.dek_ids()]
+        if partition is not None:
+            rows = [r for r in rows if r.get("partition") == partition and r.get("leaf_index") is not None]
+        return sorted(rows, key=lambda r: (r.get("leaf_index") is None, r.get("leaf_index") or 0))
+
     def get_dek(self, key_id: str) -> dict[str, Any] | None:
         path = self.root / "deks" / f"{key_id}.json"
         if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not path.exists():

@@ -65,7 +65,10 @@ def rewrite(seg: Path, rows: list[dict]) -> None:
 def test_the_worker_written_store_verifies(pristine):
     result = verify(pristine)
     assert result.exit_code == 0, result.output
-    assert "1000 leaves (1000 under signed checkpoints)" in result.output
+    import re
+
+    leaves, signed = map(int, re.search(r"(\d+) leaves \((\d+) under signed", result.output).groups())
+    assert leaves == signed and leaves > 1000  # 1000 bills + one leaf per data key
 
 
 def test_modified_ciphertext_byte(copy):
@@ -140,3 +143,16 @@ def test_altered_hash_log_is_caught_by_the_signed_roots(copy):
     hashes.write_bytes(bytes(data))
     result = verify(copy)
     assert result.exit_code == 1 and ("hash-log-altered" in result.output or "modified" in result.output)
+
+
+def test_altered_wrapped_key_is_caught_in_the_key_log(copy):
+    import json
+
+    store = SegmentStore(copy / "store")
+    key_id = next(k for k in store.dek_ids() if store.get_dek(k).get("leaf_index") is not None)
+    path = copy / "store" / "deks" / f"{key_id}.json"
+    doc = json.loads(path.read_text())
+    doc["owner_fingerprint"] = "0" * 64  # pretend the key was wrapped for someone else
+    path.write_text(json.dumps(doc))
+    result = verify(copy)
+    assert result.exit_code == 1 and "deks" in result.output and "modified" in result.output

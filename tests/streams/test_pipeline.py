@@ -50,3 +50,30 @@ def test_store_batch_writes_once_and_dead_letters_garbage(tmp_path):
     assert p.store_batch("dlq", dead) == (1, []) and p.unreadable_dead_letters == 1
     con = connect(tmp_path / "store")
     assert con.execute("SELECT count(*) FROM bills").fetchone() == (3,)
+
+
+def test_key_events_are_leaves_once_each_and_audit_clean(tmp_path):
+    from ledger import leaf
+    from ledger.audit import audit
+    from ledger.note import Signer
+
+    signer = Signer.generate("meterseal-ledger")
+    s = Settings.from_env({}, data_dir=tmp_path, dek_max_records=1)
+    p = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer, clock=lambda: 1.8e9)
+    for i in range(3):
+        p.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 0, i))
+    msgs = p.take_new_keys()
+    encoded = [schemas.encode("wrapped_key", r) for _, r in msgs]
+    assert [p.store_key(v, 1) for v in encoded] == [True, True, True]
+    assert [p.store_key(v, 1) for v in encoded] == [False, False, False]  # redelivery: no second leaf
+    assert p.key_log(1).size == 3
+    p.checkpoint_due(force=True)
+    store = p.store
+    from ledger.log import FileCheckpoints
+    from ledger.storage import FileHashStore
+
+    summary, findings = audit(p.origin("deks", 1), FileHashStore(store.hash_path("deks", 1)).read(), store.dek_rows(1),
+                              FileCheckpoints(store.checkpoint_dir("deks", 1)).all(), signer.verifier,
+                              encode=leaf.encode_key_event)
+    assert findings == [] and summary.signed_size == 3
+    assert p.store_key(b"garbage", 1) is False and p.unreadable_keys == 1

@@ -114,3 +114,37 @@ def hpke_private(private_raw: bytes):
 def hpke_unwrap(private_key, wrapped: bytes, info: bytes) -> bytes:
     """Raises on any mismatch (the exception type is the backend's)."""
     return _HPKE.decrypt(wrapped, private_key, info=info)
+
+
+# --- the earlier prototype's scheme, kept only as the benchmark baseline ----------------------
+
+
+def prototype_seal(public_key, plaintext: bytes) -> tuple[bytes, bytes, bytes]:
+    """Per record: a fresh AES-256 key, AES-CFB (no authentication), the key RSA-OAEP-wrapped.
+
+    This is what the first prototype did for every row; ``meterseal bench`` measures it beside the
+    envelope so the speed-up is a ratio from one run. Never used to protect data.
+    """
+    import os
+
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    key, iv = os.urandom(32), os.urandom(16)
+    enc = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
+    wrapped = public_key.encrypt(key, padding.OAEP(mgf=padding.MGF1(_OAEP_HASH()), algorithm=_OAEP_HASH(), label=None))
+    return wrapped, iv, enc.update(plaintext) + enc.finalize()
+
+
+def prototype_open(private_key, wrapped: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    key = private_key.decrypt(wrapped, padding.OAEP(mgf=padding.MGF1(_OAEP_HASH()), algorithm=_OAEP_HASH(), label=None))
+    dec = Cipher(algorithms.AES(key), CFB(iv)).decryptor()
+    return dec.update(ciphertext) + dec.finalize()
+
+
+def rsa_keypair(bits: int = 2048):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key, key.public_key()

@@ -234,6 +234,42 @@ def status(settings: Settings) -> None:
     click.echo(json.dumps(out, indent=2))
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks that print ratios against a baseline measured in the same run."""
+
+
+_bench_fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+def _print_bench(result: dict, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>24}  {value}")
+
+
+@bench.command("seal")
+@click.option("--records", type=int, default=20_000, show_default=True)
+@_bench_fmt
+def bench_seal_cmd(records: int, fmt: str) -> None:
+    """Seal/open rate of the envelope vs the prototype's per-record RSA-OAEP + AES-CFB."""
+    from .bench import bench_seal
+
+    _print_bench(bench_seal(records, max(200, records // 20)), fmt)
+
+
+@bench.command("ledger")
+@click.option("--leaves", type=int, default=1_000_000, show_default=True)
+@_bench_fmt
+def bench_ledger_cmd(leaves: int, fmt: str) -> None:
+    """Ledger append rate vs a hash chain, and the time of a full audit of a log of that many leaves."""
+    from .bench import bench_ledger
+
+    _print_bench(bench_ledger(leaves), fmt)
+
+
 main.add_command(ledger_group)
 
 if __name__ == "__main__":  # python -m streams.cli

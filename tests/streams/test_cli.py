@@ -54,3 +54,11 @@ def test_help_explains_every_command():
     for command in ("broker", "demo", "ingest", "keys", "ledger", "status", "worker"):
         assert command in out
     assert "uci" in CliRunner().invoke(main, ["ingest", "--help"]).output
+
+
+def test_bench_commands_measure_and_report_ratios():
+    out = json.loads(CliRunner().invoke(main, ["bench", "ledger", "--leaves", "2000", "--format", "json"]).output)
+    assert out["leaves"] == 2000 and out["append_leaves_per_s"] > 0 and out["audit_s"] >= 0
+    assert out["append_vs_chain"] == round(out["append_leaves_per_s"] / out["hash_chain_per_s"], 2)
+    out = json.loads(CliRunner().invoke(main, ["bench", "seal", "--records", "400", "--format", "json"]).output)
+    assert out["seal_ratio"] == round(out["seal_per_s"] / out["prototype_seal_per_s"], 1)

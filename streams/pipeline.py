@@ -115,12 +115,7 @@ class Pipeline:
 
     def log(self, table: str, partition: int) -> Log:
         """The partition's log, reloaded if another process appended, caught up if a crash cut an append short."""
-        hashes = FileHashStore(self.store.hash_path(table, partition))
-        log = self._logs.get((table, partition))
-        if log is None or log.size != hashes.size():
-            log = Log(self.origin(table, partition), hashes, FileCheckpoints(self.store.checkpoint_dir(table, partition)),
-                      clock=self.clock)
-            self._logs[(table, partition)] = log
+        log = self._open_log(table, partition)
         if self.store.max_leaf(table, partition) >= log.size:  # rows were written, their hashes were not
             behind = self.store.rows(table, partition, min_leaf=log.size)
             if [r["leaf_index"] for r in behind] != list(range(log.size, log.size + len(behind))):
@@ -182,13 +177,19 @@ class Pipeline:
         self.checkpoint_due(only=("deks", partition))
         return True
 
-    def key_log(self, partition: int) -> Log:
-        hashes = FileHashStore(self.store.hash_path("deks", partition))
-        log = self._logs.get(("deks", partition))
+    def _open_log(self, table: str, partition: int) -> Log:
+        """The cached log, or a fresh one from its files if none is cached or another process appended."""
+        hashes = FileHashStore(self.store.hash_path(table, partition))
+        log = self._logs.get((table, partition))
         if log is None or log.size != hashes.size():
-            log = Log(self.origin("deks", partition), hashes, FileCheckpoints(self.store.checkpoint_dir("deks", partition)),
+            log = Log(self.origin(table, partition), hashes, FileCheckpoints(self.store.checkpoint_dir(table, partition)),
                       clock=self.clock)
-            self._logs[("deks", partition)] = log
+            self._logs[(table, partition)] = log
+        return log
+
+    def key_log(self, partition: int) -> Log:
+        """The key log of a keys.deks partition, caught up with DEK files marked before a crash."""
+        log = self._open_log("deks", partition)
         behind = [r for r in self.store.dek_rows(partition) if r["leaf_index"] >= log.size]
         if behind:  # files marked, hashes not appended (a crash in between)
             log.append([leaf_hash(leaf.encode_key_event(r)) for r in behind])

@@ -156,3 +156,26 @@ def test_altered_wrapped_key_is_caught_in_the_key_log(copy):
     path.write_text(json.dumps(doc))
     result = verify(copy)
     assert result.exit_code == 1 and "deks" in result.output and "modified" in result.output
+
+
+def test_a_proof_from_prove_verifies_offline_with_only_the_public_key(pristine, tmp_path):
+    env = {"METERSEAL_DATA_DIR": str(pristine), "METERSEAL_PASSPHRASE": PASSPHRASE}
+    runner = CliRunner()
+    record_id = runner.invoke(main, ["ledger", "records", "--limit", "7"], env=env).output.splitlines()[-1].split("\t")[0]
+    vkey = runner.invoke(main, ["keys", "show", "--public"], env=env).output.strip()
+    bundle = tmp_path / "proof.json"
+    assert runner.invoke(main, ["ledger", "prove", record_id, "-o", str(bundle)], env=env).exit_code == 0
+    offline = {"METERSEAL_DATA_DIR": str(tmp_path / "no-keystore-here")}
+    result = runner.invoke(main, ["ledger", "verify-proof", str(bundle), "--vkey", vkey], env=offline)
+    assert result.exit_code == 0 and record_id in result.output
+    # without a trusted key it refuses; with a changed index, or another key, it fails
+    assert runner.invoke(main, ["ledger", "verify-proof", str(bundle)], env=offline).exit_code != 0
+    import json
+
+    data = json.loads(bundle.read_text())
+    data["index"] += 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    assert runner.invoke(main, ["ledger", "verify-proof", str(bad), "--vkey", vkey], env=offline).exit_code == 1
+    other = Signer.generate("meterseal-ledger").verifier.vkey
+    assert runner.invoke(main, ["ledger", "verify-proof", str(bundle), "--vkey", other], env=offline).exit_code == 1

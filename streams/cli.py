@@ -19,6 +19,7 @@ from .exceptions import MeterSealError
 from .ingest import encode_bill, encode_reading, produce
 from .keystore import Keystore
 from .ledger_cli import ledger_group
+from .search_cli import search_cmd, sql_cmd
 from .owner import HPKE, RSA
 from .settings import Settings
 
@@ -271,6 +272,8 @@ def bench_ledger_cmd(leaves: int, fmt: str) -> None:
 
 
 main.add_command(ledger_group)
+main.add_command(search_cmd)
+main.add_command(sql_cmd)
 
 if __name__ == "__main__":  # python -m streams.cli
     main()

@@ -54,6 +54,42 @@ def audit_store(store_dir: Path, verifier: Verifier) -> list:
     return results
 
 
+def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) -> dict[str, str]:
+    """``record_id -> verified | unsigned | TAMPERED`` for stored rows, checked against their logs.
+
+    Per log, the stored hashes must reproduce the newest checkpoint that verifies with ``verifier``;
+    then a row whose leaf hash is the hash at its index, below the checkpoint's size, is included in
+    the signed tree (equivalent to verifying an inclusion proof built from those hashes).
+    """
+    from ledger.compact import CompactRange
+
+    status: dict[str, str] = {}
+    by_log: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        by_log.setdefault(("bills" if row["kind"] == "bill" else "readings", row["topic_partition"]), []).append(row)
+    for (table, p), hits in by_log.items():
+        hashes = FileHashStore(store.hash_path(table, p)).read()
+        signed = 0
+        for note in reversed(FileCheckpoints(store.checkpoint_dir(table, p)).all()):
+            try:
+                cp = Checkpoint.parse(open_note(note, [verifier])[0])
+            except NoteError:
+                continue
+            if cp.origin == _origin(verifier, table, p) and cp.size <= len(hashes):
+                tree = CompactRange()
+                for h in hashes[: cp.size]:
+                    tree.append(h)
+                signed = cp.size if tree.root() == cp.root else -1
+            break
+        for row in hits:
+            i = row.get("leaf_index")
+            if signed < 0 or i is None or i >= len(hashes) or leaf_hash(leaf_codec.encode(row)) != hashes[i]:
+                status[row["record_id"]] = "TAMPERED"
+            else:
+                status[row["record_id"]] = "verified" if i < signed else "unsigned"
+    return status
+
+
 @click.group("ledger")
 def ledger_group() -> None:
     """The tamper-evident ledger: an RFC 6962 Merkle log per table and partition, with signed checkpoints."""

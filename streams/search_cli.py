@@ -16,7 +16,7 @@ from .query import Query, Reader
 from .settings import Settings
 
 _TABLE_COLUMNS = ("record_id", "kind", "meter_id", "ts", "kwh", "register_kwh", "Date", "Bill No.", "Meter No.",
-                  "Billed Unit", "Total Due", "region", "Category", "category", "sealed_bytes")
+                  "Billed Unit", "Total Due", "region", "Category", "category", "sealed_bytes", "ledger")
 _SEALED_FIELDS = ("record_id", "kind", "region", "category", "key_id", "meter_tok", "account_tok", "day_tok",
                   "month_tok", "year_tok", "leaf_index")
 
@@ -78,9 +78,10 @@ _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "c
 @click.option("--region", help="Region (kept in clear).")
 @click.option("--kind", type=click.Choice(["all", "readings", "bills"]), default="all", show_default=True)
 @click.option("--sealed", is_flag=True, help="List hits sealed (tokens and ids) without opening them.")
+@click.option("--verify", is_flag=True, help="Also check each hit's inclusion in its signed ledger log.")
 @_FORMAT
 @click.pass_obj
-def search_cmd(settings: Settings, date, start, end, meter, account, region, kind, sealed, fmt) -> None:
+def search_cmd(settings: Settings, date, start, end, meter, account, region, kind, sealed, verify, fmt) -> None:
     """Find every matching record. Tokens are computed here from the index key; the store sees only tokens.
 
     Hits are opened (AEAD-verified) with the owner key and printed under the source's own field names
@@ -93,8 +94,17 @@ def search_cmd(settings: Settings, date, start, end, meter, account, region, kin
         records = [{k: h.get(k) for k in _SEALED_FIELDS} | {"sealed_bytes": len(h["envelope"])} for h in hits]
     else:
         records = [{"record_id": h["record_id"], **reader.open(h)} for h in hits]
+    if verify:
+        from .ledger_cli import inclusion_status
+
+        status = inclusion_status(reader.store, Keystore.load(settings.data_dir).ledger_verifier, hits)
+        for record in records:
+            record["ledger"] = status[record["record_id"]]
     _emit(records, fmt, title=f"{len(records)} match(es)")
     click.echo(f"{len(records)} match(es)", err=True)
+    if verify and any(r["ledger"] == "TAMPERED" for r in records):
+        click.echo("some hits are not in the signed ledger as stored: run `meterseal ledger verify`", err=True)
+        sys.exit(1)
 
 
 @click.command("sql")

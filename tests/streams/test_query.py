@@ -37,6 +37,7 @@ def seeded(tmp_path_factory):
         by_partition.setdefault(i % 4, []).append((i % 4, i, sealed.encode()))
     for msgs in by_partition.values():
         pipeline.store_batch("bills.sealed", msgs)
+    pipeline.checkpoint_due(force=True)
     return data, keys, rows
 
 
@@ -145,3 +146,34 @@ def test_search_cli_prints_every_matching_bill_opened(seeded):
     assert json.loads(sql.stdout.splitlines()[0]) == {"n": len(want)}
     bad = CliRunner().invoke(main, ["search", "--date", "2023-13-01"], env=env)
     assert bad.exit_code != 0 and "YYYY-MM-DD" in bad.output
+
+
+def test_search_verify_checks_ledger_inclusion(seeded, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from streams.cli import main
+    from streams.store import arrow_schema
+
+    data, keys, rows = seeded
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    env = {"METERSEAL_DATA_DIR": str(copy), "METERSEAL_PASSPHRASE": "pw"}
+    args = ["search", "--date", "2023-03-04", "--verify", "--sealed", "--format", "json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0
+    assert {json.loads(l)["ledger"] for l in result.stdout.splitlines() if l.startswith("{")} == {"verified"}
+    hit = json.loads(result.stdout.splitlines()[0])
+    store = SegmentStore(copy / "store")
+    for seg in store.segments("bills"):
+        table = pq.read_table(seg).to_pylist()
+        for r in table:
+            if r["record_id"] == hit["record_id"]:
+                r["region"] = "north"  # relabel the row
+                pq.write_table(pa.Table.from_pylist(table, schema=arrow_schema("bills")), seg)
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 1
+    assert [json.loads(l)["ledger"] for l in result.stdout.splitlines() if hit["record_id"] in l] == ["TAMPERED"]

@@ -19,7 +19,7 @@ import pyarrow as pa
 from .exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from .keyring import Keyring
 from .keystore import UnlockedKeys
-from .seal import open_record
+from .seal import open_many, open_record
 from .store import SegmentStore, connect
 from .tokens import BlindIndex
 from .validate import BILL_COLUMNS
@@ -160,17 +160,14 @@ def register_functions(con: duckdb.DuckDBPyConnection, index: BlindIndex, keyrin
                    year_tok, envelope)
         if keyring is None:
             raise KeystoreError("unseal() needs the owner's private key: set METERSEAL_PASSPHRASE")
-        names = AAD_COLUMNS
-        lists = [c.to_pylist() for c in columns]
-        out = []
-        for values in zip(*lists):
-            row = dict(zip(names, values))
-            try:
-                plain = open_record(row, keyring, index)
-            except InvalidEnvelope:
-                raise InvalidEnvelope(f"record {row['record_id']} does not open: altered, or not sealed for this owner key") from None
-            out.append(json.dumps(_plain_bill(plain) if row["kind"] == "bill" else plain))
-        return pa.array(out, pa.string())
+        rows = [dict(zip(AAD_COLUMNS, values)) for values in zip(*(c.to_pylist() for c in columns))]
+        try:
+            plains = open_many(rows, keyring, index)
+        except InvalidEnvelope:
+            raise InvalidEnvelope("a record does not open: altered, or not sealed for this owner key "
+                                  "(`meterseal ledger verify` names it)") from None
+        return pa.array([json.dumps(_plain_bill(p) if r["kind"] == "bill" else p) for r, p in zip(rows, plains)],
+                        pa.string())
 
     types = ["VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR",
              "VARCHAR", "BLOB"]

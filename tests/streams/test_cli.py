@@ -62,3 +62,9 @@ def test_bench_commands_measure_and_report_ratios():
     assert out["append_vs_chain"] == round(out["append_leaves_per_s"] / out["hash_chain_per_s"], 2)
     out = json.loads(CliRunner().invoke(main, ["bench", "seal", "--records", "400", "--format", "json"]).output)
     assert out["seal_ratio"] == round(out["seal_per_s"] / out["prototype_seal_per_s"], 1)
+
+
+def test_bench_store_small():
+    out = json.loads(CliRunner().invoke(main, ["bench", "store", "--readings", "20000", "--format", "json"]).stdout)
+    assert out["readings"] == 20000 and out["range_hits"] > 0 and out["unseal_per_s"] > 0
+    assert out["unseal_vs_prototype"] == round(out["unseal_per_s"] / out["prototype_open_per_s"], 1)

@@ -128,3 +128,17 @@ def test_sealer_never_raises_on_json_shaped_data(record):
 
     s = Sealer(BlindIndex(bytes(32)), DekRing(10**6, 1e9, lambda k: None), Policy(frozenset({"north"})))
     assert isinstance(s.reading(json.dumps(record).encode(), SRC), (Sealed, Rejected))
+
+
+def test_open_many_equals_open_record_and_fails_closed(sealer, made_keys, index):
+    from streams.seal import open_many
+
+    recs = [sealer.reading(json.dumps({**GOOD, "ts": f"2024-03-01T10:{i:02d}:00Z", "register_kwh": 12.5 + i}).encode(),
+                           SRC).record for i in range(20)]
+    keys = keys_of(made_keys).__getitem__
+    assert open_many(recs, keys, index) == [open_record(r, keys, index) for r in recs]
+    bad = dict(recs[3], region="south")
+    with pytest.raises(InvalidEnvelope):
+        open_many(recs[:3] + [bad], keys, index)
+    with pytest.raises(InvalidEnvelope):
+        open_many(recs, lambda k: (_ for _ in ()).throw(KeyError(k)))

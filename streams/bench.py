@@ -172,7 +172,10 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
     from .seal import open_many
     from .store import SegmentStore, connect
 
-    store_dir = store_dir or tempfile.mkdtemp(prefix="meterseal-bench-")
+    if store_dir is None:
+
+        with tempfile.TemporaryDirectory(prefix="meterseal-bench-") as tmp:
+            return bench_store(n, tmp, progress)
     t0 = time.perf_counter()
     index, made, owner = build_reading_store(store_dir, n, progress=progress)
     build_s = time.perf_counter() - t0

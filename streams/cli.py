@@ -321,6 +321,16 @@ def bench_store_cmd(readings: int, fmt: str) -> None:
     _print_bench(result, fmt)
 
 
+@bench.command("pipeline")
+@click.option("--readings", type=int, default=20_000, show_default=True)
+@_bench_fmt
+def bench_pipeline_cmd(readings: int, fmt: str) -> None:
+    """End-to-end readings/s through a real worker on the embedded broker."""
+    from .bench import bench_pipeline
+
+    _print_bench(bench_pipeline(readings), fmt)
+
+
 main.add_command(ledger_group)
 main.add_command(search_cmd)
 main.add_command(sql_cmd)

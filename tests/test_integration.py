@@ -199,3 +199,10 @@ def test_search_while_the_worker_ingests_sees_a_consistent_store(rig):
         time.sleep(0.2)
     assert result.wait(30) == 0
     assert counts == sorted(counts) and seen > 5 and counts[0] < counts[-1]  # monotone: no segment ever half-seen
+
+
+def test_bench_pipeline_measures_a_real_worker():
+    from streams.bench import bench_pipeline
+
+    result = bench_pipeline(2000, meters=5)
+    assert result["stored"] == 2000 and result["readings_per_s_1_worker"] > 0

@@ -29,7 +29,7 @@ from .seal import open_record
 from .settings import Settings
 from .store import SegmentStore, connect
 from .tokens import BlindIndex
-from .validate import MeterState, Policy, check_bill, check_reading, decode_raw, next_state
+from .validate import Policy, check_bill, check_reading, decode_raw, next_state
 
 console = Console(soft_wrap=True)
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import fastavro
 
 import schemas
 from . import _crypto
@@ -196,10 +199,6 @@ def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index:
 def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
               index: BlindIndex | None = None) -> list[dict[str, Any]]:
     """``open_record`` for many records, with one AES-GCM object per data key (the bulk path of unseal)."""
-    import io
-
-    import fastavro
-
     ciphers: dict[bytes, Any] = {}
     schemas_by = {}
     out = []

@@ -7,6 +7,7 @@ it creates); it never holds the owner's private key, so a compromised worker can
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -126,14 +127,15 @@ class Pipeline:
 
     def _store_ledgered(self, table: str, partition: int, rows: list[tuple[int, dict]]) -> int:
         """Dedup, give each new record its leaf index and per-meter sequence, write the segment, then append."""
-        log = self.log(table, partition)
-        fresh = self.store.fresh(table, partition, rows)
-        for i, row in enumerate(fresh):
-            row["leaf_index"] = log.size + i
-            row["meter_seq"] = self.store.next_meter_seq(table, partition, row["meter_tok"])
-        written = self.store.write(table, partition, fresh)
-        log.append([leaf_hash(leaf.encode(r)) for r in fresh])
-        self.checkpoint_due(only=(table, partition))
+        with self.store.locked(table, partition):
+            log = self.log(table, partition)
+            fresh = self.store.fresh(table, partition, rows)
+            for i, row in enumerate(fresh):
+                row["leaf_index"] = log.size + i
+                row["meter_seq"] = self.store.next_meter_seq(table, partition, row["meter_tok"])
+            written = self.store.write(table, partition, fresh)
+            log.append([leaf_hash(leaf.encode(r)) for r in fresh])
+            self.checkpoint_due(only=(table, partition))
         return written
 
     def checkpoint_due(self, *, only: tuple[str, int] | None = None, force: bool = False) -> int:
@@ -144,17 +146,22 @@ class Pipeline:
         for key in list(self._logs):
             if only is not None and key != only:
                 continue
-            # re-read if another worker appended since: never sign a stale tree
-            log = self.key_log(key[1]) if key[0] == "deks" else self.log(*key)
-            if force and not log.due(every_leaves=1, every_s=float("inf")):
-                continue  # nothing new since the last checkpoint
-            if force or log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):
-                note = log.checkpoint(self.signer)
-                self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,
-                                                 "root_hash": log.root(), "note": note,
-                                                 "created_at_ms": int(self.clock() * 1000)})
-                made += 1
+            # ``only`` is given from inside the log's lock (an append); otherwise take it here
+            with contextlib.nullcontext() if only is not None else self.store.locked(*key):
+                made += self._checkpoint(key, force)
         return made
+
+    def _checkpoint(self, key: tuple[str, int], force: bool) -> int:
+        # re-read if another worker appended since: never sign a stale tree
+        log = self.key_log(key[1]) if key[0] == "deks" else self.log(*key)
+        if force and not log.due(every_leaves=1, every_s=float("inf")):
+            return 0  # nothing new since the last checkpoint
+        if not force and not log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):
+            return 0
+        note = log.checkpoint(self.signer)
+        self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,
+                                         "root_hash": log.root(), "note": note, "created_at_ms": int(self.clock() * 1000)})
+        return 1
 
     def take_checkpoints(self) -> list[tuple[bytes, dict[str, Any]]]:
         out = [(c["origin"].encode(), c) for c in self.pending_checkpoints]
@@ -169,12 +176,13 @@ class Pipeline:
             self.unreadable_keys += 1
             return False
         self.store.put_dek(record)  # the seal agent usually stored it already
-        if self.store.get_dek(record["key_id"]).get("leaf_index") is not None:
-            return False  # redelivered: already a leaf
-        log = self.key_log(partition)
-        row = self.store.mark_dek(record["key_id"], partition=partition, leaf_index=log.size)
-        log.append([leaf_hash(leaf.encode_key_event(row))])
-        self.checkpoint_due(only=("deks", partition))
+        with self.store.locked("deks", partition):
+            if self.store.get_dek(record["key_id"]).get("leaf_index") is not None:
+                return False  # redelivered: already a leaf
+            log = self.key_log(partition)
+            row = self.store.mark_dek(record["key_id"], partition=partition, leaf_index=log.size)
+            log.append([leaf_hash(leaf.encode_key_event(row))])
+            self.checkpoint_due(only=("deks", partition))
         return True
 
     def _open_log(self, table: str, partition: int) -> Log:

@@ -17,6 +17,8 @@ offsets begin again at 0. Nothing here holds plaintext.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -177,6 +179,22 @@ class SegmentStore:
 
     def checkpoint_dir(self, table: str, partition: int) -> Path:
         return self.root / "ledger" / table / f"p{partition:03d}"
+
+    @contextlib.contextmanager
+    def locked(self, table: str, partition: int):
+        """An exclusive lock on one partition's segments and log, across processes (flock).
+
+        During a rebalance a worker that lost a partition may still finish a batch while the new owner
+        starts one; the lock serialises them, and each re-reads what the other wrote before appending.
+        """
+        path = self.root / "ledger" / table / f"p{partition:03d}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- wrapped DEKs ------------------------------------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:

@@ -77,3 +77,25 @@ def test_key_events_are_leaves_once_each_and_audit_clean(tmp_path):
                               encode=leaf.encode_key_event)
     assert findings == [] and summary.signed_size == 3
     assert p.store_key(b"garbage", 1) is False and p.unreadable_keys == 1
+
+
+def test_two_writers_on_one_partition_keep_one_consistent_log(tmp_path):
+    """A worker that lost a partition and its new owner both append: the lock and re-reads keep one log."""
+    from ledger import leaf
+    from ledger.hashing import leaf_hash
+    from ledger.note import Signer
+    from ledger.storage import FileHashStore
+
+    signer = Signer.generate("meterseal-ledger")
+    s = Settings.from_env({}, data_dir=tmp_path)
+    a = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer)
+    b = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer)
+    bills = [a.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 0, i)) for i in range(30)]
+    msgs = [(0, i, x.encode()) for i, x in enumerate(bills)]
+    assert a.store_batch("bills.sealed", msgs[:10])[0] == 10
+    assert b.store_batch("bills.sealed", msgs[5:20])[0] == 10   # b re-reads a's rows: 5 duplicates skipped
+    assert a.store_batch("bills.sealed", msgs[15:30])[0] == 10  # a re-reads b's rows and log
+    a.checkpoint_due(force=True)
+    rows = a.store.rows("bills", 0)
+    assert [r["leaf_index"] for r in rows] == list(range(30))
+    assert FileHashStore(a.store.hash_path("bills", 0)).read() == [leaf_hash(leaf.encode(r)) for r in rows]

@@ -27,6 +27,12 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
 
     @classmethod
+    def from_note(cls, note: str) -> "Checkpoint":
+        """The checkpoint in a signed note's text, signatures NOT checked (for sizes and listings of notes
+        this process wrote or already verified; use ``note.open_note`` for anything from outside)."""
+        return cls.parse(note.split("\n\n")[0] + "\n")
+
+    @classmethod
     def parse(cls, text: str) -> "Checkpoint":
         lines = text.split("\n")
         if len(lines) < 4 or lines[-1] != "":

@@ -65,7 +65,7 @@ class Log:
         self.origin, self.hashes, self.checkpoints, self.clock = origin, hashes, checkpoints, clock
         self._range = CompactRange()
         notes = checkpoints.all()
-        self._last = Checkpoint.parse(notes[-1].split("\n\n")[0] + "\n") if notes else None
+        self._last = Checkpoint.from_note(notes[-1]) if notes else None
         self._last_time = clock()
         for h in hashes.read():
             self._range.append(h)

@@ -22,11 +22,11 @@ from ledger.verify import verify_inclusion
 
 from .keystore import Keystore
 from .settings import Settings
-from .store import LEDGERED, SegmentStore
+from .store import LEDGERED, SegmentStore, connect, log_origin
 
 
 def _origin(verifier: Verifier, table: str, partition: int) -> str:
-    return f"meterseal/{verifier.key_hash.hex()}/{table}/{partition}"
+    return log_origin(verifier.key_hash.hex(), table, partition)
 
 
 def _logs(store: SegmentStore) -> list[tuple[str, int]]:
@@ -122,7 +122,7 @@ def checkpoints_cmd(settings: Settings) -> None:
     store = SegmentStore(settings.store_dir)
     for table, p in _logs(store):
         for note in FileCheckpoints(store.checkpoint_dir(table, p)).all():
-            cp = Checkpoint.parse(note.split("\n\n")[0] + "\n")
+            cp = Checkpoint.from_note(note)
             click.echo(f"{table}\tp{p}\tsize={cp.size}\troot={cp.root.hex()}")
 
 
@@ -147,18 +147,22 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
     """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
     keystore = Keystore.load(settings.data_dir)
     store = SegmentStore(settings.store_dir)
-    for table, p in _logs(store):
-        row = next((r for r in store.rows(table, p) if r["record_id"] == record_id), None)
-        if row is None:
+    con = connect(settings.store_dir)
+    for table in LEDGERED:  # one indexed lookup, not a read of every log's rows
+        cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
+        found = cur.fetchone()
+        if found is None:
             continue
+        row = dict(zip([d[0] for d in cur.description], found))
+        p = row["topic_partition"]
         hashes = FileHashStore(store.hash_path(table, p)).read()
         notes = [n for n in FileCheckpoints(store.checkpoint_dir(table, p)).all()
-                 if Checkpoint.parse(n.split("\n\n")[0] + "\n").size > row["leaf_index"]]
+                 if Checkpoint.from_note(n).size > row["leaf_index"]]
         if not notes:
             raise click.ClickException(f"record {record_id} is leaf {row['leaf_index']} of {table}/p{p}, "
                                        "but no checkpoint covers it yet: try again in a few seconds")
         note = notes[-1]
-        size = Checkpoint.parse(note.split("\n\n")[0] + "\n").size
+        size = Checkpoint.from_note(note).size
         leaf = leaf_codec.encode(row)
         bundle = {"record_id": record_id, "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
                   "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),

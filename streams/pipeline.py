@@ -26,7 +26,7 @@ from .exceptions import InvalidInput, MeterSealError
 from .owner import OwnerPublicKey
 from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
 from .settings import Settings
-from .store import LEDGERED, SegmentStore
+from .store import LEDGERED, SegmentStore, log_origin
 from .tokens import BlindIndex
 from .validate import MeterState, Policy
 
@@ -111,8 +111,7 @@ class Pipeline:
     # -- the ledger ------------------------------------------------------------------------------
     def origin(self, table: str, partition: int) -> str:
         """The log's name in its checkpoints: per ledger key, table and partition."""
-        key = self.signer.verifier.key_hash.hex() if self.signer else "unsigned"
-        return f"meterseal/{key}/{table}/{partition}"
+        return log_origin(self.signer.verifier.key_hash.hex() if self.signer else "unsigned", table, partition)
 
     def log(self, table: str, partition: int) -> Log:
         """The partition's log, reloaded if another process appended, caught up if a crash cut an append short."""

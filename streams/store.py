@@ -238,6 +238,11 @@ class SegmentStore:
         return sorted(p.stem for p in directory.glob("*.json")) if directory.exists() else []
 
 
+def log_origin(key_hash_hex: str, table: str, partition: int) -> str:
+    """The name a partition's Merkle log carries in its checkpoints: ledger key, table, partition."""
+    return f"meterseal/{key_hash_hex}/{table}/{partition}"
+
+
 def _duck_type(kind: pa.DataType) -> str:
     return {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.binary(): "BLOB",
             pa.float64(): "DOUBLE"}[kind]

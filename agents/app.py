@@ -2,7 +2,8 @@
 
 Agents::
 
-    readings.raw  --seal_readings-->  readings.sealed | dlq        (+ keys.deks when a DEK is made)
+    readings.raw  --seal_readings-->  readings.sealed | dlq        (+ keys.deks when a DEK is made,
+                                                                    + alerts from the anomaly detector)
     bills.raw     --seal_bills----->  bills.sealed    | dlq
     readings.sealed, bills.sealed, dlq  --store_*-->  Parquet segments in the store
                                         (+ a Merkle log per partition, signed checkpoints on ledger.checkpoints)
@@ -21,10 +22,11 @@ import faust
 
 from streams.broker import faust_url
 from streams.exceptions import InvalidInput
-from streams.pipeline import MeterStates, Pipeline
+from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
 
+from . import tansu
 from .codecs import codec_name, register_all
 
 log = logging.getLogger("meterseal.worker")
@@ -32,6 +34,7 @@ log = logging.getLogger("meterseal.worker")
 
 def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None) -> faust.App:
     started = time.monotonic() if started is None else started
+    tansu.install()  # whole changelogs on recovery, short fetch waits (see agents/tansu.py)
     app = faust.App(
         settings.app_id,
         broker=faust_url(broker),
@@ -65,7 +68,13 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                "ledger.checkpoints": topic("ledger.checkpoints", "checkpoint")}
     raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     # meter token -> sealed MeterState: the changelog topic carries no meter id and no reading in clear
-    meter_state = app.Table("meter-state", default=lambda: None, partitions=settings.partitions, schema=raw_schema)
+    # key_type/value_type bytes make recovery read the changelog raw too (the schema alone covers only writes)
+    meter_state = app.Table("meter-state", default=lambda: None, partitions=settings.partitions, schema=raw_schema,
+                            key_type=bytes, value_type=bytes)
+    # meter token -> sealed anomaly Profile (features.Profile), co-partitioned with readings.raw like meter-state
+    meter_profile = app.Table("meter-profile", default=lambda: None, partitions=settings.partitions, schema=raw_schema,
+                              key_type=bytes, value_type=bytes)
+    alerts = topic("alerts", "alert")
     first_sealed = []
 
     async def publish(outcome, sealed_topic: str) -> None:
@@ -86,21 +95,37 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     async def seal_readings(stream):
         async for events in stream.take_events(settings.seal_batch, within=0.02):
             states = MeterStates(pipeline.states, meter_state)
+            profiles = BatchState(pipeline.alerting.profiles, meter_profile)
             for event in events:
                 src = source(event)
                 outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get), event.value, src)
                 states.update(outcome, event)
+                # alerts go out before the sealed record: the alert path is the latency that matters
+                for key, alert in detect(outcome, event, profiles):
+                    await alerts.send(key=key, value=alert)
                 await publish(outcome, "readings.sealed")
 
-            def write(key: bytes, value: bytes, event) -> None:
-                # a Faust table writes its changelog to the partition of the *current* event; in a batch we
-                # name it: the meter's own last event, so state stays co-partitioned with readings.raw
-                stream._set_current_event(event)
-                meter_state[key] = value
+            def writer(table):
+                def write(key: bytes, value: bytes, event) -> None:
+                    # a Faust table writes its changelog to the partition of the *current* event; in a batch
+                    # we name it: the meter's own last event, so state stays co-partitioned with readings.raw
+                    stream._set_current_event(event)
+                    table[key] = value
+                return write
 
             current = stream.current_event
-            states.flush(write)
+            states.flush(writer(meter_state))
+            profiles.flush(writer(meter_profile))
             stream._set_current_event(current)
+
+    def detect(outcome, event, profiles) -> list:
+        """Anomaly alerts for one outcome; a detector bug is logged, never a lost reading or a dead worker."""
+        try:
+            return pipeline.alerting.observe(outcome, event.message.partition, profiles, context=event,
+                                             ingested_ms=int(event.message.timestamp * 1000))
+        except Exception:  # noqa: BLE001 - the reading is sealed either way
+            log.exception("anomaly detector failed on %s", source(event).id)
+            return []
 
     @app.agent(bills_raw, name="seal_bills")
     async def seal_bills(stream):
@@ -144,14 +169,20 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         if pipeline.checkpoint_due():
             await publish_checkpoints()
 
+    @app.timer(interval=max(1.0, settings.checkpoint_s))
+    async def save_detectors() -> None:
+        pipeline.alerting.save()
+
     @app.on_partitions_revoked.connect
     async def checkpoint_before_handing_over(sender, revoked, **kwargs) -> None:
-        """Sign what this worker appended before another worker takes the partitions over."""
+        """Sign what this worker appended, and save its detectors, before another worker takes over."""
+        pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
         if pipeline.checkpoint_due(force=True):
             await publish_checkpoints()
 
     @app.on_before_shutdown.connect
     async def checkpoint_on_shutdown(sender, **kwargs) -> None:
+        pipeline.alerting.save()
         if pipeline.checkpoint_due(force=True):
             await publish_checkpoints()
 

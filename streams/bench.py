@@ -6,6 +6,7 @@ baseline measured seconds earlier on the same machine is the figure to compare.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -223,51 +224,111 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
                     "decode of every range hit (no index recheck); prototype = RSA-2048-OAEP unwrap + AES-CFB per record"}
 
 
-def bench_pipeline(n: int = 20_000, *, meters: int = 20, timeout: float = 300.0) -> dict:
-    """End to end on the embedded broker with one worker process: n UCI readings produced as fast as possible,
-    timed from the first message produced until the last sealed reading is in the store."""
+@contextlib.contextmanager
+def _bench_worker(**env: str):
+    """A temporary data dir, an embedded broker and one ready worker process: yields (data dir, broker)."""
     import subprocess
     import sys
     import tempfile
     from pathlib import Path
 
-    from .broker import EmbeddedBroker, Producer, ensure_topics
-    from .ingest import encode_reading
+    from .broker import EmbeddedBroker, ensure_topics
     from .keystore import Keystore
-    from .sources import uci_readings
-    from .store import connect
 
     with tempfile.TemporaryDirectory(prefix="meterseal-bench-") as tmp:
         data = Path(tmp)
         Keystore.init(data, "bench")
-        messages = [(r["meter_id"].encode(), encode_reading(r)) for r in uci_readings(meters=meters, limit=n)]
         with EmbeddedBroker() as broker:
             ensure_topics(broker.bootstrap, 4)
-            env = {**os.environ, "METERSEAL_DATA_DIR": str(data), "METERSEAL_BROKER": broker.url,
-                   "METERSEAL_PASSPHRASE": "bench"}
-            worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                      stdout=open(data / "worker.log", "wb"), stderr=subprocess.STDOUT)
+            environ = {**os.environ, "METERSEAL_DATA_DIR": str(data), "METERSEAL_BROKER": broker.url,
+                       "METERSEAL_PASSPHRASE": "bench", **env}
+            with open(data / "worker.log", "wb") as log:
+                worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=environ,
+                                          stdout=log, stderr=subprocess.STDOUT)
             try:
                 deadline = time.monotonic() + 60
                 while "worker ready" not in (data / "worker.log").read_text() and time.monotonic() < deadline:
                     time.sleep(0.2)
-                producer = Producer(broker.bootstrap)
-                start = time.perf_counter()
-                for key, value in messages:
-                    producer.send("readings.raw", value, key)
-                producer.close()
-                produced_s = time.perf_counter() - start
-                stored = 0
-                while stored < n and time.perf_counter() - start < timeout:
-                    time.sleep(0.2)
-                    con = connect(data / "store")
-                    stored = con.execute("SELECT count(*) FROM readings").fetchone()[0]
-                    con.close()
-                elapsed = time.perf_counter() - start
+                yield data, broker
             finally:
                 worker.terminate()
                 worker.wait(30)
+
+
+def bench_pipeline(n: int = 20_000, *, meters: int = 20, timeout: float = 300.0) -> dict:
+    """End to end on the embedded broker with one worker process: n UCI readings produced as fast as possible,
+    timed from the first message produced until the last sealed reading is in the store."""
+    from .broker import Producer
+    from .ingest import encode_reading
+    from .sources import uci_readings
+    from .store import connect
+
+    messages = [(r["meter_id"].encode(), encode_reading(r)) for r in uci_readings(meters=meters, limit=n)]
+    with _bench_worker() as (data, broker):
+        producer = Producer(broker.bootstrap)
+        start = time.perf_counter()
+        for key, value in messages:
+            producer.send("readings.raw", value, key)
+        producer.close()
+        produced_s = time.perf_counter() - start
+        stored = 0
+        while stored < n and time.perf_counter() - start < timeout:
+            time.sleep(0.2)
+            con = connect(data / "store")
+            stored = con.execute("SELECT count(*) FROM readings").fetchone()[0]
+            con.close()
+        elapsed = time.perf_counter() - start
     return {"readings": n, "stored": stored, "produce_s": round(produced_s, 2), "end_to_end_s": round(elapsed, 2),
             "readings_per_s_1_worker": round(stored / elapsed),
             "note": "UCI readings as JSON, one worker, embedded Tansu broker; from the first message produced to the "
                     "last reading stored (sealed, tokenized, ledgered)"}
+
+
+def bench_alerts(n: int = 30_000, *, rate: float = 1000.0, meters: int = 20, anomaly_rate: float = 0.002) -> dict:
+    """Ingest->alert latency: UCI readings with injected anomalies produced at ``rate``/s to one worker; each
+    alert's latency is the time it is read off the alerts topic minus its raw reading's broker timestamp."""
+    import threading
+
+    import numpy as np
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    import schemas
+    from .broker import Producer
+    from .ingest import encode_reading, paced
+    from .sources import inject_anomalies, uci_readings
+
+    readings = list(inject_anomalies(uci_readings(meters=meters, limit=n), rate=anomaly_rate, seed=9))
+    messages = [(r["meter_id"].encode(), encode_reading({k: v for k, v in r.items() if k != "event"})) for r in readings]
+    latencies: list[float] = []
+    with _bench_worker() as (_data, broker):
+        done = threading.Event()
+
+        def consume() -> None:
+            c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{time.time()}",
+                          "fetch.wait.max.ms": 20})
+            c.assign([TopicPartition("alerts", p, OFFSET_BEGINNING) for p in range(4)])
+            while not done.is_set():
+                msg = c.poll(0.05)
+                if msg is None or msg.error():
+                    continue
+                alert = schemas.decode("alert", msg.value())
+                if alert["ingested_at_ms"]:
+                    latencies.append(time.time() * 1000 - alert["ingested_at_ms"])
+            c.close()
+
+        reader = threading.Thread(target=consume, daemon=True)
+        reader.start()
+        producer = Producer(broker.bootstrap, **{"linger.ms": 1})
+        start = time.perf_counter()
+        for key, value in paced(messages, rate):
+            producer.send("readings.raw", value, key)
+        producer.flush()
+        produced_s = time.perf_counter() - start
+        time.sleep(5)  # let the last alerts arrive
+        done.set()
+        reader.join(10)
+    lat = np.asarray(latencies) if latencies else np.asarray([float("nan")])
+    return {"readings": n, "target_rate": rate, "achieved_rate": round(n / produced_s), "alerts": len(latencies),
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 1), "latency_ms_p99": round(float(np.percentile(lat, 99)), 1),
+            "latency_ms_max": round(float(lat.max()), 1),
+            "note": "one worker, embedded broker; latency = alert read off the alerts topic - raw reading's broker timestamp"}

@@ -17,6 +17,7 @@ from .broker import BROKER_FILE, EmbeddedBroker, Producer, ensure_topics, resolv
 from .exceptions import MeterSealError
 from .ingest import encode_bill, encode_reading, produce
 from .keystore import Keystore
+from .alerts_cli import alerts_cmd, eval_group
 from .ledger_cli import ledger_group
 from .search_cli import search_cmd, sql_cmd
 from .owner import HPKE, RSA
@@ -330,7 +331,20 @@ def bench_pipeline_cmd(readings: int, fmt: str) -> None:
     _print_bench(bench_pipeline(readings), fmt)
 
 
+@bench.command("alerts")
+@click.option("--readings", type=int, default=30_000, show_default=True)
+@click.option("--rate", type=float, default=5000.0, show_default=True, help="Readings per second produced.")
+@_bench_fmt
+def bench_alerts_cmd(readings: int, rate: float, fmt: str) -> None:
+    """Ingest->alert latency (p50/p99) through a real worker, readings produced at a fixed rate."""
+    from .bench import bench_alerts
+
+    _print_bench(bench_alerts(readings, rate=rate), fmt)
+
+
 main.add_command(ledger_group)
+main.add_command(alerts_cmd)
+main.add_command(eval_group)
 main.add_command(search_cmd)
 main.add_command(sql_cmd)
 

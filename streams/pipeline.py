@@ -21,6 +21,7 @@ from ledger.log import FileCheckpoints, Log
 from ledger.note import Signer
 from ledger.storage import FileHashStore
 
+from .alerting import Alerting
 from .envelope import DataKey, DekRing
 from .exceptions import InvalidInput, MeterSealError
 from .owner import OwnerPublicKey
@@ -28,7 +29,7 @@ from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
 from .settings import Settings
 from .store import LEDGERED, SegmentStore, log_origin
 from .tokens import BlindIndex
-from .validate import MeterState, Policy
+from .validate import Policy
 
 SINKS = {"readings.sealed": ("readings", "sealed"), "bills.sealed": ("bills", "sealed"), "dlq": ("dlq", "dead_letter")}
 
@@ -54,6 +55,7 @@ class Pipeline:
         self.unreadable_keys = 0
         self._logs: dict[tuple[str, int], Log] = {}
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
+        self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
 
     def _on_new_key(self, dek: DataKey) -> None:
         """Wrap a new DEK for the owner, keep it in the store now, queue it for keys.deks."""
@@ -203,32 +205,40 @@ class Pipeline:
         return log
 
 
-class MeterStates:
-    """Per-meter validator state for one batch: read through to the table, written back once per meter.
+class BatchState:
+    """Per-meter state for one batch: read through to a table, written back once per meter.
 
     Writing each meter's state once per batch instead of once per reading keeps the changelog small.
+    Values are sealed by ``codec`` (``encode(value, meter_tok)``/``decode(blob, meter_tok)``).
     ``flush(write)`` calls ``write(key, sealed_value, context)`` with the context (the Faust event) of
     the meter's last reading in the batch, so the table knows which partition the key belongs to.
     """
 
-    def __init__(self, codec: StateCodec, table: Any) -> None:
+    def __init__(self, codec: Any, table: Any) -> None:
         self._codec, self._table = codec, table
-        self._dirty: dict[str, tuple[MeterState, Any]] = {}
+        self._dirty: dict[str, tuple[Any, Any]] = {}
 
-    def get(self, meter_tok: str) -> MeterState | None:
+    def get(self, meter_tok: str) -> Any:
         if meter_tok in self._dirty:
             return self._dirty[meter_tok][0]
         return self._codec.decode(self._table.get(meter_tok.encode()), meter_tok)
 
-    def update(self, outcome: Sealed | Rejected, context: Any = None) -> None:
-        if isinstance(outcome, Sealed) and outcome.state is not None:
-            self._dirty[outcome.record["meter_tok"]] = (outcome.state, context)
+    def put(self, meter_tok: str, value: Any, context: Any = None) -> None:
+        self._dirty[meter_tok] = (value, context)
 
     def flush(self, write: Callable[[bytes, bytes, Any], None] | None = None) -> None:
-        for meter_tok, (state, context) in self._dirty.items():
-            value = self._codec.encode(state, meter_tok)
+        for meter_tok, (value, context) in self._dirty.items():
+            blob = self._codec.encode(value, meter_tok)
             if write is None:
-                self._table[meter_tok.encode()] = value
+                self._table[meter_tok.encode()] = blob
             else:
-                write(meter_tok.encode(), value, context)
+                write(meter_tok.encode(), blob, context)
         self._dirty.clear()
+
+
+class MeterStates(BatchState):
+    """The validator's per-meter state (``MeterState``) for one batch."""
+
+    def update(self, outcome: Sealed | Rejected, context: Any = None) -> None:
+        if isinstance(outcome, Sealed) and outcome.state is not None:
+            self.put(outcome.record["meter_tok"], outcome.state, context)

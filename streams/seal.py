@@ -48,6 +48,7 @@ class Sealed:
     key: bytes  # the meter token: topics after the raw ones never carry a meter id in clear
     record: dict[str, Any]
     state: MeterState | None = None
+    reading: Reading | None = None  # the plaintext, for the anomaly detector; never sent anywhere
 
     def encode(self) -> bytes:
         return schemas.encode("sealed", self.record)
@@ -57,6 +58,8 @@ class Sealed:
 class Rejected:
     key: bytes
     record: dict[str, Any]
+    rule: str = ""
+    decoded: dict[str, Any] | None = None  # the decoded raw reading, when it decoded; never sent anywhere
 
     def encode(self) -> bytes:
         return schemas.encode("dead_letter", self.record)
@@ -88,6 +91,7 @@ class Sealer:
     def reading(self, data: bytes, source: Source,
                 state_of: Callable[[str], MeterState | None] = lambda meter_tok: None) -> Sealed | Rejected:
         """Seal a raw reading; ``state_of(meter token)`` is the meter's last accepted state, if any."""
+        record = None
         try:
             self._check_size(data)
             record = decode_raw(data, "reading")
@@ -96,7 +100,7 @@ class Sealer:
             last = state_of(self.index.meter(str(meter_id))) if known else None
             reading = check_reading(record, policy=self.policy, now=self.clock(), last=last)
         except InvalidInput as exc:
-            return self.reject(data, source, exc)
+            return self.reject(data, source, exc, decoded=record)
         return self._seal_reading(reading, last)
 
     def bill(self, data: bytes, source: Source) -> Sealed | Rejected:
@@ -116,7 +120,7 @@ class Sealer:
                             schemas.encode_body(schemas.get("reading"), reading.as_record()),
                             meter_id=reading.meter_id, account_id=reading.account_id, day=reading.day,
                             region=reading.region, category=reading.category)
-        return Sealed(sealed.key, sealed.record, next_state(last, reading))
+        return Sealed(sealed.key, sealed.record, next_state(last, reading), reading)
 
     def _seal(self, kind: str, record_id: str, version: int, body: bytes, *, meter_id: str,
               account_id: str | None, day, region: str | None, category: str | None) -> Sealed:
@@ -132,7 +136,7 @@ class Sealer:
         record["key_id"] = env.key_id_of(record["envelope"]).hex()
         return Sealed(record["meter_tok"].encode(), record)
 
-    def reject(self, data: bytes, source: Source, exc: InvalidInput) -> Rejected:
+    def reject(self, data: bytes, source: Source, exc: InvalidInput, *, decoded: dict[str, Any] | None = None) -> Rejected:
         # keyed id of (where, what): a redelivery maps to the same dead letter, a reused offset after a
         # broker restart does not
         dlq_id = self.index.record_id("dlq", source.id, hashlib.sha256(data).hexdigest())
@@ -143,7 +147,7 @@ class Sealer:
             "received_at_ms": int(self.clock() * 1000),
         }
         record["key_id"] = env.key_id_of(record["envelope"]).hex()
-        return Rejected(source.id.encode(), record)
+        return Rejected(source.id.encode(), record, exc.rule, decoded)
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_message_bytes:

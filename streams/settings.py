@@ -43,6 +43,9 @@ class Settings:
     checkpoint_leaves: int = 1000
     checkpoint_s: float = 10.0
     log_level: str = "warn"
+    alert_quantile: float = 0.995
+    flatline_readings: int = 20
+    alert_values: bool = False
 
     # environment variable -> field
     ENV = {
@@ -64,6 +67,9 @@ class Settings:
         "METERSEAL_CHECKPOINT_LEAVES": "checkpoint_leaves",
         "METERSEAL_CHECKPOINT_S": "checkpoint_s",
         "METERSEAL_LOG_LEVEL": "log_level",
+        "METERSEAL_ALERT_QUANTILE": "alert_quantile",
+        "METERSEAL_FLATLINE_READINGS": "flatline_readings",
+        "METERSEAL_ALERT_VALUES": "alert_values",
     }
 
     def __post_init__(self) -> None:
@@ -71,6 +77,8 @@ class Settings:
             raise ConfigError("partitions must be >= 1")
         if not self.regions:
             raise ConfigError("at least one region is needed (METERSEAL_REGIONS)")
+        if not 0.5 <= self.alert_quantile < 1 or self.flatline_readings < 2:
+            raise ConfigError("alerts need 0.5 <= METERSEAL_ALERT_QUANTILE < 1 and METERSEAL_FLATLINE_READINGS >= 2")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
 
@@ -120,6 +128,14 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
     except (TypeError, ValueError):
         env = next((v for v, f in Settings.ENV.items() if f == name), name)
         raise ConfigError(f"{env}: {value!r} is not a valid {kind}") from None

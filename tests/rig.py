@@ -18,12 +18,20 @@ PASSPHRASE = "integration-test-passphrase"
 
 
 class Rig:
-    def __init__(self, data_dir: Path, broker: EmbeddedBroker, worker: subprocess.Popen) -> None:
-        self.data_dir, self.broker, self.worker = data_dir, broker, worker
+    def __init__(self, data_dir: Path, broker: EmbeddedBroker, environ: dict[str, str]) -> None:
+        self.data_dir, self.broker, self.environ = data_dir, broker, environ
+        self.worker = self.start_worker()
         self.keys = Keystore.load(data_dir).unlock(PASSPHRASE)
         self.index = BlindIndex(self.keys.index_key)
         self.env = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
                     "METERSEAL_PASSPHRASE": PASSPHRASE}
+
+    def start_worker(self) -> subprocess.Popen:
+        """A worker subprocess logging to worker.log (appended); also kept as ``self.worker``."""
+        with open(self.data_dir / "worker.log", "ab") as log:
+            self.worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.environ,
+                                           stdout=log, stderr=subprocess.STDOUT)
+        return self.worker
 
     def stop_worker(self) -> None:
         if self.worker.poll() is None:
@@ -107,10 +115,7 @@ def running_rig(data_dir: Path, **env: str):
     ensure_topics(broker.bootstrap, 4)
     environ = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
                "METERSEAL_PASSPHRASE": PASSPHRASE, **env}
-    log = open(data_dir / "worker.log", "ab")
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=environ, stdout=log,
-                              stderr=subprocess.STDOUT)
-    rig = Rig(data_dir, broker, worker)
+    rig = Rig(data_dir, broker, environ)
     try:
         yield rig
     finally:

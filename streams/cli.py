@@ -17,6 +17,8 @@ from .broker import BROKER_FILE, EmbeddedBroker, Producer, ensure_topics, resolv
 from .exceptions import MeterSealError
 from .ingest import encode_bill, encode_reading, produce
 from .keystore import Keystore
+from fl.cli import fl_group
+
 from .alerts_cli import alerts_cmd, eval_group
 from .ledger_cli import ledger_group
 from .search_cli import search_cmd, sql_cmd
@@ -345,6 +347,7 @@ def bench_alerts_cmd(readings: int, rate: float, fmt: str) -> None:
 main.add_command(ledger_group)
 main.add_command(alerts_cmd)
 main.add_command(eval_group)
+main.add_command(fl_group)  # torch and flwr are imported only when `meterseal fl run` runs
 main.add_command(search_cmd)
 main.add_command(sql_cmd)
 

@@ -1,0 +1,58 @@
+"""A region's training data, read from the sealed store by that region's client and nobody else's.
+
+The client asks the store only for rows whose ``region`` column is its own (the region is bound into
+every record's AEAD associated data, so a row relabelled to another region does not open) and opens
+them with the keys it holds. Readings become per-meter series, then forecasting windows (``fl.task``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streams.query import Query, Reader
+from streams.seal import open_many
+
+from . import task
+
+
+@dataclass
+class RegionData:
+    region: str
+    train: tuple[np.ndarray, np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray, np.ndarray]
+    records: int  # readings this client opened
+    meters: int
+
+
+def region_readings(reader: Reader, region: str) -> list[dict[str, Any]]:
+    """Every reading of ``region`` in the store, opened (AEAD-verified)."""
+    rows = reader.search(Query(region=region), kinds=["readings"])
+    if not rows:
+        return []
+    return open_many(rows, reader._keyring, reader.index)
+
+
+def windows_of(readings: list[dict[str, Any]], *, step_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Chronological windows of every meter, concatenated (train and test split per meter)."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in readings:
+        series[r["meter_id"]].append((dt.datetime.fromisoformat(r["ts"]).timestamp(), r["kwh"]))
+    parts = [task.windows(sorted(s), step_s=step_s) for s in series.values()]
+    return parts, len(series)
+
+
+def region_data(readings: list[dict[str, Any]], region: str, *, step_s: float = 3600.0, test: float = 0.2) -> RegionData:
+    parts, meters = windows_of(readings, step_s=step_s)
+    trains, tests = zip(*(task.split(*p, test=test) for p in parts)) if parts else ((), ())
+
+    def cat(pieces):
+        if not pieces:
+            return (np.zeros((0, task.LOOKBACK + task.CALENDAR), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+        return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
+
+    return RegionData(region, cat(trains), cat(tests), len(readings), meters)

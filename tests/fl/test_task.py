@@ -1,0 +1,39 @@
+import numpy as np
+
+from fl import task
+
+T0 = 1_700_000_000.0
+
+
+def test_windows_skip_gaps_and_scale_by_the_window_mean():
+    series = [(T0 + 3600 * i, 2.0) for i in range(30)] + [(T0 + 3600 * i, 2.0) for i in range(40, 70)]
+    x, y, scale = task.windows(series, step_s=3600)
+    assert len(y) == 2 * (30 - task.LOOKBACK)  # no window spans the 10-hour gap
+    assert np.allclose(x[:, :task.LOOKBACK], 1.0) and np.allclose(y, 1.0) and np.allclose(scale, 2.0)
+
+
+def test_resample_sums_readings_into_intervals():
+    assert task.resample([(T0 + 60 * i, 0.5) for i in range(120)], 3600)[0][1] == sum(
+        0.5 for i in range(120) if (T0 + 60 * i) // 3600 == T0 // 3600)
+
+
+def test_metrics():
+    a = np.array([1.0, 2.0, 3.0])
+    assert task.metrics(a, a) == {"mae": 0.0, "rmse": 0.0, "r2": 1.0, "n": 3}
+    m = task.metrics(a, np.array([2.0, 2.0, 2.0]))
+    assert abs(m["mae"] - 2 / 3) < 1e-9 and m["r2"] == 0.0
+
+
+def test_training_lowers_the_loss_and_fedprox_stays_closer_to_the_start():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, task.LOOKBACK + task.CALENDAR)).astype(np.float32)
+    y = (x[:, task.LOOKBACK - 1] * 0.5 + 1).astype(np.float32)
+    plain, prox = task.Forecaster(), task.Forecaster()
+    task.set_weights(prox, task.get_weights(plain))
+    start = np.concatenate([w.ravel() for w in task.get_weights(plain)])
+    first = task.train(plain, x, y, epochs=1)
+    assert task.train(plain, x, y, epochs=5) < first
+    task.train(prox, x, y, epochs=6, proximal_mu=10.0)
+    moved = {name: np.linalg.norm(np.concatenate([w.ravel() for w in task.get_weights(m)]) - start)
+             for name, m in (("plain", plain), ("prox", prox))}
+    assert moved["prox"] < moved["plain"]

@@ -105,18 +105,18 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     await alerts.send(key=key, value=alert)
                 await publish(outcome, "readings.sealed")
 
-            def writer(table):
-                def write(key: bytes, value: bytes, event) -> None:
-                    # a Faust table writes its changelog to the partition of the *current* event; in a batch
-                    # we name it: the meter's own last event, so state stays co-partitioned with readings.raw
-                    stream._set_current_event(event)
-                    table[key] = value
-                return write
-
             current = stream.current_event
-            states.flush(writer(meter_state))
-            profiles.flush(writer(meter_profile))
+            states.flush(writer(stream, meter_state))
+            profiles.flush(writer(stream, meter_profile))
             stream._set_current_event(current)
+
+    def writer(stream, table):
+        def write(key: bytes, value: bytes, event) -> None:
+            # a Faust table writes its changelog to the partition of the *current* event; in a batch we
+            # name it: the meter's own last event, so state stays co-partitioned with readings.raw
+            stream._set_current_event(event)
+            table[key] = value
+        return write
 
     def detect(outcome, event, profiles) -> list:
         """Anomaly alerts for one outcome; a detector bug is logged, never a lost reading or a dead worker."""

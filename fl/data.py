@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from streams.query import Query, Reader
-from streams.seal import open_many
 
 from . import task
 
@@ -31,14 +30,11 @@ class RegionData:
 
 def region_readings(reader: Reader, region: str) -> list[dict[str, Any]]:
     """Every reading of ``region`` in the store, opened (AEAD-verified)."""
-    rows = reader.search(Query(region=region), kinds=["readings"])
-    if not rows:
-        return []
-    return open_many(rows, reader._keyring, reader.index)
+    return reader.open_readings(reader.search(Query(region=region), kinds=["readings"]))
 
 
-def windows_of(readings: list[dict[str, Any]], *, step_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Chronological windows of every meter, concatenated (train and test split per meter)."""
+def windows_of(readings: list[dict[str, Any]], *, step_s: float) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], int]:
+    """Each meter's windows (``task.windows``), and how many meters there were."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in readings:
         series[r["meter_id"]].append((dt.datetime.fromisoformat(r["ts"]).timestamp(), r["kwh"]))

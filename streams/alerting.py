@@ -24,7 +24,7 @@ from .anomaly import Detector
 from .envelope import DataKey
 from .exceptions import InvalidEnvelope, InvalidInput
 from .features import Profile
-from .seal import Rejected, Sealed
+from .seal import Rejected, Sealed, StateCodec
 from .settings import Settings
 from .tokens import BlindIndex
 from .validate import _parse_ts
@@ -38,19 +38,9 @@ def derive_detector_key(index_root: bytes) -> bytes:
     return _crypto.hkdf_sha256(index_root, info=b"meterseal/detector-state/v1")
 
 
-class ProfileCodec:
+def profile_codec(key: bytes) -> StateCodec:
     """Seals a meter's ``Profile`` for the changelog-backed table (key: meter token)."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = {_PROFILE_KEY_ID: DataKey(_PROFILE_KEY_ID, key)}
-
-    def encode(self, profile: Profile, meter_tok: str) -> bytes:
-        return env.seal(self._key[_PROFILE_KEY_ID], profile.pack(), aad=b"profile|" + meter_tok.encode())
-
-    def decode(self, blob: bytes | None, meter_tok: str) -> Profile | None:
-        if blob is None:
-            return None
-        return Profile.unpack(env.open_with(self._key, blob, aad=b"profile|" + meter_tok.encode()))
+    return StateCodec(key, key_id=_PROFILE_KEY_ID, aad_prefix=b"profile|", pack=Profile.pack, unpack=Profile.unpack)
 
 
 class Alerting:
@@ -60,7 +50,7 @@ class Alerting:
                  clock: Callable[[], float] = time.time) -> None:
         self.settings, self.index, self.clock = settings, index, clock
         key = derive_detector_key(index_root)
-        self.profiles = ProfileCodec(key)
+        self.profiles = profile_codec(key)
         self._model_key = {_MODEL_KEY_ID: DataKey(_MODEL_KEY_ID, key)}
         self.model_dir = Path(model_dir)
         self._detectors: dict[int, Detector] = {}
@@ -137,8 +127,8 @@ def _reading_of(outcome: Sealed | Rejected) -> tuple[str, str, float, float, flo
     if isinstance(outcome, Sealed):
         r = outcome.reading
         return None if r is None else (r.meter_id, r.ts, r.epoch, r.kwh, r.register_kwh, r.region)
-    d = outcome.decoded
-    if d is None or outcome.rule not in ("register", "kwh"):
+    d, rule = outcome.decoded, outcome.record["rule"]
+    if d is None or rule not in ("register", "kwh"):
         return None
     try:
         kwh, register = float(d["kwh"]), float(d["register_kwh"])
@@ -149,7 +139,7 @@ def _reading_of(outcome: Sealed | Rejected) -> tuple[str, str, float, float, flo
     if not (math.isfinite(kwh) and math.isfinite(register)) or isinstance(meter_id, bool) \
             or not isinstance(meter_id, (str, int)):
         return None
-    if outcome.rule == "kwh" and kwh >= 0:
+    if rule == "kwh" and kwh >= 0:
         return None  # implausibly large: a data error, already a dead letter, not a meter fault
     region = d.get("region") if isinstance(d.get("region"), str) else None
     utc = stamp.astimezone(dt.timezone.utc).isoformat()

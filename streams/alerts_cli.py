@@ -7,13 +7,12 @@ import json
 import re
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import click
 
 import schemas
-from .broker import resolve
-from .exceptions import BrokerError
+from .broker import consume, resolve
 from .settings import Settings
 
 _COLUMNS = ("detected", "severity", "kind", "meter_tok", "ts", "region", "score", "reason")
@@ -41,30 +40,13 @@ def parse_since(text: str | None, now: float | None = None) -> float | None:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
-def follow_alerts(bootstrap: str, *, idle: float | None = 2.0, stop: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+def follow_alerts(bootstrap: str, *, idle: float | None = 2.0) -> Iterator[dict[str, Any]]:
     """Alerts from the beginning of the topic; stops after ``idle`` quiet seconds (None: never)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"meterseal-alerts-{time.time()}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
-    try:
+    for msg in consume(bootstrap, "alerts", idle=idle):
         try:
-            meta = consumer.list_topics("alerts", timeout=10).topics["alerts"]
-        except (KafkaException, KeyError) as exc:
-            raise BrokerError(f"cannot read alerts at {bootstrap}: {exc}") from exc
-        consumer.assign([TopicPartition("alerts", p, OFFSET_BEGINNING) for p in meta.partitions])
-        last = time.monotonic()
-        while not stop() and (idle is None or time.monotonic() - last < idle):
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            last = time.monotonic()
-            try:
-                yield schemas.decode("alert", msg.value())
-            except schemas.SchemaError:
-                continue  # not an alert: nothing to show
-    finally:
-        consumer.close()
+            yield schemas.decode("alert", msg.value())
+        except schemas.SchemaError:
+            continue  # not an alert: nothing to show
 
 
 def _row(alert: dict[str, Any]) -> dict[str, Any]:

@@ -290,10 +290,9 @@ def bench_alerts(n: int = 30_000, *, rate: float = 1000.0, meters: int = 20, ano
     import threading
 
     import numpy as np
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     import schemas
-    from .broker import Producer
+    from .broker import Producer, consume
     from .ingest import encode_reading, paced
     from .sources import inject_anomalies, uci_readings
 
@@ -303,20 +302,13 @@ def bench_alerts(n: int = 30_000, *, rate: float = 1000.0, meters: int = 20, ano
     with _bench_worker() as (_data, broker):
         done = threading.Event()
 
-        def consume() -> None:
-            c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{time.time()}",
-                          "fetch.wait.max.ms": 20})
-            c.assign([TopicPartition("alerts", p, OFFSET_BEGINNING) for p in range(4)])
-            while not done.is_set():
-                msg = c.poll(0.05)
-                if msg is None or msg.error():
-                    continue
+        def read_alerts() -> None:
+            for msg in consume(broker.bootstrap, "alerts", idle=None, stop=done.is_set):
                 alert = schemas.decode("alert", msg.value())
                 if alert["ingested_at_ms"]:
                     latencies.append(time.time() * 1000 - alert["ingested_at_ms"])
-            c.close()
 
-        reader = threading.Thread(target=consume, daemon=True)
+        reader = threading.Thread(target=read_alerts, daemon=True)
         reader.start()
         producer = Producer(broker.bootstrap, **{"linger.ms": 1})
         start = time.perf_counter()

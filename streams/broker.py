@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .exceptions import BrokerError, ConfigError
 
@@ -167,6 +167,37 @@ def ensure_topics(bootstrap: str, partitions: int, topics: Iterable[str] = TOPIC
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+def consume(bootstrap: str, topic: str, *, idle: float | None = 2.0,
+            stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
+    """Every message of ``topic`` from its beginning (confluent-kafka ``Message``s, all partitions), until
+    the topic is quiet for ``idle`` seconds (None: until ``stop()``).
+
+    (Reading "until idle" rather than "to the high watermark": the bundled Tansu build reports wrong
+    high watermarks. A short fetch wait, because Tansu holds a fetch for all of it.)
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"meterseal-read-{time.time()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            if meta.error is not None:
+                raise KafkaException(meta.error)
+        except (KafkaException, KeyError) as exc:
+            raise BrokerError(f"cannot read {topic} at {bootstrap}: {exc}") from exc
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        last = time.monotonic()
+        while not stop() and (idle is None or time.monotonic() - last < idle):
+            msg = consumer.poll(0.05)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            yield msg
+    finally:
+        consumer.close()
 
 
 class Producer:

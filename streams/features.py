@@ -18,7 +18,6 @@ True
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import struct
 from dataclasses import dataclass, field
@@ -42,8 +41,9 @@ def _log(kwh: float) -> float:
 
 
 def _hour(epoch: float) -> tuple[int, int]:
-    when = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
-    return when.hour, when.weekday()
+    """UTC hour of day and weekday (Monday 0) of an epoch time; 1970-01-01 was a Thursday (3)."""
+    day, seconds = divmod(int(epoch // 1), 86400)
+    return seconds // 3600, (day + 3) % 7
 
 
 @dataclass

@@ -130,10 +130,17 @@ class Reader:
 
     def open(self, row: dict[str, Any]) -> dict[str, Any]:
         """The plaintext of a hit under the source's own field names; ``InvalidEnvelope`` if it does not open."""
+        plain = open_record(row, self._opener(), self.index)
+        return _plain_bill(plain) if row["kind"] == "bill" else plain
+
+    def open_readings(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Many reading hits opened at once (the bulk path: one AES-GCM object per data key)."""
+        return open_many(rows, self._opener(), self.index)
+
+    def _opener(self) -> Keyring:
         if self._keyring is None:
             raise KeystoreError("opening records needs the owner's private key: set METERSEAL_PASSPHRASE")
-        plain = open_record(row, self._keyring, self.index)
-        return _plain_bill(plain) if row["kind"] == "bill" else plain
+        return self._keyring
 
 
 def register_functions(con: duckdb.DuckDBPyConnection, index: BlindIndex, keyring: Keyring | None) -> None:

@@ -7,43 +7,21 @@ same records, the same dedup decisions and so the same leaf order come out.
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
-from .exceptions import BrokerError
+from .broker import consume
 from .pipeline import Pipeline
 
 REPLAYED = ("keys.deks", "readings.sealed", "bills.sealed", "dlq")
 
 
 def read_topic(bootstrap: str, topic: str, *, idle: float = 2.0, on_message: Callable[[], None] | None = None) -> dict[int, list[tuple[int, bytes]]]:
-    """All messages of ``topic`` as ``{partition: [(offset, value), ...]}``, read until idle for ``idle`` s.
-
-    (Reading "until idle" rather than "to the high watermark": the bundled Tansu build reports wrong
-    high watermarks.)
-    """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"meterseal-rebuild-{time.time()}",
-                         "enable.auto.commit": False})
+    """All messages of ``topic`` as ``{partition: [(offset, value), ...]}``, read until idle for ``idle`` s."""
     out: dict[int, list[tuple[int, bytes]]] = {}
-    try:
-        try:
-            meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        except KafkaException as exc:
-            raise BrokerError(f"cannot read {topic} at {bootstrap}: {exc}") from exc
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        last = time.monotonic()
-        while time.monotonic() - last < idle:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            out.setdefault(msg.partition(), []).append((msg.offset(), msg.value()))
-            last = time.monotonic()
-            if on_message:
-                on_message()
-    finally:
-        consumer.close()
+    for msg in consume(bootstrap, topic, idle=idle):
+        out.setdefault(msg.partition(), []).append((msg.offset(), msg.value()))
+        if on_message:
+            on_message()
     return {p: sorted(msgs) for p, msgs in out.items()}
 
 

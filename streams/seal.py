@@ -58,7 +58,6 @@ class Sealed:
 class Rejected:
     key: bytes
     record: dict[str, Any]
-    rule: str = ""
     decoded: dict[str, Any] | None = None  # the decoded raw reading, when it decoded; never sent anywhere
 
     def encode(self) -> bytes:
@@ -147,7 +146,7 @@ class Sealer:
             "received_at_ms": int(self.clock() * 1000),
         }
         record["key_id"] = env.key_id_of(record["envelope"]).hex()
-        return Rejected(source.id.encode(), record, exc.rule, decoded)
+        return Rejected(source.id.encode(), record, decoded)
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_message_bytes:
@@ -161,18 +160,25 @@ _STATE_KEY_ID = b"meterseal-state!"
 
 
 class StateCodec:
-    """Seals ``MeterState`` for the changelog-backed table (key: meter token)."""
+    """Seals one kind of per-meter state for a changelog-backed table (key: meter token).
 
-    def __init__(self, state_key: bytes) -> None:
-        self._key = {_STATE_KEY_ID: DataKey(_STATE_KEY_ID, state_key)}
+    By default the validator's ``MeterState``; ``key_id``, ``aad_prefix``, ``pack`` and ``unpack`` make
+    the same codec for other state (the anomaly detector's profiles, ``streams.alerting``).
+    """
 
-    def encode(self, state: MeterState, meter_tok: str) -> bytes:
-        return env.seal(self._key[_STATE_KEY_ID], _STATE.pack(state.ts, state.register_kwh), aad=meter_tok.encode())
+    def __init__(self, state_key: bytes, *, key_id: bytes = _STATE_KEY_ID, aad_prefix: bytes = b"",
+                 pack: Callable[[Any], bytes] = lambda s: _STATE.pack(s.ts, s.register_kwh),
+                 unpack: Callable[[bytes], Any] = lambda b: MeterState(*_STATE.unpack(b))) -> None:
+        self._key_id, self._key = key_id, {key_id: DataKey(key_id, state_key)}
+        self._aad_prefix, self._pack, self._unpack = aad_prefix, pack, unpack
 
-    def decode(self, blob: bytes | None, meter_tok: str) -> MeterState | None:
+    def encode(self, state: Any, meter_tok: str) -> bytes:
+        return env.seal(self._key[self._key_id], self._pack(state), aad=self._aad_prefix + meter_tok.encode())
+
+    def decode(self, blob: bytes | None, meter_tok: str) -> Any:
         if blob is None:
             return None
-        return MeterState(*_STATE.unpack(env.open_with(self._key, blob, aad=meter_tok.encode())))
+        return self._unpack(env.open_with(self._key, blob, aad=self._aad_prefix + meter_tok.encode()))
 
 
 # --- the owner's side: opening -----------------------------------------------------------------

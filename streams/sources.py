@@ -119,13 +119,23 @@ def simulate(*, meters: int = 50, readings: int = 10_000, regions: tuple[str, ..
              end: dt.datetime | None = None) -> Iterator[dict]:
     """A synthetic fleet: ``readings`` readings in total, every ``interval_min`` minutes per meter.
 
-    With ``anomaly_rate`` > 0, that fraction of readings carries an injected, labelled anomaly
-    (``label``): ``spike`` (5-10x), ``theft`` (consumption drops to 5-20% for a run), ``flatline``
-    (the same value repeated for a run), ``rollback`` (the register reads lower than before).
-    Timestamps end at ``end`` (default: now, rounded down to the interval), so nothing is in the future.
+    With ``anomaly_rate`` > 0, labelled anomalies start at that rate per reading (``label``; see
+    ``inject_anomalies``, with runs of 4-12 readings). Timestamps end at ``end`` (default: now,
+    rounded down to the interval), so nothing is in the future.
     """
     if meters < 1 or readings < 0 or not 0 <= anomaly_rate < 1:
         raise ConfigError("simulate needs --meters >= 1, --readings >= 0 and 0 <= --anomaly-rate < 1")
+    fleet = _clean_fleet(meters, readings, regions, interval_min, seed, end)
+    if not anomaly_rate:
+        yield from fleet
+        return
+    for reading in inject_anomalies(fleet, rate=anomaly_rate, run=(4, 12), seed=seed):
+        reading.pop("event", None)
+        yield reading
+
+
+def _clean_fleet(meters: int, readings: int, regions: tuple[str, ...], interval_min: int, seed: int,
+                 end: dt.datetime | None) -> Iterator[dict]:
     rng = random.Random(seed)
     steps = math.ceil(readings / meters)
     step = dt.timedelta(minutes=interval_min)
@@ -136,36 +146,17 @@ def simulate(*, meters: int = 50, readings: int = 10_000, regions: tuple[str, ..
     for k in range(meters):
         category = CATEGORIES[k % len(CATEGORIES)]
         fleet.append({"id": f"SIM-{k:05d}", "region": regions[k % len(regions)], "category": category,
-                      "scale": _BASE_KWH[category] * rng.uniform(0.6, 1.6), "register": rng.uniform(1e3, 5e4),
-                      "run": None, "left": 0, "flat": 0.0})
+                      "scale": _BASE_KWH[category] * rng.uniform(0.6, 1.6), "register": rng.uniform(1e3, 5e4)})
     emitted = 0
     for j in range(steps):
         when = start + step * j
         for m in fleet:
             if emitted >= readings:
                 return
-            kwh = m["scale"] * _profile(m["category"], when) * rng.lognormvariate(0, 0.15)
-            label = None
-            if m["left"] == 0 and anomaly_rate and rng.random() < anomaly_rate:
-                label = rng.choice(ANOMALY_KINDS)
-                if label in ("theft", "flatline"):
-                    m["run"], m["left"], m["flat"] = label, rng.randint(4, 12), kwh
-            if m["left"] > 0:
-                label = m["run"]
-                kwh = kwh * rng.uniform(0.05, 0.2) if label == "theft" else m["flat"]
-                m["left"] -= 1
-            elif label == "spike":
-                kwh *= rng.uniform(5, 10)
-            kwh = round(kwh, 6)
+            kwh = round(m["scale"] * _profile(m["category"], when) * rng.lognormvariate(0, 0.15), 6)
             m["register"] = round(m["register"] + kwh, 6)
-            register = m["register"]
-            if label == "rollback":
-                register = round(register - rng.uniform(5, 50), 6)
-            reading = {"meter_id": m["id"], "ts": when.isoformat(), "kwh": kwh, "register_kwh": register,
-                       "region": m["region"], "category": m["category"]}
-            if label:
-                reading["label"] = label
-            yield reading
+            yield {"meter_id": m["id"], "ts": when.isoformat(), "kwh": kwh, "register_kwh": m["register"],
+                   "region": m["region"], "category": m["category"]}
             emitted += 1
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.broker import EmbeddedBroker, consume, ensure_topics
 from streams.keystore import Keystore
 from streams.store import connect
 from streams.tokens import BlindIndex
@@ -63,29 +63,8 @@ class Rig:
         raise AssertionError(f"timed out waiting for {what}\n" + (self.data_dir / "worker.log").read_text()[-3000:])
 
     def scan(self, topic: str, idle: float = 2.0) -> list:
-        """Every message on ``topic`` from the start, read until the topic is idle for ``idle`` seconds.
-
-        (The bundled Tansu build reports wrong high watermarks — one per record batch — so reading
-        "up to the high watermark" would stop early.)
-        """
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": f"scan-{time.time()}",
-                      "enable.auto.commit": False})
-        out = []
-        try:
-            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            last = time.monotonic()
-            while time.monotonic() - last < idle:
-                msg = c.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                out.append(msg)
-                last = time.monotonic()
-        finally:
-            c.close()
-        return out
+        """Every message on ``topic`` from the start, read until the topic is idle for ``idle`` seconds."""
+        return list(consume(self.broker.bootstrap, topic, idle=idle))
 
     def topic_bytes(self, topic: str) -> list[bytes]:
         """Every key and value on ``topic``, alternating."""

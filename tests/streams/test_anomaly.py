@@ -29,6 +29,13 @@ def normal(n, rng, register=1000.0, step=900.0, start=0):
     return out
 
 
+def warm(n, seed):
+    """A detector and profile after ``n`` normal readings, and the last register."""
+    history = normal(n, random.Random(seed))
+    _, d, p = run(history)
+    return d, p, history[-1][1]
+
+
 def test_normal_data_raises_few_flags_and_no_hard_faults():
     rng = random.Random(1)
     verdicts, _, _ = run(normal(3000, rng))
@@ -38,10 +45,7 @@ def test_normal_data_raises_few_flags_and_no_hard_faults():
 
 
 def test_rollback_negative_and_flatline_rules_fire():
-    rng = random.Random(2)
-    history = normal(300, rng)
-    _, d, p = run(history)
-    reg = history[-1][1]
+    d, p, reg = warm(300, seed=2)
     rollback = d.observe(p, epoch=T0 + 900 * 300, kwh=0.3, register_kwh=reg - 10)
     assert [(f.kind, f.severity) for f in rollback.findings] == [("rollback", "critical")]
     negative = d.observe(p, epoch=T0 + 900 * 301, kwh=-0.3, register_kwh=reg)
@@ -55,10 +59,7 @@ def test_rollback_negative_and_flatline_rules_fire():
 
 
 def test_model_flags_spike_and_theft_with_their_kind():
-    rng = random.Random(3)
-    history = normal(2000, rng)
-    _, d, p = run(history)
-    reg = history[-1][1]
+    d, p, reg = warm(2000, seed=3)
     spike = d.observe(p, epoch=T0 + 900 * 2000, kwh=8.0, register_kwh=reg + 8)
     assert [f.kind for f in spike.findings] == ["spike"]
     reg += 8
@@ -70,10 +71,7 @@ def test_model_flags_spike_and_theft_with_their_kind():
 
 
 def test_redelivered_reading_is_not_judged_twice():
-    rng = random.Random(4)
-    history = normal(300, rng)
-    _, d, p = run(history)
-    reg = history[-1][1]
+    d, p, reg = warm(300, seed=4)
     first = d.observe(p, epoch=T0 + 900 * 300, kwh=0.3, register_kwh=reg - 10)
     again = d.observe(p, epoch=T0 + 900 * 300, kwh=0.3, register_kwh=reg - 10)
     assert first.findings and not again.findings

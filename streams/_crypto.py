@@ -7,7 +7,6 @@ the whole crypto surface reviewable on one screen.
 
 from __future__ import annotations
 
-import hashlib
 import hmac as _hmac
 
 from cryptography.exceptions import InvalidTag
@@ -42,8 +41,8 @@ def hkdf_sha256(root: bytes, *, info: bytes, length: int = 32) -> bytes:
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    # hashlib's HMAC is the OpenSSL one too, and is several times faster than the hazmat object per call.
-    return _hmac.new(key, message, hashlib.sha256).digest()
+    # the one-shot OpenSSL HMAC: several times faster per call than an hmac/hazmat object
+    return _hmac.digest(key, message, "sha256")
 
 
 def scrypt_kek(passphrase: bytes, salt: bytes, *, n: int, r: int, p: int) -> bytes:

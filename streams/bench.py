@@ -253,6 +253,8 @@ def _bench_worker(**env: str):
             finally:
                 worker.terminate()
                 worker.wait(30)
+                if os.environ.get("METERSEAL_BENCH_LOG"):  # keep the worker's log for a look afterwards
+                    Path(os.environ["METERSEAL_BENCH_LOG"]).write_bytes((data / "worker.log").read_bytes())
 
 
 def bench_pipeline(n: int = 20_000, *, meters: int = 20, timeout: float = 300.0) -> dict:

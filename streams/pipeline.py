@@ -131,9 +131,7 @@ class Pipeline:
         with self.store.locked(table, partition):
             log = self.log(table, partition)
             fresh = self.store.fresh(table, partition, rows)
-            for i, row in enumerate(fresh):
-                row["leaf_index"] = log.size + i
-                row["meter_seq"] = self.store.next_meter_seq(table, partition, row["meter_tok"])
+            self.store.number(table, partition, fresh, log.size)
             written = self.store.write(table, partition, fresh)
             log.append([leaf_hash(leaf.encode(r)) for r in fresh])
             self.checkpoint_due(only=(table, partition))

@@ -126,12 +126,14 @@ class SegmentStore:
             out.append({**record, "topic_partition": partition, "topic_offset": offset})
         return out
 
-    def next_meter_seq(self, table: str, partition: int, meter_tok: str) -> int:
-        """The next per-meter sequence number in this partition (0, 1, 2, ...: a gap shows a missing record)."""
+    def number(self, table: str, partition: int, rows: list[dict[str, Any]], first_leaf: int) -> None:
+        """Give fresh rows their leaf index (from ``first_leaf``) and per-meter sequence number in this
+        partition (0, 1, 2, ...: a gap shows a missing record)."""
         counts = self._state(table, partition).meter_counts
-        seq = counts.get(meter_tok, 0)
-        counts[meter_tok] = seq + 1
-        return seq
+        for i, row in enumerate(rows):
+            row["leaf_index"] = first_leaf + i
+            row["meter_seq"] = seq = counts.get(row["meter_tok"], 0)
+            counts[row["meter_tok"]] = seq + 1
 
     def write(self, table: str, partition: int, rows: list[dict[str, Any]]) -> int:
         """Write rows from ``fresh`` as one immutable segment; returns rows written."""

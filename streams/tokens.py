@@ -29,6 +29,8 @@ from . import _crypto
 
 FIELDS = ("meter", "account", "day", "month", "year", "record")
 TOKEN_BYTES = 16
+CACHED = ("meter", "account", "day", "month", "year")  # few distinct values, asked for on every record
+CACHE_SIZE = 100_000  # tokens kept per field; a full cache starts over (a fleet's meters fit)
 
 
 class BlindIndex:
@@ -38,8 +40,20 @@ class BlindIndex:
         if len(root_key) != 32:
             raise ValueError(f"index root key must be 32 bytes, got {len(root_key)}")
         self._keys = {f: _crypto.hkdf_sha256(root_key, info=b"meterseal/blind-index/v1/" + f.encode()) for f in FIELDS}
+        self._cache: dict[str, dict[str, str]] = {f: {} for f in CACHED}
 
     def token(self, field: str, value: str) -> str:
+        cache = self._cache.get(field)
+        if cache is not None:
+            tok = cache.get(value)
+            if tok is None:
+                if len(cache) >= CACHE_SIZE:
+                    cache.clear()
+                tok = cache[value] = self._token(field, value)
+            return tok
+        return self._token(field, value)
+
+    def _token(self, field: str, value: str) -> str:
         try:
             key = self._keys[field]
         except KeyError:

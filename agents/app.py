@@ -106,7 +106,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             profiles = BatchState(pipeline.alerting.profiles, meter_profile)
             for event in events:
                 src = source(event)
-                outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get), event.value, src)
+                outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get, key=event.key),
+                                  event.value, src)
                 counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
                 states.update(outcome, event)
                 # alerts go out before the sealed record: the alert path is the latency that matters

@@ -76,6 +76,17 @@ def dlq_aad(dlq_id: str) -> bytes:
     return b"meterseal/dlq/v1|" + dlq_id.encode()
 
 
+ANY_KEY = object()  # Sealer.reading(key=...): do not check the message key (unit tests, replays)
+
+
+def check_key(key: bytes | None, meter_id: str) -> None:
+    """A raw reading's Kafka key must be its meter id (``InvalidInput`` rule ``key`` otherwise)."""
+    if not key:
+        raise InvalidInput("key", "message has no key: key readings by meter id (it picks the meter's partition)")
+    if key.decode("utf-8", "replace").strip() != meter_id:
+        raise InvalidInput("key", "message key is not the reading's meter_id")
+
+
 class Sealer:
     """Turns raw message bytes into a ``Sealed`` record or a ``Rejected`` dead letter. Never raises on data."""
 
@@ -88,8 +99,13 @@ class Sealer:
         self._bill_version = max(schemas.versions("bill"))
 
     def reading(self, data: bytes, source: Source,
-                state_of: Callable[[str], MeterState | None] = lambda meter_tok: None) -> Sealed | Rejected:
-        """Seal a raw reading; ``state_of(meter token)`` is the meter's last accepted state, if any."""
+                state_of: Callable[[str], MeterState | None] = lambda meter_tok: None, *,
+                key: bytes | None | object = ANY_KEY) -> Sealed | Rejected:
+        """Seal a raw reading; ``state_of(meter token)`` is the meter's last accepted state, if any.
+
+        ``key`` is the message's Kafka key: it must be the meter id, because the key picks the partition,
+        and a meter's state lives in its partition (the worker always passes it; ``ANY_KEY`` skips the check).
+        """
         record = None
         try:
             self._check_size(data)
@@ -98,6 +114,8 @@ class Sealer:
             known = isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool)
             last = state_of(self.index.meter(str(meter_id))) if known else None
             reading = check_reading(record, policy=self.policy, now=self.clock(), last=last)
+            if key is not ANY_KEY:
+                check_key(key, reading.meter_id)
         except InvalidInput as exc:
             return self.reject(data, source, exc, decoded=record)
         return self._seal_reading(reading, last)

@@ -89,6 +89,8 @@ def decode_raw(data: bytes, kind: str) -> dict[str, Any]:
         value = json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("decode", "neither JSON nor Avro single-object encoding") from None
+    except RecursionError:
+        raise InvalidInput("decode", "JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidInput("decode", f"JSON must be an object, got {type(value).__name__}")
     return value

@@ -20,26 +20,36 @@ PASSPHRASE = "integration-test-passphrase"
 class Rig:
     def __init__(self, data_dir: Path, broker: EmbeddedBroker, environ: dict[str, str]) -> None:
         self.data_dir, self.broker, self.environ = data_dir, broker, environ
+        self.workers: list[subprocess.Popen] = []
         self.worker = self.start_worker()
         self.keys = Keystore.load(data_dir).unlock(PASSPHRASE)
         self.index = BlindIndex(self.keys.index_key)
         self.env = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
                     "METERSEAL_PASSPHRASE": PASSPHRASE}
 
-    def start_worker(self) -> subprocess.Popen:
-        """A worker subprocess logging to worker.log (appended); also kept as ``self.worker``."""
-        with open(self.data_dir / "worker.log", "ab") as log:
+    def start_worker(self, log: str = "worker.log") -> subprocess.Popen:
+        """A worker subprocess logging to ``log`` (appended); also kept as ``self.worker``."""
+        with open(self.data_dir / log, "ab") as fh:
             self.worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.environ,
-                                           stdout=log, stderr=subprocess.STDOUT)
+                                           stdout=fh, stderr=subprocess.STDOUT)
+        self.workers.append(self.worker)
         return self.worker
 
-    def stop_worker(self) -> None:
-        if self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(30)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
+    def stop_worker(self, worker: subprocess.Popen | None = None) -> None:
+        for w in [worker] if worker else self.workers:
+            if w.poll() is None:
+                w.terminate()
+                try:
+                    w.wait(30)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+                    w.wait(10)
+
+    def kill_worker(self, worker: subprocess.Popen | None = None) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed — a crash."""
+        worker = worker or self.worker
+        worker.kill()
+        worker.wait(10)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=self.env, capture_output=True,
@@ -52,15 +62,15 @@ class Rig:
         finally:
             con.close()
 
-    def wait_for(self, predicate, what: str, timeout: float = 90.0):
+    def wait_for(self, predicate, what: str, timeout: float = 90.0, log: str = "worker.log"):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.worker.poll() is None, "worker died:\n" + (self.data_dir / "worker.log").read_text()[-3000:]
+            assert self.worker.poll() is None, "worker died:\n" + (self.data_dir / log).read_text()[-3000:]
             value = predicate()
             if value:
                 return value
             time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}\n" + (self.data_dir / "worker.log").read_text()[-3000:])
+        raise AssertionError(f"timed out waiting for {what}\n" + (self.data_dir / log).read_text()[-3000:])
 
     def scan(self, topic: str, idle: float = 2.0) -> list:
         """Every message on ``topic`` from the start, read until the topic is idle for ``idle`` seconds."""
@@ -93,7 +103,7 @@ def running_rig(data_dir: Path, **env: str):
     broker = EmbeddedBroker(log_path=data_dir / "broker.log").start()
     ensure_topics(broker.bootstrap, 4)
     environ = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
-               "METERSEAL_PASSPHRASE": PASSPHRASE, **env}
+               "METERSEAL_PASSPHRASE": PASSPHRASE, "METERSEAL_LOG_LEVEL": "info", **env}  # info: a failure's log says more
     rig = Rig(data_dir, broker, environ)
     try:
         yield rig

@@ -120,7 +120,8 @@ def test_malformed_input_lands_in_dlq_with_a_reason(rig):
     since = int(time.time() * 1000) - 1000
     p = Producer({"bootstrap.servers": rig.broker.bootstrap})
     for value in bad:
-        p.produce("readings.raw", key=b"bad", value=value)
+        p.produce("readings.raw", key=(json.loads(value).get("meter_id", "bad") if value[:1] == b"{" else "bad").encode(),
+                  value=value)
     p.produce("bills.raw", key=b"bad", value=b'{"Name": "only a name"}')
     assert p.flush(10) == 0
     rows = rig.wait_for(lambda: (r := rig.query("SELECT rule, reason, source_topic FROM dlq WHERE received_at_ms >= ?",

@@ -1,0 +1,140 @@
+"""Every reading exactly once through crashes, scale-out and bad input: real worker processes on the
+embedded broker, killed with SIGKILL. Marked ``broker``; run in CI (the crash test takes a few minutes).
+
+``METERSEAL_CRASH_READINGS`` shrinks the crash test's ingest for a quick local run (default 100,000).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import time
+
+import pytest
+
+from ledger.storage import FileHashStore
+from streams.broker import Producer
+from streams.ingest import encode_reading
+from streams.keyring import Keyring
+from streams.sources import uci_readings
+from streams.store import SegmentStore
+from streams import envelope
+from streams.seal import dlq_aad
+
+from .corpus import BAD, CORPUS
+from .rig import running_rig
+
+pytestmark = pytest.mark.broker
+
+
+def _produce(rig, messages) -> None:
+    producer = Producer(rig.broker.bootstrap)
+    for key, value in messages:
+        producer.send("readings.raw", value, key)
+    producer.flush()
+
+
+def _uci(n: int, meters: int = 20) -> list[tuple[bytes, bytes, str]]:
+    """(key, value, record id) of the first ``n`` UCI readings replayed as ``meters`` meters."""
+    return [(r["meter_id"].encode(), encode_reading(r), r["meter_id"] + "|" + r["ts"]) for r in uci_readings(meters=meters, limit=n)]
+
+
+def _expected_ids(rig, readings) -> set[str]:
+    def utc(ts: str) -> str:
+        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc).isoformat()
+    return {rig.index.record_id("reading", meter, utc(ts)) for meter, ts in (k.split("|", 1) for *_, k in readings)}
+
+
+def _stored(rig) -> int:
+    return rig.query("SELECT count(*) FROM readings")[0][0]
+
+
+def _assert_exactly_once(rig, want: set[str]) -> None:
+    """The store holds each wanted reading once, the ledger one leaf per reading, and verifies."""
+    count, distinct = rig.query("SELECT count(*), count(DISTINCT record_id) FROM readings")[0]
+    assert (count, distinct) == (len(want), len(want)), "lost or duplicated readings"
+    assert {r for (r,) in rig.query("SELECT record_id FROM readings")} == want
+    store = SegmentStore(rig.data_dir / "store")
+    leaves = sum(FileHashStore(store.hash_path("readings", p)).size() for p in store.partitions("readings"))
+    assert leaves == len(want), "the ledger must hold exactly one leaf per reading"
+    verify = rig.cli("ledger", "verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("ok:"), verify.stdout + verify.stderr
+    # every reading's per-meter sequence is 0..n-1 in its partition: no gap, no repeat
+    gaps = rig.query("SELECT meter_tok, topic_partition, count(*), max(meter_seq) FROM readings GROUP BY ALL "
+                     "HAVING count(*) != max(meter_seq) + 1 OR count(DISTINCT meter_seq) != count(*)")
+    assert not gaps, gaps
+
+
+def test_sigkill_during_ingest_keeps_every_reading_exactly_once(tmp_path):
+    n = int(os.environ.get("METERSEAL_CRASH_READINGS", 100_000))
+    readings = _uci(n)
+    rng = random.Random(20261123)
+    with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
+        want = _expected_ids(rig, readings)
+        assert len(want) == n
+        _produce(rig, [(k, v) for k, v, _ in readings])
+        kills = []
+        while len(kills) < 5:
+            before = _stored(rig)
+            # kill while the worker is mid-stream: after it has stored something new since it (re)started
+            rig.wait_for(lambda: _stored(rig) > before, "progress after a restart", timeout=120)
+            time.sleep(rng.uniform(0.0, 3.0))
+            at = _stored(rig)
+            assert at < n, f"the ingest finished before kill {len(kills) + 1}: make it longer"
+            rig.kill_worker()
+            kills.append(at)
+            rig.start_worker()
+        rig.wait_for(lambda: _stored(rig) >= n, f"all {n} readings after {len(kills)} kills", timeout=900)
+        time.sleep(3)  # anything still in flight would show up as a duplicate now
+        rig.stop_worker()  # a clean stop signs a checkpoint of every log's last leaves
+        print(f"killed at {kills} readings stored")
+        _assert_exactly_once(rig, want)
+        # redelivery after a kill re-seals readings the worker had already seen: never a dead letter
+        assert rig.query("SELECT count(*) FROM dlq")[0][0] == 0
+
+
+def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies(tmp_path):
+    readings = _uci(24_000)
+    with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
+        first = rig.worker
+        rig.wait_for(lambda: "worker ready" in (tmp_path / "worker.log").read_text(), "the first worker")
+        second = rig.start_worker("worker2.log")
+        rig.wait_for(lambda: "worker ready" in (tmp_path / "worker2.log").read_text(), "the second worker",
+                     log="worker2.log")
+        want = _expected_ids(rig, readings)
+        _produce(rig, [(k, v) for k, v, _ in readings[:12_000]])
+        rig.wait_for(lambda: _stored(rig) >= 6_000, "half the first batch")
+        # both workers sealed: each wrapped its own DEKs, and the wrapped key says which worker made it
+        store = SegmentStore(tmp_path / "store")
+        sealers = {store.get_dek(k)["worker"] for (k,) in rig.query("SELECT DISTINCT key_id FROM readings")}
+        assert sealers == {f"{os.uname().nodename}:{first.pid}", f"{os.uname().nodename}:{second.pid}"}, sealers
+        rig.kill_worker(second)
+        rig.worker = first
+        _produce(rig, [(k, v) for k, v, _ in readings[12_000:]])
+        rig.wait_for(lambda: _stored(rig) >= len(readings), "every reading, with one worker left", timeout=300)
+        time.sleep(3)
+        rig.stop_worker(first)
+        _assert_exactly_once(rig, want)
+
+
+def test_every_malformed_reading_lands_in_dlq_and_the_worker_keeps_going(tmp_path):
+    with running_rig(tmp_path) as rig:
+        _produce(rig, [(key, value) for _, key, value, _ in CORPUS])
+        rows = rig.wait_for(lambda: (r := rig.query("SELECT rule, reason, key_id, dlq_id, envelope FROM dlq"))
+                            and len(r) >= len(BAD) and r, f"{len(BAD)} dead letters")
+        assert len(rows) == len(BAD)
+        # each dead letter opens (owner key) to the original bytes, and has the rule the corpus expects
+        ring = Keyring(SegmentStore(tmp_path / "store"), rig.keys.unwrappers())
+        rule_of = {value: rule for _, _, value, rule in BAD}
+        for rule, reason, _, dlq_id, sealed in rows:
+            original = envelope.open_with(ring, sealed, aad=dlq_aad(dlq_id))
+            assert rule_of[original] == rule and reason
+        # the good reading and its exact redelivery: stored once
+        assert rig.query("SELECT count(*) FROM readings")[0][0] == 1
+        # and the worker still seals what comes next
+        _produce(rig, [(b"CORPUS-0002", json.dumps({"meter_id": "CORPUS-0002", "ts": "2025-03-02T00:00:00Z", "kwh": 1,
+                                                    "register_kwh": 5, "region": "south", "category": "Domestic"}).encode())])
+        rig.wait_for(lambda: rig.query("SELECT count(*) FROM readings")[0][0] == 2, "a good reading after the corpus")
+        assert rig.worker.poll() is None

@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import _crypto
 from .envelope import DekRing
-from .seal import Sealer, Source, open_record
+from .seal import Sealed, Sealer, Source, open_record
 from .tokens import BlindIndex
 from .validate import Policy
 
@@ -225,8 +225,9 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
 
 
 @contextlib.contextmanager
-def _bench_worker(**env: str):
-    """A temporary data dir, an embedded broker and one ready worker process: yields (data dir, broker)."""
+def _bench_worker(workers: int = 1, **env: str):
+    """A temporary data dir, a fresh embedded broker and ``workers`` ready worker processes in one group:
+    yields (data dir, broker)."""
     import subprocess
     import sys
     import tempfile
@@ -242,31 +243,44 @@ def _bench_worker(**env: str):
             ensure_topics(broker.bootstrap, 4)
             environ = {**os.environ, "METERSEAL_DATA_DIR": str(data), "METERSEAL_BROKER": broker.url,
                        "METERSEAL_PASSPHRASE": "bench", **env}
-            with open(data / "worker.log", "wb") as log:
-                worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=environ,
-                                          stdout=log, stderr=subprocess.STDOUT)
+            procs, logs = [], [data / f"worker{i}.log" for i in range(workers)]
             try:
-                deadline = time.monotonic() + 60
-                while "worker ready" not in (data / "worker.log").read_text() and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                for path in logs:
+                    with open(path, "wb") as log:
+                        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=environ,
+                                                      stdout=log, stderr=subprocess.STDOUT))
+                    # one at a time: each later worker's "ready" comes after the rebalance that includes it
+                    deadline = time.monotonic() + 90
+                    while "worker ready" not in path.read_text() and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                if workers > 1:
+                    time.sleep(2)  # let the group settle: the first worker's second assignment
                 yield data, broker
             finally:
-                worker.terminate()
-                worker.wait(30)
-                if os.environ.get("METERSEAL_BENCH_LOG"):  # keep the worker's log for a look afterwards
-                    Path(os.environ["METERSEAL_BENCH_LOG"]).write_bytes((data / "worker.log").read_bytes())
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(30)
+                if os.environ.get("METERSEAL_BENCH_LOG"):  # keep the workers' logs for a look afterwards
+                    Path(os.environ["METERSEAL_BENCH_LOG"]).write_bytes(b"".join(p.read_bytes() for p in logs))
 
 
-def bench_pipeline(n: int = 20_000, *, meters: int = 20, timeout: float = 300.0) -> dict:
-    """End to end on the embedded broker with one worker process: n UCI readings produced as fast as possible,
-    timed from the first message produced until the last sealed reading is in the store."""
-    from .broker import Producer
+def _uci_messages(n: int, meters: int = 20) -> list[tuple[bytes, bytes]]:
     from .ingest import encode_reading
     from .sources import uci_readings
+
+    return [(r["meter_id"].encode(), encode_reading(r)) for r in uci_readings(meters=meters, limit=n)]
+
+
+def bench_pipeline(n: int = 20_000, *, workers: int = 1, meters: int = 20, timeout: float = 600.0,
+                   messages: list[tuple[bytes, bytes]] | None = None) -> dict:
+    """End to end on the embedded broker with ``workers`` worker processes: n UCI readings produced as fast as
+    possible, timed from the first message produced until the last sealed reading is in the store."""
+    from .broker import Producer
     from .store import connect
 
-    messages = [(r["meter_id"].encode(), encode_reading(r)) for r in uci_readings(meters=meters, limit=n)]
-    with _bench_worker() as (data, broker):
+    messages = messages or _uci_messages(n, meters)
+    with _bench_worker(workers) as (data, broker):
         producer = Producer(broker.bootstrap)
         start = time.perf_counter()
         for key, value in messages:
@@ -275,20 +289,69 @@ def bench_pipeline(n: int = 20_000, *, meters: int = 20, timeout: float = 300.0)
         produced_s = time.perf_counter() - start
         stored = 0
         while stored < n and time.perf_counter() - start < timeout:
-            time.sleep(0.2)
+            time.sleep(0.5)
             con = connect(data / "store")
             stored = con.execute("SELECT count(*) FROM readings").fetchone()[0]
             con.close()
         elapsed = time.perf_counter() - start
-    return {"readings": n, "stored": stored, "produce_s": round(produced_s, 2), "end_to_end_s": round(elapsed, 2),
-            "readings_per_s_1_worker": round(stored / elapsed),
-            "note": "UCI readings as JSON, one worker, embedded Tansu broker; from the first message produced to the "
-                    "last reading stored (sealed, tokenized, ledgered)"}
+    return {"readings": n, "workers": workers, "stored": stored, "produce_s": round(produced_s, 2),
+            "end_to_end_s": round(elapsed, 2), f"readings_per_s_{workers}_worker{'s' if workers > 1 else ''}": round(stored / elapsed),
+            "note": f"UCI readings as JSON, {workers} worker process(es) in one group, embedded Tansu broker; from the "
+                    "first message produced to the last reading stored (sealed, tokenized, ledgered)"}
 
 
-def bench_alerts(n: int = 30_000, *, rate: float = 1000.0, meters: int = 20, anomaly_rate: float = 0.002) -> dict:
-    """Ingest->alert latency: UCI readings with injected anomalies produced at ``rate``/s to one worker; each
-    alert's latency is the time it is read off the alerts topic minus its raw reading's broker timestamp."""
+def bench_bare_faust(n: int = 20_000, *, forward: bool = False, messages: list[tuple[bytes, bytes]] | None = None) -> dict:
+    """The ceiling: a bare Faust agent (``agents.bare``) reading the same messages on a fresh embedded broker."""
+    import subprocess
+    import sys
+
+    from .broker import EmbeddedBroker, Producer, ensure_topics
+
+    messages = messages or _uci_messages(n)
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, 4, ["readings.raw", "bench.forward"])
+        producer = Producer(broker.bootstrap)
+        for key, value in messages:
+            producer.send("readings.raw", value, key)
+        producer.close()
+        cmd = [sys.executable, "-m", "agents.bare", "--broker", broker.url, "--count", str(len(messages))]
+        done = subprocess.run(cmd + (["--forward"] if forward else []), capture_output=True, text=True, timeout=600)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("bare:")), None)
+    if line is None:
+        raise RuntimeError(f"the bare Faust agent did not finish: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    count, seconds = int(line.split()[1]), float(line.split()[4])
+    return {"messages": count, "seconds": round(seconds, 2), "per_s": round(count / seconds)}
+
+
+def bench_seed_style(messages: list[tuple[bytes, bytes]], baseline_n: int = 1_000) -> dict:
+    """The earlier prototype's per-record approach on the same readings (AES-CFB + RSA-2048-OAEP wrap per
+    record, then unwrap to read) beside meterseal's seal and open of the same readings, in-process."""
+    from .seal import open_many
+
+    sample = [v for _, v in messages[:baseline_n]]
+    private, public = _crypto.rsa_keypair(2048)
+    boxes = []
+    seal_rate, seal_s = _rate(len(sample), lambda: boxes.extend(_crypto.prototype_seal(public, v) for v in sample))
+    open_rate, open_s = _rate(len(sample), lambda: [_crypto.prototype_open(private, *b) for b in boxes])
+    made = []
+    ring = DekRing(max_records=1_000_000, max_age_s=1e9, on_new_key=made.append)
+    sealer = Sealer(BlindIndex(os.urandom(32)), ring, Policy(frozenset({"north", "south", "east", "west", "central"})))
+    src = Source("readings.raw", 0, 0)
+    ours = []
+    values = [v for _, v in messages]
+    our_seal, our_seal_s = _rate(len(values), lambda: ours.extend(sealer.reading(v, src) for v in values))
+    keys = {k.key_id: k for k in made}
+    records = [o.record for o in ours if isinstance(o, Sealed)]
+    our_open, our_open_s = _rate(len(records), lambda: open_many(records, keys.__getitem__))
+    return {"seed_style_per_s": round(len(sample) / (seal_s + open_s)), "seed_style_seal_per_s": round(seal_rate),
+            "seed_style_open_per_s": round(open_rate), "meterseal_per_s": round(len(values) / (our_seal_s + our_open_s)),
+            "meterseal_seal_per_s": round(our_seal), "meterseal_open_per_s": round(our_open)}
+
+
+def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, anomaly_rate: float = 0.002) -> dict:
+    """Ingest->sealed and ingest->alert latency through one worker: UCI readings with injected anomalies
+    produced at ``rate``/s; a latency is the time a message is read off ``readings.sealed`` (or ``alerts``)
+    minus the time its raw reading was produced."""
     import threading
 
     import numpy as np
@@ -296,33 +359,99 @@ def bench_alerts(n: int = 30_000, *, rate: float = 1000.0, meters: int = 20, ano
     import schemas
     from .broker import Producer, consume
     from .ingest import encode_reading, paced
+    from .keystore import Keystore
     from .sources import inject_anomalies, uci_readings
 
     readings = list(inject_anomalies(uci_readings(meters=meters, limit=n), rate=anomaly_rate, seed=9))
     messages = [(r["meter_id"].encode(), encode_reading({k: v for k, v in r.items() if k != "event"})) for r in readings]
-    latencies: list[float] = []
-    with _bench_worker() as (_data, broker):
+    sealed: list[float] = []
+    alerted: list[float] = []
+    with _bench_worker() as (data, broker):
+        index = BlindIndex(Keystore.load(data).index_key("bench"))
+        produced_at: dict[str, float] = {}
         done = threading.Event()
+
+        def read_sealed() -> None:
+            for msg in consume(broker.bootstrap, "readings.sealed", idle=None, stop=done.is_set):
+                now = time.time() * 1000
+                record_id = schemas.decode("sealed", msg.value())["record_id"]
+                if record_id in produced_at:
+                    sealed.append(now - produced_at[record_id])
 
         def read_alerts() -> None:
             for msg in consume(broker.bootstrap, "alerts", idle=None, stop=done.is_set):
                 alert = schemas.decode("alert", msg.value())
                 if alert["ingested_at_ms"]:
-                    latencies.append(time.time() * 1000 - alert["ingested_at_ms"])
+                    alerted.append(time.time() * 1000 - alert["ingested_at_ms"])
 
-        reader = threading.Thread(target=read_alerts, daemon=True)
-        reader.start()
+        readers = [threading.Thread(target=f, daemon=True) for f in (read_sealed, read_alerts)]
+        for t in readers:
+            t.start()
+        ids = [index.record_id("reading", r["meter_id"], _utc(r["ts"])) for r in readings]
         producer = Producer(broker.bootstrap, **{"linger.ms": 1})
         start = time.perf_counter()
-        for key, value in paced(messages, rate):
+        for (key, value), record_id in paced(list(zip(messages, ids)), rate):
+            produced_at[record_id] = time.time() * 1000
             producer.send("readings.raw", value, key)
         producer.flush()
         produced_s = time.perf_counter() - start
-        time.sleep(5)  # let the last alerts arrive
+        deadline = time.monotonic() + 120
+        while len(sealed) < n * 0.99 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # the last alerts
         done.set()
-        reader.join(10)
-    lat = np.asarray(latencies) if latencies else np.asarray([float("nan")])
-    return {"readings": n, "target_rate": rate, "achieved_rate": round(n / produced_s), "alerts": len(latencies),
-            "latency_ms_p50": round(float(np.percentile(lat, 50)), 1), "latency_ms_p99": round(float(np.percentile(lat, 99)), 1),
-            "latency_ms_max": round(float(lat.max()), 1),
-            "note": "one worker, embedded broker; latency = alert read off the alerts topic - raw reading's broker timestamp"}
+        for t in readers:
+            t.join(10)
+
+    def pct(values: list[float], q: float) -> float:
+        return round(float(np.percentile(values, q)), 1) if values else float("nan")
+
+    return {"readings": n, "target_rate": rate, "achieved_rate": round(n / produced_s), "sealed_seen": len(sealed),
+            "latency_ms_p50": pct(sealed, 50), "latency_ms_p99": pct(sealed, 99), "alerts": len(alerted),
+            "alert_latency_ms_p50": pct(alerted, 50), "alert_latency_ms_p99": pct(alerted, 99),
+            "note": "one worker, embedded broker; latency = message read off readings.sealed (alerts) - its raw reading "
+                    "produced (alerts: the raw reading's broker timestamp)"}
+
+
+def _utc(ts: str) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc).isoformat()
+
+
+def bench_all(*, quick: bool = False, progress: Callable[[str], None] = lambda step: None) -> dict:
+    """``meterseal bench``: every end-to-end figure in one run, on the same machine and broker build, with ratios."""
+    n = 20_000 if quick else 100_000
+    messages = _uci_messages(n)
+    progress(f"bare Faust agent, {n} messages")
+    bare = bench_bare_faust(n, messages=messages)
+    progress(f"bare Faust agent forwarding each message, {n} messages")
+    bare_fwd = bench_bare_faust(n, forward=True, messages=messages)
+    progress(f"meterseal, 1 worker, {n} readings")
+    one = bench_pipeline(n, workers=1, messages=messages)
+    progress(f"meterseal, 2 workers, {n} readings")
+    two = bench_pipeline(n, workers=2, messages=messages)
+    progress("the prototype's per-record RSA + AES-CFB on the same readings")
+    seed = bench_seed_style(messages, 500 if quick else 2_000)
+    rate = 1000.0 if quick else 5000.0
+    progress(f"latency at {rate:.0f} readings/s")
+    lat = bench_latency(10_000 if quick else 50_000, rate=rate)
+    r1, r2 = one["readings_per_s_1_worker"], two["readings_per_s_2_workers"]
+    return {
+        "quick": quick, "readings": n,
+        "readings_per_s_1_worker": r1, "readings_per_s_2_workers": r2,
+        "faust_bare_per_s": bare["per_s"], "faust_bare_forward_per_s": bare_fwd["per_s"],
+        "seed_style_per_s": seed["seed_style_per_s"], "seed_style_seal_per_s": seed["seed_style_seal_per_s"],
+        "seed_style_open_per_s": seed["seed_style_open_per_s"], "meterseal_seal_open_per_s": seed["meterseal_per_s"],
+        "latency_ms_p50": lat["latency_ms_p50"], "latency_ms_p99": lat["latency_ms_p99"],
+        "alert_latency_ms_p50": lat["alert_latency_ms_p50"], "alert_latency_ms_p99": lat["alert_latency_ms_p99"],
+        "latency_rate": rate, "latency_achieved_rate": lat["achieved_rate"],
+        "ratio_1_worker_vs_faust_bare": round(r1 / bare["per_s"], 3),
+        "ratio_1_worker_vs_faust_bare_forward": round(r1 / bare_fwd["per_s"], 3),
+        "ratio_2_workers_vs_1": round(r2 / r1, 2),
+        "ratio_meterseal_vs_seed_style": round(seed["meterseal_per_s"] / seed["seed_style_per_s"], 1),
+        "note": "throughput: UCI readings as JSON produced up front, from the first produced to the last stored; bare = "
+                "a Faust agent that only reads (forward: and sends each message on); seed style = the prototype's "
+                "per-record RSA-2048-OAEP wrap + AES-CFB, then unwrap, in-process (meterseal_seal_open: seal + open "
+                "in-process on the same readings); latency: one worker, readings produced at latency_rate",
+    }

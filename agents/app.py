@@ -15,7 +15,9 @@ offset/id checks make every sink idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections import Counter
 
@@ -23,7 +25,7 @@ import faust
 
 import schemas
 
-from streams.broker import faust_url
+from streams.broker import BrokerWatch, bootstrap_servers, faust_url
 from streams.exceptions import InvalidInput
 from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
@@ -33,6 +35,7 @@ from . import tansu
 from .codecs import codec_name, register_all
 
 log = logging.getLogger("meterseal.worker")
+EXIT_BROKER_RESET = 75  # EX_TEMPFAIL: the broker lost its data; restart the worker (systemd, Kubernetes, the rig)
 
 
 def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None) -> faust.App:
@@ -191,6 +194,29 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             rate = sum(done[k] for k in ("sealed", "dead letters")) / (now - last["at"])
             log.info("%s (%.0f raw/s)", ", ".join(f"{k} +{v}" for k, v in sorted(done.items())), rate)
         last.update(at=now, counts=counts.copy())
+
+    watch = BrokerWatch(bootstrap_servers(broker))
+
+    @app.timer(interval=2.0)
+    async def watch_broker() -> None:
+        """Say clearly when the broker goes away and comes back; exit if it came back without its data."""
+        status = await asyncio.get_running_loop().run_in_executor(None, watch.check)
+        if status.kind == "down":
+            log.error("broker %s unreachable (%s): retrying every 2 s; readings wait on the broker meanwhile",
+                      watch.bootstrap, status.detail)
+        elif status.kind == "still down" and int(status.down_s) % 30 < 2:
+            log.error("broker %s still unreachable after %.0f s: retrying", watch.bootstrap, status.down_s)
+        elif status.kind == "back":
+            log.warning("broker %s reachable again after %.0f s: resuming", watch.bootstrap, status.down_s)
+        elif status.kind == "lost data":
+            # an in-memory broker restarted: its topics start again at offset 0, and this worker's consumer
+            # positions and table changelogs refer to data that is gone. Exit (code 75, "try again") so a
+            # restarted worker reads the new topics from the start; the store's record ids drop what it had.
+            log.error("broker %s came back without its data (%s start over): exiting with code 75 to be restarted",
+                      watch.bootstrap, status.detail)
+            pipeline.alerting.save()
+            logging.shutdown()
+            os._exit(EXIT_BROKER_RESET)
 
     @app.timer(interval=max(1.0, settings.checkpoint_s))
     async def save_detectors() -> None:

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from typing import Callable
 
@@ -316,10 +317,10 @@ def bench_bare_faust(n: int = 20_000, *, forward: bool = False, messages: list[t
         producer.close()
         cmd = [sys.executable, "-m", "agents.bare", "--broker", broker.url, "--count", str(len(messages))]
         done = subprocess.run(cmd + (["--forward"] if forward else []), capture_output=True, text=True, timeout=600)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("bare:")), None)
-    if line is None:
+    found = re.search(r"bare: (\d+) messages in ([\d.]+) s", done.stdout + done.stderr)  # Faust logs what a worker prints
+    if found is None:
         raise RuntimeError(f"the bare Faust agent did not finish: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    count, seconds = int(line.split()[1]), float(line.split()[4])
+    count, seconds = int(found[1]), float(found[2])
     return {"messages": count, "seconds": round(seconds, 2), "per_s": round(count / seconds)}
 
 

@@ -241,3 +241,69 @@ class Producer:
         if left or self.errors:
             raise BrokerError(f"{left} message(s) undelivered, {len(self.errors)} failed"
                               + (f": {self.errors[0]}" if self.errors else ""))
+
+
+def went_back(before: dict[tuple[str, int], int], after: dict[tuple[str, int], int]) -> list[tuple[str, int]]:
+    """Partitions whose end offset is lower than before: the broker lost data (an in-memory broker restarted).
+
+    >>> went_back({("readings.raw", 0): 120, ("readings.raw", 1): 7}, {("readings.raw", 0): 3, ("readings.raw", 1): 9})
+    [('readings.raw', 0)]
+    """
+    return sorted(tp for tp, end in after.items() if end < before.get(tp, 0))
+
+
+@dataclass
+class BrokerStatus:
+    kind: str  # "ok", "down" (just lost), "still down", "back" (reachable again), "lost data"
+    detail: str = ""
+    down_s: float = 0.0
+
+
+class BrokerWatch:
+    """Is the broker reachable, and did it keep its data? ``check()`` is called by the worker every few seconds.
+
+    Data loss shows as a partition's end offset going backwards: on Kafka that does not happen; on the
+    embedded in-memory broker it is what a restart looks like (every topic starts again at offset 0).
+    """
+
+    def __init__(self, bootstrap: str, topics: Iterable[str] = ("readings.raw", "bills.raw"), timeout: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.bootstrap, self.topics, self.timeout, self.clock = bootstrap, tuple(topics), timeout, clock
+        self.ends: dict[tuple[str, int], int] = {}
+        self.down_since: float | None = None
+        self._consumer = None
+
+    def _read_ends(self) -> dict[tuple[str, int], int]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "meterseal-watch",
+                                       "enable.auto.commit": False, "log_level": 0})
+        meta = self._consumer.list_topics(timeout=self.timeout).topics
+        ends = {}
+        for topic in self.topics:
+            for p in (meta[topic].partitions if topic in meta else {}):
+                ends[(topic, p)] = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout)[1]
+        return ends
+
+    def check(self) -> BrokerStatus:
+        try:
+            ends = self._read_ends()
+        except Exception as exc:  # noqa: BLE001 - any client error means: not reachable now
+            if self.down_since is None:
+                self.down_since = self.clock()
+                return BrokerStatus("down", f"{type(exc).__name__}: {exc}")
+            return BrokerStatus("still down", down_s=self.clock() - self.down_since)
+        lost = went_back(self.ends, ends)
+        was_down, self.down_since = self.down_since, None
+        self.ends = {**self.ends, **ends} if not lost else ends
+        if lost:
+            return BrokerStatus("lost data", ", ".join(f"{t}/{p}" for t, p in lost))
+        if was_down is not None:
+            return BrokerStatus("back", down_s=self.clock() - was_down)
+        return BrokerStatus("ok")
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

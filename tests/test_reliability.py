@@ -138,3 +138,46 @@ def test_every_malformed_reading_lands_in_dlq_and_the_worker_keeps_going(tmp_pat
                                                     "register_kwh": 5, "region": "south", "category": "Domestic"}).encode())])
         rig.wait_for(lambda: rig.query("SELECT count(*) FROM readings")[0][0] == 2, "a good reading after the corpus")
         assert rig.worker.poll() is None
+
+
+def test_broker_outage_and_broker_restart(tmp_path):
+    """A broker that stops answering (SIGSTOP) and comes back: the worker says so and resumes. An in-memory
+    broker that restarts (its data gone): the worker exits with code 75, a restarted worker carries on,
+    and the store still holds every reading once."""
+    import signal
+
+    from streams.broker import ensure_topics
+
+    readings = _uci(8_000)
+    with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
+        log = tmp_path / "worker.log"
+        want = _expected_ids(rig, readings)
+        _produce(rig, [(k, v) for k, v, _ in readings[:3_000]])
+        rig.wait_for(lambda: _stored(rig) >= 3_000, "the first readings")
+
+        os.kill(rig.broker.pid, signal.SIGSTOP)  # the broker hangs: no answers, connections stay open
+        try:
+            rig.wait_for(lambda: "unreachable" in log.read_text(), "the worker to notice", timeout=60)
+            time.sleep(3)
+            assert rig.worker.poll() is None
+        finally:
+            os.kill(rig.broker.pid, signal.SIGCONT)
+        rig.wait_for(lambda: "reachable again" in log.read_text(), "the worker to see the broker back", timeout=60)
+        _produce(rig, [(k, v) for k, v, _ in readings[3_000:6_000]])
+        rig.wait_for(lambda: _stored(rig) >= 6_000, "readings after the outage", timeout=120)
+
+        rig.broker.stop()  # the in-memory broker restarts: every topic is gone
+        rig.wait_for(lambda: log.read_text().count("unreachable (") >= 2, "the worker to notice the second outage")
+        rig.broker.start()
+        ensure_topics(rig.broker.bootstrap, 4)
+        deadline = time.monotonic() + 60
+        while rig.worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert rig.worker.returncode == 75, log.read_text()[-3000:]
+        assert "came back without its data" in log.read_text()
+        rig.start_worker()  # what systemd or Kubernetes would do
+        _produce(rig, [(k, v) for k, v, _ in readings[6_000:]])
+        rig.wait_for(lambda: _stored(rig) >= len(readings), "readings after the broker restart", timeout=120)
+        time.sleep(3)
+        rig.stop_worker()
+        _assert_exactly_once(rig, want)

@@ -350,6 +350,24 @@ def bench_pipeline_cmd(readings: int, workers: int, fmt: str) -> None:
     _print_bench(bench_pipeline(readings, workers=workers), fmt)
 
 
+@bench.command("replay")
+@click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N readings (default: all 2,075,259).")
+@_bench_fmt
+def bench_replay_cmd(workers: int, limit: int | None, fmt: str) -> None:
+    """The whole UCI data set through real workers: wall time, rate, store size, ledger-verify time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .bench import bench_replay
+    from .sources import UCI_ROWS
+
+    with Progress(TextColumn("readings stored"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("", total=min(limit or UCI_ROWS, UCI_ROWS))
+        result = bench_replay(workers=workers, limit=limit, progress=lambda k: bar.advance(task, k))
+    _print_bench(result, fmt)
+
+
 @bench.command("latency")
 @click.option("--readings", type=int, default=30_000, show_default=True)
 @click.option("--rate", type=float, default=5000.0, show_default=True, help="Readings per second produced.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import click
 
@@ -37,7 +39,9 @@ def fl_run(settings: Settings, rounds: int, strategy: str, proximal_mu: float, e
     from streams.keystore import Keystore
     from streams.query import Reader
 
-    from . import rounds as fed
+    from streams.store import SegmentStore
+
+    from . import plot, provenance, rounds as fed
     from .data import region_data, region_readings
 
     err = Console(stderr=True)
@@ -53,10 +57,25 @@ def fl_run(settings: Settings, rounds: int, strategy: str, proximal_mu: float, e
     if not any(len(d.train[1]) for d in datas):
         raise click.ClickException("the store has too few consecutive readings per meter for a forecasting window "
                                    "(ingest some: meterseal ingest uci)")
+    store = SegmentStore(settings.store_dir)
+    signer = Keystore.load(settings.data_dir).ledger_signer(passphrase_for(settings))
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{strategy}-{os.urandom(2).hex()}"
+
+    def save(round_: int, weights, metrics: dict) -> dict:
+        row = provenance.record_model(store, signer, weights, run_id=run_id, round_=round_, strategy=strategy,
+                                      metrics=metrics)
+        return {"model_sha256": row["model_sha256"], "ledger_leaf": row["leaf_index"]}
+
     report = fed.run(datas, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, epochs=epochs,
-                     progress=lambda line: err.print(line))
+                     progress=lambda line: err.print(line), on_round=save)
     report.pop("model_weights")
     report["interval_min"] = minutes
+    report["run_id"] = run_id
+    out = provenance.run_dir(store, run_id)
+    (out / "history.json").write_text(json.dumps(report, indent=2))
+    plot.plot_history(report, out / "metrics.png")
+    err.print(f"models, history.json and metrics.png in {out}; each model's SHA-256 is a leaf of the ledger's "
+              "model log (meterseal ledger verify checks them)")
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         return

@@ -62,8 +62,13 @@ def _round3(m: dict[str, Any]) -> dict[str, Any]:
 
 def run(datas: list[RegionData], *, rounds: int = 3, strategy: str = "fedavg", proximal_mu: float = 0.01,
         epochs: int = 2, lr: float = 3e-3, seed: int = 0, baselines: bool = True,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """``rounds`` federated rounds over ``datas`` (one per region); returns the JSON history."""
+        progress: Callable[[str], None] | None = None,
+        on_round: Callable[[int, list[np.ndarray], dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``rounds`` federated rounds over ``datas`` (one per region); returns the JSON history.
+
+    ``on_round(round, global weights, metrics)`` is called after each round (to save the model version);
+    what it returns is added to that round's history entry.
+    """
     datas = [d for d in datas if len(d.train[1])]
     if not datas:
         raise ValueError("no region has enough readings to make a forecasting window")
@@ -93,6 +98,8 @@ def run(datas: list[RegionData], *, rounds: int = 3, strategy: str = "fedavg", p
         overall = _pooled(datas, [task.predict(global_model, d.test[0], d.test[2]) for d in datas])
         history.append({"round": r, **_round3(overall), "train_loss": round(fit_metrics["train_loss"], 5),
                         "per_region": per_region, "seconds": round(time.perf_counter() - t, 2)})
+        if on_round:
+            history[-1].update(on_round(r, weights, {k: history[-1][k] for k in ("mae", "rmse", "r2")}))
         if progress:
             progress(f"round {r}: MAE {overall['mae']:.4f} RMSE {overall['rmse']:.4f} R² {overall['r2']:.3f}")
     report: dict[str, Any] = {"strategy": strategy, "regions": {d.region: {"records": d.records, "meters": d.meters,

@@ -50,3 +50,13 @@ KEY_EVENT_FIELDS = ("leaf_index", "key_id", "scheme", "owner_fingerprint", "wrap
 def encode_key_event(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a wrapped-DEK event; the version byte keeps it apart from record leaves."""
     return bytes([KEY_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in KEY_EVENT_FIELDS)
+
+
+# Model events (a global model version from a federated round) are leaves of the model log.
+MODEL_EVENT_VERSION = 3
+MODEL_EVENT_FIELDS = ("leaf_index", "model_sha256", "run_id", "round", "strategy", "metrics", "created_at_ms")
+
+
+def encode_model_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a model version (``metrics`` as canonical JSON text); its own version byte."""
+    return bytes([MODEL_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in MODEL_EVENT_FIELDS)

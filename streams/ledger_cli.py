@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ledger import leaf as leaf_codec
-from ledger.audit import audit
+from ledger.audit import Finding, audit
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import LedgerError, NoteError, ProofError
 from ledger.hashing import leaf_hash
@@ -31,7 +31,7 @@ def _origin(verifier: Verifier, table: str, partition: int) -> str:
 
 def _logs(store: SegmentStore) -> list[tuple[str, int]]:
     found = set()
-    for table in (*LEDGERED, "deks"):
+    for table in (*LEDGERED, "deks", "models"):
         found |= {(table, p) for p in store.partitions(table)}
         ledger_dir = store.root / "ledger" / table
         if ledger_dir.exists():
@@ -49,6 +49,16 @@ def audit_store(store_dir: Path, verifier: Verifier) -> list:
         if table == "deks":
             results.append(audit(_origin(verifier, table, p), hashes, store.dek_rows(p), notes, verifier,
                                  encode=leaf_codec.encode_key_event))
+        elif table == "models":
+            from fl.provenance import model_rows  # (numpy only: no torch, no Flower)
+
+            rows = model_rows(store)
+            summary, findings = audit(_origin(verifier, table, p), hashes, rows, notes, verifier,
+                                      encode=leaf_codec.encode_model_event)
+            findings += [Finding(summary.log,
+                                 "model-weights", f"run {r['run_id']} round {r['round']}: weights file missing or not "
+                                 f"hashing to {r['model_sha256']}", index=r.get("leaf_index")) for r in rows if not r["weights_ok"]]
+            results.append((summary, findings))
         else:
             results.append(audit(_origin(verifier, table, p), hashes, store.rows(table, p), notes, verifier))
     return results

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import pytest
@@ -66,3 +67,33 @@ def test_fl_run_cli_json(store):
     report = json.loads(result.stdout)
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert {"mae", "rmse", "r2"} <= set(report["rounds"][0]) and {"mae", "rmse", "r2"} <= set(report["baselines"]["persistence"])
+    # every round's global model is saved, its SHA-256 is a leaf of the ledger's model log, and it verifies
+    from fl.provenance import model_rows, run_dir, weights_from
+    from streams.ledger_cli import audit_store
+
+    store_ = SegmentStore(data / "store")
+    out = run_dir(store_, report["run_id"])
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "history.json").read_text())["rounds"] == report["rounds"]
+    rows = {r["model_sha256"]: r for r in model_rows(store_) if r["run_id"] == report["run_id"]}
+    assert set(rows) == {h["model_sha256"] for h in report["rounds"]} and len(rows) == 2
+    for h in report["rounds"]:
+        blob = (out / f"round-{h['round']:03d}.weights").read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == h["model_sha256"] and weights_from(blob)
+        assert json.loads(rows[h["model_sha256"]]["metrics"]) == {k: h[k] for k in ("mae", "rmse", "r2")}
+    verifier = Keystore.load(data).ledger_verifier
+    results = {s.log.split("/")[-2]: (s, f) for s, f in audit_store(data / "store", verifier)}
+    summary, findings = results["models"]
+    assert not findings and summary.leaves >= 2 and summary.signed_size == summary.leaves
+    # a model file swapped after the fact is caught
+    (out / "round-001.weights").write_bytes(b"MSWEIGHTS1\n" + b"\0" * 40)
+    findings = [f for s, f in audit_store(data / "store", verifier) if s.log.endswith("/models/0")][0]
+    assert [f.kind for f in findings] == ["model-weights"]
+    # ...and so is an edited metric
+    (out / "round-001.weights").unlink()
+    row_path = out / "round-002.json"
+    row = json.loads(row_path.read_text())
+    row["metrics"] = row["metrics"].replace('"mae":', '"mae":0.0001,"was":')
+    row_path.write_text(json.dumps(row))
+    findings = [f for s, f in audit_store(data / "store", verifier) if s.log.endswith("/models/0")][0]
+    assert "model-weights" in {f.kind for f in findings} and len({f.kind for f in findings}) >= 2

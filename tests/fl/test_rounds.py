@@ -59,6 +59,20 @@ def test_rounds_report_measured_metrics_that_change_and_baselines(store):
     assert prox["strategy"] == "fedprox" and prox["rounds"][1]["mae"] != report["rounds"][1]["mae"]
 
 
+def test_fl_schedule_runs_when_a_region_has_enough_new_readings(store):
+    data, _, _ = store
+    from fl.provenance import model_rows
+
+    before = {r["run_id"] for r in model_rows(SegmentStore(data / "store"))}
+    result = CliRunner(env={"METERSEAL_PASSPHRASE": "pw", "METERSEAL_REGIONS": "north,south,east"}).invoke(
+        main, ["--data-dir", str(data), "fl", "schedule", "--after-readings", "1000", "--every-min", "0",
+               "--rounds", "1", "--max-runs", "1", "--poll-s", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "has 5760 new readings" in result.output  # 2 meters x 2 days of minutes in the first region
+    runs = {r["run_id"] for r in model_rows(SegmentStore(data / "store"))} - before
+    assert len(runs) == 1
+
+
 def test_fl_run_cli_json(store):
     data, _, _ = store
     result = CliRunner(env={"METERSEAL_PASSPHRASE": "pw", "METERSEAL_REGIONS": "north,south,east"}).invoke(

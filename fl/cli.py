@@ -19,7 +19,7 @@ def fl_group() -> None:
 
 
 def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", proximal_mu: float = 0.01,
-             epochs: int = 2, interval: str = "auto", say=print, status=None) -> dict:
+             epochs: int = 2, interval: str = "auto", say=print, status=None, task_name: str = "readings") -> dict:
     """One federated run over the store's regions, as the data owner: each region's client opens only its
     region's readings; every round's global model is saved and its hash appended to the ledger."""
     import contextlib
@@ -29,19 +29,28 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
     from streams.query import Reader
     from streams.store import SegmentStore
 
-    from . import plot, provenance, rounds as fed
+    from . import plot, provenance, rounds as fed, task
     from .data import region_data, region_readings
 
     keystore = Keystore.load(settings.data_dir)
     keys = keystore.unlock(passphrase_for(settings))
     reader = Reader(settings.store_dir, keys)
-    with (status or (lambda _: contextlib.nullcontext()))("each region's client reads and opens its readings"):
-        readings = {region: region_readings(reader, region) for region in settings.regions}
-    steps = STEPS_MIN if interval == "auto" else (int(interval),)
-    for minutes in steps:
-        datas = [region_data(rs, region, step_s=minutes * 60) for region, rs in readings.items()]
-        if sum(len(d.train[1]) for d in datas) >= 200 or minutes == steps[-1]:
-            break
+    model_fn = task.Forecaster
+    if task_name == "bills":  # the prototype's task: one client per category, TinyNet, prev bill -> next
+        from .bills import category_bills, category_data
+
+        categories = [c for (c,) in reader.connect().execute("SELECT DISTINCT category FROM bills ORDER BY 1").fetchall()
+                      if c is not None]
+        datas = [category_data(category_bills(reader, c), c) for c in categories]
+        model_fn, minutes = task.TinyNet, None
+    else:
+        with (status or (lambda _: contextlib.nullcontext()))("each region's client reads and opens its readings"):
+            readings = {region: region_readings(reader, region) for region in settings.regions}
+        steps = STEPS_MIN if interval == "auto" else (int(interval),)
+        for minutes in steps:
+            datas = [region_data(rs, region, step_s=minutes * 60) for region, rs in readings.items()]
+            if sum(len(d.train[1]) for d in datas) >= 200 or minutes == steps[-1]:
+                break
     if not any(len(d.train[1]) for d in datas):
         raise click.ClickException("the store has too few consecutive readings per meter for a forecasting window "
                                    "(ingest some: meterseal ingest uci)")
@@ -55,7 +64,8 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
         return {"model_sha256": row["model_sha256"], "ledger_leaf": row["leaf_index"]}
 
     report = fed.run(datas, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, epochs=epochs,
-                     progress=say, on_round=save)
+                     progress=say, on_round=save, model_fn=model_fn)
+    report["task"] = task_name
     report.pop("model_weights")
     report["interval_min"] = minutes
     report["run_id"] = run_id
@@ -74,9 +84,12 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
 @click.option("--epochs", type=int, default=2, show_default=True, help="Local epochs per round.")
 @click.option("--interval", type=click.Choice(["auto", *map(str, STEPS_MIN)]), default="auto", show_default=True,
               help="Forecast interval in minutes; auto: the longest giving >= 200 training windows.")
+@click.option("--task", "task_name", type=click.Choice(["readings", "bills"]), default="readings", show_default=True,
+              help="readings: the interval forecaster per region; bills: the prototype's TinyNet per bill category.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
-def fl_run(settings: Settings, rounds: int, strategy: str, proximal_mu: float, epochs: int, interval: str, fmt: str) -> None:
+def fl_run(settings: Settings, rounds: int, strategy: str, proximal_mu: float, epochs: int, interval: str,
+           task_name: str, fmt: str) -> None:
     """Run federated rounds in this process: one Flower client per region, each reading only its region.
 
     Reports MAE/RMSE/R² of the global model per round on held-out windows, and the baselines measured in
@@ -86,12 +99,13 @@ def fl_run(settings: Settings, rounds: int, strategy: str, proximal_mu: float, e
 
     err = Console(stderr=True)
     report = federate(settings, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, epochs=epochs,
-                      interval=interval, say=err.print, status=err.status)
+                      interval=interval, say=err.print, status=err.status, task_name=task_name)
     minutes = report["interval_min"]
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"{strategy}, {minutes}-minute forecasts, regions: " +
+    what = f"{minutes}-minute forecasts" if minutes else "TinyNet, next bill's units from the previous bill's"
+    click.echo(f"{strategy}, {what}, clients: " +
                ", ".join(f"{r} ({v['train_windows']}/{v['test_windows']} windows)" for r, v in report["regions"].items()))
     click.echo(f"{'':>14}  {'MAE':>9} {'RMSE':>9} {'R²':>7}")
     for h in report["rounds"]:

@@ -25,9 +25,10 @@ from .data import RegionData
 class RegionClient(NumPyClient):
     """One region: trains the global model on its own windows, evaluates it on its own held-out ones."""
 
-    def __init__(self, data: RegionData, *, epochs: int = 2, lr: float = 3e-3, seed: int = 0) -> None:
+    def __init__(self, data: RegionData, *, epochs: int = 2, lr: float = 3e-3, seed: int = 0,
+                 model_fn: Callable[[], torch.nn.Module] = task.Forecaster) -> None:
         self.data, self.epochs, self.lr, self.seed = data, epochs, lr, seed
-        self.model = task.Forecaster()
+        self.model = model_fn()
 
     def get_parameters(self, config):
         return task.get_weights(self.model)
@@ -63,7 +64,8 @@ def _round3(m: dict[str, Any]) -> dict[str, Any]:
 def run(datas: list[RegionData], *, rounds: int = 3, strategy: str = "fedavg", proximal_mu: float = 0.01,
         epochs: int = 2, lr: float = 3e-3, seed: int = 0, baselines: bool = True,
         progress: Callable[[str], None] | None = None,
-        on_round: Callable[[int, list[np.ndarray], dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+        on_round: Callable[[int, list[np.ndarray], dict[str, Any]], dict[str, Any]] | None = None,
+        model_fn: Callable[[], torch.nn.Module] = task.Forecaster) -> dict[str, Any]:
     """``rounds`` federated rounds over ``datas`` (one per region); returns the JSON history.
 
     ``on_round(round, global weights, metrics)`` is called after each round (to save the model version);
@@ -73,7 +75,7 @@ def run(datas: list[RegionData], *, rounds: int = 3, strategy: str = "fedavg", p
     if not datas:
         raise ValueError("no region has enough readings to make a forecasting window")
     torch.manual_seed(seed)
-    global_model = task.Forecaster()
+    global_model = model_fn()
     params = ndarrays_to_parameters(task.get_weights(global_model))
     options = {"initial_parameters": params, "fit_metrics_aggregation_fn": _mean_loss}
     if strategy == "fedprox":
@@ -82,7 +84,7 @@ def run(datas: list[RegionData], *, rounds: int = 3, strategy: str = "fedavg", p
         server = FedAvg(**options)
     else:
         raise ValueError(f"unknown strategy {strategy!r} (fedavg or fedprox)")
-    clients = [RegionClient(d, epochs=epochs, lr=lr, seed=seed) for d in datas]
+    clients = [RegionClient(d, epochs=epochs, lr=lr, seed=seed, model_fn=model_fn) for d in datas]
     history = []
     for r in range(1, rounds + 1):
         t = time.perf_counter()
@@ -107,21 +109,23 @@ def run(datas: list[RegionData], *, rounds: int = 3, strategy: str = "fedavg", p
                                                                         "test_windows": int(len(d.test[1]))} for d in datas},
                               "rounds": history, "model_weights": weights}
     if baselines:
-        report["baselines"] = measure_baselines(datas, epochs=epochs * rounds, lr=lr, seed=seed)
+        report["baselines"] = measure_baselines(datas, epochs=epochs * rounds, lr=lr, seed=seed, model_fn=model_fn)
     return report
 
 
-def measure_baselines(datas: list[RegionData], *, epochs: int, lr: float, seed: int) -> dict[str, Any]:
-    """Persistence, local-only and centralized, on the same held-out windows as the federation."""
+def measure_baselines(datas: list[RegionData], *, epochs: int, lr: float, seed: int,
+                      model_fn: Callable[[], torch.nn.Module] = task.Forecaster) -> dict[str, Any]:
+    """Persistence, local-only and centralized, on the same held-out windows as the federation
+    (persistence = the last input value: the last interval, or the previous bill)."""
     persistence = _pooled(datas, [task.persistence(d.test[0], d.test[2]) for d in datas])
     local = []
     for d in datas:
         torch.manual_seed(seed)
-        model = task.Forecaster()
+        model = model_fn()
         task.train(model, d.train[0], d.train[1], epochs=epochs, lr=lr, seed=seed)
         local.append(task.predict(model, d.test[0], d.test[2]))
     torch.manual_seed(seed)
-    central = task.Forecaster()
+    central = model_fn()
     x = np.concatenate([d.train[0] for d in datas])
     y = np.concatenate([d.train[1] for d in datas])
     task.train(central, x, y, epochs=epochs, lr=lr, seed=seed)

@@ -146,5 +146,6 @@ def metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
 
 
 def persistence(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The naive forecast: the next interval equals the last one (kWh)."""
-    return x[:, LOOKBACK - 1] * scale
+    """The naive forecast: the next value equals the last input value (a window's last interval; for
+    TinyNet's one-value input, the previous bill)."""
+    return x[:, min(LOOKBACK, x.shape[1]) - 1] * scale

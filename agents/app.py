@@ -70,8 +70,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     readings_raw, bills_raw = topic("readings.raw"), topic("bills.raw")
     readings_sealed, bills_sealed, dlq, deks = (topic(t) for t in ("readings.sealed", "bills.sealed", "dlq", "keys.deks"))
     # the same topics, for sending records through the fastavro codec
-    send_to = {"readings.sealed": topic("readings.sealed", "sealed"), "bills.sealed": topic("bills.sealed", "sealed"),
-               "dlq": topic("dlq", "dead_letter"), "keys.deks": topic("keys.deks", "wrapped_key"),
+    # (sealed records go straight to the producer, already encoded: see publish)
+    send_to = {"dlq": topic("dlq", "dead_letter"), "keys.deks": topic("keys.deks", "wrapped_key"),
                "ledger.checkpoints": topic("ledger.checkpoints", "checkpoint")}
     raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     # meter token -> sealed MeterState: the changelog topic carries no meter id and no reading in clear

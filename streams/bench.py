@@ -18,7 +18,7 @@ from . import _crypto
 from .envelope import DekRing
 from .seal import Sealed, Sealer, Source, open_record
 from .tokens import BlindIndex
-from .validate import Policy
+from .validate import Policy, utc_ts
 
 
 def _rate(n: int, fn: Callable[[], None]) -> tuple[float, float]:
@@ -429,7 +429,7 @@ def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, an
         readers = [threading.Thread(target=f, daemon=True) for f in (read_sealed, read_alerts)]
         for t in readers:
             t.start()
-        ids = [index.record_id("reading", r["meter_id"], _utc(r["ts"])) for r in readings]
+        ids = [index.record_id("reading", r["meter_id"], utc_ts(r["ts"])) for r in readings]
         producer = Producer(broker.bootstrap, **{"linger.ms": 1})
         start = time.perf_counter()
         for (key, value), record_id in paced(list(zip(messages, ids)), rate):
@@ -454,11 +454,6 @@ def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, an
             "note": "one worker, embedded broker; latency = message read off readings.sealed (alerts) - its raw reading "
                     "produced (alerts: the raw reading's broker timestamp)"}
 
-
-def _utc(ts: str) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc).isoformat()
 
 
 def bench_all(*, quick: bool = False, progress: Callable[[str], None] = lambda step: None) -> dict:

@@ -106,6 +106,15 @@ def _parse_ts(text: Any, name: str = "ts") -> dt.datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
+def utc_ts(text: Any) -> str:
+    """A reading's timestamp as it is sealed and hashed into its record id: ISO-8601 in UTC.
+
+    >>> utc_ts("2025-01-02T03:04:05Z"), utc_ts("2025-01-02T04:04:05+01:00")
+    ('2025-01-02T03:04:05+00:00', '2025-01-02T03:04:05+00:00')
+    """
+    return _parse_ts(text).astimezone(dt.timezone.utc).isoformat()
+
+
 def _number(record: dict, name: str) -> float:
     value = record.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -6,7 +6,6 @@ embedded broker, killed with SIGKILL. Marked ``broker``; run in CI (the crash te
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import random
@@ -19,6 +18,7 @@ from streams.broker import Producer
 from streams.ingest import encode_reading
 from streams.keyring import Keyring
 from streams.sources import uci_readings
+from streams.validate import utc_ts
 from streams.store import SegmentStore
 from streams import envelope
 from streams.seal import dlq_aad
@@ -36,15 +36,17 @@ def _produce(rig, messages) -> None:
     producer.flush()
 
 
-def _uci(n: int, meters: int = 20) -> list[tuple[bytes, bytes, str]]:
-    """(key, value, record id) of the first ``n`` UCI readings replayed as ``meters`` meters."""
-    return [(r["meter_id"].encode(), encode_reading(r), r["meter_id"] + "|" + r["ts"]) for r in uci_readings(meters=meters, limit=n)]
+def _uci(n: int, meters: int = 20) -> list[dict]:
+    """The first ``n`` UCI readings replayed as ``meters`` meters."""
+    return list(uci_readings(meters=meters, limit=n))
 
 
-def _expected_ids(rig, readings) -> set[str]:
-    def utc(ts: str) -> str:
-        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc).isoformat()
-    return {rig.index.record_id("reading", meter, utc(ts)) for meter, ts in (k.split("|", 1) for *_, k in readings)}
+def _messages(readings: list[dict]) -> list[tuple[bytes, bytes]]:
+    return [(r["meter_id"].encode(), encode_reading(r)) for r in readings]
+
+
+def _expected_ids(rig, readings: list[dict]) -> set[str]:
+    return {rig.index.record_id("reading", r["meter_id"], utc_ts(r["ts"])) for r in readings}
 
 
 def _stored(rig) -> int:
@@ -74,7 +76,7 @@ def test_sigkill_during_ingest_keeps_every_reading_exactly_once(tmp_path):
     with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
         want = _expected_ids(rig, readings)
         assert len(want) == n
-        _produce(rig, [(k, v) for k, v, _ in readings])
+        _produce(rig, _messages(readings))
         kills = []
         while len(kills) < 5:
             before = _stored(rig)
@@ -104,7 +106,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
         rig.wait_for(lambda: "worker ready" in (tmp_path / "worker2.log").read_text(), "the second worker",
                      log="worker2.log")
         want = _expected_ids(rig, readings)
-        _produce(rig, [(k, v) for k, v, _ in readings[:12_000]])
+        _produce(rig, _messages(readings[:12_000]))
         rig.wait_for(lambda: _stored(rig) >= 6_000, "half the first batch")
         # both workers sealed: each wrapped its own DEKs, and the wrapped key says which worker made it
         store = SegmentStore(tmp_path / "store")
@@ -112,7 +114,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
         assert sealers == {f"{os.uname().nodename}:{first.pid}", f"{os.uname().nodename}:{second.pid}"}, sealers
         rig.kill_worker(second)
         rig.worker = first
-        _produce(rig, [(k, v) for k, v, _ in readings[12_000:]])
+        _produce(rig, _messages(readings[12_000:]))
         rig.wait_for(lambda: _stored(rig) >= len(readings), "every reading, with one worker left", timeout=300)
         time.sleep(3)
         rig.stop_worker(first)
@@ -152,7 +154,7 @@ def test_broker_outage_and_broker_restart(tmp_path):
     with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
         log = tmp_path / "worker.log"
         want = _expected_ids(rig, readings)
-        _produce(rig, [(k, v) for k, v, _ in readings[:3_000]])
+        _produce(rig, _messages(readings[:3_000]))
         rig.wait_for(lambda: _stored(rig) >= 3_000, "the first readings")
 
         os.kill(rig.broker.pid, signal.SIGSTOP)  # the broker hangs: no answers, connections stay open
@@ -163,7 +165,7 @@ def test_broker_outage_and_broker_restart(tmp_path):
         finally:
             os.kill(rig.broker.pid, signal.SIGCONT)
         rig.wait_for(lambda: "reachable again" in log.read_text(), "the worker to see the broker back", timeout=60)
-        _produce(rig, [(k, v) for k, v, _ in readings[3_000:6_000]])
+        _produce(rig, _messages(readings[3_000:6_000]))
         rig.wait_for(lambda: _stored(rig) >= 6_000, "readings after the outage", timeout=120)
 
         rig.broker.stop()  # the in-memory broker restarts: every topic is gone
@@ -176,7 +178,7 @@ def test_broker_outage_and_broker_restart(tmp_path):
         assert rig.worker.returncode == 75, log.read_text()[-3000:]
         assert "came back without its data" in log.read_text()
         rig.start_worker()  # what systemd or Kubernetes would do
-        _produce(rig, [(k, v) for k, v, _ in readings[6_000:]])
+        _produce(rig, _messages(readings[6_000:]))
         rig.wait_for(lambda: _stored(rig) >= len(readings), "readings after the broker restart", timeout=120)
         time.sleep(3)
         rig.stop_worker()

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections import Counter
+from typing import Any
 
 import faust
 
@@ -36,6 +37,7 @@ from .codecs import codec_name, register_all
 
 log = logging.getLogger("meterseal.worker")
 EXIT_BROKER_RESET = 75  # EX_TEMPFAIL: the broker lost its data; restart the worker (systemd, Kubernetes, the rig)
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: an unexpected error in a seal batch; restart the worker
 
 
 def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None) -> faust.App:
@@ -85,13 +87,13 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     first_sealed = []
     counts = Counter()  # what this worker did, logged every few seconds (see report_progress)
 
-    async def publish(outcome, sealed_topic: str) -> None:
+    async def publish(outcome, sealed_topic: str, batch: "Batch") -> None:
         for key, record in pipeline.take_new_keys():
             await send_to["keys.deks"].send(key=key, value=record)
         if isinstance(outcome, Sealed):
             # straight to the producer: Faust's Topic.send costs ~4x as much per message on this hot path;
-            # offsets are still committed only after the producer is flushed (Faust's Consumer.commit)
-            await app.producer.send(sealed_topic, outcome.key, schemas.encode("sealed", outcome.record), None, None, None)
+            # the batch confirms every send before its raw messages are acked (Batch.confirm)
+            await batch.send(app.producer, sealed_topic, outcome.key, schemas.encode("sealed", outcome.record))
         else:
             await send_to["dlq"].send(key=outcome.key, value=outcome.record)
         if not first_sealed and isinstance(outcome, Sealed):
@@ -103,27 +105,35 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     # Seal agents take small batches: Faust's per-event overhead, not the crypto, is the cost that matters.
     # Events are acked after their batch is handled, so delivery stays at-least-once.
+    next_offset: dict[int, int] = {}  # raw partition -> the offset the seal agent expects next
+
     @app.agent(readings_raw, name="seal_readings")
     async def seal_readings(stream):
         async for events in stream.take_events(settings.seal_batch, within=0.02):
-            states = MeterStates(pipeline.states, meter_state)
-            profiles = BatchState(pipeline.alerting.profiles, meter_profile)
-            for event in events:
-                src = source(event)
-                outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get, key=event.key),
-                                  event.value, src)
-                counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
-                states.update(outcome, event)
-                # alerts go out before the sealed record: the alert path is the latency that matters
-                for key, alert in detect(outcome, event, profiles):
-                    counts["alerts"] += 1
-                    await alerts.send(key=key, value=alert)
-                await publish(outcome, "readings.sealed")
+            async with Batch(events) as batch:
+                states = MeterStates(pipeline.states, meter_state)
+                profiles = BatchState(pipeline.alerting.profiles, meter_profile)
+                for event in events:
+                    src = source(event)
+                    expect = next_offset.get(src.partition)
+                    if expect is not None and src.offset != expect:  # skipped offsets would be readings never seen
+                        log.warning("readings.raw/%d jumped from offset %d to %d", src.partition, expect - 1, src.offset)
+                    next_offset[src.partition] = src.offset + 1
+                    outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get, key=event.key),
+                                      event.value, src)
+                    counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
+                    states.update(outcome, event)
+                    # alerts go out before the sealed record: the alert path is the latency that matters
+                    for key, alert in detect(outcome, event, profiles):
+                        counts["alerts"] += 1
+                        await alerts.send(key=key, value=alert)
+                    await publish(outcome, "readings.sealed", batch)
 
-            current = stream.current_event
-            states.flush(writer(stream, meter_state))
-            profiles.flush(writer(stream, meter_profile))
-            stream._set_current_event(current)
+                current = stream.current_event
+                states.flush(writer(stream, meter_state))
+                profiles.flush(writer(stream, meter_profile))
+                stream._set_current_event(current)
+                await batch.confirm(app.producer)
 
     def writer(stream, table):
         def write(key: bytes, value: bytes, event) -> None:
@@ -145,9 +155,12 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     @app.agent(bills_raw, name="seal_bills")
     async def seal_bills(stream):
         async for events in stream.take_events(settings.seal_batch, within=0.02):
-            for event in events:
-                src = source(event)
-                await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src), "bills.sealed")
+            async with Batch(events) as batch:
+                for event in events:
+                    src = source(event)
+                    await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src),
+                                  "bills.sealed", batch)
+                await batch.confirm(app.producer)
 
     def guarded(step, data: bytes, src: Source):
         """The seal step never raises on data; if a bug makes it raise anyway, the message is a dead letter."""
@@ -227,6 +240,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     async def checkpoint_before_handing_over(sender, revoked, **kwargs) -> None:
         """Sign what this worker appended, and save its detectors, before another worker takes over."""
         pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
+        for tp in revoked:
+            if tp.topic == "readings.raw":
+                next_offset.pop(tp.partition, None)  # another worker may read on from here
         if pipeline.checkpoint_due(force=True):
             await publish_checkpoints()
 
@@ -250,3 +266,50 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         log.warning("worker ready: %d partition(s) assigned %.1f s after start", len(assigned), time.monotonic() - started)
 
     return app
+
+
+class Batch:
+    """One seal batch (``take_events``): its sealed sends, confirmed before Faust acks its raw messages.
+
+    Faust acks every event of a batch when the batch's body ends, and commits after flushing the producer —
+    but a flush does not fail when a send failed, so a raw offset could be committed for a sealed record
+    the broker never took. ``confirm`` waits for every send of the batch and sends again any the broker
+    refused. If the body ends with an exception instead, no event of the batch may be acked: on a cancel
+    (shutdown) each keeps an extra reference, so it stays uncommitted and is read again after a restart;
+    any other exception is a bug that stops the worker (exit 70) before anything is acked.
+    """
+
+    def __init__(self, events) -> None:
+        self.events = events
+        self.sent: list[tuple[Any, str, bytes, bytes]] = []  # (delivery future, topic, key, value)
+
+    async def send(self, producer, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((await producer.send(topic, key, value, None, None, None), topic, key, value))
+
+    async def confirm(self, producer) -> None:
+        for future, topic, key, value in self.sent:
+            while True:
+                try:
+                    await future
+                    break
+                except Exception as exc:  # noqa: BLE001 - a record the broker refused is sent again, never dropped
+                    log.error("broker did not take a sealed record on %s (%s: %s): sending it again in 1 s",
+                              topic, type(exc).__name__, exc)
+                    await asyncio.sleep(1.0)
+                    future = await producer.send(topic, key, value, None, None, None)
+        self.sent.clear()
+
+    async def __aenter__(self) -> "Batch":
+        return self
+
+    async def __aexit__(self, kind, exc, tb) -> bool:
+        if kind is None:
+            return False
+        for event in self.events:
+            event.message.incref()  # never acked by take_events: uncommitted, redelivered after a restart
+        if issubclass(kind, asyncio.CancelledError):
+            return False
+        log.critical("seal batch failed (%s: %s): stopping the worker (exit 70) so that nothing of the batch is "
+                     "committed; restart it", kind.__name__, exc, exc_info=(kind, exc, tb))
+        logging.shutdown()
+        os._exit(EXIT_SOFTWARE)

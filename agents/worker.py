@@ -5,16 +5,37 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Callable
 
 import faust
 
 from streams.broker import ensure_topics, resolve
+from streams.exceptions import MeterSealError
 from streams.keystore import Keystore
+from streams.owner import OwnerPublicKey
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.store import SegmentStore
 
 from .app import build_app
+
+log = logging.getLogger("meterseal.worker")
+
+
+def region_keys(settings: Settings, index_key: bytes) -> Callable[[], dict[str, OwnerPublicKey]]:
+    """The region public keys, re-read from the keystore each time a DEK is made (so a region added while the
+    worker runs is granted its next DEKs). Checked now: a region key that fails its MAC stops the worker here;
+    if the file goes bad later, the last keys that checked out stay in use and the error is logged."""
+    last = Keystore.load(settings.data_dir).region_publics(index_key)
+
+    def current() -> dict[str, OwnerPublicKey]:
+        nonlocal last
+        try:
+            last = Keystore.load(settings.data_dir).region_publics(index_key)
+        except MeterSealError as exc:
+            log.error("region keys not reloaded, keeping the last good ones: %s", exc)
+        return last
+    return current
 
 
 def run_worker(settings: Settings, passphrase: str) -> None:
@@ -25,7 +46,8 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     broker = resolve(settings.broker, settings.data_dir)
     ensure_topics(broker, settings.partitions)
     signer = keystore.ledger_signer(passphrase)
-    pipeline = Pipeline(settings, index_key, keystore.owner_public, SegmentStore(settings.store_dir), signer)
+    pipeline = Pipeline(settings, index_key, keystore.owner_public, SegmentStore(settings.store_dir), signer,
+                        region_keys=region_keys(settings, index_key))
     app = build_app(settings, pipeline, broker=broker, started=started)
     logging.getLogger("meterseal").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import click
 
@@ -30,7 +31,7 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
     from streams.store import SegmentStore
 
     from . import plot, provenance, rounds as fed, task
-    from .data import region_data, region_readings
+    from .data import region_data, region_readings, region_readings_with_key
 
     keystore = Keystore.load(settings.data_dir)
     keys = keystore.unlock(passphrase_for(settings))
@@ -44,8 +45,20 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
         datas = [category_data(category_bills(reader, c), c) for c in categories]
         model_fn, minutes = task.TinyNet, None
     else:
+        capabilities = {}
         with (status or (lambda _: contextlib.nullcontext()))("each region's client reads and opens its readings"):
-            readings = {region: region_readings(reader, region) for region in settings.regions}
+            readings = {}
+            for region in settings.regions:
+                if region in keystore.region_names:  # the client gets its region's key, nothing more
+                    key = keystore.region_key(passphrase_for(settings), region)
+                    readings[region] = region_readings_with_key(settings.store_dir, key)
+                    capabilities[region] = f"region key {key.fingerprint[:16]}"
+                else:
+                    readings[region] = region_readings(reader, region)
+                    capabilities[region] = "owner key (no region key: meterseal keys region add)"
+        if any(c.startswith("owner") for c in capabilities.values()):
+            say("note: regions without a region key were opened with the owner's key: "
+                + ", ".join(r for r, c in capabilities.items() if c.startswith("owner")))
         steps = STEPS_MIN if interval == "auto" else (int(interval),)
         for minutes in steps:
             datas = [region_data(rs, region, step_s=minutes * 60) for region, rs in readings.items()]
@@ -66,6 +79,8 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
     report = fed.run(datas, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, epochs=epochs,
                      progress=say, on_round=save, model_fn=model_fn)
     report["task"] = task_name
+    if task_name != "bills":
+        report["capabilities"] = capabilities
     report.pop("model_weights")
     report["interval_min"] = minutes
     report["run_id"] = run_id
@@ -201,19 +216,33 @@ def fl_superlink(ctx: click.Context, settings: Settings, host: str, port: int) -
 @click.option("--region", required=True, help="The region whose readings this node trains on (and only those).")
 @click.option("--superlink", default="127.0.0.1:9093", show_default=True)
 @click.option("--port", type=int, default=9094, show_default=True, help="This node's local API port (one per node on a host).")
+@click.option("--region-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The region's key file (`meterseal keys region add`); its passphrase in METERSEAL_REGION_PASSPHRASE. "
+                   "Without it the node needs the owner's keystore passphrase (METERSEAL_PASSPHRASE).")
 @click.pass_obj
 @click.pass_context
-def fl_supernode(ctx: click.Context, settings: Settings, region: str, superlink: str, port: int) -> None:
+def fl_supernode(ctx: click.Context, settings: Settings, region: str, superlink: str, port: int,
+                 region_key: Path | None) -> None:
     """Run a Flower SuperNode for one region, on that region's machine.
 
     Its ClientApp (``fl/client_app.py``) opens only this region's readings from the store in the data
-    directory, with the passphrase in this node's environment (``METERSEAL_PASSPHRASE``).
+    directory: with ``--region-key`` (the region's own capability, which opens no other region's records),
+    or else with the owner's keystore (METERSEAL_PASSPHRASE).
     """
     if region not in settings.regions:
         raise click.ClickException(f"unknown region {region!r} (METERSEAL_REGIONS: {', '.join(settings.regions)})")
+    config = f"region='{region}' data-dir='{settings.data_dir.resolve()}'"
+    if region_key is not None:
+        from streams.regions import RegionKey
+
+        from streams.cli import region_passphrase
+        key = RegionKey.load(region_key, region_passphrase())  # a wrong passphrase fails here, not in a round
+        if key.region != region:
+            raise click.ClickException(f"{region_key} is the key of region {key.region!r}, not {region!r}")
+        config += f" region-key='{region_key.resolve()}'"
     tls = any(a.startswith("--root-certificates") for a in ctx.args)
     _exec(["flower-supernode", *([] if tls else ["--insecure"]), "--superlink", superlink, "--port", str(port),
-           "--node-config", f"region='{region}' data-dir='{settings.data_dir.resolve()}'", *ctx.args])
+           "--node-config", config, *ctx.args])
 
 
 @fl_group.command("deploy")

@@ -2,7 +2,8 @@
 
 A SuperNode is started with its region and data directory in its node config
 (``meterseal fl supernode --region north``); its client opens only that region's readings from the
-store, with the keystore passphrase of its own environment (``METERSEAL_PASSPHRASE``), and trains the
+store with the region's own key file (``--region-key``, passphrase in ``METERSEAL_REGION_PASSPHRASE``;
+it opens no other region's records) — or, without one, the owner's keystore — and trains the
 global model on them. With SecAgg+ (run config ``secagg = true``) the client masks its update so the
 server only ever sees the sum over regions.
 """
@@ -21,24 +22,37 @@ from .rounds import RegionClient
 
 
 @lru_cache(maxsize=8)
-def _region_data(data_dir: str, region: str, interval_min: int):
-    from streams.keystore import Keystore
-    from streams.query import Reader
+def _region_data(data_dir: str, region: str, interval_min: int, region_key: str = ""):
+    from .data import region_data, region_readings, region_readings_with_key
 
-    from .data import region_data, region_readings
+    store_dir = os.path.join(data_dir, "store")
+    if region_key:  # the region's own capability: opens this region's records, no other's
+        from streams.regions import RegionKey
 
-    passphrase = os.environ.get("METERSEAL_PASSPHRASE")
-    if not passphrase:
-        raise RuntimeError("the SuperNode needs METERSEAL_PASSPHRASE to open its region's readings")
-    keys = Keystore.load(data_dir).unlock(passphrase)
-    readings = region_readings(Reader(os.path.join(data_dir, "store"), keys), region)
+        passphrase = os.environ.get("METERSEAL_REGION_PASSPHRASE")
+        if not passphrase:
+            raise RuntimeError("the SuperNode needs METERSEAL_REGION_PASSPHRASE to open its region key file")
+        key = RegionKey.load(region_key, passphrase)
+        if key.region != region:
+            raise RuntimeError(f"{region_key} is the key of region {key.region!r}, not {region!r}")
+        readings = region_readings_with_key(store_dir, key)
+    else:
+        from streams.keystore import Keystore
+        from streams.query import Reader
+
+        passphrase = os.environ.get("METERSEAL_PASSPHRASE")
+        if not passphrase:
+            raise RuntimeError("the SuperNode needs a region key (--region-key) or METERSEAL_PASSPHRASE to open "
+                               "its region's readings")
+        readings = region_readings(Reader(store_dir, Keystore.load(data_dir).unlock(passphrase)), region)
     return region_data(readings, region, step_s=interval_min * 60)
 
 
 def client_fn(context: Context):
     region = str(context.node_config["region"])
     data_dir = str(context.node_config.get("data-dir") or os.environ.get("METERSEAL_DATA_DIR", "meterseal-data"))
-    data = _region_data(data_dir, region, int(context.run_config.get("interval-min", 60)))
+    data = _region_data(data_dir, region, int(context.run_config.get("interval-min", 60)),
+                        str(context.node_config.get("region-key", "")))
     return RegionClient(data, epochs=int(context.run_config.get("local-epochs", 2))).to_client()
 
 

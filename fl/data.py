@@ -2,7 +2,8 @@
 
 The client asks the store only for rows whose ``region`` column is its own (the region is bound into
 every record's AEAD associated data, so a row relabelled to another region does not open) and opens
-them with the keys it holds. Readings become per-meter series, then forecasting windows (``fl.task``).
+them with the keys it holds: its region key (``region_readings_with_key``), which opens no other
+region's records, or — in an owner's all-regions run without region keys — the owner's keys. Readings become per-meter series, then forecasting windows (``fl.task``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from streams.query import Query, Reader
+from streams.query import AAD_COLUMNS, Query, Reader
+from streams.regions import RegionKey, RegionKeyring
+from streams.seal import open_many
+from streams.store import SegmentStore, connect
 
 from . import task
 
@@ -29,8 +33,22 @@ class RegionData:
 
 
 def region_readings(reader: Reader, region: str) -> list[dict[str, Any]]:
-    """Every reading of ``region`` in the store, opened (AEAD-verified)."""
+    """Every reading of ``region`` in the store, opened (AEAD-verified) with the owner's keys."""
     return reader.open_readings(reader.search(Query(region=region), kinds=["readings"]))
+
+
+def region_readings_with_key(store_dir: Any, key: RegionKey) -> list[dict[str, Any]]:
+    """Every reading of ``key.region``, opened with the region's own key (``streams.regions``): no owner key
+    and no index key. Raises ``InvalidEnvelope`` if a row of the region does not open with it (a DEK made
+    before the region had a key and not granted: ``meterseal keys region grant``)."""
+    con = connect(store_dir)
+    try:
+        cur = con.execute(f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = ? "
+                          "ORDER BY topic_partition, leaf_index", [key.region])
+        rows = [dict(zip(AAD_COLUMNS, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    return open_many(rows, RegionKeyring(SegmentStore(store_dir), key))
 
 
 def windows_of(readings: list[dict[str, Any]], *, step_s: float) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], int]:

@@ -112,6 +112,90 @@ def keys_rotate(settings: Settings, scheme: str | None) -> None:
     console.print(f"new active owner key {new.fingerprint[:16]}… ({new.scheme}); restart workers to use it")
 
 
+@keys.group("region")
+def keys_region() -> None:
+    """Region keys: each region's Flower client opens its own region's records and nothing else.
+
+    \b
+    Trust model: the owner's keystore opens everything; a worker holds public keys only; a region holds
+    its region key file (sealed under its own passphrase). No DEK seals two regions' records, and each
+    region DEK is also wrapped for the region's key (a grant in <store>/grants/<region>/).
+    """
+
+
+def region_passphrase(*, confirm: bool = False) -> str:
+    """METERSEAL_REGION_PASSPHRASE, else a prompt on a terminal, else a clear error."""
+    import os
+
+    if os.environ.get("METERSEAL_REGION_PASSPHRASE"):
+        return os.environ["METERSEAL_REGION_PASSPHRASE"]
+    if sys.stdin.isatty():
+        return click.prompt("Region key passphrase", hide_input=True, confirmation_prompt=confirm)
+    raise click.ClickException("no region passphrase: set METERSEAL_REGION_PASSPHRASE (no terminal to ask on)")
+
+
+@keys_region.command("add")
+@click.argument("region")
+@click.option("--out", type=click.Path(path_type=Path), help="Region key file to write. [default: <data-dir>/regions/<region>.key]")
+@click.option("--replace", is_flag=True, help="Replace the region's key (grants for the old key stop opening).")
+@click.pass_obj
+def keys_region_add(settings: Settings, region: str, out: Path | None, replace: bool) -> None:
+    """Make REGION's key: its public key goes in the keystore (workers grant it the region's new DEKs), its
+    key file (for the region's machine) is sealed under METERSEAL_REGION_PASSPHRASE, and the region's DEKs
+    already in the store are granted to it."""
+    from .keyring import Keyring
+    from .regions import check_region_name, grant_existing
+    from .store import SegmentStore
+
+    check_region_name(region)
+    store = Keystore.load(settings.data_dir)
+    passphrase = passphrase_for(settings)
+    file_passphrase = region_passphrase(confirm=True)
+    key = store.add_region(passphrase, region, replace=replace)
+    path = key.save(out or settings.data_dir / "regions" / f"{region}.key", file_passphrase)
+    console.print(f"region {region}: key {key.fingerprint[:16]}… ({key.pair.scheme}), key file {path} — hand it to "
+                  "the region with its passphrase; workers grant the region's new DEKs from their next DEK on")
+    if (settings.store_dir / "readings").exists() or (settings.store_dir / "bills").exists():
+        keyring = Keyring(SegmentStore(settings.store_dir), store.unlock(passphrase).unwrappers())
+        written, refused = grant_existing(settings.store_dir, keyring, key)
+        _report_grants(region, written, refused)
+
+
+@keys_region.command("export")
+@click.argument("region")
+@click.option("--out", type=click.Path(path_type=Path), help="Region key file to write. [default: <data-dir>/regions/<region>.key]")
+@click.pass_obj
+def keys_region_export(settings: Settings, region: str, out: Path | None) -> None:
+    """Write REGION's key file from the owner's keystore (sealed under METERSEAL_REGION_PASSPHRASE)."""
+    key = Keystore.load(settings.data_dir).region_key(passphrase_for(settings), region)
+    path = key.save(out or settings.data_dir / "regions" / f"{region}.key", region_passphrase(confirm=True))
+    console.print(f"region {region}: key file {path} (key {key.fingerprint[:16]}…)")
+
+
+@keys_region.command("grant")
+@click.argument("region")
+@click.pass_obj
+def keys_region_grant(settings: Settings, region: str) -> None:
+    """Grant REGION's key every stored DEK that sealed only REGION's records (after `store rebuild`, or for
+    DEKs made before the region had a key). DEKs shared with other regions are refused and counted."""
+    from .keyring import Keyring
+    from .regions import grant_existing
+    from .store import SegmentStore
+
+    store = Keystore.load(settings.data_dir)
+    passphrase = passphrase_for(settings)
+    key = store.region_key(passphrase, region)
+    keyring = Keyring(SegmentStore(settings.store_dir), store.unlock(passphrase).unwrappers())
+    _report_grants(region, *grant_existing(settings.store_dir, keyring, key))
+
+
+def _report_grants(region: str, written: int, refused: list[str]) -> None:
+    console.print(f"region {region}: {written} stored DEK(s) granted")
+    if refused:
+        console.print(f"[yellow]warning:[/] {len(refused)} DEK(s) also sealed other regions' records and were not "
+                      f"granted (sealed before DEKs were kept per region); {region}'s key cannot open those records")
+
+
 # --- broker and worker ----------------------------------------------------------------------------
 
 @main.command()

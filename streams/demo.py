@@ -75,8 +75,11 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     if not Keystore.exists(data_dir):
-        Keystore.init(data_dir, passphrase)
-        console.print(f"[green]created keystore[/] {data_dir / 'keystore.json'}")
+        store = Keystore.init(data_dir, passphrase)
+        for region in settings.regions:  # each region's Flower client opens its own region only (streams.regions)
+            store.add_region(passphrase, region)
+        console.print(f"[green]created keystore[/] {data_dir / 'keystore.json'} with keys for regions "
+                      f"{', '.join(settings.regions)} (export one with `meterseal keys region export REGION`)")
     keystore = Keystore.load(data_dir)
     keys = keystore.unlock(passphrase)  # the demo plays the data owner too, to show a record opening
     index = BlindIndex(keys.index_key)

@@ -10,6 +10,7 @@ tokens of every stored record are derived from it.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 import time
@@ -93,6 +94,11 @@ class Keystore:
                  "created_at": o["created_at"], "active": i == len(self._doc["owners"]) - 1}
                 for i, o in enumerate(self._doc["owners"])
             ],
+            "regions": [
+                {"region": r, "scheme": e["scheme"],
+                 "fingerprint": OwnerPublicKey(e["scheme"], _unb64(e["public"])).fingerprint, "created_at": e["created_at"]}
+                for r, e in sorted(self._doc.get("regions", {}).items())
+            ],
         }
 
     def _kek(self, passphrase: str) -> DataKey:
@@ -139,6 +145,62 @@ class Keystore:
         except InvalidEnvelope:
             raise KeystoreError(f"wrong passphrase for {self.path} (or the keystore was altered)") from None
         return UnlockedKeys(index_key, owners)
+
+    # -- region keys (streams.regions) --------------------------------------------------------
+    @property
+    def region_names(self) -> list[str]:
+        return sorted(self._doc.get("regions", {}))
+
+    def region_publics(self, index_key: bytes) -> dict[str, OwnerPublicKey]:
+        """Each region's public key, checked against its MAC (a key derived from the index key): a worker
+        wraps DEKs only for region keys the owner added, never for one slipped into the file."""
+        from .regions import registry_mac
+
+        out = {}
+        for region, entry in self._doc.get("regions", {}).items():
+            public = OwnerPublicKey(entry["scheme"], _unb64(entry["public"]))
+            if not hmac.compare_digest(registry_mac(index_key, region, public.scheme, public.public),
+                                       str(entry.get("mac", ""))):
+                raise KeystoreError(f"region key {region!r} in {self.path} fails its check: it was not added with "
+                                    "`meterseal keys region add` under this keystore's passphrase (or was altered)")
+            out[region] = public
+        return out
+
+    def region_key(self, passphrase: str, region: str):
+        """The owner's copy of a region's key pair (``regions.RegionKey``)."""
+        from .regions import RegionKey
+
+        entry = self._doc.get("regions", {}).get(region)
+        if entry is None:
+            raise KeystoreError(f"no key for region {region!r}: run `meterseal keys region add {region}`")
+        try:
+            private = open_with({_KEK_ID: self._kek(passphrase)}, _unb64(entry["private"]),
+                                aad=b"region:" + region.encode() + b":" + entry["public"].encode())
+        except InvalidEnvelope:
+            raise KeystoreError(f"wrong passphrase for {self.path} (or the keystore was altered)") from None
+        return RegionKey(region, OwnerKeyPair(entry["scheme"], private, _unb64(entry["public"])))
+
+    def add_region(self, passphrase: str, region: str, *, scheme: str | None = None, replace: bool = False,
+                   now: float | None = None):
+        """Make a key pair for ``region``; the keystore keeps its public key (MACed) and the private key
+        sealed for the owner. Returns the ``RegionKey`` (for the region's key file)."""
+        from .regions import RegionKey, registry_mac
+
+        keys = self.unlock(passphrase)  # proves the passphrase before anything changes
+        regions = self._doc.setdefault("regions", {})
+        if region in regions and not replace:
+            raise KeystoreError(f"region {region!r} already has a key (use --replace to make a new one; "
+                                "grants made for the old key stop opening)")
+        key = RegionKey.generate(region, scheme or self.owner_public.scheme)
+        public = _b64(key.pair.public)
+        regions[region] = {
+            "scheme": key.pair.scheme, "public": public, "created_at": time.time() if now is None else now,
+            "mac": registry_mac(keys.index_key, region, key.pair.scheme, key.pair.public),
+            "private": _b64(seal(self._kek(passphrase), key.pair.private,
+                                 aad=b"region:" + region.encode() + b":" + public.encode())),
+        }
+        self._save()
+        return key
 
     # -- writing ---------------------------------------------------------------------------
     @classmethod

@@ -25,6 +25,7 @@ from .alerting import Alerting
 from .envelope import DataKey, DekRing
 from .exceptions import InvalidInput, MeterSealError
 from .owner import OwnerPublicKey
+from .regions import wrap_for_region
 from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
 from .settings import Settings
 from .store import LEDGERED, SegmentStore, log_origin
@@ -43,13 +44,18 @@ class Pipeline:
     signer: Signer | None = field(default=None, repr=False)  # signs ledger checkpoints
     clock: Callable[[], float] = time.time
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # region -> region public key (``Keystore.region_publics``), asked again whenever a DEK is made, so a
+    # region key added while the worker runs gets grants of the region's next DEKs
+    region_keys: Callable[[], dict[str, OwnerPublicKey]] = lambda: {}
 
     def __post_init__(self) -> None:
         self.index = BlindIndex(self.index_key)
         self.pending_keys: list[dict[str, Any]] = []  # wrapped DEKs to publish on keys.deks
         self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock)
+        self._region_rings: dict[str, DekRing] = {}
         self.sealer = Sealer(self.index, self.ring, Policy.from_settings(self.settings),
-                             max_message_bytes=self.settings.max_message_bytes, clock=self.clock)
+                             max_message_bytes=self.settings.max_message_bytes, clock=self.clock,
+                             region_ring=self.region_ring)
         self.states = StateCodec(derive_state_key(self.index_key))
         self.unreadable_dead_letters = 0
         self.unreadable_keys = 0
@@ -57,11 +63,24 @@ class Pipeline:
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
 
-    def _on_new_key(self, dek: DataKey) -> None:
-        """Wrap a new DEK for the owner, keep it in the store now, queue it for keys.deks."""
+    def region_ring(self, region: str) -> DekRing:
+        """The DEK ring of one region: records of different regions never share a DEK (``streams.regions``)."""
+        ring = self._region_rings.get(region)
+        if ring is None:
+            ring = self._region_rings[region] = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
+                                                        lambda dek: self._on_new_key(dek, region), self.clock)
+        return ring
+
+    def _on_new_key(self, dek: DataKey, region: str | None = None) -> None:
+        """Wrap a new DEK for the owner (and for its region's key, if the region has one), keep it in the
+        store now, queue it for keys.deks."""
         wrapped = {"key_id": dek.key_hex, "scheme": self.owner.scheme, "owner_fingerprint": self.owner.fingerprint,
                    "wrapped": self.owner.wrap(dek), "created_at_ms": int(dek.created_at * 1000), "worker": self.worker}
         self.store.put_dek(wrapped)
+        if region:
+            public = self.region_keys().get(region)
+            if public is not None:
+                self.store.put_grant(wrap_for_region(public, region, dek))
         self.pending_keys.append(wrapped)
 
     def take_new_keys(self) -> list[tuple[bytes, dict[str, Any]]]:
@@ -103,12 +122,16 @@ class Pipeline:
                                                    InvalidInput("sink", f"not a {schema} record: {exc}")))
                 continue
             by_partition.setdefault(partition, []).append((offset, record))
+        return sum(self.store_sealed(table, p, rows) for p, rows in by_partition.items()), rejected
+
+    def store_sealed(self, table: str, partition: int, rows: list[tuple[int, dict[str, Any]]]) -> int:
+        """Store records of one partition of a sealed topic, given as ``(offset, record)``; returns rows written.
+
+        The seal agents call this with the records they sent (no decode); ``store_batch`` with what it read.
+        """
         if table not in LEDGERED:
-            return sum(self.store.append(table, p, rows) for p, rows in by_partition.items()), rejected
-        written = 0
-        for partition, rows in by_partition.items():
-            written += self._store_ledgered(table, partition, rows)
-        return written, rejected
+            return self.store.append(table, partition, rows)
+        return self._store_ledgered(table, partition, rows)
 
     # -- the ledger ------------------------------------------------------------------------------
     def origin(self, table: str, partition: int) -> str:

@@ -91,8 +91,12 @@ class Sealer:
     """Turns raw message bytes into a ``Sealed`` record or a ``Rejected`` dead letter. Never raises on data."""
 
     def __init__(self, index: BlindIndex, ring: DekRing, policy: Policy, *, max_message_bytes: int = 65_536,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 region_ring: Callable[[str], DekRing] | None = None) -> None:
+        """``ring`` seals dead letters (and records, unless ``region_ring(region)`` gives each region its own
+        DEKs: then no DEK spans regions, which is what lets a region key open one region only)."""
         self.index, self.ring, self.policy = index, ring, policy
+        self.region_ring = region_ring
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self._reading_version = max(schemas.versions("reading"))
@@ -149,7 +153,8 @@ class Sealer:
             "day_tok": dates.day, "month_tok": dates.month, "year_tok": dates.year,
             "envelope": b"", "sealed_at_ms": int(self.clock() * 1000),
         }
-        record["envelope"] = self.ring.seal(body, aad=record_aad(record))
+        ring = self.region_ring(region or "") if self.region_ring else self.ring
+        record["envelope"] = ring.seal(body, aad=record_aad(record))
         record["key_id"] = env.key_id_of(record["envelope"]).hex()
         return Sealed(record["meter_tok"].encode(), record)
 

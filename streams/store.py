@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,35 @@ class SegmentStore:
         doc = json.loads(path.read_text())
         return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
 
+    # -- grants: DEKs wrapped for a region key (streams.regions) -----------------------------------
+    def put_grant(self, grant: dict[str, Any], *, replace: bool = False) -> bool:
+        """Keep a grant record (``regions.wrap_for_region``); False if one was there (and ``replace`` is off)."""
+        region, key_id = grant["region"], grant["key_id"]
+        if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", region):
+            raise StoreError(f"bad grant name {region}/{key_id}")
+        directory = self.root / "grants" / region
+        path = directory / f"{key_id}.json"
+        if path.exists() and not replace:
+            return False
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{key_id}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({**grant, "wrapped": grant["wrapped"].hex()}))
+        os.replace(tmp, path)
+        return True
+
+    def get_grant(self, region: str, key_id: str) -> dict[str, Any] | None:
+        if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", region):
+            return None
+        path = self.root / "grants" / region / f"{key_id}.json"
+        if not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
+
+    def grant_ids(self, region: str) -> list[str]:
+        directory = self.root / "grants" / region
+        return sorted(p.stem for p in directory.glob("*.json")) if directory.exists() else []
+
     def dek_ids(self) -> list[str]:
         directory = self.root / "deks"
         return sorted(p.stem for p in directory.glob("*.json")) if directory.exists() else []
@@ -244,12 +274,17 @@ def write_segment(data: pa.Table, path: Path) -> None:
     """Write one Parquet segment with DuckDB's writer: zstd, and a Bloom filter per dictionary-encoded
     column (the token columns), so a token query skips the row groups that cannot hold its tokens —
     measured ~3x faster than pyarrow's files on a token IN-list query returning every column."""
-    con = duckdb.connect()
+    con = getattr(_writer, "con", None)
+    if con is None:  # one connection per thread, kept: opening one costs ~20 ms, more than writing 2,000 rows
+        con = _writer.con = duckdb.connect()
+    con.register("segment", data)
     try:
-        con.register("segment", data)
         con.execute(f"COPY segment TO '{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
-        con.close()
+        con.unregister("segment")
+
+
+_writer = threading.local()
 
 
 def log_origin(key_hash_hex: str, table: str, partition: int) -> str:

@@ -19,22 +19,24 @@ pytestmark = pytest.mark.flower
 
 def test_secagg_round_over_real_superlink_and_supernodes(store, tmp_path):
     data, _, _ = store
-    env = {**os.environ, "METERSEAL_DATA_DIR": str(data), "METERSEAL_PASSPHRASE": "pw",
+    # the SuperNodes get only their region key files (and their passphrases), never the owner's passphrase
+    env = {**{k: v for k, v in os.environ.items() if k != "METERSEAL_PASSPHRASE"}, "METERSEAL_DATA_DIR": str(data),
            "METERSEAL_REGIONS": "north,south,east"}
+    node_env = {region: {**env, "METERSEAL_REGION_PASSPHRASE": f"{region}-pw"} for region in ("north", "south", "east")}
     cli = [sys.executable, "-m", "streams.cli", "fl"]
     link_port = free_port()
     procs = []
 
-    def start(args: list[str], log: str) -> None:
+    def start(args: list[str], log: str, environ: dict = env) -> None:
         with open(tmp_path / log, "wb") as fh:
-            procs.append(subprocess.Popen(cli + args, env=env, stdout=fh, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(cli + args, env=environ, stdout=fh, stderr=subprocess.STDOUT))
 
     try:
         start(["superlink", "--port", str(link_port)], "superlink.log")
         time.sleep(4)
         for region in ("north", "south", "east"):
-            start(["supernode", "--region", region, "--superlink", f"127.0.0.1:{link_port}", "--port", str(free_port())],
-                  f"node-{region}.log")
+            start(["supernode", "--region", region, "--superlink", f"127.0.0.1:{link_port}", "--port", str(free_port()),
+                   "--region-key", str(data / "regions" / f"{region}.key")], f"node-{region}.log", node_env[region])
         done = subprocess.run(cli + ["deploy", "--superlink", f"127.0.0.1:{link_port}", "--rounds", "1", "--secagg",
                                      "--regions", "3", "--interval", "15", "--format", "json"],
                               env=env, capture_output=True, text=True, timeout=600)

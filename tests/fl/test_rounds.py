@@ -4,7 +4,14 @@ import json
 from click.testing import CliRunner
 
 from fl import rounds
-from fl.data import region_data, region_readings
+import pytest
+
+from fl.data import region_data, region_readings, region_readings_with_key
+from streams.exceptions import InvalidEnvelope, KeystoreError
+from streams.query import AAD_COLUMNS
+from streams.regions import RegionKey, RegionKeyring
+from streams.seal import open_many
+from streams.store import connect
 from streams.cli import main
 from streams.keystore import Keystore
 from streams.query import Reader
@@ -18,6 +25,31 @@ def test_each_client_opens_only_its_regions_readings(store):
         mine = region_readings(reader, region)
         assert {r["region"] for r in mine} == {region}
         assert len(mine) == sum(r["region"] == region for r in readings)
+
+
+def test_each_region_key_opens_its_region_and_no_other(store):
+    """The region-scoped capability: a region's key file opens exactly its region's readings, and not one
+    record of another region (no DEK spans regions; other regions' DEKs have no grant for it)."""
+    data, keys, readings = store
+    con = connect(data / "store")
+    spans = con.execute("SELECT key_id FROM readings GROUP BY key_id HAVING count(DISTINCT region) > 1").fetchall()
+    assert spans == []
+    rows = {r: [dict(zip(AAD_COLUMNS, v)) for v in con.execute(
+        f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = ? LIMIT 5", [r]).fetchall()]
+        for r in ("north", "south", "east")}
+    for region in ("north", "south", "east"):
+        key = RegionKey.load(data / "regions" / f"{region}.key", f"{region}-pw")
+        mine = region_readings_with_key(data / "store", key)
+        assert len(mine) == sum(r["region"] == region for r in readings) and {r["region"] for r in mine} == {region}
+        ring = RegionKeyring(SegmentStore(data / "store"), key)
+        for other in {"north", "south", "east"} - {region}:
+            with pytest.raises(InvalidEnvelope):
+                open_many(rows[other][:1], ring)
+            relabelled = {**rows[other][0], "region": region}  # the clear column is bound into the AEAD
+            with pytest.raises(InvalidEnvelope):
+                open_many([relabelled], ring)
+    with pytest.raises(KeystoreError, match="wrong passphrase"):
+        RegionKey.load(data / "regions" / "north.key", "south-pw")
 
 
 def test_rounds_report_measured_metrics_that_change_and_baselines(store):
@@ -55,6 +87,7 @@ def test_fl_run_cli_json(store):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert all(c.startswith("region key") for c in report["capabilities"].values())  # no client got the owner key
     assert {"mae", "rmse", "r2"} <= set(report["rounds"][0]) and {"mae", "rmse", "r2"} <= set(report["baselines"]["persistence"])
     # every round's global model is saved, its SHA-256 is a leaf of the ledger's model log, and it verifies
     from fl.provenance import model_rows, run_dir, weights_from

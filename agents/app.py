@@ -105,7 +105,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     # Seal agents take small batches: Faust's per-event overhead, not the crypto, is the cost that matters.
     # Events are acked after their batch is handled, so delivery stays at-least-once.
-    next_offset: dict[int, int] = {}  # raw partition -> the offset the seal agent expects next
+    in_order = InOrder()  # raw offsets reach the seal agents without holes, or are read again
 
     @app.agent(readings_raw, name="seal_readings")
     async def seal_readings(stream):
@@ -114,11 +114,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 states = MeterStates(pipeline.states, meter_state)
                 profiles = BatchState(pipeline.alerting.profiles, meter_profile)
                 for event in events:
+                    if not await in_order.admit(event, app.consumer):
+                        continue  # after a hole: held until the consumer has re-read the hole (InOrder)
                     src = source(event)
-                    expect = next_offset.get(src.partition)
-                    if expect is not None and src.offset != expect:  # skipped offsets would be readings never seen
-                        log.warning("readings.raw/%d jumped from offset %d to %d", src.partition, expect - 1, src.offset)
-                    next_offset[src.partition] = src.offset + 1
                     outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get, key=event.key),
                                       event.value, src)
                     counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
@@ -157,6 +155,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         async for events in stream.take_events(settings.seal_batch, within=0.02):
             async with Batch(events) as batch:
                 for event in events:
+                    if not await in_order.admit(event, app.consumer):
+                        continue
                     src = source(event)
                     await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src),
                                   "bills.sealed", batch)
@@ -240,9 +240,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     async def checkpoint_before_handing_over(sender, revoked, **kwargs) -> None:
         """Sign what this worker appended, and save its detectors, before another worker takes over."""
         pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
-        for tp in revoked:
-            if tp.topic == "readings.raw":
-                next_offset.pop(tp.partition, None)  # another worker may read on from here
+        in_order.forget(revoked)  # another worker reads on from here
         if pipeline.checkpoint_due(force=True):
             await publish_checkpoints()
 
@@ -313,3 +311,53 @@ class Batch:
                      "committed; restart it", kind.__name__, exc, exc_info=(kind, exc, tb))
         logging.shutdown()
         os._exit(EXIT_SOFTWARE)
+
+
+class InOrder:
+    """Checks that each raw partition reaches a seal agent without a hole in its offsets, and mends a hole.
+
+    Measured in the crash test: after a worker restart, Faust (0.15) can drop one fetched message — the
+    agent saw offset 16,795, then 16,797 — and its commit logic then moves past the dropped offset (it
+    treats the committed offset as the last one processed, not the next to read), so that reading would
+    never be sealed. On a hole, ``admit`` seeks the partition back to the missing offset and holds every
+    later event already fetched (an extra reference: never acked, so never committed); the events read
+    again from the missing offset on are processed normally (sealing is idempotent). A hole still there
+    after ``max_seeks`` re-reads is a real gap on the broker: it is logged and accepted.
+    """
+
+    def __init__(self, max_seeks: int = 3) -> None:
+        self.max_seeks = max_seeks
+        self._next: dict[Any, int] = {}  # TP -> the offset expected next
+        self._seeks: dict[Any, int] = {}  # TP -> re-reads asked for the current hole
+
+    async def admit(self, event, consumer) -> bool:
+        tp, offset = event.message.tp, event.message.offset
+        expected = self._next.get(tp)
+        if expected is None or offset <= expected:  # in order, or a re-read of what was seen before
+            self._next[tp] = offset + 1
+            if offset == expected and self._seeks.pop(tp, None):  # the hole is mended
+                self._next.pop(("held", tp), None)
+            return True
+        seeks = self._seeks.get(tp, 0)
+        if seeks >= self.max_seeks:
+            log.error("%s/%d: offsets %d..%d are missing on the broker after %d re-reads; going on from %d",
+                      tp.topic, tp.partition, expected, offset - 1, seeks, offset)
+            self._next[tp] = offset + 1
+            self._seeks.pop(tp, None)
+            return True
+        event.message.incref()  # held: this copy is never acked; the re-read copy is
+        if offset == self._next.get(("held", tp)):  # still the same run of held events: one seek per hole
+            self._next[("held", tp)] = offset + 1
+            return False
+        self._seeks[tp] = seeks + 1
+        self._next[("held", tp)] = offset + 1
+        log.warning("%s/%d: offset %d never reached the seal agent (next came %d): reading again from %d",
+                    tp.topic, tp.partition, expected, offset, expected)
+        await consumer.seek(tp, expected)
+        return False
+
+    def forget(self, tps) -> None:
+        for tp in tps:
+            self._next.pop(tp, None)
+            self._next.pop(("held", tp), None)
+            self._seeks.pop(tp, None)

@@ -1,0 +1,75 @@
+"""agents.app.InOrder: a hole in a raw partition's offsets is read again, never skipped."""
+
+import asyncio
+from dataclasses import dataclass, field
+
+from agents.app import InOrder
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass(eq=False)
+class Message:
+    tp: TP
+    offset: int
+    refcount: int = 1
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+
+@dataclass(eq=False)
+class Event:
+    message: Message
+
+
+@dataclass
+class Consumer:
+    seeks: list = field(default_factory=list)
+
+    async def seek(self, tp, offset) -> None:
+        self.seeks.append((tp, offset))
+
+
+def _run(order: InOrder, consumer: Consumer, offsets: list[int], tp=TP("readings.raw", 2)):
+    events = [Event(Message(tp, o)) for o in offsets]
+    admitted = [asyncio.run(order.admit(e, consumer)) for e in events]
+    return [e.message.offset for e, ok in zip(events, admitted) if ok], [e.message.offset for e, ok in zip(events, admitted)
+                                                                          if not ok and e.message.refcount == 2]
+
+
+def test_a_dropped_offset_is_read_again_and_later_events_are_held_not_acked():
+    order, consumer = InOrder(), Consumer()
+    tp = TP("readings.raw", 2)
+    # 16796 never arrives; 16797..16799 were already fetched: held (extra reference), one seek back to 16796
+    admitted, held = _run(order, consumer, [16795, 16797, 16798, 16799])
+    assert admitted == [16795] and held == [16797, 16798, 16799]
+    assert consumer.seeks == [(tp, 16796)]
+    # the re-read from 16796 on is processed in order; later holes seek again
+    admitted, held = _run(order, consumer, [16796, 16797, 16798, 16799, 16800])
+    assert admitted == [16796, 16797, 16798, 16799, 16800] and held == []
+    admitted, held = _run(order, consumer, [16802])
+    assert held == [16802] and consumer.seeks[-1] == (tp, 16801)
+
+
+def test_a_real_gap_on_the_broker_is_accepted_after_a_few_re_reads():
+    order, consumer = InOrder(max_seeks=2), Consumer()
+    _run(order, consumer, [10])
+    for _ in range(2):
+        assert _run(order, consumer, [12]) == ([], [12])  # offset 11 does not exist: the re-read starts at 12
+    assert _run(order, consumer, [12]) == ([12], [])
+    assert len(consumer.seeks) == 2
+
+
+def test_partitions_are_independent_and_forgotten_on_revoke():
+    order, consumer = InOrder(), Consumer()
+    a, b = TP("readings.raw", 0), TP("readings.raw", 1)
+    assert _run(order, consumer, [5, 6], a)[0] == [5, 6]
+    assert _run(order, consumer, [100], b)[0] == [100]
+    order.forget([a])
+    assert _run(order, consumer, [50], a)[0] == [50]  # a new owner starts wherever it is told
+    assert consumer.seeks == []

@@ -37,3 +37,15 @@ def test_training_lowers_the_loss_and_fedprox_stays_closer_to_the_start():
     moved = {name: np.linalg.norm(np.concatenate([w.ravel() for w in task.get_weights(m)]) - start)
              for name, m in (("plain", plain), ("prox", prox))}
     assert moved["prox"] < moved["plain"]
+
+
+def test_bench_forecaster_reports_each_variant_against_persistence():
+    from fl.bench import bench_forecaster
+
+    out = bench_forecaster(meters=2, days=8, epochs=1)
+    assert [(r["interval_min"], r["lookback"], r["loss"]) for r in out["variants"]] == [
+        (60, 24, "mse"), (60, 24, "l1"), (60, 168, "l1"), (240, 42, "l1")]
+    for r in out["variants"]:
+        assert r["test_windows"] > 0 and r["mae_kwh"] > 0 and r["persistence_mae_kwh"] > 0
+        # (the percentage comes from the unrounded MAEs)
+        assert abs(r["better_than_persistence_pct"] - 100 * (1 - r["mae_kwh"] / r["persistence_mae_kwh"])) < 0.2

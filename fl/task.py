@@ -102,8 +102,9 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int = 3, lr: float = 3e-3, batch: int = 64,
           proximal_mu: float = 0.0, seed: int = 0, loss: str = "l1") -> float:
-    """Mini-batch Adam on the absolute error (L1: the forecasts are judged by MAE, which the median minimises —
-    measured on the UCI fleet, hourly, centralized: MAE 0.392 with L1 vs 0.416 with MSE, persistence 0.462);
+    """Mini-batch Adam on the absolute error (L1: the forecasts are judged by MAE, which the median minimises;
+    ``meterseal bench forecaster --seeds 5``, hourly, lookback 24: 12.9 % better than persistence with L1,
+    8.3 % with MSE, mean of 5 seeds);
     with ``proximal_mu`` > 0, FedProx's term mu/2·||w - w_global||² (w_global =
     the weights the model had when training began). ``loss="mse"`` trains on the squared error instead.
     Returns the last epoch's mean loss."""

@@ -401,19 +401,20 @@ def bench_seal_cmd(records: int, fmt: str) -> None:
 @click.option("--meters", type=int, default=10, show_default=True)
 @click.option("--days", type=int, default=60, show_default=True)
 @click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per variant (MAE is their mean).")
 @_bench_fmt
-def bench_forecaster_cmd(meters: int, days: int, epochs: int, fmt: str) -> None:
+def bench_forecaster_cmd(meters: int, days: int, epochs: int, seeds: int, fmt: str) -> None:
     """Forecaster variants (interval, lookback, loss) vs persistence on the same held-out UCI windows."""
     from fl.bench import bench_forecaster
 
-    result = bench_forecaster(meters=meters, days=days, epochs=epochs, progress=console.log)
+    result = bench_forecaster(meters=meters, days=days, epochs=epochs, seeds=seeds, progress=console.log)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:
         for row in result["variants"]:
             click.echo(f"{row['interval_min']:>4} min  lookback {row['lookback']:>3}  {row['loss']:>3}  "
                        f"MAE {row['mae_kwh']:.4f}  persistence {row['persistence_mae_kwh']:.4f}  "
-                       f"{row['better_than_persistence_pct']:+.1f} %")
+                       f"{row['better_than_persistence_pct']:+.1f} % (seeds {row['seed_range_pct'][0]:+.1f}..{row['seed_range_pct'][1]:+.1f})")
 
 
 @bench.command("ledger")

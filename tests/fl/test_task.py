@@ -42,10 +42,11 @@ def test_training_lowers_the_loss_and_fedprox_stays_closer_to_the_start():
 def test_bench_forecaster_reports_each_variant_against_persistence():
     from fl.bench import bench_forecaster
 
-    out = bench_forecaster(meters=2, days=8, epochs=1)
+    out = bench_forecaster(meters=2, days=8, epochs=1, seeds=2)
     assert [(r["interval_min"], r["lookback"], r["loss"]) for r in out["variants"]] == [
         (60, 24, "mse"), (60, 24, "l1"), (60, 168, "l1"), (240, 42, "l1")]
     for r in out["variants"]:
         assert r["test_windows"] > 0 and r["mae_kwh"] > 0 and r["persistence_mae_kwh"] > 0
+        assert r["seed_range_pct"][0] <= r["better_than_persistence_pct"] + 0.1 <= r["seed_range_pct"][1] + 0.2
         # (the percentage comes from the unrounded MAEs)
         assert abs(r["better_than_persistence_pct"] - 100 * (1 - r["mae_kwh"] / r["persistence_mae_kwh"])) < 0.2

@@ -27,7 +27,6 @@ never wraps DEKs for a region key someone slipped into ``keystore.json``.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from dataclasses import dataclass, field
@@ -38,19 +37,11 @@ from . import _crypto
 from .envelope import DataKey, open_with, seal
 from .exceptions import InvalidEnvelope, KeystoreError
 from .owner import RSA, OwnerKeyPair, OwnerPublicKey
+from .keystore import _SCRYPT, _b64, _unb64  # the keystore's scrypt cost and encoding, for region key files
 from .store import SegmentStore
 
 FILE_FORMAT = 1
-_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 _FILE_KEK_ID = b"meterseal-region"  # 16 bytes: the envelope's key id slot
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
 
 
 def check_region_name(region: str) -> str:

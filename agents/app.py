@@ -328,6 +328,7 @@ class InOrder:
     def __init__(self, max_seeks: int = 3) -> None:
         self.max_seeks = max_seeks
         self._next: dict[Any, int] = {}  # TP -> the offset expected next
+        self._held_next: dict[Any, int] = {}  # TP -> the offset after the last event held since the hole
         self._seeks: dict[Any, int] = {}  # TP -> re-reads asked for the current hole
 
     async def admit(self, event, consumer) -> bool:
@@ -336,7 +337,7 @@ class InOrder:
         if expected is None or offset <= expected:  # in order, or a re-read of what was seen before
             self._next[tp] = offset + 1
             if offset == expected and self._seeks.pop(tp, None):  # the hole is mended
-                self._next.pop(("held", tp), None)
+                self._held_next.pop(tp, None)
             return True
         seeks = self._seeks.get(tp, 0)
         if seeks >= self.max_seeks:
@@ -344,13 +345,14 @@ class InOrder:
                       tp.topic, tp.partition, expected, offset - 1, seeks, offset)
             self._next[tp] = offset + 1
             self._seeks.pop(tp, None)
+            self._held_next.pop(tp, None)
             return True
         event.message.incref()  # held: this copy is never acked; the re-read copy is
-        if offset == self._next.get(("held", tp)):  # still the same run of held events: one seek per hole
-            self._next[("held", tp)] = offset + 1
+        if offset == self._held_next.get(tp):  # still the same run of held events: one seek per hole
+            self._held_next[tp] = offset + 1
             return False
         self._seeks[tp] = seeks + 1
-        self._next[("held", tp)] = offset + 1
+        self._held_next[tp] = offset + 1
         log.warning("%s/%d: offset %d never reached the seal agent (next came %d): reading again from %d",
                     tp.topic, tp.partition, expected, offset, expected)
         await consumer.seek(tp, expected)
@@ -358,6 +360,5 @@ class InOrder:
 
     def forget(self, tps) -> None:
         for tp in tps:
-            self._next.pop(tp, None)
-            self._next.pop(("held", tp), None)
-            self._seeks.pop(tp, None)
+            for state in (self._next, self._held_next, self._seeks):
+                state.pop(tp, None)

@@ -1,0 +1,79 @@
+"""agents.app.Batch: a seal batch ends only when the broker has every sealed record; a failed batch is never acked."""
+
+import asyncio
+
+import pytest
+
+from agents import app as app_module
+from agents.app import Batch
+
+
+class Message:
+    def __init__(self) -> None:
+        self.refcount = 1
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+
+class Event:
+    def __init__(self) -> None:
+        self.message = Message()
+
+
+class Producer:
+    """Refuses the first send of ``refuse`` once, takes everything else."""
+
+    def __init__(self, refuse: bytes | None = None) -> None:
+        self.refuse, self.sent = refuse, []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        self.sent.append(value)
+        future = asyncio.get_running_loop().create_future()
+        if value == self.refuse:
+            self.refuse = None
+            future.set_exception(RuntimeError("NotLeaderForPartition"))
+        else:
+            future.set_result((topic, len(self.sent)))
+        return future
+
+
+def test_confirm_sends_a_refused_record_again(monkeypatch):
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(app_module.asyncio, "sleep", lambda s: real_sleep(0))  # no real 1 s wait
+
+    async def run():
+        producer, batch = Producer(refuse=b"r2"), Batch([])
+        for value in (b"r1", b"r2", b"r3"):
+            await batch.send(producer, "readings.sealed", b"k", value)
+        await batch.confirm(producer)
+        return producer.sent, batch.sent
+
+    sent, left = asyncio.run(run())
+    assert sent == [b"r1", b"r2", b"r3", b"r2"] and left == []
+
+
+def test_a_cancelled_batch_keeps_every_event_unacked():
+    events = [Event(), Event()]
+
+    async def run():
+        async with Batch(events):
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(run())
+    assert [e.message.refcount for e in events] == [2, 2]  # take_events' ack leaves each still referenced
+
+
+def test_a_failing_batch_stops_the_worker_before_anything_is_acked(monkeypatch):
+    exits = []
+    monkeypatch.setattr(app_module.os, "_exit", exits.append)
+    events = [Event()]
+
+    async def run():
+        async with Batch(events):
+            raise ValueError("a bug")
+
+    with pytest.raises(ValueError):  # (os._exit is stubbed here, so the error goes on up)
+        asyncio.run(run())
+    assert exits == [app_module.EXIT_SOFTWARE] and events[0].message.refcount == 2

@@ -68,6 +68,7 @@ def test_a_cancelled_batch_keeps_every_event_unacked():
 def test_a_failing_batch_stops_the_worker_before_anything_is_acked(monkeypatch):
     exits = []
     monkeypatch.setattr(app_module.os, "_exit", exits.append)
+    monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)  # the test process's logging stays open
     events = [Event()]
 
     async def run():

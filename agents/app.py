@@ -320,45 +320,55 @@ class InOrder:
     agent saw offset 16,795, then 16,797 — and its commit logic then moves past the dropped offset (it
     treats the committed offset as the last one processed, not the next to read), so that reading would
     never be sealed. On a hole, ``admit`` seeks the partition back to the missing offset and holds every
-    later event already fetched (an extra reference: never acked, so never committed); the events read
-    again from the missing offset on are processed normally (sealing is idempotent). A hole still there
-    after ``max_seeks`` re-reads is a real gap on the broker: it is logged and accepted.
+    event after it that was fetched before the seek (an extra reference: never acked, so never committed;
+    Faust may deliver thousands of them, not always contiguous). The re-read from the missing offset on is
+    processed normally (sealing is idempotent). A re-read that starts *after* the missing offset (the
+    stream goes back below the highest held offset without it) is asked again; after ``max_rereads`` such
+    re-reads the offsets are taken to be missing on the broker itself: logged and accepted. If no re-read
+    shows up within ``max_held`` held events, the seek is asked again.
     """
 
-    def __init__(self, max_seeks: int = 3) -> None:
-        self.max_seeks = max_seeks
+    def __init__(self, max_held: int = 50_000, max_rereads: int = 3) -> None:
+        self.max_held, self.max_rereads = max_held, max_rereads
         self._next: dict[Any, int] = {}  # TP -> the offset expected next
-        self._held_next: dict[Any, int] = {}  # TP -> the offset after the last event held since the hole
-        self._seeks: dict[Any, int] = {}  # TP -> re-reads asked for the current hole
+        # TP -> [highest held offset, events held since the hole, re-reads that began past the hole]
+        self._mending: dict[Any, list[int]] = {}
 
     async def admit(self, event, consumer) -> bool:
         tp, offset = event.message.tp, event.message.offset
         expected = self._next.get(tp)
         if expected is None or offset <= expected:  # in order, or a re-read of what was seen before
             self._next[tp] = offset + 1
-            if offset == expected and self._seeks.pop(tp, None):  # the hole is mended
-                self._held_next.pop(tp, None)
+            if offset == expected:
+                self._mending.pop(tp, None)  # (the hole, if there was one, is mended)
             return True
-        seeks = self._seeks.get(tp, 0)
-        if seeks >= self.max_seeks:
-            log.error("%s/%d: offsets %d..%d are missing on the broker after %d re-reads; going on from %d",
-                      tp.topic, tp.partition, expected, offset - 1, seeks, offset)
-            self._next[tp] = offset + 1
-            self._seeks.pop(tp, None)
-            self._held_next.pop(tp, None)
-            return True
+        mending = self._mending.get(tp)
+        if mending is not None and offset <= mending[0]:  # a re-read began, but past the hole
+            mending[2] += 1
+            if mending[2] >= self.max_rereads:
+                log.error("%s/%d: offsets %d..%d are missing on the broker (%d re-reads start at %d); going on",
+                          tp.topic, tp.partition, expected, offset - 1, mending[2], offset)
+                self._next[tp] = offset + 1
+                del self._mending[tp]
+                return True
+            log.warning("%s/%d: the re-read began at %d, not %d: reading again", tp.topic, tp.partition, offset,
+                        expected)
+            await consumer.seek(tp, expected)
         event.message.incref()  # held: this copy is never acked; the re-read copy is
-        if offset == self._held_next.get(tp):  # still the same run of held events: one seek per hole
-            self._held_next[tp] = offset + 1
+        if mending is None:
+            log.warning("%s/%d: offset %d never reached the seal agent (next came %d): reading again from %d",
+                        tp.topic, tp.partition, expected, offset, expected)
+            self._mending[tp] = [offset, 1, 0]
+            await consumer.seek(tp, expected)
             return False
-        self._seeks[tp] = seeks + 1
-        self._held_next[tp] = offset + 1
-        log.warning("%s/%d: offset %d never reached the seal agent (next came %d): reading again from %d",
-                    tp.topic, tp.partition, expected, offset, expected)
-        await consumer.seek(tp, expected)
+        mending[0], mending[1] = offset, mending[1] + 1
+        if mending[1] % self.max_held == 0:
+            log.warning("%s/%d: still waiting for offset %d after %d held events: seeking again",
+                        tp.topic, tp.partition, expected, mending[1])
+            await consumer.seek(tp, expected)
         return False
 
     def forget(self, tps) -> None:
         for tp in tps:
-            for state in (self._next, self._held_next, self._seeks):
-                state.pop(tp, None)
+            self._next.pop(tp, None)
+            self._mending.pop(tp, None)

@@ -45,24 +45,35 @@ def _run(order: InOrder, consumer: Consumer, offsets: list[int], tp=TP("readings
 def test_a_dropped_offset_is_read_again_and_later_events_are_held_not_acked():
     order, consumer = InOrder(), Consumer()
     tp = TP("readings.raw", 2)
-    # 16796 never arrives; 16797..16799 were already fetched: held (extra reference), one seek back to 16796
-    admitted, held = _run(order, consumer, [16795, 16797, 16798, 16799])
-    assert admitted == [16795] and held == [16797, 16798, 16799]
+    # 16796 never arrives; events fetched before the seek keep coming (not always contiguous): all held, one seek
+    admitted, held = _run(order, consumer, [16795, 16797, 16798, 16799, 16850])
+    assert admitted == [16795] and held == [16797, 16798, 16799, 16850]
     assert consumer.seeks == [(tp, 16796)]
-    # the re-read from 16796 on is processed in order; later holes seek again
+    # the re-read from 16796 on is processed in order
     admitted, held = _run(order, consumer, [16796, 16797, 16798, 16799, 16800])
     assert admitted == [16796, 16797, 16798, 16799, 16800] and held == []
+    # a later hole is mended the same way
     admitted, held = _run(order, consumer, [16802])
     assert held == [16802] and consumer.seeks[-1] == (tp, 16801)
 
 
+def test_a_re_read_that_skips_the_hole_again_is_asked_again():
+    order, consumer = InOrder(), Consumer()
+    tp = TP("readings.raw", 2)
+    _run(order, consumer, [100, 102, 103])  # 101 dropped: seek to 101, 102 and 103 held
+    admitted, held = _run(order, consumer, [102])  # the re-read drops 101 again: below the held ones
+    assert held == [102] and consumer.seeks == [(tp, 101), (tp, 101)]
+    admitted, held = _run(order, consumer, [103, 101, 102, 103])  # 103: rest of the failed re-read; then 101
+    assert held == [103] and admitted == [101, 102, 103]
+
+
 def test_a_real_gap_on_the_broker_is_accepted_after_a_few_re_reads():
-    order, consumer = InOrder(max_seeks=2), Consumer()
-    _run(order, consumer, [10])
+    order, consumer = InOrder(max_rereads=3), Consumer()
+    _run(order, consumer, [10, 12])  # offset 11 does not exist on the broker: every re-read starts at 12
     for _ in range(2):
-        assert _run(order, consumer, [12]) == ([], [12])  # offset 11 does not exist: the re-read starts at 12
-    assert _run(order, consumer, [12]) == ([12], [])
-    assert len(consumer.seeks) == 2
+        assert _run(order, consumer, [12]) == ([], [12])
+    assert _run(order, consumer, [12, 13]) == ([12, 13], [])
+    assert len(consumer.seeks) == 3
 
 
 def test_partitions_are_independent_and_forgotten_on_revoke():

@@ -70,3 +70,31 @@ def test_bench_store_small():
     out = json.loads(CliRunner().invoke(main, ["bench", "store", "--readings", "20000", "--format", "json"]).stdout)
     assert out["readings"] == 20000 and out["range_hits"] > 0 and out["unseal_per_s"] > 0
     assert out["unseal_vs_prototype"] == pytest.approx(out["unseal_per_s"] / out["prototype_open_per_s"], abs=0.11)
+
+
+def test_keys_region_add_export_grant(tmp_path):
+    """The region-key commands end to end: add (key file + keystore entry), show, export, grant on a store."""
+    from streams.keystore import Keystore
+    from streams.query import AAD_COLUMNS
+    from streams.regions import RegionKey, RegionKeyring
+    from streams.seal import open_many
+    from streams.store import SegmentStore, connect
+    from tests.streams.test_regions import _seal_some
+
+    region = {"METERSEAL_REGION_PASSPHRASE": "north-pw"}
+    assert run(tmp_path, "keys", "init").exit_code == 0
+    keystore = Keystore.load(tmp_path)
+    _seal_some(tmp_path, keystore, keystore.unlock("pw"))  # a store sealed before the region had a key
+    added = run(tmp_path, "keys", "region", "add", "north", "--out", str(tmp_path / "north.key"), **region)
+    assert added.exit_code == 0 and "stored DEK(s) granted" in added.output, added.output
+    assert [r["region"] for r in json.loads(run(tmp_path, "keys", "show").output)["regions"]] == ["north"]
+    assert run(tmp_path, "keys", "region", "add", "north", **region).exit_code == 2  # already has a key: clear error
+    key = RegionKey.load(tmp_path / "north.key", "north-pw")
+    con = connect(tmp_path / "store")
+    rows = [dict(zip(AAD_COLUMNS, r)) for r in con.execute(
+        f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = 'north'").fetchall()]
+    assert len(open_many(rows, RegionKeyring(SegmentStore(tmp_path / "store"), key))) == 20
+    exported = run(tmp_path, "keys", "region", "export", "north", "--out", str(tmp_path / "again.key"), **region)
+    assert exported.exit_code == 0 and RegionKey.load(tmp_path / "again.key", "north-pw").pair == key.pair
+    regrant = run(tmp_path, "keys", "region", "grant", "north")
+    assert regrant.exit_code == 0 and "0 stored DEK(s) granted" in regrant.output

@@ -162,45 +162,6 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
-    b = buf[pos]
-    if b < 0x80:  # a length below 64: one byte (most strings here), no call
-        n, pos = (b >> 1) ^ -(b & 1), pos + 1
-    else:
-        n, pos = _long(buf, pos)
-    if n < 0 or pos + n > len(buf):
-        raise ValueError("string runs past the end")
-    return buf[pos:pos + n].decode("utf-8"), pos + n
-
-
-def _read_double(buf: bytes, pos: int) -> tuple[float, int]:
-    return _DOUBLE.unpack_from(buf, pos)[0], pos + 8
-
-
-_PRIMITIVE = {"string": _read_string, "double": _read_double, "long": _long, "int": _long}
-
-
-def _field_reader(avro_type: Any):
-    if isinstance(avro_type, str) and avro_type in _PRIMITIVE:
-        return _PRIMITIVE[avro_type]
-    if isinstance(avro_type, list) and len(avro_type) == 2 and "null" in avro_type:
-        (inner,) = [t for t in avro_type if t != "null"]
-        read_inner, null_branch = _field_reader(inner), avro_type.index("null")
-        if read_inner is None:
-            return None
-
-        def read_optional(buf: bytes, pos: int):
-            branch = buf[pos] >> 1 if buf[pos] < 0x80 and not buf[pos] & 1 else -1  # 0 or 1: one byte
-            pos += 1
-            if branch == null_branch:
-                return None, pos
-            if branch != 1 - null_branch:
-                raise ValueError("bad union branch")
-            return read_inner(buf, pos)
-        return read_optional
-    return None  # anything else: fastavro
-
-
 @lru_cache(maxsize=None)
 def fast_reader(writer_name: str, writer_version: int, reader_version: int | None = None):
     """A decoder of schemaless bodies written with one schema version and read as another, for flat
@@ -214,12 +175,8 @@ def fast_reader(writer_name: str, writer_version: int, reader_version: int | Non
     True
     """
     writer, reader = get(writer_name, writer_version), get(writer_name, reader_version)
-    steps = []
-    for f in writer.fields:
-        read = _field_reader(f["type"])
-        if read is None:
-            return None
-        steps.append((f["name"], read))
+    if not all(_readable(f["type"]) for f in writer.fields):
+        return None  # anything else: fastavro
     reader_names = [f["name"] for f in reader.fields]
     written = {f["name"] for f in writer.fields}
     defaults = {}
@@ -255,6 +212,16 @@ _DOUBLE_CODE = """\
 {i}pos += 8
 """
 _PRIMITIVE_CODE = {"string": _STRING, "long": _LONG, "int": _LONG, "double": _DOUBLE_CODE}
+
+
+def _readable(avro_type: Any) -> bool:
+    """A field type the compiled reader handles: a primitive of ``_PRIMITIVE_CODE``, or it or null."""
+    if isinstance(avro_type, str):
+        return avro_type in _PRIMITIVE_CODE
+    if isinstance(avro_type, list) and len(avro_type) == 2 and "null" in avro_type:
+        (inner,) = [t for t in avro_type if t != "null"]
+        return isinstance(inner, str) and _readable(inner)
+    return False
 
 
 def _field_code(avro_type: Any, v: str, indent: str) -> str:

@@ -125,10 +125,8 @@ class Pipeline:
         return sum(self.store_sealed(table, p, rows) for p, rows in by_partition.items()), rejected
 
     def store_sealed(self, table: str, partition: int, rows: list[tuple[int, dict[str, Any]]]) -> int:
-        """Store records of one partition of a sealed topic, given as ``(offset, record)``; returns rows written.
-
-        The seal agents call this with the records they sent (no decode); ``store_batch`` with what it read.
-        """
+        """Store decoded records of one partition of a sealed topic, given as ``(offset, record)``; returns rows
+        written (deduplicated; ledgered for readings and bills)."""
         if table not in LEDGERED:
             return self.store.append(table, partition, rows)
         return self._store_ledgered(table, partition, rows)

@@ -38,14 +38,14 @@ from .envelope import DataKey, open_with, seal
 from .exceptions import InvalidEnvelope, KeystoreError
 from .owner import RSA, OwnerKeyPair, OwnerPublicKey
 from .keystore import _SCRYPT, _b64, _unb64  # the keystore's scrypt cost and encoding, for region key files
-from .store import SegmentStore
+from .store import REGION_NAME, SegmentStore
 
 FILE_FORMAT = 1
 _FILE_KEK_ID = b"meterseal-region"  # 16 bytes: the envelope's key id slot
 
 
 def check_region_name(region: str) -> str:
-    if not region or not region.replace("-", "").replace("_", "").isalnum() or len(region) > 64:
+    if not isinstance(region, str) or not REGION_NAME.fullmatch(region):
         raise KeystoreError(f"bad region name {region!r}: letters, digits, '-' and '_' only (at most 64)")
     return region
 

@@ -37,6 +37,7 @@ from .exceptions import StoreError
 
 TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
+REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.regions), also a directory name
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
 _AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "string": pa.string(), "bytes": pa.binary(),
                   "double": pa.float64(), "enum": pa.string()}
@@ -237,26 +238,27 @@ class SegmentStore:
         return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
 
     # -- grants: DEKs wrapped for a region key (streams.regions) -----------------------------------
+    def _grant_path(self, region: str, key_id: str) -> Path | None:
+        if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not REGION_NAME.fullmatch(region):
+            return None
+        return self.root / "grants" / region / f"{key_id}.json"
+
     def put_grant(self, grant: dict[str, Any], *, replace: bool = False) -> bool:
         """Keep a grant record (``regions.wrap_for_region``); False if one was there (and ``replace`` is off)."""
-        region, key_id = grant["region"], grant["key_id"]
-        if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", region):
-            raise StoreError(f"bad grant name {region}/{key_id}")
-        directory = self.root / "grants" / region
-        path = directory / f"{key_id}.json"
+        path = self._grant_path(grant["region"], grant["key_id"])
+        if path is None:
+            raise StoreError(f"bad grant name {grant['region']}/{grant['key_id']}")
         if path.exists() and not replace:
             return False
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{key_id}.{os.getpid()}.tmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({**grant, "wrapped": grant["wrapped"].hex()}))
         os.replace(tmp, path)
         return True
 
     def get_grant(self, region: str, key_id: str) -> dict[str, Any] | None:
-        if not re.fullmatch(r"[0-9a-f]{32}", key_id) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", region):
-            return None
-        path = self.root / "grants" / region / f"{key_id}.json"
-        if not path.exists():
+        path = self._grant_path(region, key_id)
+        if path is None or not path.exists():
             return None
         doc = json.loads(path.read_text())
         return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}

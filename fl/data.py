@@ -66,7 +66,7 @@ def region_data(readings: list[dict[str, Any]], region: str, *, step_s: float = 
 
     def cat(pieces):
         if not pieces:
-            return (np.zeros((0, task.LOOKBACK + task.CALENDAR), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+            return (np.zeros((0, task.WIDTH), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
         return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
 
     return RegionData(region, cat(trains), cat(tests), len(readings), meters)

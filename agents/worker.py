@@ -9,7 +9,7 @@ from typing import Callable
 
 import faust
 
-from streams.broker import ensure_topics, resolve
+from streams.broker import check_partitions, ensure_topics, resolve
 from streams.exceptions import MeterSealError
 from streams.keystore import Keystore
 from streams.owner import OwnerPublicKey
@@ -45,6 +45,7 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     index_key = keystore.index_key(passphrase)  # the worker never unlocks the owner's private key
     broker = resolve(settings.broker, settings.data_dir)
     ensure_topics(broker, settings.partitions)
+    check_partitions(broker)
     signer = keystore.ledger_signer(passphrase)
     pipeline = Pipeline(settings, index_key, keystore.owner_public, SegmentStore(settings.store_dir), signer,
                         region_keys=region_keys(settings, index_key))

@@ -16,7 +16,7 @@ from typing import Callable
 
 from . import _crypto
 from .envelope import DekRing
-from .seal import Sealed, Sealer, Source, open_record
+from .seal import Sealed, Sealer, Source, open_record, sealed_records
 from .tokens import BlindIndex
 from .validate import Policy, utc_ts
 
@@ -416,9 +416,9 @@ def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, an
         def read_sealed() -> None:
             for msg in consume(broker.bootstrap, "readings.sealed", idle=None, stop=done.is_set):
                 now = time.time() * 1000
-                record_id = schemas.decode("sealed", msg.value())["record_id"]
-                if record_id in produced_at:
-                    sealed.append(now - produced_at[record_id])
+                for record in sealed_records(msg.value()):
+                    if record["record_id"] in produced_at:
+                        sealed.append(now - produced_at[record["record_id"]])
 
         def read_alerts() -> None:
             for msg in consume(broker.bootstrap, "alerts", idle=None, stop=done.is_set):

@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .exceptions import BrokerError, ConfigError
 
-# topic -> (cleanup policy, meaning); all keyed by meter (id on raw topics, token after sealing)
+# topic -> (cleanup policy, meaning)
 TOPICS = {
     "readings.raw": ("delete", "raw interval readings, JSON or Avro, keyed by meter id"),
     "bills.raw": ("delete", "raw billing records, JSON or Avro, keyed by meter number"),
-    "readings.sealed": ("delete", "sealed readings (SealedRecord), keyed by meter token"),
-    "bills.sealed": ("delete", "sealed bills (SealedRecord), keyed by meter token"),
+    "readings.sealed": ("delete", "sealed readings: one SealedBatch per seal batch, same partition as the raw readings"),
+    "bills.sealed": ("delete", "sealed bills: one SealedBatch per seal batch, same partition as the raw bills"),
     "dlq": ("delete", "dead letters (DeadLetter): reason in clear, original bytes sealed"),
     "keys.deks": ("compact", "wrapped data-encryption keys (WrappedKey), keyed by key id"),
     "ledger.checkpoints": ("delete", "signed ledger checkpoints (Checkpoint)"),
@@ -167,6 +167,21 @@ def ensure_topics(bootstrap: str, partitions: int, topics: Iterable[str] = TOPIC
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+SEALED_FROM = {"readings.sealed": "readings.raw", "bills.sealed": "bills.raw"}  # sealed topic -> its raw topic
+
+
+def check_partitions(bootstrap: str, timeout: float = 15.0) -> None:
+    """A seal batch goes to the sealed topic's partition of the same number as its raw partition (a meter's
+    records stay in order on one partition), so each sealed topic needs at least its raw topic's partitions."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout).topics
+    for sealed, raw in SEALED_FROM.items():
+        if sealed in topics and raw in topics and len(topics[sealed].partitions) < len(topics[raw].partitions):
+            raise ConfigError(f"topic {sealed} has {len(topics[sealed].partitions)} partitions but {raw} has "
+                              f"{len(topics[raw].partitions)}: give {sealed} at least as many")
 
 
 def consume(bootstrap: str, topic: str, *, idle: float | None = 2.0,

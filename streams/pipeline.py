@@ -26,7 +26,7 @@ from .envelope import DataKey, DekRing
 from .exceptions import InvalidInput, MeterSealError
 from .owner import OwnerPublicKey
 from .regions import wrap_for_region
-from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
+from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key, sealed_records
 from .settings import Settings
 from .store import LEDGERED, SegmentStore, log_origin
 from .tokens import BlindIndex
@@ -105,7 +105,8 @@ class Pipeline:
     def store_batch(self, topic: str, messages: Iterable[tuple[int, int, bytes]]) -> tuple[int, list[Rejected]]:
         """Store ``(partition, offset, value)`` messages of a sealed topic; returns (rows written, dead letters).
 
-        A message that is not a valid record of the topic's schema becomes a dead letter instead of a
+        A message of readings.sealed or bills.sealed holds a batch of sealed records (``seal.batch_messages``;
+        a single record is read too); its records are stored with the message's offset. A message that is not a valid record of the topic's schema becomes a dead letter instead of a
         crash or a silent drop.
         """
         table, schema = SINKS[topic]
@@ -113,7 +114,7 @@ class Pipeline:
         rejected = []
         for partition, offset, value in messages:
             try:
-                record = schemas.decode(schema, value)
+                records = [schemas.decode(schema, value)] if topic == "dlq" else sealed_records(value)
             except schemas.SchemaError as exc:
                 if topic == "dlq":  # garbage on dlq itself: counted and logged, not looped back into dlq
                     self.unreadable_dead_letters += 1
@@ -121,7 +122,7 @@ class Pipeline:
                 rejected.append(self.sealer.reject(value, Source(topic, partition, offset),
                                                    InvalidInput("sink", f"not a {schema} record: {exc}")))
                 continue
-            by_partition.setdefault(partition, []).append((offset, record))
+            by_partition.setdefault(partition, []).extend((offset, record) for record in records)
         return sum(self.store_sealed(table, p, rows) for p, rows in by_partition.items()), rejected
 
     def store_sealed(self, table: str, partition: int, rows: list[tuple[int, dict[str, Any]]]) -> int:

@@ -54,6 +54,41 @@ class Sealed:
         return schemas.encode("sealed", self.record)
 
 
+MAX_BATCH_RECORDS = 1000
+MAX_BATCH_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
+
+
+def batch_messages(records: list[dict[str, Any]], *, max_records: int = MAX_BATCH_RECORDS,
+                   max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Sealed records as ``SealedBatch`` messages for a sealed topic, in order, each holding at most
+    ``max_records`` records and about ``max_bytes`` bytes of envelopes.
+
+    >>> rec = {"format": 1, "record_id": "r", "kind": "reading", "schema_version": 2, "key_id": "k",
+    ...        "meter_tok": "m", "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x" * 100,
+    ...        "sealed_at_ms": 0}
+    >>> [len(sealed_records(m)) for m in batch_messages([rec] * 5, max_records=2)]
+    [2, 2, 1]
+    """
+    out, chunk, size = [], [], 0
+    for record in records:
+        if chunk and (len(chunk) >= max_records or size + len(record["envelope"]) > max_bytes):
+            out.append(schemas.encode("sealed_batch", {"records": chunk}))
+            chunk, size = [], 0
+        chunk.append(record)
+        size += len(record["envelope"]) + 200  # (tokens and ids: about 200 bytes a record)
+    if chunk:
+        out.append(schemas.encode("sealed_batch", {"records": chunk}))
+    return out
+
+
+def sealed_records(value: bytes) -> list[dict[str, Any]]:
+    """The sealed records in one message of a sealed topic: a ``SealedBatch`` (what workers write), or a
+    single ``SealedRecord``. Raises ``schemas.SchemaError`` on anything else."""
+    if schemas.writer_of(value).name == "sealed_batch":
+        return schemas.decode("sealed_batch", value)["records"]
+    return [schemas.decode("sealed", value)]
+
+
 @dataclass(frozen=True)
 class Rejected:
     key: bytes

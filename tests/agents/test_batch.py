@@ -6,6 +6,7 @@ import pytest
 
 from agents import app as app_module
 from agents.app import Batch
+from streams.seal import sealed_records
 
 
 class Message:
@@ -29,6 +30,7 @@ class Producer:
 
     async def send(self, topic, key, value, partition, timestamp, headers):
         self.sent.append(value)
+        self.to = getattr(self, "to", []) + [(topic, key, partition)]
         future = asyncio.get_running_loop().create_future()
         if value == self.refuse:
             self.refuse = None
@@ -51,6 +53,26 @@ def test_confirm_sends_a_refused_record_again(monkeypatch):
 
     sent, left = asyncio.run(run())
     assert sent == [b"r1", b"r2", b"r3", b"r2"] and left == []
+
+
+def record(rid: str) -> dict:
+    return {"format": 1, "record_id": rid, "kind": "reading", "schema_version": 2, "key_id": "k", "meter_tok": "m",
+            "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"sealed", "sealed_at_ms": 0}
+
+
+def test_sealed_records_go_out_as_one_message_per_raw_partition_to_the_same_partition():
+    async def run():
+        producer, batch = Producer(), Batch([])
+        for partition, offset in ((0, 10), (2, 7), (0, 11), (2, 8), (0, 12)):
+            batch.seal(partition, offset, record(f"{partition}-{offset}"))
+        await batch.send_sealed(producer, "readings.sealed", "readings.raw")
+        await batch.confirm(producer)
+        return producer
+
+    producer = asyncio.run(run())
+    assert producer.to == [("readings.sealed", b"readings.raw/0/10", 0), ("readings.sealed", b"readings.raw/2/7", 2)]
+    assert [[r["record_id"] for r in sealed_records(v)] for v in producer.sent] == [["0-10", "0-11", "0-12"],
+                                                                                     ["2-7", "2-8"]]
 
 
 def test_a_cancelled_batch_keeps_every_event_unacked():

@@ -157,3 +157,11 @@ def test_fast_writer_leaves_odd_values_to_fastavro(change):
 def test_fast_writer_missing_required_field_is_a_schema_error():
     with pytest.raises(schemas.SchemaError):
         schemas.encode_body(schemas.get("sealed"), {"format": 1})
+
+
+def test_the_batch_record_type_is_the_sealed_record():
+    """sealed_batch.v1 carries SealedRecord inline: it must stay the newest sealed schema, field for field."""
+    import json
+
+    inline = schemas.get("sealed_batch").parsed["fields"][0]["type"]["items"]
+    assert json.dumps(inline["fields"], sort_keys=True) == json.dumps(schemas.get("sealed").parsed["fields"], sort_keys=True)

@@ -52,6 +52,19 @@ def test_store_batch_writes_once_and_dead_letters_garbage(tmp_path):
     assert con.execute("SELECT count(*) FROM bills").fetchone() == (3,)
 
 
+def test_store_batch_reads_sealed_batches_and_a_redelivered_batch_adds_nothing(tmp_path):
+    from streams.seal import batch_messages
+
+    p = make(tmp_path)
+    sealed = [p.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 1, i)) for i in range(7)]
+    first, second = batch_messages([s.record for s in sealed[:4]]), batch_messages([s.record for s in sealed[3:]])
+    assert p.store_batch("bills.sealed", [(1, 0, first[0])]) == (4, [])
+    assert p.store_batch("bills.sealed", [(1, 0, first[0]), (1, 1, second[0])]) == (3, [])  # redelivered + overlap
+    con = connect(tmp_path / "store")
+    rows = con.execute("SELECT topic_partition, topic_offset, leaf_index FROM bills ORDER BY leaf_index").fetchall()
+    assert rows == [(1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 1, 4), (1, 1, 5), (1, 1, 6)]
+
+
 def test_key_events_are_leaves_once_each_and_audit_clean(tmp_path):
     from ledger import leaf
     from ledger.audit import audit

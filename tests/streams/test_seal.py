@@ -142,3 +142,31 @@ def test_open_many_equals_open_record_and_fails_closed(sealer, made_keys, index)
         open_many(recs[:3] + [bad], keys, index)
     with pytest.raises(InvalidEnvelope):
         open_many(recs, lambda k: (_ for _ in ()).throw(KeyError(k)))
+
+
+def test_batch_messages_split_by_count_and_size_and_read_back_in_order():
+    from streams.seal import batch_messages, sealed_records
+
+    recs = [{"format": 1, "record_id": f"r{i}", "kind": "reading", "schema_version": 2, "key_id": "k",
+             "meter_tok": "m", "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x" * 1000,
+             "sealed_at_ms": i} for i in range(10)]
+    by_size = batch_messages(recs, max_bytes=3 * 1200)
+    assert [len(sealed_records(m)) for m in by_size] == [3, 3, 3, 1]
+    assert [r["record_id"] for m in by_size for r in sealed_records(m)] == [f"r{i}" for i in range(10)]
+    assert [len(sealed_records(m)) for m in batch_messages(recs, max_records=4)] == [4, 4, 2]
+    assert batch_messages([]) == []
+
+
+def test_a_single_sealed_record_still_reads_and_anything_else_is_a_schema_error():
+    import pytest
+
+    import schemas
+    from streams.seal import sealed_records
+
+    rec = {"format": 1, "record_id": "r", "kind": "bill", "schema_version": 1, "key_id": "k", "meter_tok": "m",
+           "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x", "sealed_at_ms": 0}
+    assert [r["record_id"] for r in sealed_records(schemas.encode("sealed", rec))] == ["r"]
+    with pytest.raises(schemas.SchemaError):
+        sealed_records(schemas.encode("sealed", rec)[:-3])
+    with pytest.raises(schemas.SchemaError):
+        sealed_records(b"not avro")

@@ -84,3 +84,17 @@ def test_partitions_are_independent_and_forgotten_on_revoke():
     order.forget([a])
     assert _run(order, consumer, [50], a)[0] == [50]  # a new owner starts wherever it is told
     assert consumer.seeks == []
+
+
+def test_the_first_event_after_an_assignment_is_checked_against_the_committed_offset():
+    tp = TP("readings.sealed", 3)
+    consumer = Consumer()
+    consumer._committed_offset = {tp: 98}  # Faust's record of the group's committed offset: the next to read
+    order = InOrder()
+    admitted, held = _run(order, consumer, [99, 100], tp)  # 98 never reached the agent
+    assert admitted == [] and held == [99, 100] and consumer.seeks == [(tp, 98)]
+    admitted, held = _run(order, consumer, [98, 99, 100], tp)
+    assert admitted == [98, 99, 100] and held == []
+    # nothing committed yet (a new group): the first event is taken as the start
+    fresh = InOrder()
+    assert _run(fresh, Consumer(), [5, 6], TP("readings.sealed", 0)) == ([5, 6], [])

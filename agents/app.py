@@ -378,7 +378,7 @@ class InOrder:
             await consumer.seek(tp, expected)
         event.message.incref()  # held: this copy is never acked; the re-read copy is
         if mending is None:
-            log.warning("%s/%d: offset %d never reached the seal agent (next came %d): reading again from %d",
+            log.warning("%s/%d: offset %d never reached its agent (next came %d): reading again from %d",
                         tp.topic, tp.partition, expected, offset, expected)
             self._mending[tp] = [offset, 1, 0]
             await consumer.seek(tp, expected)

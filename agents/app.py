@@ -185,8 +185,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     pipeline.unreadable_dead_letters = 0
         app.agent(topic, name=name)(store)
 
-    # a sealed-topic message holds a whole seal batch: take about store_batch records' worth of them
-    batches = max(1, settings.store_batch // max(1, settings.seal_batch))
+    # a sealed-topic message holds a seal batch's records of one partition (tens to hundreds; at most 1,000):
+    # take up to store_batch / 10 of them, or what came within store_flush_s
+    batches = max(8, settings.store_batch // 10)
     sink(readings_sealed, "store_readings", batches)
     sink(bills_sealed, "store_bills", batches)
     sink(dlq, "store_dlq", settings.store_batch)

@@ -92,16 +92,17 @@ class SegmentStore:
 
     def _state(self, table: str, partition: int) -> _PartitionState:
         """Cached dedup state, reloaded when another process wrote a newer segment."""
-        segs = self.segments(table, partition)
-        files = frozenset(p.name for p in segs)
+        directory = self.partition_dir(table, partition)
+        try:  # (names only: this runs several times per write, on directories of thousands of segments)
+            files = frozenset(name for name in os.listdir(directory) if _SEGMENT.match(name))
+        except FileNotFoundError:
+            files = frozenset()
         state = self._states.get((table, partition))
         if state is None or state.files != files:
             id_col = TABLES[table][1]
             known = state.files if state else frozenset()
             state = state if state and known <= files else _PartitionState()
-            for seg in segs:
-                if seg.name in state.files:
-                    continue
+            for seg in sorted(directory / name for name in files - state.files):
                 if table in LEDGERED:
                     part = pq.read_table(seg, columns=[id_col, "meter_tok", "leaf_index"])
                     for tok in part.column("meter_tok").to_pylist():

@@ -68,7 +68,7 @@ def test_bench_commands_measure_and_report_ratios():
 
 def test_bench_store_small():
     out = json.loads(CliRunner().invoke(main, ["bench", "store", "--readings", "20000", "--format", "json"]).stdout)
-    assert out["readings"] == 20000 and out["range_hits"] > 0 and out["unseal_per_s"] > 0
+    assert out["readings"] == 20000 and out["range_hits"] > 0 and out["unseal_per_s"] > 0 and out["sql_unseal_per_s"] > 0
     assert out["unseal_vs_prototype"] == pytest.approx(out["unseal_per_s"] / out["prototype_open_per_s"], abs=0.11)
 
 

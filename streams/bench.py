@@ -401,8 +401,9 @@ def bench_seed_style(messages: list[tuple[bytes, bytes]], baseline_n: int = 1_00
             "meterseal_seal_per_s": round(our_seal), "meterseal_open_per_s": round(our_open)}
 
 
-def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, anomaly_rate: float = 0.002) -> dict:
-    """Ingest->sealed and ingest->alert latency through one worker: UCI readings with injected anomalies
+def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, anomaly_rate: float = 0.002,
+                  workers: int = 1) -> dict:
+    """Ingest->sealed and ingest->alert latency through ``workers`` workers: UCI readings with injected anomalies
     produced at ``rate``/s; a latency is the time a message is read off ``readings.sealed`` (or ``alerts``)
     minus the time its raw reading was produced."""
     import threading
@@ -419,7 +420,7 @@ def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, an
     messages = [(r["meter_id"].encode(), encode_reading({k: v for k, v in r.items() if k != "event"})) for r in readings]
     sealed: list[float] = []
     alerted: list[float] = []
-    with _bench_worker() as (data, broker):
+    with _bench_worker(workers) as (data, broker):
         index = BlindIndex(Keystore.load(data).index_key("bench"))
         produced_at: dict[str, float] = {}
         done = threading.Event()
@@ -459,10 +460,11 @@ def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, an
     def pct(values: list[float], q: float) -> float:
         return round(float(np.percentile(values, q)), 1) if values else float("nan")
 
-    return {"readings": n, "target_rate": rate, "achieved_rate": round(n / produced_s), "sealed_seen": len(sealed),
+    return {"readings": n, "workers": workers, "target_rate": rate, "achieved_rate": round(n / produced_s),
+            "sealed_seen": len(sealed),
             "latency_ms_p50": pct(sealed, 50), "latency_ms_p99": pct(sealed, 99), "alerts": len(alerted),
             "alert_latency_ms_p50": pct(alerted, 50), "alert_latency_ms_p99": pct(alerted, 99),
-            "note": "one worker, embedded broker; latency = message read off readings.sealed (alerts) - its raw reading "
+            "note": f"{workers} worker(s) in one group, embedded broker; latency = message read off readings.sealed (alerts) - its raw reading "
                     "produced (alerts: the raw reading's broker timestamp)"}
 
 

@@ -506,12 +506,13 @@ def bench_replay_cmd(workers: int, limit: int | None, fmt: str) -> None:
 @bench.command("latency")
 @click.option("--readings", type=int, default=30_000, show_default=True)
 @click.option("--rate", type=float, default=5000.0, show_default=True, help="Readings per second produced.")
+@click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True)
 @_bench_fmt
-def bench_latency_cmd(readings: int, rate: float, fmt: str) -> None:
-    """Ingest->sealed and ingest->alert latency (p50/p99) through a real worker, readings produced at a fixed rate."""
+def bench_latency_cmd(readings: int, rate: float, workers: int, fmt: str) -> None:
+    """Ingest->sealed and ingest->alert latency (p50/p99) through real workers, readings produced at a fixed rate."""
     from .bench import bench_latency
 
-    _print_bench(bench_latency(readings, rate=rate), fmt)
+    _print_bench(bench_latency(readings, rate=rate, workers=workers), fmt)
 
 
 main.add_command(ledger_group)

@@ -1,9 +1,13 @@
-"""``meterseal bench forecaster``: forecaster variants against persistence, measured in one run.
+"""Forecaster benchmarks, each measured beside its baselines in one run.
 
-Centralized and in plaintext (the model choice, not the federation, is what is measured): the UCI
-household series cut into ``meters`` meters (``streams.sources.uci_readings``), ``days`` days each,
-each meter's windows split chronologically 80/20 (``fl.task``); MAE in kWh on the held-out windows,
-beside persistence (next interval = last) on the same windows.
+``meterseal bench forecaster`` (``bench_forecaster``): model variants, centralized and in plaintext (the
+model choice, not the federation, is what is measured): the UCI household series cut into ``meters``
+meters (``streams.sources.uci_readings``), ``days`` days each, each meter's windows split chronologically
+80/20 (``fl.task``); MAE in kWh on the held-out windows, beside persistence (next interval = last).
+
+``meterseal bench fl`` (``bench_federated``): the federated forecaster the way it runs for real — a store
+sealed by the worker's pipeline, each region's client opening only its region with its region key —
+with FedAvg and FedProx, beside persistence, local-only and centralized training.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ def bench_federated(*, meters: int = 10, days: int = 60, rounds: int = 5, epochs
         for strategy in ("fedavg", "fedprox"):
             start = time.perf_counter()
             report = federate(settings, rounds=rounds, strategy=strategy, epochs=epochs, interval="60",
-                              say=progress)
+                              say=lambda line: None if line.startswith("models,") else progress(line))  # (a temp dir)
             base = report["baselines"]
             last = report["rounds"][-1]
             runs[strategy] = {

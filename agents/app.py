@@ -343,13 +343,15 @@ class InOrder:
     Faust may deliver thousands of them, not always contiguous). The re-read from the missing offset on is
     processed normally (sealing is idempotent). A re-read that starts *after* the missing offset (the
     stream goes back below the highest held offset without it) is asked again; after ``max_rereads`` such
-    re-reads the offsets are taken to be missing on the broker itself: logged and accepted. If no re-read
+    re-reads the offsets are taken to be missing on the broker itself: logged and accepted. Events Faust
+    fetched before the seek look the same (a crash-test run saw two of them before the real re-read came),
+    so ``max_rereads`` is 10, not a few: giving up too early would lose a reading. If no re-read
     shows up within ``max_held`` held events, the seek is asked again. The first event of a newly assigned
     partition is checked against the group's committed offset (the next to read): the crash test also saw
     the store agent lose the first sealed batch after a restart. The store agents use the same guard.
     """
 
-    def __init__(self, max_held: int = 50_000, max_rereads: int = 3) -> None:
+    def __init__(self, max_held: int = 50_000, max_rereads: int = 10) -> None:
         self.max_held, self.max_rereads = max_held, max_rereads
         self._next: dict[Any, int] = {}  # TP -> the offset expected next
         # TP -> [highest held offset, events held since the hole, re-reads that began past the hole]

@@ -31,8 +31,8 @@ class Event:
 class Consumer:
     seeks: list = field(default_factory=list)
 
-    async def seek(self, tp, offset) -> None:
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, partitions) -> None:  # Faust's thread-safe seek (the one InOrder uses)
+        self.seeks.extend(partitions.items())
 
 
 def _run(order: InOrder, consumer: Consumer, offsets: list[int], tp=TP("readings.raw", 2)):
@@ -98,3 +98,12 @@ def test_the_first_event_after_an_assignment_is_checked_against_the_committed_of
     # nothing committed yet (a new group): the first event is taken as the start
     fresh = InOrder()
     assert _run(fresh, Consumer(), [5, 6], TP("readings.sealed", 0)) == ([5, 6], [])
+
+
+def test_a_seek_that_fails_leaves_the_events_held():
+    class Revoked(Consumer):
+        async def seek_wait(self, partitions) -> None:
+            raise RuntimeError("partition is not assigned")
+
+    admitted, held = _run(InOrder(), Revoked(), [10, 12])
+    assert admitted == [10] and held == [12]  # held: never acked, so the next owner reads 11 and 12 again

@@ -106,8 +106,8 @@ class Pipeline:
         """Store ``(partition, offset, value)`` messages of a sealed topic; returns (rows written, dead letters).
 
         A message of readings.sealed or bills.sealed holds a batch of sealed records (``seal.batch_messages``;
-        a single record is read too); its records are stored with the message's offset. A message that is not a valid record of the topic's schema becomes a dead letter instead of a
-        crash or a silent drop.
+        a single record is read too); its records are stored with the message's offset. A message that is
+        not a valid record of the topic's schema becomes a dead letter instead of a crash or a silent drop.
         """
         table, schema = SINKS[topic]
         by_partition: dict[int, list[tuple[int, dict]]] = {}

@@ -61,7 +61,8 @@ MAX_BATCH_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
 def batch_messages(records: list[dict[str, Any]], *, max_records: int = MAX_BATCH_RECORDS,
                    max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
     """Sealed records as ``SealedBatch`` messages for a sealed topic, in order, each holding at most
-    ``max_records`` records and about ``max_bytes`` bytes of envelopes.
+    ``max_records`` records and about ``max_bytes`` bytes (an envelope plus ~200 bytes of ids and tokens
+    a record).
 
     >>> rec = {"format": 1, "record_id": "r", "kind": "reading", "schema_version": 2, "key_id": "k",
     ...        "meter_tok": "m", "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x" * 100,
@@ -71,11 +72,12 @@ def batch_messages(records: list[dict[str, Any]], *, max_records: int = MAX_BATC
     """
     out, chunk, size = [], [], 0
     for record in records:
-        if chunk and (len(chunk) >= max_records or size + len(record["envelope"]) > max_bytes):
+        cost = len(record["envelope"]) + 200
+        if chunk and (len(chunk) >= max_records or size + cost > max_bytes):
             out.append(schemas.encode("sealed_batch", {"records": chunk}))
             chunk, size = [], 0
         chunk.append(record)
-        size += len(record["envelope"]) + 200  # (tokens and ids: about 200 bytes a record)
+        size += cost
     if chunk:
         out.append(schemas.encode("sealed_batch", {"records": chunk}))
     return out

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from streams.query import AAD_COLUMNS, Query, Reader
+from streams.query import Query, Reader
 from streams.regions import RegionKey, RegionKeyring
-from streams.seal import open_many
+from streams.seal import SEALED_COLUMNS, open_table
 from streams.store import SegmentStore, connect
 
 from . import task
@@ -43,12 +43,11 @@ def region_readings_with_key(store_dir: Any, key: RegionKey) -> list[dict[str, A
     before the region had a key and not granted: ``meterseal keys region grant``)."""
     con = connect(store_dir)
     try:
-        cur = con.execute(f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = ? "
-                          "ORDER BY topic_partition, leaf_index", [key.region])
-        rows = [dict(zip(AAD_COLUMNS, r)) for r in cur.fetchall()]
+        table = con.sql(f"SELECT {', '.join(SEALED_COLUMNS)} FROM readings WHERE region = ? "
+                        "ORDER BY topic_partition, leaf_index", params=[key.region]).to_arrow_table()
     finally:
         con.close()
-    return open_many(rows, RegionKeyring(SegmentStore(store_dir), key))
+    return open_table(table, RegionKeyring(SegmentStore(store_dir), key))
 
 
 def windows_of(readings: list[dict[str, Any]], *, step_s: float) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], int]:

@@ -20,14 +20,12 @@ import pyarrow as pa
 from .exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from .keyring import Keyring
 from .keystore import UnlockedKeys
-from .seal import open_many, open_record
+from .seal import SEALED_COLUMNS, open_many, open_record, open_table
 from .store import SegmentStore, connect
 from .tokens import BlindIndex
 from .validate import BILL_COLUMNS
 
 KINDS = {"readings": "readings", "bills": "bills"}
-AAD_COLUMNS = ("record_id", "kind", "schema_version", "region", "category", "meter_tok", "account_tok", "day_tok",
-               "month_tok", "year_tok", "envelope")
 
 
 @dataclass(frozen=True)
@@ -172,13 +170,13 @@ def register_functions(con: duckdb.DuckDBPyConnection, index: BlindIndex, keyrin
         # GIL to each other at every HMAC (OpenSSL's one-shot HMAC releases it): 200k readings, 6 runs each,
         # median ~50k/s without the lock, ~62k/s with it
         with one_at_a_time:
-            rows = [dict(zip(AAD_COLUMNS, values)) for values in zip(*(c.to_pylist() for c in columns))]
+            table = pa.Table.from_arrays(list(columns), names=list(SEALED_COLUMNS))
             try:
-                plains = open_many(rows, keyring, index)
+                plains = open_table(table, keyring, index)
             except InvalidEnvelope:
                 raise InvalidEnvelope("a record does not open: altered, or not sealed for this owner key "
                                       "(`meterseal ledger verify` names it)") from None
-            return pa.array([json.dumps(_plain_bill(p) if r["kind"] == "bill" else p) for r, p in zip(rows, plains)],
+            return pa.array([json.dumps(_plain_bill(p) if k == "bill" else p) for k, p in zip(kind.to_pylist(), plains)],
                             pa.string())
 
     one_at_a_time = threading.Lock()
@@ -187,6 +185,6 @@ def register_functions(con: duckdb.DuckDBPyConnection, index: BlindIndex, keyrin
              "VARCHAR", "BLOB"]
     con.create_function("unseal", unseal, [duckdb.sqltype(t) for t in types], duckdb.sqltype("VARCHAR"),
                         type="arrow", null_handling="special")
-    sealed_columns = ", ".join(AAD_COLUMNS)
+    sealed_columns = ", ".join(SEALED_COLUMNS)
     for view in ("readings", "bills"):  # `plain` is the opened record as JSON: plain->>'kwh', plain->>'Bill No.'
         con.execute(f"CREATE OR REPLACE VIEW {view}_open AS SELECT *, unseal({sealed_columns}) AS plain FROM {view}")

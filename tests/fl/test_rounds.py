@@ -8,9 +8,8 @@ import pytest
 
 from fl.data import region_data, region_readings, region_readings_with_key
 from streams.exceptions import InvalidEnvelope, KeystoreError
-from streams.query import AAD_COLUMNS
 from streams.regions import RegionKey, RegionKeyring
-from streams.seal import open_many
+from streams.seal import SEALED_COLUMNS, open_many
 from streams.store import connect
 from streams.cli import main
 from streams.keystore import Keystore
@@ -34,8 +33,8 @@ def test_each_region_key_opens_its_region_and_no_other(store):
     con = connect(data / "store")
     spans = con.execute("SELECT key_id FROM readings GROUP BY key_id HAVING count(DISTINCT region) > 1").fetchall()
     assert spans == []
-    rows = {r: [dict(zip(AAD_COLUMNS, v)) for v in con.execute(
-        f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = ? LIMIT 5", [r]).fetchall()]
+    rows = {r: [dict(zip(SEALED_COLUMNS, v)) for v in con.execute(
+        f"SELECT {', '.join(SEALED_COLUMNS)} FROM readings WHERE region = ? LIMIT 5", [r]).fetchall()]
         for r in ("north", "south", "east")}
     for region in ("north", "south", "east"):
         key = RegionKey.load(data / "regions" / f"{region}.key", f"{region}-pw")

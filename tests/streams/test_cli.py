@@ -75,9 +75,8 @@ def test_bench_store_small():
 def test_keys_region_add_export_grant(tmp_path):
     """The region-key commands end to end: add (key file + keystore entry), show, export, grant on a store."""
     from streams.keystore import Keystore
-    from streams.query import AAD_COLUMNS
     from streams.regions import RegionKey, RegionKeyring
-    from streams.seal import open_many
+    from streams.seal import SEALED_COLUMNS, open_many
     from streams.store import SegmentStore, connect
     from tests.streams.test_regions import _seal_some
 
@@ -91,8 +90,8 @@ def test_keys_region_add_export_grant(tmp_path):
     assert run(tmp_path, "keys", "region", "add", "north", **region).exit_code == 2  # already has a key: clear error
     key = RegionKey.load(tmp_path / "north.key", "north-pw")
     con = connect(tmp_path / "store")
-    rows = [dict(zip(AAD_COLUMNS, r)) for r in con.execute(
-        f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = 'north'").fetchall()]
+    rows = [dict(zip(SEALED_COLUMNS, r)) for r in con.execute(
+        f"SELECT {', '.join(SEALED_COLUMNS)} FROM readings WHERE region = 'north'").fetchall()]
     assert len(open_many(rows, RegionKeyring(SegmentStore(tmp_path / "store"), key))) == 20
     exported = run(tmp_path, "keys", "region", "export", "north", "--out", str(tmp_path / "again.key"), **region)
     assert exported.exit_code == 0 and RegionKey.load(tmp_path / "again.key", "north-pw").pair == key.pair

@@ -115,6 +115,36 @@ def test_sql_functions(seeded):
     assert total == sum(int(r["Billed Unit"]) for r in rows if r["Category"] == "Industrial")
 
 
+def test_open_table_equals_open_many_and_fails_closed(seeded):
+    import pyarrow as pa
+
+    from streams.exceptions import InvalidEnvelope
+    from streams.keyring import Keyring
+    from streams.seal import SEALED_COLUMNS, open_many, open_table
+
+    data, keys, rows = seeded
+    reader = Reader(data / "store", keys)
+    table = reader.connect().sql(f"SELECT {', '.join(SEALED_COLUMNS)} FROM bills ORDER BY record_id").to_arrow_table()
+    ring = Keyring(reader.store, keys.unwrappers())
+    opened = open_table(table, ring, reader.index)
+    assert len(opened) == len(rows) == table.num_rows
+    assert opened == open_many(table.to_pylist(), ring, reader.index)
+    assert sorted(o["bill_no"] for o in opened) == sorted(r["Bill No."] for r in rows)
+
+    def changed(column: str, value) -> pa.Table:
+        i = table.schema.get_field_index(column)
+        values = table.column(column).to_pylist()
+        values[7] = value
+        return table.set_column(i, column, pa.array(values, table.schema.field(column).type))
+
+    for column, value in (("region", "elsewhere"), ("day_tok", table.column("day_tok")[8].as_py()),
+                          ("meter_tok", None), ("schema_version", 9)):
+        with pytest.raises(InvalidEnvelope):  # every clear column is bound into the AEAD: a changed one never opens
+            open_table(changed(column, value), ring, reader.index)
+    with pytest.raises(InvalidEnvelope):  # no data key for this owner key
+        open_table(table, lambda key_id: (_ for _ in ()).throw(KeyError(key_id)))
+
+
 def test_query_arguments_are_checked():
     with pytest.raises(MeterSealError):
         Query(date=dt.date(2024, 1, 1), start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 2))

@@ -10,9 +10,8 @@ from streams.keyring import Keyring
 from streams.keystore import Keystore
 from streams.owner import HPKE, OwnerKeyPair
 from streams.pipeline import Pipeline
-from streams.query import AAD_COLUMNS
 from streams.regions import RegionKey, RegionKeyring, grant_existing
-from streams.seal import Source, open_many
+from streams.seal import SEALED_COLUMNS, Source, open_many
 from streams.settings import Settings
 from streams.store import SegmentStore, connect
 
@@ -42,8 +41,8 @@ def _seal_some(data, keystore, keys, *, region_keys=None, per_region: bool = Tru
 def _rows(data, region):
     con = connect(data / "store")
     try:
-        cur = con.execute(f"SELECT {', '.join(AAD_COLUMNS)} FROM readings WHERE region = ?", [region])
-        return [dict(zip(AAD_COLUMNS, r)) for r in cur.fetchall()]
+        cur = con.execute(f"SELECT {', '.join(SEALED_COLUMNS)} FROM readings WHERE region = ?", [region])
+        return [dict(zip(SEALED_COLUMNS, r)) for r in cur.fetchall()]
     finally:
         con.close()
 

@@ -191,14 +191,18 @@ def fast_reader(writer_name: str, writer_version: int, reader_version: int | Non
 
 _STRING = """\
 {i}b = buf[pos]
-{i}if b < 0x80:
-{i}    n, pos = (b >> 1) ^ -(b & 1), pos + 1
+{i}if b < 0x80 and not b & 1:  # one-byte non-negative length, the usual case
+{i}    end = pos + 1 + (b >> 1)
+{i}    pos += 1
 {i}else:
 {i}    n, pos = _long(buf, pos)
-{i}if n < 0 or pos + n > size:
+{i}    if n < 0:
+{i}        raise ValueError("negative string length")
+{i}    end = pos + n
+{i}if end > size:
 {i}    raise ValueError("string runs past the end")
-{i}{v} = buf[pos:pos + n].decode("utf-8")
-{i}pos += n
+{i}{v} = buf[pos:end].decode()
+{i}pos = end
 """
 _LONG = """\
 {i}b = buf[pos]

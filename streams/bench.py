@@ -447,7 +447,7 @@ def bench_latency(n: int = 20_000, *, rate: float = 1000.0, meters: int = 20, an
         for (key, value), record_id in paced(list(zip(messages, ids)), rate):
             produced_at[record_id] = time.time() * 1000
             producer.send("readings.raw", value, key)
-        producer.flush()
+        producer.close()  # (released before the broker stops: else librdkafka logs a refused connection)
         produced_s = time.perf_counter() - start
         deadline = time.monotonic() + 120
         while len(sealed) < n * 0.99 and time.monotonic() < deadline:

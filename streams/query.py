@@ -9,12 +9,12 @@ and, optionally, the owner's private keys (to open hits). The store only ever se
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from .exceptions import InvalidEnvelope, KeystoreError, MeterSealError
@@ -176,8 +176,9 @@ def register_functions(con: duckdb.DuckDBPyConnection, index: BlindIndex, keyrin
             except InvalidEnvelope:
                 raise InvalidEnvelope("a record does not open: altered, or not sealed for this owner key "
                                       "(`meterseal ledger verify` names it)") from None
-            return pa.array([json.dumps(_plain_bill(p) if k == "bill" else p) for k, p in zip(kind.to_pylist(), plains)],
-                            pa.string())
+            # orjson: ~8x json.dumps here, and JSON text was the largest part of unseal() after opening
+            return pa.array([orjson.dumps(_plain_bill(p) if k == "bill" else p).decode()
+                             for k, p in zip(kind.to_pylist(), plains)], pa.string())
 
     one_at_a_time = threading.Lock()
 

@@ -21,7 +21,7 @@ SCALE = 1000.0  # billed units / 1000: one fixed scale for every client, so thei
 def category_bills(reader: Reader, category: str) -> list[dict]:
     """Every bill of ``category``, opened (only that category's rows are opened)."""
     rows = [r for r in reader.search(Query(), kinds=["bills"]) if r["category"] == category]
-    return reader.open_readings(rows)
+    return reader.open_many(rows)
 
 
 def category_data(bills: list[dict], category: str, *, test: float = 0.2) -> RegionData:

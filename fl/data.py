@@ -34,7 +34,7 @@ class RegionData:
 
 def region_readings(reader: Reader, region: str) -> list[dict[str, Any]]:
     """Every reading of ``region`` in the store, opened (AEAD-verified) with the owner's keys."""
-    return reader.open_readings(reader.search(Query(region=region), kinds=["readings"]))
+    return reader.open_many(reader.search(Query(region=region), kinds=["readings"]))
 
 
 def region_readings_with_key(store_dir: Any, key: RegionKey) -> list[dict[str, Any]]:

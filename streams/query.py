@@ -132,8 +132,12 @@ class Reader:
         plain = open_record(row, self._opener(), self.index)
         return _plain_bill(plain) if row["kind"] == "bill" else plain
 
-    def open_readings(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Many reading hits opened at once (the bulk path: one AES-GCM object per data key)."""
+    def open_hits(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``open`` for many hits at once, in order (the bulk path: one AES-GCM object per data key)."""
+        return [_plain_bill(p) if r["kind"] == "bill" else p for r, p in zip(rows, self.open_many(rows))]
+
+    def open_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Many hits opened at once, under the raw schemas' field names (``bill_no``, not ``Bill No.``)."""
         return open_many(rows, self._opener(), self.index)
 
     def _opener(self) -> Keyring:

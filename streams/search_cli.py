@@ -93,7 +93,7 @@ def search_cmd(settings: Settings, date, start, end, meter, account, region, kin
     if sealed:
         records = [{k: h.get(k) for k in _SEALED_FIELDS} | {"sealed_bytes": len(h["envelope"])} for h in hits]
     else:
-        records = [{"record_id": h["record_id"], **reader.open(h)} for h in hits]
+        records = [{"record_id": h["record_id"], **plain} for h, plain in zip(hits, reader.open_hits(hits))]
     if verify:
         from .ledger_cli import inclusion_status
 

@@ -82,6 +82,7 @@ def test_opened_hits_equal_the_csv_rows(seeded):
     reader = Reader(data / "store", keys)
     hits = reader.search(Query(date=dt.date(2023, 3, 4)), kinds=["bills"])
     opened = [reader.open(h) for h in hits]
+    assert reader.open_hits(hits) == opened  # the bulk path, same records in the same order
     want = [r for r in rows if r["Date"] == "2023-03-04"]
     as_text = lambda d: {k: str(v) for k, v in d.items()}
     assert sorted((as_text(o) for o in opened), key=str) == sorted(want, key=str)

@@ -171,7 +171,7 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
 
     from .keyring import Keyring
     from .query import Query, register_functions, where
-    from .seal import SEALED_COLUMNS, open_many, open_table
+    from .seal import SEALED_COLUMNS, open_table
     from .store import SegmentStore, connect
 
     if store_dir is None:
@@ -206,23 +206,22 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
     start = time.perf_counter()
     opened = open_table(hits, ring)  # from the Arrow table the query returned: conversion included
     unseal_s = time.perf_counter() - start
-    records = hits.to_pylist()
-    assert len(opened) == len(records)
+    assert len(opened) == hits.num_rows
     # the same hits through SQL: ``unseal()`` (the Arrow UDF users call) on the range query, which also
     # rechecks each record's id and meter token against the index and returns JSON text
     register_functions(con, index, ring)
-    condition, params = where(Query(start=first, end=last), index)
+    condition, params = where(Query(start=first, end=last), index)  # the 42-day range again
     start = time.perf_counter()
     sql_rows = con.sql(f"SELECT unseal({cols}) FROM readings WHERE {condition}", params=params).fetchall()
     sql_unseal_s = time.perf_counter() - start
-    assert len(sql_rows) == len(records)
-    sample = [open_many([r], ring)[0] for r in records[:1000]]
+    assert len(sql_rows) == hits.num_rows
+    sample = opened[:1000]
     private, public = _crypto.rsa_keypair(2048)
     import schemas
 
     boxes = [_crypto.prototype_seal(public, schemas.encode_body(schemas.get("reading"), p)) for p in sample]
     proto_rate, _ = _rate(len(boxes), lambda: [_crypto.prototype_open(private, *b) for b in boxes])
-    unseal_rate = len(records) / unseal_s
+    unseal_rate = hits.num_rows / unseal_s
     return {"readings": n, "build_s": round(build_s, 1), "range_days": 42, "range_hits": hits.num_rows,
             "range_query_ms": round(range_ms, 1), "week_hits": week_hits.num_rows, "week_query_ms": round(week_ms, 1),
             "day_hits": day_hits.num_rows, "day_query_ms": round(day_ms, 1),
@@ -233,7 +232,8 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
             "note": "queries: median of 5 on one DuckDB connection over Parquet segments, every column of every hit "
                     "returned as an Arrow table; unseal = open_table on the range query's Arrow table: "
                     "associated data joined by Arrow, AEAD open + Avro decode of every hit to a dict (no index "
-                    "recheck); sql_unseal = SELECT unseal(...) over the range query: query + AEAD open + decode + record id/meter token recheck + JSON text; prototype = RSA-2048-OAEP unwrap + AES-CFB per record"}
+                    "recheck); sql_unseal = SELECT unseal(...) over the range query: query + AEAD open + decode + "
+                    "record id/meter token recheck + JSON text; prototype = RSA-2048-OAEP unwrap + AES-CFB per record"}
 
 
 @contextlib.contextmanager

@@ -277,7 +277,8 @@ def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
     boxes = [r["envelope"] for r in records]
     aads = [None if b is None else b[:env.HEADER_LEN] + record_aad(r) for b, r in zip(boxes, records)]
     return _open_all(boxes, aads, [r["kind"] for r in records], [r["schema_version"] for r in records], keys,
-                     index, [r["record_id"] for r in records], [r["meter_tok"] for r in records])
+                     index, [r["record_id"] for r in records] if index else None,
+                     [r["meter_tok"] for r in records] if index else None)
 
 
 # the store columns a sealed record is opened from: what ``record_aad`` binds, in its order, and the envelope
@@ -344,16 +345,12 @@ def _recheck(plains: list[dict[str, Any]], kinds: list[str], record_ids: list[st
              index: BlindIndex) -> None:
     """Each plaintext's meter and time (bill number) hash to its row's record id and meter token, so a row
     whose clear columns were edited does not open as if nothing happened."""
-    meters: dict[str, str] = {}  # meter id -> token: a range of readings holds few meters
     for plain, kind, record_id, meter_tok in zip(plains, kinds, record_ids, meter_toks):
         if kind == "reading":
             expected, meter = index.record_id("reading", plain["meter_id"], plain["ts"]), plain["meter_id"]
         else:
             expected, meter = index.record_id("bill", plain["bill_no"]), plain["meter_no"]
-        token = meters.get(meter)
-        if token is None:
-            token = meters[meter] = index.meter(meter)
-        if expected != record_id or token != meter_tok:
+        if expected != record_id or index.meter(meter) != meter_tok:  # (BlindIndex caches meter tokens)
             raise InvalidEnvelope("envelope could not be opened")
 
 

@@ -391,7 +391,7 @@ def _print_bench(result: dict, fmt: str) -> None:
 @click.option("--records", type=int, default=20_000, show_default=True)
 @_bench_fmt
 def bench_seal_cmd(records: int, fmt: str) -> None:
-    """Seal/open rate of the envelope vs the prototype's per-record RSA-OAEP + AES-CFB."""
+    """Seal/open rate: envelope v2 (per-record keys) vs v1 in the same run, and the prototype's RSA-OAEP + AES-CFB."""
     from .bench import bench_seal
 
     _print_bench(bench_seal(records, max(200, records // 20)), fmt)

@@ -60,3 +60,13 @@ MODEL_EVENT_FIELDS = ("leaf_index", "model_sha256", "run_id", "round", "strategy
 def encode_model_event(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a model version (``metrics`` as canonical JSON text); its own version byte."""
     return bytes([MODEL_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in MODEL_EVENT_FIELDS)
+
+
+# Consent events (a data-sharing grant made or revoked, ``streams.share.grants``) are leaves of the consent log.
+CONSENT_EVENT_VERSION = 4
+CONSENT_EVENT_FIELDS = ("leaf_index", "event", "grant_id", "party_fingerprint", "at_ms", "body")
+
+
+def encode_consent_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a consent event (``body``: the grant, sealed); its own version byte."""
+    return bytes([CONSENT_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in CONSENT_EVENT_FIELDS)

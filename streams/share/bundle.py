@@ -226,7 +226,7 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
     cps = []
     for i, note in enumerate(doc["checkpoints"]):
         try:
-            text, names = open_note(note, list(verifiers))
+            text, names = _open_by_all(note, verifiers)
             cps.append(Checkpoint.parse(text))
         except (NoteError, TypeError, AttributeError) as exc:
             raise ShareError(f"checkpoint {i} of the bundle: {exc} (forged, altered, or signed by a key you did "
@@ -301,7 +301,7 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
                     "log": f"{_table(row['kind'])}/{row['topic_partition']}", "verified": True})
 
     try:
-        text, names = open_note(doc["attestation"], list(verifiers))
+        text, names = _open_by_all(doc["attestation"], verifiers)
     except (NoteError, KeyError, TypeError, AttributeError) as exc:
         raise ShareError(f"the owner's signature over the bundle does not verify: {exc}") from None
     if text != _attestation_text(doc):
@@ -312,6 +312,15 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
     attested = sorted(projected_fields)
     return OpenedShare(grant, out, sorted(checked), verifiable, attested, consent,
                        sorted({r["log"] for r in out}))
+
+
+def _open_by_all(note: str, verifiers: Sequence[Verifier]) -> tuple[str, list[str]]:
+    """``open_note``, and every key the recipient trusts must have signed (not just one of them)."""
+    text, names = open_note(note, list(verifiers))
+    missing = sorted({v.name for v in verifiers} - set(names))
+    if missing:
+        raise NoteError(f"no valid signature by {', '.join(missing)}")
+    return text, names
 
 
 def _check_scope(what: str, grant: dict[str, Any], row: dict[str, Any], values: dict[str, Any]) -> None:

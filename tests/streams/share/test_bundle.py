@@ -49,6 +49,15 @@ def test_bundle_opens_to_exactly_the_in_scope_records(shared_store, party_key, m
     assert [c["event"] for c in opened.consent] == ["grant"]
 
 
+def test_a_recipient_trusting_only_the_post_quantum_key_verifies(shared_store, party_key, meter_bundle):
+    keystore = shared_store[1]
+    _, blob, _ = meter_bundle
+    opened = open_bundle(blob, party=party_key, verifiers=[keystore.ledger_pq_verifier])
+    assert opened.checked_keys == ["meterseal-ledger-mldsa65"] and len(opened.records) == 48
+    both = open_bundle(blob, party=party_key, verifiers=keystore.ledger_verifiers)
+    assert both.checked_keys == ["meterseal-ledger", "meterseal-ledger-mldsa65"]
+
+
 def test_no_key_in_a_bundle_opens_any_other_record(shared_store, party_key, meter_bundle):
     """Every record key the bundle carries, tried on every record of the store (other meters under the same
     DEKs included): each opens its own record and nothing else."""
@@ -125,7 +134,9 @@ def test_tampering_fails_naming_what(shared_store, party_key, meter_bundle):
 
 
 def test_any_flipped_byte_fails(shared_store, party_key, meter_bundle):
-    vk = [shared_store[1].ledger_verifier]
+    """With both checkpoint keys trusted, every byte is checked (with one key, the other key's signature lines
+    are, as C2SP says, ignored)."""
+    vk = shared_store[1].ledger_verifiers
     _, blob, _ = meter_bundle
     rng = random.Random(16)
     for at in rng.sample(range(len(blob)), 60) + [0, len(blob) - 1, blob.index(b'"sealed"') + 20]:

@@ -207,6 +207,13 @@ class DekRing:
             self._current, self._used, self._aead = dek, 0, _crypto.aead(dek.secret)
         return dek
 
+    def key(self, key_id: bytes) -> DataKey:
+        """The current DEK if it has ``key_id`` (what sealed the last record), else ``KeyError``: the ring
+        never keeps old DEKs."""
+        if self._current is None or self._current.key_id != key_id:
+            raise KeyError(key_id.hex())
+        return self._current
+
     def seal(self, plaintext: bytes, *, aad: bytes, record_id: str | None = None) -> bytes:
         """A version-2 envelope under the record key of ``record_id`` (records), or, without a record
         id, a version-1 envelope under the DEK itself (dead letters)."""

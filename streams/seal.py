@@ -19,12 +19,12 @@ from typing import Any, Callable
 import fastavro
 
 import schemas
-from . import _crypto
-from . import envelope as env
-from .envelope import DataKey, DekRing
-from .exceptions import InvalidEnvelope, InvalidInput
-from .tokens import BlindIndex
-from .validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw, next_state
+from streams.crypto import _primitives
+from streams.crypto import envelope as env
+from streams.crypto.envelope import DataKey, DekRing
+from streams.exceptions import InvalidEnvelope, InvalidInput
+from streams.crypto.tokens import BlindIndex
+from streams.validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw, next_state
 
 SEALED_FORMAT = 1
 DLQ_FORMAT = 1
@@ -223,7 +223,7 @@ class StateCodec:
     """Seals one kind of per-meter state for a changelog-backed table (key: meter token).
 
     By default the validator's ``MeterState``; ``key_id``, ``aad_prefix``, ``pack`` and ``unpack`` make
-    the same codec for other state (the anomaly detector's profiles, ``streams.alerting``).
+    the same codec for other state (the anomaly detector's profiles, ``streams.anomaly.alerting``).
     """
 
     def __init__(self, state_key: bytes, *, key_id: bytes = _STATE_KEY_ID, aad_prefix: bytes = b"",
@@ -314,7 +314,7 @@ def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[s
               meter_toks: list[str] | None) -> list[dict[str, Any]]:
     """The loop ``open_many`` and ``open_table`` share: one AES-GCM object per data key, one decoder per
     (kind, schema version); ``aads`` include the envelope header. Raises ``InvalidEnvelope``."""
-    header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _crypto.NONCE_LEN
+    header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _primitives.NONCE_LEN
     ciphers: dict[bytes, Any] = {}
     decoders: dict[tuple[str, int], Callable[[bytes], dict[str, Any]]] = {}
     out = []
@@ -325,12 +325,12 @@ def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[s
         cipher = ciphers.get(key_id)
         if cipher is None:
             try:
-                cipher = ciphers[key_id] = _crypto.aead(keys(key_id).secret)
+                cipher = ciphers[key_id] = _primitives.aead(keys(key_id).secret)
             except KeyError:
                 raise InvalidEnvelope("envelope could not be opened") from None
         try:
             body = cipher.decrypt(box[header:nonce_end], box[nonce_end:], aad)
-        except _crypto.InvalidTag:
+        except _primitives.InvalidTag:
             raise InvalidEnvelope("envelope could not be opened") from None
         decode = decoders.get((kind, version))  # (after opening: kind and version are authenticated now)
         if decode is None:
@@ -355,4 +355,4 @@ def _recheck(plains: list[dict[str, Any]], kinds: list[str], record_ids: list[st
 
 
 def derive_state_key(index_root: bytes) -> bytes:
-    return _crypto.hkdf_sha256(index_root, info=b"meterseal/validator-state/v1")
+    return _primitives.hkdf_sha256(index_root, info=b"meterseal/validator-state/v1")

@@ -25,7 +25,7 @@ from typing import Any
 
 import faust
 
-from streams.broker import BrokerWatch, bootstrap_servers, ensure_topics, faust_url
+from streams.ingest.broker import BrokerWatch, bootstrap_servers, ensure_topics, faust_url
 from streams.exceptions import InvalidInput
 from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source, batch_messages

@@ -19,7 +19,7 @@ import time
 
 import faust
 
-from streams.broker import faust_url
+from streams.ingest.broker import faust_url
 
 from . import tansu
 

@@ -9,13 +9,13 @@ from typing import Callable
 
 import faust
 
-from streams.broker import check_partitions, ensure_topics, resolve
+from streams.ingest.broker import check_partitions, ensure_topics, resolve
 from streams.exceptions import MeterSealError
-from streams.keystore import Keystore
-from streams.owner import OwnerPublicKey
+from streams.keys.keystore import Keystore
+from streams.keys.owner import OwnerPublicKey
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
 from .app import build_app
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.query import Query, Reader
+from streams.store.query import Query, Reader
 
-from . import task
-from .data import RegionData
+from fl import task
+from fl.data import RegionData
 
 SCALE = 1000.0  # billed units / 1000: one fixed scale for every client, so their weights can be averaged
 

@@ -18,16 +18,16 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import Context
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from .rounds import RegionClient
+from fl.rounds import RegionClient
 
 
 @lru_cache(maxsize=8)
 def _region_data(data_dir: str, region: str, interval_min: int, region_key: str = ""):
-    from .data import region_data, region_readings, region_readings_with_key
+    from fl.data import region_data, region_readings, region_readings_with_key
 
     store_dir = os.path.join(data_dir, "store")
     if region_key:  # the region's own capability: opens this region's records, no other's
-        from streams.regions import RegionKey
+        from streams.keys.regions import RegionKey
 
         passphrase = os.environ.get("METERSEAL_REGION_PASSPHRASE")
         if not passphrase:
@@ -37,8 +37,8 @@ def _region_data(data_dir: str, region: str, interval_min: int, region_key: str 
             raise RuntimeError(f"{region_key} is the key of region {key.region!r}, not {region!r}")
         readings = region_readings_with_key(store_dir, key)
     else:
-        from streams.keystore import Keystore
-        from streams.query import Reader
+        from streams.keys.keystore import Keystore
+        from streams.store.query import Reader
 
         passphrase = os.environ.get("METERSEAL_PASSPHRASE")
         if not passphrase:

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from streams.query import Query, Reader
-from streams.regions import RegionKey, RegionKeyring
+from streams.store.query import Query, Reader
+from streams.keys.regions import RegionKey, RegionKeyring
 from streams.seal import SEALED_COLUMNS, open_table
-from streams.store import SegmentStore, connect
+from streams.store.segments import SegmentStore, connect
 
-from . import task
+from fl import task
 
 
 @dataclass
@@ -38,7 +38,7 @@ def region_readings(reader: Reader, region: str) -> list[dict[str, Any]]:
 
 
 def region_readings_with_key(store_dir: Any, key: RegionKey) -> list[dict[str, Any]]:
-    """Every reading of ``key.region``, opened with the region's own key (``streams.regions``): no owner key
+    """Every reading of ``key.region``, opened with the region's own key (``streams.keys.regions``): no owner key
     and no index key. Raises ``InvalidEnvelope`` if a row of the region does not open with it (a DEK made
     before the region had a key and not granted: ``meterseal keys region grant``)."""
     con = connect(store_dir)

@@ -27,7 +27,7 @@ from ledger.hashing import leaf_hash
 from ledger.log import FileCheckpoints, Log
 from ledger.note import Signer
 from ledger.storage import FileHashStore
-from streams.store import SegmentStore, log_origin
+from streams.store.segments import SegmentStore, log_origin
 
 _MAGIC = b"MSWEIGHTS1\n"
 

@@ -18,8 +18,8 @@ from flwr.client import NumPyClient
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.strategy import FedAvg, FedProx
 
-from . import task
-from .data import RegionData
+from fl import task
+from fl.data import RegionData
 
 
 class RegionClient(NumPyClient):

@@ -31,7 +31,7 @@ def due(since_s: float, counts: dict[str, int], last: dict[str, int], *, every_s
 
 def region_counts(store_dir: Path) -> dict[str, int]:
     """Readings per region in the store, counted by DuckDB over the sealed segments (nothing opened)."""
-    from streams.store import connect
+    from streams.store.segments import connect
 
     con = connect(store_dir)
     try:

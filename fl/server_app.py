@@ -16,7 +16,7 @@ from flwr.server import LegacyContext, ServerApp, ServerConfig
 from flwr.server.strategy import FedAvg, FedProx
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-from . import task
+from fl import task
 
 
 def _weighted(metrics: list[tuple[int, dict]]) -> dict[str, float]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from .hashing import EMPTY_ROOT, HASH_LEN, node_hash
 
@@ -46,3 +47,11 @@ class CompactRange:
 
     def copy(self) -> "CompactRange":
         return CompactRange(self.size, list(self.frontier))
+
+
+def root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """MTH of a list of leaf hashes (iteratively, via the compact range)."""
+    tree = CompactRange()
+    for h in leaf_hashes:
+        tree.append(h)
+    return tree.root()

@@ -2,7 +2,7 @@
 
 >>> leaf_hash(b"").hex()[:16]
 '6e340b9cffb37a98'
->>> root([]).hex()[:16]                       # the empty tree: SHA-256 of nothing
+>>> EMPTY_ROOT.hex()[:16]                     # the empty tree: SHA-256 of nothing
 'e3b0c44298fc1c14'
 """
 
@@ -26,16 +26,6 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 def split(n: int) -> int:
     """The largest power of two smaller than ``n`` (n >= 2): where RFC 6962 splits a tree of n leaves."""
     return 1 << ((n - 1).bit_length() - 1)
-
-
-def root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """MTH of a list of leaf hashes (iteratively, via the compact range)."""
-    from .compact import CompactRange
-
-    tree = CompactRange()
-    for h in leaf_hashes:
-        tree.append(h)
-    return tree.root()
 
 
 def subtree_root(leaf_hashes: Sequence[bytes]) -> bytes:

@@ -1,6 +1,7 @@
 """Building proofs (RFC 9162 §2.1.3.1 PATH and §2.1.4.1 SUBPROOF) from a log's leaf hashes.
 
->>> from ledger.hashing import leaf_hash, root
+>>> from ledger.compact import root
+>>> from ledger.hashing import leaf_hash
 >>> from ledger.verify import verify_inclusion
 >>> leaves = [leaf_hash(bytes([i])) for i in range(5)]
 >>> verify_inclusion(leaves[3], 3, 5, inclusion_proof(3, leaves), root(leaves))

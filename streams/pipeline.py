@@ -21,18 +21,18 @@ from ledger.log import FileCheckpoints, Log
 from ledger.note import Signer
 from ledger.storage import FileHashStore
 
-from .alerting import Alerting
-from .envelope import DataKey, DekRing
-from .exceptions import InvalidInput, MeterSealError
-from .owner import OwnerPublicKey
-from .regions import wrap_for_region
-from .seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key, sealed_records
-from .settings import Settings
-from .crypto.record_keys import record_key
-from .share.continuous import ShareTap
-from .store import LEDGERED, SegmentStore, log_origin
-from .tokens import BlindIndex
-from .validate import Policy
+from streams.anomaly.alerting import Alerting
+from streams.crypto.envelope import DataKey, DekRing
+from streams.exceptions import InvalidInput, MeterSealError
+from streams.keys.owner import OwnerPublicKey
+from streams.keys.regions import wrap_for_region
+from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key, sealed_records
+from streams.settings import Settings
+from streams.crypto.record_keys import record_key
+from streams.share.continuous import ShareTap
+from streams.store.segments import LEDGERED, SegmentStore, log_origin
+from streams.crypto.tokens import BlindIndex
+from streams.validate import Policy
 
 SINKS = {"readings.sealed": ("readings", "sealed"), "bills.sealed": ("bills", "sealed"), "dlq": ("dlq", "dead_letter")}
 
@@ -67,7 +67,7 @@ class Pipeline:
         self.share_tap: ShareTap | None = ShareTap(self.store.root, self.index_key, clock=self.clock)
 
     def region_ring(self, region: str) -> DekRing:
-        """The DEK ring of one region: records of different regions never share a DEK (``streams.regions``)."""
+        """The DEK ring of one region: records of different regions never share a DEK (``streams.keys.regions``)."""
         ring = self._region_rings.get(region)
         if ring is None:
             ring = self._region_rings[region] = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,

@@ -19,13 +19,13 @@ from typing import Any, Callable
 import fastavro
 
 import schemas
-from . import _crypto
-from . import envelope as env
-from .crypto import record_keys
-from .envelope import DataKey, DekRing
-from .exceptions import InvalidEnvelope, InvalidInput
-from .tokens import BlindIndex
-from .validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw, next_state
+from streams.crypto import _primitives
+from streams.crypto import envelope as env
+from streams.crypto import record_keys
+from streams.crypto.envelope import DataKey, DekRing
+from streams.exceptions import InvalidEnvelope, InvalidInput
+from streams.crypto.tokens import BlindIndex
+from streams.validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw, next_state
 
 SEALED_FORMAT = 1
 DLQ_FORMAT = 1
@@ -224,7 +224,7 @@ class StateCodec:
     """Seals one kind of per-meter state for a changelog-backed table (key: meter token).
 
     By default the validator's ``MeterState``; ``key_id``, ``aad_prefix``, ``pack`` and ``unpack`` make
-    the same codec for other state (the anomaly detector's profiles, ``streams.alerting``).
+    the same codec for other state (the anomaly detector's profiles, ``streams.anomaly.alerting``).
     """
 
     def __init__(self, state_key: bytes, *, key_id: bytes = _STATE_KEY_ID, aad_prefix: bytes = b"",
@@ -315,9 +315,9 @@ def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[s
     envelope is opened with one AES-GCM object per data key, a version-2 one under its record key, derived
     from its DEK and record id. ``aads`` are the clear columns' associated data (``record_aad``), without
     the envelope header. Raises ``InvalidEnvelope``."""
-    header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _crypto.NONCE_LEN
-    header2, nonce_end2 = env.HEADER_LEN_2, env.HEADER_LEN_2 + _crypto.NONCE_LEN
-    label, hmac_sha256, aes_gcm_open = record_keys.RECORD_KEY_LABEL, _crypto.hmac_sha256, _crypto.aes_gcm_open
+    header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _primitives.NONCE_LEN
+    header2, nonce_end2 = env.HEADER_LEN_2, env.HEADER_LEN_2 + _primitives.NONCE_LEN
+    label, hmac_sha256, aes_gcm_open = record_keys.RECORD_KEY_LABEL, _primitives.hmac_sha256, _primitives.aes_gcm_open
     ciphers: dict[bytes, Any] = {}
     secrets: dict[bytes, bytes] = {}
     decoders: dict[tuple[str, int], Callable[[bytes], dict[str, Any]]] = {}
@@ -337,11 +337,11 @@ def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[s
                 key_id = box[1:header]
                 cipher = ciphers.get(key_id)
                 if cipher is None:
-                    cipher = ciphers[key_id] = _crypto.aead(keys(key_id).secret)
+                    cipher = ciphers[key_id] = _primitives.aead(keys(key_id).secret)
                 body = cipher.decrypt(box[header:nonce_end], box[nonce_end:], box[:header] + aad)
             else:
                 raise InvalidEnvelope("envelope could not be opened")
-        except (KeyError, _crypto.InvalidTag) as exc:
+        except (KeyError, _primitives.InvalidTag) as exc:
             raise InvalidEnvelope("envelope could not be opened") from exc
         decode = decoders.get((kind, version))  # (after opening: kind and version are authenticated now)
         if decode is None:
@@ -366,4 +366,4 @@ def _recheck(plains: list[dict[str, Any]], kinds: list[str], record_ids: list[st
 
 
 def derive_state_key(index_root: bytes) -> bytes:
-    return _crypto.hkdf_sha256(index_root, info=b"meterseal/validator-state/v1")
+    return _primitives.hkdf_sha256(index_root, info=b"meterseal/validator-state/v1")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .exceptions import ConfigError
+from streams.exceptions import ConfigError
 
 DEFAULT_REGIONS = ("north", "south", "east", "west", "central")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import schemas
-from .exceptions import InvalidInput
+from streams.exceptions import InvalidInput
 
 READING_FIELDS = ("meter_id", "ts", "kwh", "register_kwh", "region", "category", "account_id", "label")
 _REQUIRED_READING = READING_FIELDS[:6]

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.envelope import DekRing
-from streams.keystore import Keystore
+from streams.crypto.envelope import DekRing
+from streams.keys.keystore import Keystore
 from streams.seal import Sealer
-from streams.tokens import BlindIndex
+from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy
 
 REPO = Path(__file__).resolve().parent.parent

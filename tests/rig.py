@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker, consume, ensure_topics
-from streams.keystore import Keystore
-from streams.store import connect
-from streams.tokens import BlindIndex
+from streams.ingest.broker import EmbeddedBroker, consume, ensure_topics
+from streams.keys.keystore import Keystore
+from streams.store.segments import connect
+from streams.crypto.tokens import BlindIndex
 
 PASSPHRASE = "integration-test-passphrase"
 

@@ -8,9 +8,9 @@ import json
 import pytest
 
 import schemas
-from streams import sources
-from streams.broker import Producer
-from streams.ingest import encode_reading
+from streams.ingest import sources
+from streams.ingest.broker import Producer
+from streams.ingest.produce import encode_reading
 
 from .rig import running_rig
 

@@ -10,10 +10,10 @@ import time
 import pytest
 
 import schemas
-from streams.keyring import Keyring
+from streams.keys.keyring import Keyring
 from streams.seal import open_record, sealed_records
-from streams.sources import read_bills_csv
-from streams.store import SegmentStore, connect
+from streams.ingest.sources import read_bills_csv
+from streams.store.segments import SegmentStore, connect
 from streams.validate import check_bill
 
 from .rig import running_rig
@@ -184,7 +184,7 @@ def test_store_rebuild_from_the_sealed_topics_is_identical(rig, seed_csv, tmp_pa
 
 def test_search_while_the_worker_ingests_sees_a_consistent_store(rig):
     """Readers never see half a segment: while readings stream in, every search result opens and counts only grow."""
-    from streams.query import Query, Reader
+    from streams.store.query import Query, Reader
 
     result = subprocess.Popen([sys.executable, "-m", "streams.cli", "ingest", "simulate", "--meters", "20",
                                "--readings", "6000", "--rate", "2000"], env=rig.env, stdout=subprocess.DEVNULL,
@@ -204,7 +204,7 @@ def test_search_while_the_worker_ingests_sees_a_consistent_store(rig):
 
 
 def test_bench_pipeline_measures_a_real_worker():
-    from streams.bench import bench_pipeline
+    from streams.bench.pipeline import bench_pipeline
 
     result = bench_pipeline(2000, meters=5)
     assert result["stored"] == 2000 and result["readings_per_s_1_worker"] > 0

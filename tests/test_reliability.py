@@ -14,13 +14,13 @@ import time
 import pytest
 
 from ledger.storage import FileHashStore
-from streams.broker import Producer
-from streams.ingest import encode_reading
-from streams.keyring import Keyring
-from streams.sources import uci_readings
+from streams.ingest.broker import Producer
+from streams.ingest.produce import encode_reading
+from streams.keys.keyring import Keyring
+from streams.ingest.sources import uci_readings
 from streams.validate import utc_ts
-from streams.store import SegmentStore
-from streams import envelope
+from streams.store.segments import SegmentStore
+from streams.crypto import envelope
 from streams.seal import dlq_aad
 
 from .corpus import BAD, CORPUS
@@ -148,7 +148,7 @@ def test_broker_outage_and_broker_restart(tmp_path):
     and the store still holds every reading once."""
     import signal
 
-    from streams.broker import ensure_topics
+    from streams.ingest.broker import ensure_topics
 
     readings = _uci(8_000)
     with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:

@@ -36,15 +36,15 @@ from ledger.storage import FileHashStore
 from ledger.verify import verify_inclusion
 
 import schemas
-from .. import envelope as env
-from ..crypto.record_keys import record_key
-from ..exceptions import InvalidEnvelope, ShareError
-from ..seal import open_many, record_aad
-from ..store import SegmentStore
-from ..validate import BILL_COLUMNS
-from .grants import LOG_PARTITION, LOG_TABLE, Grant, consent_rows, get_grant
-from .parties import PartyKey, PartyPublicKey
-from .proofs import NodeTable, Tree
+from streams.crypto import envelope as env
+from streams.crypto.record_keys import record_key
+from streams.exceptions import InvalidEnvelope, ShareError
+from streams.seal import open_many, record_aad
+from streams.store.segments import SegmentStore
+from streams.validate import BILL_COLUMNS
+from streams.share.grants import LOG_PARTITION, LOG_TABLE, Grant, consent_rows, get_grant
+from streams.share.parties import PartyKey, PartyPublicKey
+from streams.share.proofs import NodeTable, Tree
 
 FORMAT = "meterseal-share/1"
 ROW_FIELDS = leaf_codec.FIELDS + ("topic_partition",)
@@ -90,7 +90,7 @@ def _attestation_text(doc: dict[str, Any]) -> str:
 
 def scope_rows(store_dir: Path | str, grant: Grant, reader: Any) -> list[dict[str, Any]]:
     """The stored rows in ``grant``'s scope (a ``streams.query.Reader`` with the index key makes the tokens)."""
-    from ..query import Query
+    from streams.store.query import Query
 
     start, end = dt.date.fromisoformat(grant.start), dt.date.fromisoformat(grant.end)
     queries = ([Query(start=start, end=end, meter=m) for m in grant.meters]
@@ -108,8 +108,8 @@ def export_bundle(store_dir: Path | str, grant_id: str, *, owner: Any, signer: S
     """The share bundle of an active grant (JSON bytes) and a summary. ``owner`` is the unlocked keystore
     (``UnlockedKeys``: index key to find the records, owner private keys to unwrap their DEKs);
     ``signer`` the ledger key(s) that sign the bundle's attestation."""
-    from ..keyring import Keyring
-    from ..query import Reader
+    from streams.keys.keyring import Keyring
+    from streams.store.query import Reader
 
     now = time.time() if now is None else now
     signers = list(signer) if isinstance(signer, (list, tuple)) else [signer]

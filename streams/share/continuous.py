@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import schemas
-from .. import envelope as env
-from ..exceptions import InvalidEnvelope, ShareError
-from ..seal import Sealed, record_aad
-from .bundle import _check_scope, source_fields
-from .grants import Grant, list_grants, state_at
-from .parties import PartyKey, PartyPublicKey
+from streams.crypto import envelope as env
+from streams.exceptions import InvalidEnvelope, ShareError
+from streams.seal import Sealed, record_aad
+from streams.share.bundle import _check_scope, source_fields
+from streams.share.grants import Grant, list_grants, state_at
+from streams.share.parties import PartyKey, PartyPublicKey
 
 FORMAT = "meterseal-share-stream/1"
 ROW_FIELDS = ("record_id", "kind", "schema_version", "key_id", "region", "category", "meter_tok", "account_tok",

@@ -35,11 +35,11 @@ from ledger.log import FileCheckpoints, Log
 from ledger.note import Signer
 from ledger.storage import FileHashStore
 
-from .. import _crypto
-from ..envelope import DataKey, open_with, seal
-from ..exceptions import InvalidEnvelope, ShareError
-from ..store import SegmentStore, log_origin
-from .parties import Party
+from streams.crypto import _primitives
+from streams.crypto.envelope import DataKey, open_with, seal
+from streams.exceptions import InvalidEnvelope, ShareError
+from streams.store.segments import SegmentStore, log_origin
+from streams.share.parties import Party
 
 KINDS = ("readings", "bills")
 STATES = ("active", "expired", "revoked")
@@ -130,7 +130,7 @@ def parse_expiry(text: str | None) -> str | None:
 
 
 def _body_key(index_key: bytes) -> DataKey:
-    return DataKey(_KEY_ID, _crypto.hkdf_sha256(index_key, info=b"meterseal/consent/v1"))
+    return DataKey(_KEY_ID, _primitives.hkdf_sha256(index_key, info=b"meterseal/consent/v1"))
 
 
 def _aad(event: str, grant_id: str) -> bytes:
@@ -288,6 +288,6 @@ def _date(text: str) -> dt.date:
 def _allowed_fields(kind: str) -> tuple[str, ...]:
     if kind == "readings":
         return READING_FIELDS
-    from ..validate import BILL_COLUMNS
+    from streams.validate import BILL_COLUMNS
 
     return tuple(BILL_COLUMNS.values())

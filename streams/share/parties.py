@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import _crypto
-from ..envelope import DataKey, open_with, seal
-from ..exceptions import InvalidEnvelope, KeystoreError, ShareError
-from ..keystore import _SCRYPT
+from streams.crypto import _primitives
+from streams.crypto.envelope import DataKey, open_with, seal
+from streams.exceptions import InvalidEnvelope, KeystoreError, ShareError
+from streams.keys.keystore import _SCRYPT
 
 SCHEME = "hpke_mlkem768_x25519"
 FILE_FORMAT = 1
@@ -74,7 +74,7 @@ class PartyPublicKey:
 
     def seal(self, plaintext: bytes, *, info: bytes) -> bytes:
         """HPKE-seal ``plaintext`` to this party, ``info`` bound in (the grant id)."""
-        return _crypto.hpke_wrap(self.public, plaintext, info)
+        return _primitives.hpke_wrap(self.public, plaintext, info)
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,13 @@ class PartyKey:
 
     @classmethod
     def generate(cls) -> "PartyKey":
-        private, public = _crypto.hpke_generate()
+        private, public = _primitives.hpke_generate()
         return cls(private, PartyPublicKey(public))
 
     def open(self, sealed: bytes, *, info: bytes) -> bytes:
         """Open what was HPKE-sealed to this party with ``info``; ``ShareError`` on any mismatch."""
         try:
-            return _crypto.hpke_unwrap(_crypto.hpke_private(self.private), sealed, info)
+            return _primitives.hpke_unwrap(_primitives.hpke_private(self.private), sealed, info)
         except Exception as exc:  # the backend's exception type varies; any failure is the same answer
             raise ShareError("the record keys do not open with this party key (a bundle for another party, "
                              "another grant, or altered)") from exc
@@ -107,7 +107,7 @@ class PartyKey:
         if key_path.exists():
             raise KeystoreError(f"{key_path} exists: shares sealed to it would become unreadable; pick another --out")
         salt = os.urandom(16)
-        kek = DataKey(_FILE_KEK_ID, _crypto.scrypt_kek(passphrase.encode(), salt, **_SCRYPT))
+        kek = DataKey(_FILE_KEK_ID, _primitives.scrypt_kek(passphrase.encode(), salt, **_SCRYPT))
         public = base64.b64encode(self.public_key.public).decode()
         doc = {"format": FILE_FORMAT, "kind": "meterseal party key", "scheme": SCHEME, "public": public,
                "kdf": {"name": "scrypt", "salt": base64.b64encode(salt).decode(), **_SCRYPT},
@@ -128,7 +128,7 @@ class PartyKey:
             kdf = doc["kdf"]
             if doc.get("kind") != "meterseal party key" or doc.get("format") != FILE_FORMAT:
                 raise ValueError("not a party key file")
-            kek = DataKey(_FILE_KEK_ID, _crypto.scrypt_kek(passphrase.encode(), base64.b64decode(kdf["salt"]),
+            kek = DataKey(_FILE_KEK_ID, _primitives.scrypt_kek(passphrase.encode(), base64.b64decode(kdf["salt"]),
                                                            n=kdf["n"], r=kdf["r"], p=kdf["p"]))
             sealed = base64.b64decode(doc["private"])
             public = PartyPublicKey(base64.b64decode(doc["public"]), doc["scheme"])

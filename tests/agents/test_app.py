@@ -1,9 +1,9 @@
 """The Faust app is built by a function, declares its topics and agents, and touches no broker doing so."""
 
-from streams.owner import OwnerKeyPair
+from streams.keys.owner import OwnerKeyPair
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
 
 def test_importing_agents_does_no_work():

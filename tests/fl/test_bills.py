@@ -6,14 +6,14 @@ import pytest
 from click.testing import CliRunner
 
 from fl import bills, rounds, task
-from streams import sources
-from streams.cli import main
-from streams.keystore import Keystore
+from streams.ingest import sources
+from streams.cli.main import main
+from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
-from streams.query import Reader
+from streams.store.query import Reader
 from streams.seal import Source
 from streams.settings import Settings
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
 
 @pytest.fixture(scope="module")

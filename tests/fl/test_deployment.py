@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from streams.broker import free_port
+from streams.ingest.broker import free_port
 
 pytestmark = pytest.mark.flower
 

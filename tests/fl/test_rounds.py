@@ -8,13 +8,13 @@ import pytest
 
 from fl.data import region_data, region_readings, region_readings_with_key
 from streams.exceptions import InvalidEnvelope, KeystoreError
-from streams.regions import RegionKey, RegionKeyring
+from streams.keys.regions import RegionKey, RegionKeyring
 from streams.seal import SEALED_COLUMNS, open_many
-from streams.store import connect
-from streams.cli import main
-from streams.keystore import Keystore
-from streams.query import Reader
-from streams.store import SegmentStore
+from streams.store.segments import connect
+from streams.cli.main import main
+from streams.keys.keystore import Keystore
+from streams.store.query import Reader
+from streams.store.segments import SegmentStore
 
 
 def test_each_client_opens_only_its_regions_readings(store):
@@ -90,7 +90,7 @@ def test_fl_run_cli_json(store):
     assert {"mae", "rmse", "r2"} <= set(report["rounds"][0]) and {"mae", "rmse", "r2"} <= set(report["baselines"]["persistence"])
     # every round's global model is saved, its SHA-256 is a leaf of the ledger's model log, and it verifies
     from fl.provenance import model_rows, run_dir, weights_from
-    from streams.ledger_cli import audit_store
+    from streams.store.audit import audit_store
 
     store_ = SegmentStore(data / "store")
     out = run_dir(store_, report["run_id"])

@@ -59,7 +59,7 @@ def test_training_lowers_the_loss_and_fedprox_stays_closer_to_the_start():
 
 
 def test_bench_forecaster_reports_each_variant_against_persistence():
-    from fl.bench import bench_forecaster
+    from streams.bench.fl import bench_forecaster
 
     out = bench_forecaster(meters=2, days=8, epochs=1, seeds=2)
     assert [(r["interval_min"], r["lookback"], r["recent_parts"], r["loss"]) for r in out["variants"]] == [

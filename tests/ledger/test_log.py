@@ -3,7 +3,8 @@ import pytest
 from ledger import leaf
 from ledger.audit import audit
 from ledger.exceptions import LedgerError
-from ledger.hashing import leaf_hash, root
+from ledger.hashing import leaf_hash
+from ledger.compact import root
 from ledger.log import FileCheckpoints, Log, MemoryCheckpoints
 from ledger.note import Signer
 from ledger.storage import FileHashStore, MemoryHashStore

@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from ledger.compact import CompactRange
 from ledger.exceptions import ProofError
-from ledger.hashing import leaf_hash, root, subtree_root
+from ledger.hashing import leaf_hash, subtree_root
+from ledger.compact import root
 from ledger.proof import consistency_proof, inclusion_proof
 from ledger.verify import verify_consistency, verify_inclusion
 

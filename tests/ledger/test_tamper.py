@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from ledger.note import Signer, sign
 from ledger.checkpoint import Checkpoint
-from streams.cli import main
-from streams.store import SegmentStore, arrow_schema
+from streams.cli.main import main
+from streams.store.segments import SegmentStore, arrow_schema
 
 from ..rig import PASSPHRASE, running_rig
 

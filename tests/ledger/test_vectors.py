@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ledger.exceptions import ProofError
-from ledger.hashing import EMPTY_ROOT, leaf_hash, root, subtree_root
+from ledger.hashing import EMPTY_ROOT, leaf_hash, subtree_root
+from ledger.compact import root
 from ledger.proof import consistency_proof, inclusion_proof
 from ledger.verify import verify_consistency, verify_inclusion
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams import envelope
+from streams.crypto import envelope
 from streams.pipeline import MeterStates
 from streams.seal import Rejected, Sealed, Source, StateCodec, dlq_aad
 
@@ -87,10 +87,10 @@ def test_avro_with_any_field_values_is_sealed_or_a_dead_letter(sealer, kwh, regi
 
 @pytest.fixture(scope="module")
 def sink_pipeline(tmp_path_factory):
-    from streams.owner import OwnerKeyPair
+    from streams.keys.owner import OwnerKeyPair
     from streams.pipeline import Pipeline
     from streams.settings import Settings
-    from streams.store import SegmentStore
+    from streams.store.segments import SegmentStore
 
     root = tmp_path_factory.mktemp("sink")
     return Pipeline(Settings(data_dir=root), bytes(32), OwnerKeyPair.generate().public_key, SegmentStore(root / "store"))

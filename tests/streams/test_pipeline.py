@@ -1,11 +1,11 @@
 import json
 
 import schemas
-from streams.owner import OwnerKeyPair
+from streams.keys.owner import OwnerKeyPair
 from streams.pipeline import Pipeline
 from streams.seal import Rejected, Sealed, Source
 from streams.settings import Settings
-from streams.store import SegmentStore, connect
+from streams.store.segments import SegmentStore, connect
 
 from .test_validate import GOOD, SEED_ROW
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import schemas
-from streams import envelope
+from streams.crypto import envelope
 from streams.exceptions import InvalidEnvelope
 from streams.seal import Rejected, Sealed, Source, StateCodec, dlq_aad, open_record, record_aad
 from streams.validate import MeterState
@@ -107,9 +107,9 @@ def test_state_codec_round_trip_and_binding():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_sealer_never_raises_on_data(sealer_bytes):
-    from streams.envelope import DekRing
+    from streams.crypto.envelope import DekRing
     from streams.seal import Sealer
-    from streams.tokens import BlindIndex
+    from streams.crypto.tokens import BlindIndex
     from streams.validate import Policy
 
     s = Sealer(BlindIndex(bytes(32)), DekRing(10**6, 1e9, lambda k: None), Policy(frozenset({"north"})))
@@ -121,9 +121,9 @@ def test_sealer_never_raises_on_data(sealer_bytes):
 @given(st.dictionaries(st.sampled_from(["meter_id", "ts", "kwh", "register_kwh", "region", "category", "x"]),
                        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))))
 def test_sealer_never_raises_on_json_shaped_data(record):
-    from streams.envelope import DekRing
+    from streams.crypto.envelope import DekRing
     from streams.seal import Sealer
-    from streams.tokens import BlindIndex
+    from streams.crypto.tokens import BlindIndex
     from streams.validate import Policy
 
     s = Sealer(BlindIndex(bytes(32)), DekRing(10**6, 1e9, lambda k: None), Policy(frozenset({"north"})))

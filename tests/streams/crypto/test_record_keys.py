@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings, strategies as st
 
 from streams.crypto.record_keys import COMMITMENT_LABEL, RECORD_KEY_LABEL, commitment, commits_to, record_key
-from streams.envelope import (HEADER_LEN_2, OVERHEAD_2, DataKey, DekRing, commitment_of, key_id_of, open_with,
+from streams.crypto.envelope import (HEADER_LEN_2, OVERHEAD_2, DataKey, DekRing, commitment_of, key_id_of, open_with,
                               open_with_record_key, seal, seal_record, version_of)
 from streams.exceptions import InvalidEnvelope
 

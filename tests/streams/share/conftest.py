@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from streams.keystore import Keystore
+from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
 from streams.seal import Source
 from streams.settings import Settings
 from streams.share.parties import PartyKey, add_party
-from streams.sources import read_bills_csv
-from streams.store import SegmentStore
+from streams.ingest.sources import read_bills_csv
+from streams.store.segments import SegmentStore
 from tests.conftest import SEED_CSV
 
 PASS = "pw"

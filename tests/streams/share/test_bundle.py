@@ -9,13 +9,13 @@ import random
 import pytest
 
 from ledger.note import Signer, sign
-from streams import envelope as env
+from streams.crypto import envelope as env
 from streams.exceptions import InvalidEnvelope, ShareError
 from streams.seal import record_aad
 from streams.share.bundle import export_bundle, open_bundle
 from streams.share.grants import create_grant, revoke_grant
 from streams.share.parties import PartyKey
-from streams.store import connect
+from streams.store.segments import connect
 
 
 def _grant(shared_store, party, **kwargs):

@@ -13,7 +13,7 @@ from streams.settings import Settings
 from streams.share.continuous import open_message, topic_of
 from streams.share.grants import create_grant, revoke_grant
 from streams.share.parties import PartyKey, add_party
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 from tests.streams.share.conftest import make_readings
 
 

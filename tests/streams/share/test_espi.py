@@ -9,13 +9,13 @@ import json
 import pytest
 
 from streams.exceptions import ShareError
-from streams.keystore import Keystore
+from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
-from streams.query import Query, Reader
+from streams.store.query import Query, Reader
 from streams.seal import Sealed, Source
 from streams.settings import Settings
 from streams.share.espi import DstRule, LocalTime, feed, parse_feed, raw_readings
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 from tests.conftest import SHARED
 
 GB = SHARED / "vectors" / "greenbutton"
@@ -44,9 +44,9 @@ def test_feeds_validate_with_zero_errors(schema):
 
 
 def test_the_sample_feeds_ingest(schema, policy):
-    from streams.envelope import DekRing
+    from streams.crypto.envelope import DekRing
     from streams.seal import Sealer
-    from streams.tokens import BlindIndex
+    from streams.crypto.tokens import BlindIndex
 
     sealer = Sealer(BlindIndex(bytes(32)), DekRing(10_000, 3600, lambda k: None), policy, clock=lambda: 1.8e9)
     sample = (GB / "Usage-Subscription-Feed-Anonymized.xml").read_bytes()

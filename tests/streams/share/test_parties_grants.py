@@ -14,7 +14,7 @@ from streams.exceptions import KeystoreError, ShareError
 from streams.share.grants import (consent_origin, consent_rows, create_grant, get_grant, list_grants,
                                   revoke_grant)
 from streams.share.parties import PartyKey, PartyPublicKey, add_party, get_party, list_parties
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
 INDEX_KEY = bytes(range(32))
 

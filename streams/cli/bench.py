@@ -1,0 +1,166 @@
+"""`meterseal bench`: benchmarks that print ratios against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from streams.cli.common import console
+
+from streams.cli.common import print_result
+
+
+@click.group(invoke_without_command=True)
+@click.option("--quick", is_flag=True, help="20k readings and latency at 1k/s (a few minutes) instead of 100k and 5k/s.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def bench(ctx: click.Context, quick: bool, fmt: str) -> None:
+    """Benchmarks that print ratios against a baseline measured in the same run.
+
+    Without a subcommand: the end-to-end figures in one run on fresh embedded brokers — readings/s with 1
+    and 2 workers, a bare Faust agent's ceiling, the prototype's per-record RSA + AES-CFB on the same
+    readings, and ingest->sealed / ingest->alert latency — with the ratios between them. The
+    subcommands measure one part each.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from streams.bench.pipeline import bench_all
+
+    with console.status("benchmarking") as status:
+        result = bench_all(quick=quick, progress=lambda step: (status.update(step), console.log(step)))
+    print_result(result, fmt)
+
+
+_bench_fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+
+@bench.command("seal")
+@click.option("--records", type=int, default=20_000, show_default=True)
+@_bench_fmt
+def bench_seal_cmd(records: int, fmt: str) -> None:
+    """Seal/open rate: envelope v2 (per-record keys) vs v1 in the same run, and the prototype's RSA-OAEP + AES-CFB."""
+    from streams.bench.micro import bench_seal
+
+    print_result(bench_seal(records, max(200, records // 20)), fmt)
+
+
+@bench.command("forecaster")
+@click.option("--meters", type=int, default=10, show_default=True)
+@click.option("--days", type=int, default=60, show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per variant (MAE is their mean).")
+@_bench_fmt
+def bench_forecaster_cmd(meters: int, days: int, epochs: int, seeds: int, fmt: str) -> None:
+    """Forecaster variants (interval, lookback, parts of the last interval, loss) vs persistence on the same
+    held-out UCI windows."""
+    from streams.bench.fl import bench_forecaster
+
+    result = bench_forecaster(meters=meters, days=days, epochs=epochs, seeds=seeds, progress=console.log)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for row in result["variants"]:
+            last = (f"  last part {row['last_part_mae_kwh']:.4f} ({row['better_than_last_part_pct']:+.1f} %)"
+                    if row["recent_parts"] else "")
+            click.echo(f"{row['interval_min']:>4} min  lookback {row['lookback']:>3}  parts {row['recent_parts']:>2}  "
+                       f"{row['loss']:>3}  MAE {row['mae_kwh']:.4f}  persistence {row['persistence_mae_kwh']:.4f}  "
+                       f"{row['better_than_persistence_pct']:+.1f} % (seeds {row['seed_range_pct'][0]:+.1f}.."
+                       f"{row['seed_range_pct'][1]:+.1f}){last}")
+
+
+@bench.command("fl")
+@click.option("--meters", type=int, default=10, show_default=True, help="UCI meters in the store (2 per region).")
+@click.option("--days", type=int, default=60, show_default=True, help="Days of minute readings per meter.")
+@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True, help="Local epochs per round.")
+@_bench_fmt
+def bench_fl_cmd(meters: int, days: int, rounds: int, epochs: int, fmt: str) -> None:
+    """The federated forecaster on a sealed UCI store (built without a broker), FedAvg and FedProx, against
+    persistence, local-only and centralized training measured in the same run."""
+    from streams.bench.fl import bench_federated
+
+    result = bench_federated(meters=meters, days=days, rounds=rounds, epochs=epochs, progress=console.log)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['readings']:,} readings sealed into the store in {result['build_s']} s; "
+               f"{rounds} rounds x {epochs} local epochs, hourly forecasts")
+    click.echo(f"{'':>22} {'MAE':>8} {'RMSE':>8} {'R²':>7}")
+    for strategy, run in result["runs"].items():
+        for h in run["rounds"]:
+            click.echo(f"{strategy + ' round ' + str(h['round']):>22} {h['mae']:8.4f} {h['rmse']:8.4f} {h['r2']:7.3f}")
+        for name, m in run["baselines"].items():
+            click.echo(f"{'  ' + name:>22} {m['mae']:8.4f} {m['rmse']:8.4f} {m['r2']:7.3f}")
+        click.echo(f"{strategy}: {run['better_than_persistence_pct']:+.1f} % better than persistence, "
+                   f"{run['above_centralized_pct']:+.1f} % above centralized")
+
+
+@bench.command("ledger")
+@click.option("--leaves", type=int, default=1_000_000, show_default=True)
+@_bench_fmt
+def bench_ledger_cmd(leaves: int, fmt: str) -> None:
+    """Ledger append rate vs a hash chain, and the time of a full audit of a log of that many leaves."""
+    from streams.bench.micro import bench_ledger
+
+    print_result(bench_ledger(leaves), fmt)
+
+
+@bench.command("store")
+@click.option("--readings", type=int, default=1_000_000, show_default=True, help="Sealed readings to build (10000000 for the issue's figure).")
+@_bench_fmt
+def bench_store_cmd(readings: int, fmt: str) -> None:
+    """Range-query latency and unseal throughput over a store built directly, vs the prototype's per-record RSA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streams.bench.store import bench_store
+
+    with Progress(TextColumn("sealing readings into a bench store"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("", total=readings)
+        result = bench_store(readings, progress=lambda k: bar.advance(task, k))
+    print_result(result, fmt)
+
+
+@bench.command("pipeline")
+@click.option("--readings", type=int, default=20_000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True)
+@_bench_fmt
+def bench_pipeline_cmd(readings: int, workers: int, fmt: str) -> None:
+    """End-to-end readings/s through real workers on the embedded broker."""
+    from streams.bench.pipeline import bench_pipeline
+
+    print_result(bench_pipeline(readings, workers=workers), fmt)
+
+
+@bench.command("replay")
+@click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N readings (default: all 2,075,259).")
+@_bench_fmt
+def bench_replay_cmd(workers: int, limit: int | None, fmt: str) -> None:
+    """The whole UCI data set through real workers: wall time, rate, store size, ledger-verify time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streams.bench.pipeline import bench_replay
+    from streams.ingest.sources import UCI_ROWS
+
+    with Progress(TextColumn("readings stored"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("", total=min(limit or UCI_ROWS, UCI_ROWS))
+        result = bench_replay(workers=workers, limit=limit, progress=lambda k: bar.advance(task, k))
+    print_result(result, fmt)
+
+
+@bench.command("latency")
+@click.option("--readings", type=int, default=30_000, show_default=True)
+@click.option("--rate", type=float, default=5000.0, show_default=True, help="Readings per second produced.")
+@click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True)
+@_bench_fmt
+def bench_latency_cmd(readings: int, rate: float, workers: int, fmt: str) -> None:
+    """Ingest->sealed and ingest->alert latency (p50/p99) through real workers, readings produced at a fixed rate."""
+    from streams.bench.pipeline import bench_latency
+
+    print_result(bench_latency(readings, rate=rate, workers=workers), fmt)
+
+

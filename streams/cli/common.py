@@ -1,0 +1,42 @@
+"""What the command modules share: the stderr console, passphrase prompts, the shared output helper."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+
+from streams.settings import Settings
+
+console = Console(stderr=True, soft_wrap=True)  # messages are single lines, never re-wrapped
+
+
+def passphrase_for(settings: Settings, *, confirm: bool = False) -> str:
+    """METERSEAL_PASSPHRASE, else a prompt on a terminal, else a clear error."""
+    if settings.passphrase:
+        return settings.passphrase
+    if sys.stdin.isatty():
+        return click.prompt("Keystore passphrase", hide_input=True, confirmation_prompt=confirm)
+    raise click.ClickException("no passphrase: set METERSEAL_PASSPHRASE (no terminal to ask on)")
+
+
+def region_passphrase(*, confirm: bool = False) -> str:
+    """METERSEAL_REGION_PASSPHRASE, else a prompt on a terminal, else a clear error."""
+    import os
+
+    if os.environ.get("METERSEAL_REGION_PASSPHRASE"):
+        return os.environ["METERSEAL_REGION_PASSPHRASE"]
+    if sys.stdin.isatty():
+        return click.prompt("Region key passphrase", hide_input=True, confirmation_prompt=confirm)
+    raise click.ClickException("no region passphrase: set METERSEAL_REGION_PASSPHRASE (no terminal to ask on)")
+
+
+def print_result(result: dict, fmt: str) -> None:
+    """A flat result dict as JSON or as aligned `key  value` lines."""
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>24}  {value}")

@@ -1,0 +1,139 @@
+"""``meterseal ledger ...``: audit the store against its Merkle logs, and make and check inclusion proofs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ledger import leaf as leaf_codec
+from ledger.checkpoint import Checkpoint
+from ledger.exceptions import LedgerError, NoteError, ProofError
+from ledger.hashing import leaf_hash
+from ledger.log import FileCheckpoints
+from ledger.note import Verifier, open_note
+from ledger.proof import inclusion_proof
+from ledger.storage import FileHashStore
+from ledger.verify import verify_inclusion
+
+from streams.keys.keystore import Keystore
+from streams.settings import Settings
+from streams.store.audit import audit_store, logs
+from streams.store.segments import LEDGERED, SegmentStore, connect
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """The tamper-evident ledger: an RFC 6962 Merkle log per table and partition, with signed checkpoints."""
+
+
+@ledger_group.command("verify")
+@click.option("--vkey", help="Checkpoint verifier key (default: the keystore's).")
+@click.pass_obj
+def verify_cmd(settings: Settings, vkey: str | None) -> None:
+    """Recompute every log from the store, check every checkpoint; exit 1 naming the first tampered record."""
+    verifier = Verifier.from_vkey(vkey) if vkey else Keystore.load(settings.data_dir).ledger_verifier
+    results = audit_store(settings.store_dir, verifier)
+    problems = [f for _, findings in results for f in findings]
+    leaves = sum(s.leaves for s, _ in results)
+    signed = sum(s.signed_size for s, _ in results)
+    if problems:
+        first = problems[0]
+        click.echo(f"TAMPERED: {first}", err=True)
+        for f in problems[1:20]:
+            click.echo(f"  also: {f}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {len(results)} logs, {leaves} leaves ({signed} under signed checkpoints), "
+               f"{sum(s.checkpoints for s, _ in results)} checkpoints verified")
+
+
+@ledger_group.command("checkpoints")
+@click.pass_obj
+def checkpoints_cmd(settings: Settings) -> None:
+    """List the signed checkpoints in the data directory."""
+    store = SegmentStore(settings.store_dir)
+    for table, p in logs(store):
+        for note in FileCheckpoints(store.checkpoint_dir(table, p)).all():
+            cp = Checkpoint.from_note(note)
+            click.echo(f"{table}\tp{p}\tsize={cp.size}\troot={cp.root.hex()}")
+
+
+@ledger_group.command("records")
+@click.option("--limit", type=int, default=10, show_default=True)
+@click.pass_obj
+def records_cmd(settings: Settings, limit: int) -> None:
+    """Record ids with their log and leaf index (use one with `ledger prove`)."""
+    store = SegmentStore(settings.store_dir)
+    shown = 0
+    for table, p in logs(store):
+        for row in store.rows(table, p)[: max(0, limit - shown)]:
+            click.echo(f"{row['record_id']}\t{table}\tp{p}\tleaf {row['leaf_index']}")
+            shown += 1
+
+
+@ledger_group.command("prove")
+@click.argument("record_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the bundle here (default: stdout).")
+@click.pass_obj
+def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
+    """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
+    keystore = Keystore.load(settings.data_dir)
+    store = SegmentStore(settings.store_dir)
+    con = connect(settings.store_dir)
+    for table in LEDGERED:  # one indexed lookup, not a read of every log's rows
+        cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
+        found = cur.fetchone()
+        if found is None:
+            continue
+        row = dict(zip([d[0] for d in cur.description], found))
+        p = row["topic_partition"]
+        hashes = FileHashStore(store.hash_path(table, p)).read()
+        notes = [n for n in FileCheckpoints(store.checkpoint_dir(table, p)).all()
+                 if Checkpoint.from_note(n).size > row["leaf_index"]]
+        if not notes:
+            raise click.ClickException(f"record {record_id} is leaf {row['leaf_index']} of {table}/p{p}, "
+                                       "but no checkpoint covers it yet: try again in a few seconds")
+        note = notes[-1]
+        size = Checkpoint.from_note(note).size
+        leaf = leaf_codec.encode(row)
+        bundle = {"record_id": record_id, "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
+                  "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),
+                  "audit_path": [h.hex() for h in inclusion_proof(row["leaf_index"], hashes[:size])],
+                  "checkpoint": note, "vkey": keystore.ledger_verifier.vkey}
+        text = json.dumps(bundle, indent=2)
+        if output:
+            output.write_text(text + "\n")
+            click.echo(f"proof written to {output}", err=True)
+        else:
+            click.echo(text)
+        return
+    raise click.ClickException(f"no record {record_id} in {settings.store_dir}")
+
+
+@ledger_group.command("verify-proof")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--vkey", help="The verifier key you trust (default: the keystore's, if there is one).")
+def verify_proof_cmd(bundle: Path, vkey: str | None) -> None:
+    """Check a proof bundle offline: signature, leaf hash, audit path. Needs only the public key."""
+    data = json.loads(bundle.read_text())
+    if vkey is None:
+        settings = Settings.from_env()
+        if not Keystore.exists(settings.data_dir):
+            raise click.ClickException("give the verifier key you trust with --vkey (the one in the bundle is not trusted)")
+        vkey = Keystore.load(settings.data_dir).ledger_verifier.vkey
+    try:
+        text, _ = open_note(data["checkpoint"], [Verifier.from_vkey(vkey)])
+        cp = Checkpoint.parse(text)
+        leaf = base64.b64decode(data["leaf"], validate=True)
+        if leaf_hash(leaf).hex() != data["leaf_hash"]:
+            raise ProofError("leaf_hash is not the hash of leaf")
+        if cp.size != data["tree_size"]:
+            raise ProofError("tree_size does not match the checkpoint")
+        verify_inclusion(leaf_hash(leaf), data["index"], cp.size, [bytes.fromhex(h) for h in data["audit_path"]], cp.root)
+    except (LedgerError, NoteError, ProofError, KeyError, ValueError) as exc:
+        click.echo(f"INVALID: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: record {data['record_id']} is leaf {data['index']} of {cp.origin} (size {cp.size}), signed")

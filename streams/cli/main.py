@@ -1,0 +1,120 @@
+"""The ``meterseal`` command. Every flag maps to one ``Settings`` field; see ``meterseal --help``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from streams.cli.alerts import alerts_cmd, eval_group
+from streams.cli.bench import bench
+from streams.cli.common import console, passphrase_for
+from streams.cli.demo import demo
+from streams.cli.fl import fl_group
+from streams.cli.ingest import ingest
+from streams.cli.keys import keys
+from streams.cli.ledger import ledger_group
+from streams.cli.search import search_cmd, sql_cmd
+from streams.cli.store import store
+from streams.exceptions import MeterSealError
+from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, ensure_topics
+from streams.settings import Settings
+
+
+class _Group(click.Group):
+    """Turns meterseal's own errors into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MeterSealError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Keystore and store. [env METERSEAL_DATA_DIR; default ./meterseal-data]")
+@click.option("--broker", help="Kafka URL, e.g. kafka://host:9092. [env METERSEAL_BROKER; default: the embedded broker of `meterseal broker`]")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, broker: str | None) -> None:
+    """meterseal: seal smart-meter readings on a Kafka stream — encrypted, tokenized, searchable.
+
+    \b
+    Quick start:
+      meterseal demo                 broker + worker + sample data, then a summary
+    Or by hand, each in its own terminal:
+      meterseal keys init            make the keystore (asks for a passphrase)
+      meterseal broker               the embedded Kafka-protocol broker
+      meterseal worker               the Faust worker that seals and stores
+      meterseal ingest bills FILE    produce a billing CSV to bills.raw
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings.from_env(data_dir=data_dir, broker=broker)
+
+
+
+# --- broker and worker ----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--port", type=int, help="Port on 127.0.0.1 (default: a free one).")
+@click.pass_obj
+def broker(settings: Settings, port: int | None) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory storage) until Ctrl-C."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    info_path = settings.data_dir / BROKER_FILE
+    with EmbeddedBroker(port=port, log_path=settings.data_dir / "broker.log") as b:
+        created = ensure_topics(b.bootstrap, settings.partitions)
+        info_path.write_text(json.dumps({"url": b.url, "pid": b.pid}))
+        click.echo(b.url)
+        console.print(f"embedded broker on {b.url} (memory storage: topics vanish when it stops); "
+                      f"{len(created)} topic(s) created. Ctrl-C to stop.")
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            while b._proc.poll() is None:
+                time.sleep(0.5)
+            raise MeterSealError(f"the broker exited with code {b._proc.returncode}; see {b.log_path}")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            info_path.unlink(missing_ok=True)
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run the Faust worker: seal raw readings and bills, store sealed records, keep wrapped DEKs."""
+    from agents.worker import run_worker  # Faust is imported only by the commands that run it
+
+    run_worker(settings, passphrase_for(settings))
+
+
+@main.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Counts in the store: sealed readings and bills, dead letters by rule, wrapped DEKs."""
+    from streams.store.segments import SegmentStore, connect
+
+    con = connect(settings.store_dir)
+    out = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("readings", "bills", "dlq")}
+    out["dlq_by_rule"] = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
+    out["deks"] = len(SegmentStore(settings.store_dir).dek_ids())
+    click.echo(json.dumps(out, indent=2))
+
+
+
+main.add_command(keys)
+main.add_command(ingest)
+main.add_command(store)
+main.add_command(demo)
+main.add_command(bench)
+main.add_command(ledger_group)
+main.add_command(alerts_cmd)
+main.add_command(eval_group)
+main.add_command(fl_group)  # torch and flwr are imported only when `meterseal fl run` runs
+main.add_command(search_cmd)
+main.add_command(sql_cmd)

@@ -1,0 +1,227 @@
+"""The sealed envelope: AES-256-GCM under a rotating data-encryption key (DEK).
+
+Wire format, version 1 (dead letters, sealed state, key files; records sealed before v2)::
+
+    0x01 || key_id (16 bytes) || nonce (12 bytes, random) || ciphertext || tag (16 bytes)
+
+Version 2 (every sealed record): AES-256-GCM under the record's own key, derived from the DEK and
+the record id (``streams.crypto.record_keys``), with a commitment to that key in the header::
+
+    0x02 || key_id (16) || commitment (32) || nonce (12) || ciphertext || tag (16)
+
+The header (version, key id and, in v2, commitment) is always part of the associated data, so a
+ciphertext relabelled with another key id or commitment fails to open. Callers add what binds the
+envelope to its record (see ``seal.record_aad``). Opening fails with one exception,
+``InvalidEnvelope``, whatever went wrong. The owner opens a v2 envelope with the DEK (deriving the
+record key); a recipient opens it with the record key alone (``open_with_record_key``), which first
+checks the commitment in constant time.
+
+>>> dek = DataKey.generate(now=0.0)
+>>> box = seal(dek, b"4.2 kWh", aad=b"meter-7|2024-01-01")
+>>> open_with({dek.key_id: dek}, box, aad=b"meter-7|2024-01-01")
+b'4.2 kWh'
+>>> open_with({dek.key_id: dek}, box, aad=b"meter-8|2024-01-01")
+Traceback (most recent call last):
+...
+streams.exceptions.InvalidEnvelope: envelope could not be opened
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from streams.crypto import _primitives, record_keys
+from streams.exceptions import InvalidEnvelope
+
+VERSION = 1
+VERSION_2 = 2
+VERSIONS = (VERSION, VERSION_2)
+KEY_ID_LEN = 16
+HEADER_LEN = 1 + KEY_ID_LEN
+OVERHEAD = HEADER_LEN + _primitives.NONCE_LEN + 16
+COMMITMENT_LEN = record_keys.COMMITMENT_LEN
+HEADER_LEN_2 = HEADER_LEN + COMMITMENT_LEN
+OVERHEAD_2 = HEADER_LEN_2 + _primitives.NONCE_LEN + 16
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A data-encryption key: 16-byte id, 32-byte AES-256 secret, creation time."""
+
+    key_id: bytes
+    secret: bytes = field(repr=False)
+    created_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.key_id) != KEY_ID_LEN:
+            raise ValueError(f"key id must be {KEY_ID_LEN} bytes, got {len(self.key_id)}")
+        if len(self.secret) != _primitives.KEY_LEN:
+            raise ValueError(f"DEK must be {_primitives.KEY_LEN} bytes, got {len(self.secret)}")
+
+    @classmethod
+    def generate(cls, *, now: float | None = None) -> "DataKey":
+        return cls(os.urandom(KEY_ID_LEN), os.urandom(_primitives.KEY_LEN), time.time() if now is None else now)
+
+    @property
+    def key_hex(self) -> str:
+        return self.key_id.hex()
+
+
+def seal(dek: DataKey, plaintext: bytes, *, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """Encrypt ``plaintext`` under ``dek``; ``nonce`` is only for known-answer tests."""
+    if nonce is None:
+        nonce = os.urandom(_primitives.NONCE_LEN)
+    elif len(nonce) != _primitives.NONCE_LEN:
+        raise ValueError("nonce must be 12 bytes")
+    header = bytes([VERSION]) + dek.key_id
+    return header + nonce + _primitives.aes_gcm_seal(dek.secret, nonce, plaintext, header + aad)
+
+
+def seal_record(dek: DataKey, record_id: str, plaintext: bytes, *, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """A version-2 envelope: ``plaintext`` under the record key of ``record_id`` under ``dek``.
+
+    ``nonce`` is only for known-answer tests."""
+    return seal_with_record_key(dek.key_id, record_keys.record_key(dek.secret, record_id), plaintext, aad=aad,
+                                nonce=nonce)
+
+
+def seal_with_record_key(key_id: bytes, key: bytes, plaintext: bytes, *, aad: bytes,
+                         nonce: bytes | None = None) -> bytes:
+    """A version-2 envelope under an already derived record ``key`` (``key_id`` names its DEK)."""
+    if len(key_id) != KEY_ID_LEN:
+        raise ValueError(f"key id must be {KEY_ID_LEN} bytes, got {len(key_id)}")
+    if nonce is None:
+        nonce = os.urandom(_primitives.NONCE_LEN)
+    elif len(nonce) != _primitives.NONCE_LEN:
+        raise ValueError("nonce must be 12 bytes")
+    header = bytes([VERSION_2]) + key_id + record_keys.commitment(key)
+    return header + nonce + _primitives.aes_gcm_seal(key, nonce, plaintext, header + aad)
+
+
+def version_of(envelope: bytes) -> int:
+    """1 or 2 (raises ``InvalidEnvelope`` for anything else, or an envelope too short to be one)."""
+    if len(envelope) >= OVERHEAD and envelope[0] == VERSION:
+        return VERSION
+    if len(envelope) >= OVERHEAD_2 and envelope[0] == VERSION_2:
+        return VERSION_2
+    raise InvalidEnvelope("envelope could not be opened")
+
+
+def header_len(envelope: bytes) -> int:
+    """Bytes of the envelope's header (the part the associated data starts with)."""
+    return HEADER_LEN if version_of(envelope) == VERSION else HEADER_LEN_2
+
+
+def key_id_of(envelope: bytes) -> bytes:
+    """The DEK id an envelope names (not authenticated until it opens)."""
+    version_of(envelope)
+    return envelope[1:HEADER_LEN]
+
+
+def commitment_of(envelope: bytes) -> bytes:
+    """The record-key commitment of a version-2 envelope (not authenticated until it opens)."""
+    if version_of(envelope) != VERSION_2:
+        raise InvalidEnvelope("envelope could not be opened")
+    return envelope[HEADER_LEN:HEADER_LEN_2]
+
+
+def open_with(keys: Mapping[bytes, DataKey] | Callable[[bytes], DataKey], envelope: bytes, *, aad: bytes,
+              record_id: str | None = None) -> bytes:
+    """Open ``envelope`` with the DEK it names, looked up in ``keys`` (a mapping or a function).
+
+    A version-2 envelope needs the ``record_id`` it was sealed for (its key is derived from it).
+    Raises ``InvalidEnvelope`` for a bad version, an unknown key, a wrong key, a wrong record id,
+    changed bytes or changed associated data alike.
+    """
+    try:
+        version = version_of(envelope)
+        key_id = envelope[1:HEADER_LEN]
+        dek = keys(key_id) if callable(keys) else keys[key_id]
+        if version == VERSION:
+            nonce = envelope[HEADER_LEN:HEADER_LEN + _primitives.NONCE_LEN]
+            return _primitives.aes_gcm_open(dek.secret, nonce, envelope[HEADER_LEN + _primitives.NONCE_LEN:],
+                                        envelope[:HEADER_LEN] + aad)
+        if record_id is None:
+            raise InvalidEnvelope("envelope could not be opened")
+        key = record_keys.record_key(dek.secret, record_id)
+        nonce = envelope[HEADER_LEN_2:HEADER_LEN_2 + _primitives.NONCE_LEN]
+        return _primitives.aes_gcm_open(key, nonce, envelope[HEADER_LEN_2 + _primitives.NONCE_LEN:],
+                                    envelope[:HEADER_LEN_2] + aad)
+    except (KeyError, ValueError, _primitives.InvalidTag, InvalidEnvelope) as exc:
+        raise InvalidEnvelope("envelope could not be opened") from exc
+
+
+def open_with_record_key(key: bytes, envelope: bytes, *, aad: bytes) -> bytes:
+    """Open a version-2 envelope with its record key alone (what a recipient of a share holds).
+
+    Checks first, in constant time, that ``key`` is the key the envelope commits to. Raises
+    ``InvalidEnvelope`` for a version-1 envelope, a key that does not match the commitment, changed
+    bytes or changed associated data alike.
+    """
+    try:
+        if not record_keys.commits_to(key, commitment_of(envelope)):
+            raise InvalidEnvelope("envelope could not be opened")
+        nonce = envelope[HEADER_LEN_2:HEADER_LEN_2 + _primitives.NONCE_LEN]
+        return _primitives.aes_gcm_open(key, nonce, envelope[HEADER_LEN_2 + _primitives.NONCE_LEN:],
+                                    envelope[:HEADER_LEN_2] + aad)
+    except (ValueError, _primitives.InvalidTag, InvalidEnvelope) as exc:
+        raise InvalidEnvelope("envelope could not be opened") from exc
+
+
+@dataclass
+class DekRing:
+    """The writer's current DEK, rotated after ``max_records`` seals or ``max_age_s`` seconds.
+
+    ``on_new_key`` is called with every new DEK *before* it seals anything, so the wrapped key
+    is published and stored before any record that needs it.
+
+    >>> made = []
+    >>> ring = DekRing(max_records=2, max_age_s=3600, on_new_key=made.append, clock=lambda: 0.0)
+    >>> ids = {key_id_of(ring.seal(b"x", aad=b"")) for _ in range(5)}
+    >>> len(ids), len(made)
+    (3, 3)
+    """
+
+    max_records: int
+    max_age_s: float
+    on_new_key: Callable[[DataKey], None]
+    clock: Callable[[], float] = time.time
+    _current: DataKey | None = field(default=None, init=False, repr=False)
+    _used: int = field(default=0, init=False)
+    _aead: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_records < 1 or self.max_age_s <= 0:
+            raise ValueError("DEK rotation needs max_records >= 1 and max_age_s > 0")
+
+    def current(self) -> DataKey:
+        now = self.clock()
+        dek = self._current
+        if dek is None or self._used >= self.max_records or now - dek.created_at >= self.max_age_s:
+            dek = DataKey.generate(now=now)
+            self.on_new_key(dek)
+            self._current, self._used, self._aead = dek, 0, _primitives.aead(dek.secret)
+        return dek
+
+    def key(self, key_id: bytes) -> DataKey:
+        """The current DEK if it has ``key_id`` (what sealed the last record), else ``KeyError``: the ring
+        never keeps old DEKs."""
+        if self._current is None or self._current.key_id != key_id:
+            raise KeyError(key_id.hex())
+        return self._current
+
+    def seal(self, plaintext: bytes, *, aad: bytes, record_id: str | None = None) -> bytes:
+        """A version-2 envelope under the record key of ``record_id`` (records), or, without a record
+        id, a version-1 envelope under the DEK itself (dead letters)."""
+        dek = self.current()
+        self._used += 1
+        nonce = os.urandom(_primitives.NONCE_LEN)
+        if record_id is None:
+            header = bytes([VERSION]) + dek.key_id
+            return header + nonce + self._aead.encrypt(nonce, plaintext, header + aad)
+        key = _primitives.hmac_sha256(dek.secret, record_keys.RECORD_KEY_LABEL + record_id.encode())
+        header = bytes([VERSION_2]) + dek.key_id + _primitives.hmac_sha256(key, record_keys.COMMITMENT_LABEL)
+        return header + nonce + _primitives.aes_gcm_seal(key, nonce, plaintext, header + aad)

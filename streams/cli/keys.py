@@ -32,7 +32,8 @@ def keys_init(settings: Settings, scheme: str, force: bool) -> None:
 
 
 @keys.command("show")
-@click.option("--public", "public", is_flag=True, help="Print the ledger checkpoint verifier key (signed-note vkey).")
+@click.option("--public", "public", is_flag=True,
+              help="Print the ledger checkpoint verifier keys (signed-note vkeys: Ed25519, then ML-DSA-65), one a line.")
 @click.option("--owner", "owner", is_flag=True, help="Print the active owner public key (PEM) instead.")
 @click.pass_obj
 def keys_show(settings: Settings, public: bool, owner: bool) -> None:
@@ -41,9 +42,12 @@ def keys_show(settings: Settings, public: bool, owner: bool) -> None:
     if owner:
         click.echo(store.owner_public.pem(), nl=False)
     elif public:
-        click.echo(store.ledger_verifier.vkey)
+        for verifier in store.ledger_verifiers:
+            click.echo(verifier.vkey)
     else:
-        click.echo(json.dumps({**store.describe(), "ledger_vkey": store.ledger_verifier.vkey}, indent=2))
+        pq = store.ledger_pq_verifier
+        click.echo(json.dumps({**store.describe(), "ledger_vkey": store.ledger_verifier.vkey,
+                               "ledger_pq_vkey": pq.vkey if pq else None}, indent=2))
 
 
 @keys.command("rotate")

@@ -7,6 +7,7 @@ and the benchmarks call them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from ledger import leaf as leaf_codec
 from ledger.audit import Finding, audit
@@ -26,7 +27,7 @@ def origin(verifier: Verifier, table: str, partition: int) -> str:
 
 def logs(store: SegmentStore) -> list[tuple[str, int]]:
     found = set()
-    for table in (*LEDGERED, "deks", "models"):
+    for table in (*LEDGERED, "deks", "models", "consent"):
         found |= {(table, p) for p in store.partitions(table)}
         ledger_dir = store.root / "ledger" / table
         if ledger_dir.exists():
@@ -34,28 +35,49 @@ def logs(store: SegmentStore) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def audit_store(store_dir: Path, verifier: Verifier) -> list:
-    """Audit every log of the store: [(Summary, [Finding, ...]), ...]."""
+def _origin_key(verifiers: list[Verifier], notes: list[str]) -> str:
+    """The key hash a log's origin names: the Ed25519 ledger key's; a verifier holding only the post-quantum key
+    takes it from the first checkpoint that key verifies (its origin is signed text)."""
+    for v in verifiers:
+        if v.scheme == "ed25519":
+            return v.key_hash.hex()
+    for note in notes:
+        try:
+            return Checkpoint.parse(open_note(note, verifiers)[0]).origin.split("/")[1]
+        except (NoteError, IndexError):
+            continue
+    return "unknown"
+
+
+def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier]) -> list:
+    """Audit every log of the store: [(Summary, [Finding, ...]), ...]. With several verifier keys (Ed25519 and
+    ML-DSA-65), every checkpoint must carry a valid signature by each."""
     store = SegmentStore(store_dir)
+    verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     results = []
     for table, p in logs(store):
         hashes = FileHashStore(store.hash_path(table, p)).read()
         notes = FileCheckpoints(store.checkpoint_dir(table, p)).all()
+        name = log_origin(_origin_key(verifiers, notes), table, p)
         if table == "deks":
-            results.append(audit(origin(verifier, table, p), hashes, store.dek_rows(p), notes, verifier,
+            results.append(audit(name, hashes, store.dek_rows(p), notes, verifiers,
                                  encode=leaf_codec.encode_key_event))
+        elif table == "consent":
+            from streams.share.grants import consent_rows  # the consent log of data-sharing grants
+
+            results.append(audit(name, hashes, consent_rows(store_dir), notes, verifiers,
+                                 encode=leaf_codec.encode_consent_event))
         elif table == "models":
             from fl.provenance import model_rows  # (numpy only: no torch, no Flower
 
             rows = model_rows(store)
-            summary, findings = audit(origin(verifier, table, p), hashes, rows, notes, verifier,
-                                      encode=leaf_codec.encode_model_event)
+            summary, findings = audit(name, hashes, rows, notes, verifiers, encode=leaf_codec.encode_model_event)
             findings += [Finding(summary.log,
                                  "model-weights", f"run {r['run_id']} round {r['round']}: weights file missing or not "
                                  f"hashing to {r['model_sha256']}", index=r.get("leaf_index")) for r in rows if not r["weights_ok"]]
             results.append((summary, findings))
         else:
-            results.append(audit(origin(verifier, table, p), hashes, store.rows(table, p), notes, verifier))
+            results.append(audit(name, hashes, store.rows(table, p), notes, verifiers))
     return results
 
 

@@ -164,3 +164,15 @@ def bench_latency_cmd(readings: int, rate: float, workers: int, fmt: str) -> Non
     print_result(bench_latency(readings, rate=rate, workers=workers), fmt)
 
 
+
+
+@bench.command("share")
+@click.option("--meters", type=int, default=2, show_default=True, help="Fleet size in the store.")
+@click.option("--days", type=int, default=30, show_default=True, help="Days per meter; the bundle is one meter's.")
+@click.option("--interval-min", type=int, default=1, show_default=True, help="Reading interval (UCI is 1-minute).")
+@_bench_fmt
+def bench_share_cmd(meters: int, days: int, interval_min: int, fmt: str) -> None:
+    """Size and open time of a one-meter, one-month share bundle (real UCI data, the worker's sealing path)."""
+    from streams.bench.share import bench_share
+
+    print_result(bench_share(meters=meters, days=days, interval_min=interval_min), fmt)

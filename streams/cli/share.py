@@ -176,7 +176,8 @@ def share_group() -> None:
 
 @share_group.command("export")
 @click.argument("grant_id")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The bundle file (JSON; gzip-compressed when it ends in .gz).")
 @click.pass_obj
 def share_export(settings: Settings, grant_id: str, output: Path) -> None:
     """Write the share bundle of an active grant (owner): records, sealed record keys, proofs, checkpoints."""
@@ -186,6 +187,10 @@ def share_export(settings: Settings, grant_id: str, output: Path) -> None:
     started = time.perf_counter()
     data, summary = export_bundle(settings.store_dir, grant_id, owner=keystore.unlock(passphrase),
                                   signer=keystore.ledger_signer(passphrase))
+    if output.suffix == ".gz":
+        import gzip
+
+        data = gzip.compress(data)
     output.write_bytes(data)
     console.print(f"bundle {output}: {summary['records']} record(s) ({summary['record_keys']} record keys, "
                   f"{summary['projected']} projected) from {summary['logs']} log(s), {len(data):,} bytes, "

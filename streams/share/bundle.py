@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import gzip
 import hashlib
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,7 +36,6 @@ from ledger.hashing import leaf_hash
 from ledger.log import FileCheckpoints
 from ledger.note import Signer, Verifier, open_note, sign
 from ledger.storage import FileHashStore
-from ledger.verify import verify_inclusion
 
 import schemas
 from streams.crypto import envelope as env
@@ -44,7 +46,7 @@ from streams.store.segments import SegmentStore
 from streams.validate import BILL_COLUMNS
 from streams.share.grants import LOG_PARTITION, LOG_TABLE, Grant, consent_rows, get_grant
 from streams.share.parties import PartyKey, PartyPublicKey
-from streams.share.proofs import NodeTable, Tree
+from streams.share.proofs import InclusionChecker, NodeTable, Tree
 
 FORMAT = "meterseal-share/1"
 ROW_FIELDS = leaf_codec.FIELDS + ("topic_partition",)
@@ -212,6 +214,8 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
     if not verifiers:
         raise ShareError("give the checkpoint verifier key(s) you trust (--vkey): the bundle's own are not trusted")
     try:
+        if data[:2] == b"\x1f\x8b":  # written as FILE.gz
+            data = gzip.decompress(data)
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} bundle")
@@ -219,6 +223,8 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
         nodes = [bytes.fromhex(h) for h in doc["nodes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ShareError(f"bundle is malformed: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ShareError(f"bundle is not readable gzip: {exc}") from None
     if grant.get("grant_id") != grant_id:
         raise ShareError("bundle is malformed: its grant id and its grant disagree")
 
@@ -233,14 +239,16 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
                              "not give with --vkey)") from None
         checked.update(names)
 
+    checker = InclusionChecker()
+
     def included(leaf: bytes, entry: dict[str, Any], what: str, log: str) -> None:
         try:
             cp = cps[entry["checkpoint"]]
             table, partition = log.split("/")
             if not cp.origin.startswith("meterseal/") or not cp.origin.endswith(f"/{table}/{int(partition)}"):
                 raise ProofError(f"its checkpoint is for log {cp.origin}, not {log}")
-            verify_inclusion(leaf_hash(leaf), entry["row"]["leaf_index"], cp.size,
-                             [nodes[j] for j in entry["path"]], cp.root)
+            checker.check((cp.origin, cp.size, cp.root), leaf_hash(leaf), entry["row"]["leaf_index"], cp.size,
+                          [nodes[j] for j in entry["path"]], cp.root)
         except (ProofError, ValueError, IndexError, KeyError, TypeError) as exc:
             raise ShareError(f"{what}: inclusion proof does not verify against its signed checkpoint ({exc})") from None
 
@@ -286,8 +294,7 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
         if "key" in secret:
             try:
                 body = env.open_with_record_key(bytes.fromhex(secret["key"]), row["envelope"], aad=record_aad(row))
-                plain = schemas.decode_body(body, schemas.get(row["kind"], row["schema_version"]),
-                                            schemas.get(row["kind"]))
+                plain = _decoder(row["kind"], row["schema_version"])(body)
             except (InvalidEnvelope, ValueError, TypeError, KeyError) as exc:
                 raise ShareError(f"{what}: does not open with its record key (altered, or a key for another "
                                  "record)") from exc
@@ -312,6 +319,16 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
     attested = sorted(projected_fields)
     return OpenedShare(grant, out, sorted(checked), verifiable, attested, consent,
                        sorted({r["log"] for r in out}))
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(kind: str, version: int):
+    """The record body decoder of (kind, writer schema version), read as the newest version."""
+    fast = schemas.fast_reader(kind, version)
+    if fast is not None:
+        return fast
+    writer, reader = schemas.get(kind, version), schemas.get(kind)
+    return lambda body: schemas.decode_body(body, writer, reader)
 
 
 def _open_by_all(note: str, verifiers: Sequence[Verifier]) -> tuple[str, list[str]]:

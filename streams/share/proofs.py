@@ -6,7 +6,7 @@ O(log n). RFC 6962's tree (split at the largest power of two) is the tree whose 
 right and carry a lone last node up unchanged, so the paths are the same (tested against
 ``ledger.proof``). ``NodeTable`` stores each distinct hash of a bundle's paths once.
 
->>> from ledger.hashing import leaf_hash, root
+>>> from ledger.hashing import leaf_hash, subtree_root as root
 >>> from ledger.proof import inclusion_proof
 >>> leaves = [leaf_hash(bytes([i])) for i in range(7)]
 >>> Tree(leaves).path(5) == inclusion_proof(5, leaves), Tree(leaves).root() == root(leaves)
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ledger.exceptions import ProofError
 from ledger.hashing import node_hash
 
 
@@ -67,3 +68,55 @@ class NodeTable:
                 self.nodes.append(h)
             out.append(i)
         return out
+
+
+class InclusionChecker:
+    """RFC 9162 inclusion verification for many leaves of the same trees, remembering every node it has proven.
+
+    A path's walk stops as soon as it reaches a node (level, position) already proven to lead to the signed
+    root: the leaf is included if it recomputes the same hash there *and* the rest of its path is exactly the
+    proven node's path to the root (so a wrong element anywhere fails, as it does in a full walk). For a
+    bundle's mostly contiguous leaves that is ~2 hashes a leaf instead of log2(n), with the same verdicts as
+    ``ledger.verify.verify_inclusion`` (tested, good and altered proofs).
+    """
+
+    def __init__(self) -> None:
+        self._proven: dict[tuple[object, int, int], tuple[bytes, tuple[bytes, ...]]] = {}
+
+    def check(self, tree: object, leaf_hash: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> None:
+        """Raises ``ProofError`` unless the leaf is in the tree ``tree`` (any hashable name) of ``size`` and ``root``."""
+        if len(leaf_hash) != 32 or len(root) != 32 or any(len(p) != 32 for p in path):
+            raise ProofError("a hash is not 32 bytes")
+        if not 0 <= index < size:
+            raise ProofError(f"leaf index {index} is outside a tree of {size} leaves")
+        fn, sn, r, level = index, size - 1, leaf_hash, 0
+        path = tuple(path)
+        trail = []
+        for k, p in enumerate(path):
+            if sn == 0:
+                raise ProofError("inclusion proof is too long")
+            if fn & 1 or fn == sn:
+                r = node_hash(p, r)
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+                    level += 1
+            else:
+                r = node_hash(r, p)
+            fn >>= 1
+            sn >>= 1
+            level += 1
+            key = (tree, level, fn)
+            proven = self._proven.get(key)
+            if proven is not None:
+                if proven != (r, path[k + 1:]):
+                    raise ProofError("inclusion proof does not lead to the root")
+                break
+            trail.append((key, r, k))
+        else:
+            if sn != 0:
+                raise ProofError("inclusion proof is too short")
+            if r != root:
+                raise ProofError("inclusion proof does not lead to the root")
+        for key, value, k in trail:
+            self._proven[key] = (value, path[k + 1:])

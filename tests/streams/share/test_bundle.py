@@ -47,6 +47,9 @@ def test_bundle_opens_to_exactly_the_in_scope_records(shared_store, party_key, m
     assert opened.verifiable_fields == sorted(want[0]) and opened.attested_fields == []
     assert opened.checked_keys == ["meterseal-ledger"]
     assert [c["event"] for c in opened.consent] == ["grant"]
+    import gzip  # a bundle written as FILE.gz opens the same
+
+    assert open_bundle(gzip.compress(blob), party=party_key, verifiers=[keystore.ledger_verifier]).records == opened.records
 
 
 def test_a_recipient_trusting_only_the_post_quantum_key_verifies(shared_store, party_key, meter_bundle):

@@ -125,6 +125,7 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
         worker.wait(30)
         _report(settings, keys, index, counts, len(bill_rows), len(readings), time.monotonic() - t0)
         _share(settings, passphrase)
+        console.print(f"[bold green]demo complete[/] in {time.monotonic() - t0:.1f} s — data in {settings.data_dir}")
         return 0
     except MeterSealError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
@@ -210,7 +211,6 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
         if "first record sealed" in line:
             console.print("worker: " + line.split("] ")[-1].strip())
             break
-    console.print(f"[bold green]demo complete[/] in {elapsed:.1f} s — data in {settings.data_dir}")
 
 
 

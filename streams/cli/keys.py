@@ -60,6 +60,16 @@ def keys_rotate(settings: Settings, scheme: str | None) -> None:
     console.print(f"new active owner key {new.fingerprint[:16]}… ({new.scheme}); restart workers to use it")
 
 
+@keys.command("ledger-pq")
+@click.pass_obj
+def keys_ledger_pq(settings: Settings) -> None:
+    """Give a keystore made before post-quantum checkpoints its ML-DSA-65 ledger key (new keystores have it);
+    workers sign every checkpoint with it too after a restart."""
+    verifier = Keystore.load(settings.data_dir).add_ledger_pq(passphrase_for(settings))
+    console.print(f"ML-DSA-65 ledger key {verifier.name}; its vkey (give it to whoever verifies checkpoints):")
+    click.echo(verifier.vkey)
+
+
 @keys.group("region")
 def keys_region() -> None:
     """Region keys: each region's Flower client opens its own region's records and nothing else.

@@ -117,3 +117,25 @@ def test_bad_grants_are_refused(tmp_path, party_key, signer, kwargs, message):
     with pytest.raises(ShareError, match=message):
         create_grant(tmp_path, signer=signer, index_key=INDEX_KEY, party=party, **args)
     assert not (tmp_path / "consent").exists()
+
+
+def test_an_older_keystore_gets_its_post_quantum_ledger_key(tmp_path):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from streams.cli.main import main
+    from streams.keys.keystore import Keystore
+
+    Keystore.init(tmp_path, "pw")
+    path = tmp_path / "keystore.json"
+    doc = _json.loads(path.read_text())
+    doc.pop("ledger_pq")  # as keystores were before ML-DSA-65 checkpoints
+    path.write_text(_json.dumps(doc))
+    old = Keystore.load(tmp_path)
+    assert old.ledger_pq_verifier is None and old.ledger_signer("pw").cosigners == ()
+    result = CliRunner().invoke(main, ["keys", "ledger-pq"], env={"METERSEAL_DATA_DIR": str(tmp_path),
+                                                                   "METERSEAL_PASSPHRASE": "pw"})
+    assert result.exit_code == 0 and "meterseal-ledger-mldsa65+" in result.output
+    new = Keystore.load(tmp_path)
+    assert [c.verifier for c in new.ledger_signer("pw").cosigners] == [new.ledger_pq_verifier]

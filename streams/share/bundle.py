@@ -303,7 +303,7 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
         else:
             values = dict(secret.get("values") or {})
             projected_fields.update(values)
-        _check_scope(what, grant, row, values)
+        check_scope(what, grant, row, values)
         out.append({**values, "record_id": row["record_id"], "leaf_index": row["leaf_index"],
                     "log": f"{_table(row['kind'])}/{row['topic_partition']}", "verified": True})
 
@@ -340,7 +340,7 @@ def _open_by_all(note: str, verifiers: Sequence[Verifier]) -> tuple[str, list[st
     return text, names
 
 
-def _check_scope(what: str, grant: dict[str, Any], row: dict[str, Any], values: dict[str, Any]) -> None:
+def check_scope(what: str, grant: dict[str, Any], row: dict[str, Any], values: dict[str, Any]) -> None:
     """A record outside the grant fails the bundle: wrong kind, region, meter, account or date."""
     kind = "bills" if row["kind"] == "bill" else "readings"
     if kind != grant["kind"]:

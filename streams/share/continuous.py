@@ -26,7 +26,7 @@ import schemas
 from streams.crypto import envelope as env
 from streams.exceptions import InvalidEnvelope, ShareError
 from streams.seal import Sealed, record_aad
-from streams.share.bundle import _check_scope, source_fields
+from streams.share.bundle import check_scope, source_fields
 from streams.share.grants import Grant, list_grants, state_at
 from streams.share.parties import PartyKey, PartyPublicKey
 
@@ -145,6 +145,6 @@ def open_message(value: bytes, *, party: PartyKey, grant_id: str) -> list[dict[s
                 values = dict(secret["values"])
         except (InvalidEnvelope, ValueError, KeyError, TypeError) as exc:
             raise ShareError(f"{what}: does not open with its record key (altered, or a key for another record)") from exc
-        _check_scope(what, grant, row, values)
+        check_scope(what, grant, row, values)
         out.append({**values, "record_id": row["record_id"], "opened": "key" in secret, "ledger": "pending"})
     return out

@@ -1,0 +1,62 @@
+"""Build the console from ``Settings`` and serve it with uvicorn (what ``meterseal console`` runs)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from ..exceptions import BrokerError, MeterSealError
+from ..settings import Settings
+from .app import ConsoleState, create_app
+from .data import Vault
+from .feed import AlertHub
+from .sessions import SessionStore, Throttle
+from .users import UserStore
+
+
+def alert_source(bootstrap: str) -> Callable[[Callable[[], bool]], Iterator[dict[str, Any]]]:
+    """``follow(stop)``: every alert on the topic from its beginning, then new ones until ``stop()``."""
+    import schemas
+    from ..ingest.broker import consume
+
+    def follow(stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        for msg in consume(bootstrap, "alerts", idle=None, stop=stop):
+            try:
+                yield schemas.decode("alert", msg.value())
+            except schemas.SchemaError:
+                continue  # not an alert: nothing to show
+    return follow
+
+
+def build_state(settings: Settings, passphrase: str, *, broker: str | None = None, oidc: Any = None) -> ConsoleState:
+    """Unlock the keystore (the console is in the owner's trust zone) and start the alert feed if a broker is known."""
+    from ..ingest.broker import resolve
+
+    vault = Vault.open(settings.data_dir, passphrase)
+    if broker is None:
+        try:
+            broker = resolve(settings.broker, settings.data_dir)
+        except (BrokerError, MeterSealError):
+            broker = None  # no broker: the pages say so; the store is still served
+    state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir),
+                         sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
+                         vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc)
+    if broker:
+        state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc()).start()
+    return state
+
+
+def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port: int = 8800,
+          ready: Callable[[str], None] | None = None, oidc: Any = None) -> None:
+    import uvicorn
+
+    state = build_state(settings, passphrase, oidc=oidc)
+    app = create_app(state)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    if ready:
+        ready(f"http://{host}:{port}/")
+    try:
+        server.run()
+    finally:
+        if state.hub:
+            state.hub.stop()

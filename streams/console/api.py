@@ -71,19 +71,19 @@ def alert_filter(who: Principal, request: Request, *, region: str | None = None,
     return AlertFilter(tokens, split(region), split(kind), split(severity), since_ms)
 
 
-@router.get("/api/meters/{meter_id}/readings")
+@router.get("/api/meters/{meter_id:path}/readings")
 def readings(meter_id: str, request: Request, start: str | None = Query(None, alias="from"),
              end: str | None = Query(None, alias="to"),
-             who: Principal = Depends(allow("GET", "/api/meters/{meter_id}/readings"))) -> dict[str, Any]:
+             who: Principal = Depends(allow("GET", "/api/meters/{meter_id:path}/readings"))) -> dict[str, Any]:
     who.check_meter(meter_id)
     a, b = day_range(start, end)
     rows = vault_of(request).readings(meter_id, a, b)
     return {"meter_id": meter_id, "from": a.isoformat(), "to": b.isoformat(), "readings": rows}
 
 
-@router.get("/api/meters/{meter_id}/usage")
+@router.get("/api/meters/{meter_id:path}/usage")
 def usage(meter_id: str, request: Request, period: str = "week", end: str | None = None,
-          who: Principal = Depends(allow("GET", "/api/meters/{meter_id}/usage"))) -> dict[str, Any]:
+          who: Principal = Depends(allow("GET", "/api/meters/{meter_id:path}/usage"))) -> dict[str, Any]:
     who.check_meter(meter_id)
     vault = vault_of(request)
     last = parse_day(end, "end") or vault.latest_day(meter_id) or dt.date.today()

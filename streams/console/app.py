@@ -194,11 +194,16 @@ def _set_cookie(request: Request, response: Response, state: ConsoleState, sessi
 def routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, static files aside."""
     out = []
-    for route in app.routes:
-        if isinstance(route, Mount) or not hasattr(route, "methods"):
-            continue
-        for method in sorted(route.methods - {"HEAD"}):
-            out.append((method, route.path))
+
+    def walk(items) -> None:
+        for route in items:
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.13x keeps included routers whole
+            if included is not None:
+                walk(included.routes)
+            elif not isinstance(route, Mount) and getattr(route, "methods", None):
+                out.extend((method, route.path) for method in sorted(route.methods - {"HEAD"}))
+
+    walk(app.routes)
     return out
 
 

@@ -21,11 +21,11 @@ KINDS = ("spike", "theft", "flatline", "rollback", "negative")
 SEVERITIES = ("critical", "warning", "info")
 
 
-def render(request: Request, who: Principal, name: str, **context: Any) -> Response:
+def render(request: Request, who: Principal, name: str, *, status_code: int = 200, **context: Any) -> Response:
     state = request.app.state.console
     base = {"user": who.user, "csrf": who.session.csrf, "kiosk": False, "regions": state.regions,
             "kinds": KINDS, "severities": SEVERITIES}
-    return request.app.state.templates.TemplateResponse(request, name, {**base, **context})
+    return request.app.state.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
 @router.get("/operator")
@@ -104,7 +104,8 @@ def grant_create(request: Request, party: str = Form(...), meter: str = Form(...
     a, b = day_range(start, end)
     engine = grants_engine()
     if engine is None:
-        return render(request, who, "error.html", status=503, message="data sharing is not configured")
+        return render(request, who, "error.html", status=503, message="data sharing is not configured",
+                      status_code=503)
     engine.create(request.app.state.console.vault.data_dir, to=party, meters=[meter], start=a, end=b,
                   purpose=purpose or None)
     return RedirectResponse("/customer#grants", status_code=303)

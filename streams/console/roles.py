@@ -48,8 +48,8 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/fl"): _r("admin", "analyst", "operator"),
     ("GET", "/admin"): _r("admin"),
     # JSON API and live events
-    ("GET", "/api/meters/{meter_id}/readings"): _r("customer"),
-    ("GET", "/api/meters/{meter_id}/usage"): _r("customer"),
+    ("GET", "/api/meters/{meter_id:path}/readings"): _r("customer"),
+    ("GET", "/api/meters/{meter_id:path}/usage"): _r("customer"),
     ("GET", "/api/bills"): _r("customer"),
     ("GET", "/api/grants"): _r("customer"),
     ("GET", "/api/alerts"): _r("admin", "operator", "customer"),

@@ -158,5 +158,7 @@ def login(base: str, name: str, password: str = PASSWORD) -> httpx.Client:
     return client
 
 
-def session_csrf(client: httpx.Client, page: str) -> str:
-    return re.search(r'data-csrf="([^"]+)"', client.get(page, headers={"accept": "text/html"}).text)[1]
+def session_csrf(client: httpx.Client) -> str:
+    """The CSRF token of the client's session, from its home page."""
+    page = client.get("/", headers={"accept": "text/html"}, follow_redirects=True)
+    return re.search(r'data-csrf="([^"]+)"', page.text)[1]

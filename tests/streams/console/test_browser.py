@@ -83,14 +83,14 @@ def test_customer_chart_renders(page_for):
     chart.wait_for(timeout=10_000)
     assert page.locator("#usage-total").inner_text().endswith("kWh)")
     page.get_by_label("Period").select_option("day")
-    page.wait_for_function("document.getElementById('usage-total').textContent.includes('previous day')")
+    page.locator("#usage-total").filter(has_text="previous day").wait_for(timeout=10_000)
     assert "previous day" in page.locator("#meter-chart").inner_text()  # the legend
     assert not page.errors, page.errors
 
 
 def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served):
     page = page_for("olga")
-    page.locator("#alert-rows[data-live='1']").wait_for(timeout=10_000)
+    page.locator("#alert-rows[data-live='1']").wait_for(state="attached", timeout=10_000)
     page.locator("#region-chart[data-rendered='1']").wait_for(timeout=10_000)
     tok = served.state.vault.meter_token("M-ALICE")
     now = int(time.time() * 1000)
@@ -142,7 +142,7 @@ def test_alert_on_the_embedded_broker_appears_live(browser, console_data):
             page.get_by_label("User name").fill("olga")
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
-            page.locator("#alert-rows[data-live='1']").wait_for(timeout=15_000)
+            page.locator("#alert-rows[data-live='1']").wait_for(state="attached", timeout=15_000)
             now = int(time.time() * 1000)
             alert = {"format": 1, "alert_id": f"broker-{now}", "meter_tok": "t" * 32, "ts": "2024-03-02T10:00:00+00:00",
                      "kind": "flatline", "score": 1.0, "severity": "warning", "reason": "stuck at one value for 20 readings",

@@ -118,7 +118,9 @@ def allow(method: str, path: str) -> Callable:
     async def dependency(request: Request) -> Principal:
         app = request.app.state.console
         session = app.sessions.get(request.cookies.get(app.cookie_name))
-        user = app.users.get(session.user) if session and session.user else None
+        user = None
+        if session and session.user:  # an OIDC login without a linked account carries its user in the session
+            user = session.data.get("user") if session.user.startswith("oidc:") else app.users.get(session.user)
         if user is None:
             raise NotLoggedIn()
         if user.role not in roles:

@@ -154,3 +154,40 @@ def test_alert_on_the_embedded_broker_appears_live(browser, console_data):
             context.close()
         finally:
             served.stop()
+
+
+def test_oidc_login_against_a_real_local_provider(browser, console_data):
+    """oidc-provider-mock (a real OIDC provider, Authlib-based) on loopback; the role comes from a claim."""
+    from oidc_provider_mock import User, run_server_in_thread
+
+    from streams.console.oidc import OidcConfig
+
+    from .conftest import free_port
+
+    users = [User(sub="ops-7", claims={"meterseal_role": "operator"}), User(sub="nobody-1", claims={})]
+    with run_server_in_thread(port=free_port(), user_claims=users) as idp:
+        issuer = f"http://localhost:{idp.server_port}"
+        state = make_state(console_data, oidc=OidcConfig(issuer, "meterseal-console", "client-secret"))
+        served = Served(state)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(served.url + "/login")
+            page.get_by_role("link", name="Log in with your organisation's account").click()
+            page.get_by_role("button", name="ops-7").click()
+            page.wait_for_url(re.compile("/operator$"))
+            assert page.get_by_role("heading", level=1).inner_text() == "Operations"
+            assert "oidc:ops-7 (operator)" in page.locator("header").inner_text()
+            page.goto(served.url + "/admin")
+            assert page.get_by_role("heading", level=1).inner_text() == "403"
+            context.close()
+            context = browser.new_context()  # a subject without a role claim and no linked account: refused
+            page = context.new_page()
+            page.goto(served.url + "/login")
+            page.get_by_role("link", name="Log in with your organisation's account").click()
+            page.get_by_role("button", name="nobody-1").click()
+            assert page.get_by_role("heading", level=1).inner_text() == "403"
+            assert "no meterseal role" in page.get_by_role("alert").inner_text()
+            context.close()
+        finally:
+            served.stop()

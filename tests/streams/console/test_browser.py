@@ -130,7 +130,9 @@ def test_alert_on_the_embedded_broker_appears_live(browser, console_data):
     from streams.console.server import alert_source
     from streams.ingest.broker import EmbeddedBroker, Producer, ensure_topics
 
-    with EmbeddedBroker() as broker:
+    from .conftest import free_port
+
+    with EmbeddedBroker(port=free_port()) as broker:
         ensure_topics(broker.bootstrap, 2)
         state = make_state(console_data)
         state.hub = AlertHub(alert_source(broker.bootstrap)).start()

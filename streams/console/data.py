@@ -12,7 +12,7 @@ import csv
 import datetime as dt
 import io
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,14 +42,13 @@ class Vault:
     data_dir: Path
     keystore: Keystore
     reader: Reader
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, data_dir: Path | str, passphrase: str) -> "Vault":
         keystore = Keystore.load(data_dir)
         keys = keystore.unlock(passphrase)
-        vault = cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store", keys))
-        vault._lock = threading.Lock()
-        return vault
+        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store", keys))
 
     @property
     def store_dir(self) -> Path:

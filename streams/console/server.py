@@ -60,3 +60,19 @@ def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port:
     finally:
         if state.hub:
             state.hub.stop()
+
+
+def demo_accounts(data_dir, *, customer_meters: list[str]) -> dict[str, tuple[str, str]]:
+    """One ``demo-<role>`` account per role with a fresh random password (printed once by the demo, never stored
+    in clear); the customer owns ``customer_meters``. Returns ``{role: (name, password)}``."""
+    import secrets
+
+    from .users import ROLES
+
+    users = UserStore.for_data_dir(data_dir)
+    out = {}
+    for role in ROLES:
+        name, password = f"demo-{role}", secrets.token_urlsafe(12)
+        users.add(name, role, password=password, meters=customer_meters if role == "customer" else (), replace=True)
+        out[role] = (name, password)
+    return out

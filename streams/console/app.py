@@ -43,6 +43,8 @@ class ConsoleState:
     broker: str | None = None
     app_id: str = "meterseal"
     oidc: Any = None
+    sharing: Any = None
+    """``integrations.Sharing`` when issue #16's grants engine is installed, else None ("not configured")."""
     cookie_name: str = "meterseal_session"
     metrics: Any = field(default_factory=metrics.ConsoleMetrics)
     verify_run: dict = field(default_factory=dict)

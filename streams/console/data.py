@@ -42,17 +42,23 @@ class Vault:
     data_dir: Path
     keystore: Keystore
     reader: Reader
+    signer: Any = field(default=None, repr=False)
+    """The owner's ledger signer: the consent log's grants and revocations are signed with it."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, data_dir: Path | str, passphrase: str) -> "Vault":
         keystore = Keystore.load(data_dir)
         keys = keystore.unlock(passphrase)
-        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store", keys))
+        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store", keys), keystore.ledger_signer(passphrase))
 
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    @property
+    def index_key(self) -> bytes:
+        return self.reader.keys.index_key
 
     def meter_token(self, meter_id: str) -> str:
         return self.reader.index.meter(meter_id)

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from .api import day_range, parse_day
 from .app import text
 from .data import fl_history
-from .integrations import grants_engine, privacy_engine
+from .integrations import privacy_engine
 from .roles import NotFound, Principal, allow
 
 router = APIRouter()
@@ -53,7 +53,7 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
     grants, configured = grant_rows(request, who)
     latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
     return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants,
-                  grants_configured=configured, parties=parties(), latest=latest.isoformat(),
+                  grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
                   month_ago=(latest - dt.timedelta(days=30)).isoformat())
 
 
@@ -69,31 +69,16 @@ def download(request: Request, start: str | None = None, end: str | None = None,
     return text(body, filename=f"my-data-{a}-{b}.csv")
 
 
-# -- grants (issue #16's engine) ----------------------------------------------------------------------
-def _grant_dict(grant: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(grant) if dataclasses.is_dataclass(grant) else dict(grant)
-
-
+# -- grants (issue #16's engine, through integrations.Sharing) -----------------------------------------
 def grant_rows(request: Request, who: Principal) -> tuple[list[dict[str, Any]], bool]:
-    """The customer's grants (those whose meters are all the customer's), and whether sharing is configured."""
-    engine = grants_engine()
-    if engine is None:
-        return [], False
-    data_dir = request.app.state.console.vault.data_dir
-    rows = []
-    for grant in engine.list(data_dir):
-        g = _grant_dict(grant)
-        if g.get("meters") and set(g["meters"]) <= set(who.user.meters):
-            rows.append(g)
-    return rows, True
+    """The customer's grants, and whether sharing is configured on this console."""
+    sharing = request.app.state.console.sharing
+    return (sharing.of_customer(who.user.meters), True) if sharing else ([], False)
 
 
-def parties() -> list[str]:
-    engine = grants_engine()
-    lister = getattr(engine, "parties", None) if engine else None
-    return [getattr(p, "name", p) for p in lister()] if callable(lister) else []
+def parties(request: Request) -> list[str]:
+    sharing = request.app.state.console.sharing
+    return sharing.parties() if sharing else []
 
 
 @router.post("/customer/grants")
@@ -102,24 +87,23 @@ def grant_create(request: Request, party: str = Form(...), meter: str = Form(...
                  who: Principal = Depends(allow("POST", "/customer/grants"))) -> Response:
     who.check_meter(meter)
     a, b = day_range(start, end)
-    engine = grants_engine()
-    if engine is None:
+    sharing = request.app.state.console.sharing
+    if sharing is None:
         return render(request, who, "error.html", status=503, message="data sharing is not configured",
                       status_code=503)
-    engine.create(request.app.state.console.vault.data_dir, to=party, meters=[meter], start=a, end=b,
-                  purpose=purpose or None)
+    if party not in sharing.parties():
+        raise NotFound()
+    sharing.create(party=party, meter=meter, start=a, end=b, purpose=purpose)
     return RedirectResponse("/customer#grants", status_code=303)
 
 
 @router.post("/customer/grants/{grant_id}/revoke")
 def grant_revoke(grant_id: str, request: Request, who: Principal = Depends(allow("POST", "/customer/grants/{grant_id}/revoke"))) -> Response:
-    engine = grants_engine()
-    if engine is None:
-        raise NotFound()
-    rows, _ = grant_rows(request, who)
-    if grant_id not in {r.get("grant_id") for r in rows}:
+    rows, configured = grant_rows(request, who)
+    if not configured or grant_id not in {r["grant_id"] for r in rows}:
         raise NotFound()  # another customer's grant, or none: the same answer
-    engine.revoke(request.app.state.console.vault.data_dir, grant_id)
+    if next(r for r in rows if r["grant_id"] == grant_id)["state"] == "active":
+        request.app.state.console.sharing.revoke(grant_id)
     return RedirectResponse("/customer#grants", status_code=303)
 
 
@@ -127,8 +111,8 @@ def grant_revoke(grant_id: str, request: Request, who: Principal = Depends(allow
 @router.get("/auditor")
 def auditor(request: Request, who: Principal = Depends(allow("GET", "/auditor"))) -> Response:
     vault = request.app.state.console.vault
-    engine = grants_engine()
-    consent = [_grant_dict(g) for g in engine.list(vault.data_dir)] if engine and vault else None
+    sharing = request.app.state.console.sharing
+    consent = sharing.all() if sharing else None
     return render(request, who, "auditor.html", checkpoints=vault.checkpoints() if vault else [],
                   run=request.app.state.console.verify_run, consent=consent)
 
@@ -179,7 +163,7 @@ def federated(request: Request, who: Principal = Depends(allow("GET", "/fl"))) -
 def admin(request: Request, who: Principal = Depends(allow("GET", "/admin"))) -> Response:
     state = request.app.state.console
     return render(request, who, "admin.html", users=state.users.list(), keys=state.vault.key_status() if state.vault else None,
-                  parties=parties(), sharing=grants_engine() is not None)
+                  parties=parties(request), sharing=state.sharing is not None)
 
 
 __all__ = ["router", "parse_day"]

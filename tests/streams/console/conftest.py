@@ -17,6 +17,7 @@ import pytest
 from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
 from streams.console.feed import AlertHub
+from streams.console.integrations import sharing_for
 from streams.console.sessions import SessionStore, Throttle
 from streams.console.users import UserStore
 from streams.ingest.sources import generated_bills
@@ -106,6 +107,7 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
                          throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
                          regions=settings.regions, broker=None)
+    state.sharing = sharing_for(state.vault)
     for k, v in overrides.items():
         setattr(state, k, v)
     return state

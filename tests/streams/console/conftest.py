@@ -33,6 +33,7 @@ EVIL = "<script>alert(1)</script>"
 REGIONS = ("north", "south", f"x{EVIL}")
 METERS = {"alice": ["M-ALICE"], "bob": ["M-BOB"], "eve": [f"M-{EVIL}"]}
 REGION_OF = {"M-ALICE": "north", "M-BOB": "south", f"M-{EVIL}": f"x{EVIL}"}
+PARTY = "tariff-advisor"
 DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 14))  # readings every hour over these days
 ROLE_USERS = {"admin": "root", "operator": "olga", "auditor": "audrey", "analyst": "anna", "customer": "alice"}
 
@@ -142,6 +143,10 @@ def served(console_data):
     hub = AlertHub(_Quiet())
     state = make_state(console_data, hub=hub)
     hub.state = "connected"
+    if state.sharing is not None:  # issue #16's engine installed: one party a customer may share with
+        from streams.share.parties import PartyKey, add_party
+
+        add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)
     s = Served(state)
     yield s
     s.stop()

@@ -14,7 +14,7 @@ from streams.console.integrations import grants_engine
 from streams.console.roles import ACCESS, PUBLIC
 from streams.console.sessions import SessionStore
 
-from .conftest import EVIL, PASSWORD, ROLE_USERS, csrf_of, login, make_state, session_csrf
+from .conftest import PARTY, EVIL, PASSWORD, ROLE_USERS, csrf_of, login, make_state, session_csrf
 
 ROLES = ("anonymous", "admin", "operator", "auditor", "analyst", "customer")
 R = "from=2024-03-01&to=2024-03-03"
@@ -59,7 +59,7 @@ def call(client: httpx.Client, method: str, path: str, url: str, csrf: str | Non
     api = path.startswith(("/api/", "/events/"))
     headers = {"accept": "application/json" if api else "text/html"}
     if method == "POST":
-        data = {"csrf_token": csrf or "", "party": "p", "meter": "M-ALICE", "from": "2024-03-01", "to": "2024-03-02"}
+        data = {"csrf_token": csrf or "", "party": PARTY, "meter": "M-ALICE", "from": "2024-03-01", "to": "2024-03-02"}
         return client.post(url, data=data, headers=headers).status_code
     if path.startswith("/events/"):
         with client.stream("GET", url, headers=headers) as r:

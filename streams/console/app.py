@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Form, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.routing import Mount
@@ -23,6 +23,7 @@ from . import metrics
 from .roles import ACCESS, HOME, CsrfFailed, Forbidden, NotFound, NotLoggedIn, Principal, allow
 from .sessions import SessionStore, Throttle
 from .users import UserStore
+from .web import ms, set_session_cookie
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -55,7 +56,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app = FastAPI(title="meterseal console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = state
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
-    templates.env.filters["ms"] = _ms
+    templates.env.filters["ms"] = ms
     app.state.templates = templates
 
     @app.middleware("http")
@@ -125,7 +126,7 @@ def create_app(state: ConsoleState) -> FastAPI:
             session = state.sessions.new(None)
         response = templates.TemplateResponse(request, "login.html", {
             "csrf": session.csrf, "user": None, "error": None, "oidc": state.oidc is not None})
-        _set_cookie(request, response, state, session.id, state.sessions.ttl_s)
+        set_session_cookie(request, response, state, session.id, state.sessions.ttl_s)
         return response
 
     @app.post("/login")
@@ -149,7 +150,7 @@ def create_app(state: ConsoleState) -> FastAPI:
         state.sessions.drop(session.id)  # a new id after login: no session fixation
         fresh = state.sessions.new(user.name)
         response = RedirectResponse(HOME[user.role], status_code=303)
-        _set_cookie(request, response, state, fresh.id, state.sessions.ttl_s)
+        set_session_cookie(request, response, state, fresh.id, state.sessions.ttl_s)
         return response
 
     def _login_error(request: Request, session, message: str, status: int, headers: dict | None = None) -> Response:
@@ -180,19 +181,6 @@ def create_app(state: ConsoleState) -> FastAPI:
     return app
 
 
-def _ms(value: int | None) -> str:
-    import datetime as dt
-
-    if value is None:
-        return ""
-    return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _set_cookie(request: Request, response: Response, state: ConsoleState, session_id: str, ttl_s: float) -> None:
-    response.set_cookie(state.cookie_name, session_id, max_age=int(ttl_s), path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
-
-
 def routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, static files aside."""
     out = []
@@ -214,8 +202,3 @@ def check_table(app: FastAPI) -> None:
     missing = [r for r in routes(app) if r not in ACCESS]
     if missing:
         raise RuntimeError(f"routes missing from streams/console/roles.py ACCESS: {missing}")
-
-
-def text(body: str, *, filename: str, media_type: str = "text/csv") -> Response:
-    return PlainTextResponse(body, media_type=media_type,
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

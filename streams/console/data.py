@@ -196,17 +196,16 @@ class Vault:
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """The newest signed checkpoint of every log: origin, size, root, note text, how many were signed."""
+        from ..store.audit import logs
+
         store = SegmentStore(self.store_dir)
         out = []
-        ledger_dir = store.root / "ledger"
-        for table_dir in sorted(p for p in ledger_dir.glob("*") if p.is_dir()) if ledger_dir.exists() else []:
-            for part in sorted(int(f.stem[1:]) for f in table_dir.glob("p*.hashes")):
-                notes = FileCheckpoints(store.checkpoint_dir(table_dir.name, part)).all()
-                if not notes:
-                    continue
+        for table, part in logs(store):
+            notes = FileCheckpoints(store.checkpoint_dir(table, part)).all()
+            if notes:
                 cp = Checkpoint.from_note(notes[-1])
-                out.append({"log": f"{table_dir.name}/p{part}", "origin": cp.origin, "size": cp.size,
-                            "root": cp.root.hex(), "signed": len(notes), "note": notes[-1]})
+                out.append({"log": f"{table}/p{part}", "origin": cp.origin, "size": cp.size, "root": cp.root.hex(),
+                            "signed": len(notes), "note": notes[-1]})
         return out
 
     # -- keys and fleet -------------------------------------------------------------------------

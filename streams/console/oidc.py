@@ -28,6 +28,7 @@ from fastapi.responses import RedirectResponse, Response
 from ..exceptions import ConfigError
 from .roles import HOME
 from .users import ROLES, User
+from .web import set_session_cookie
 
 router = APIRouter()
 COOKIE = "meterseal_oidc"
@@ -137,9 +138,7 @@ def oidc_callback(request: Request, code: str | None = None, state: str | None =
     session = console.sessions.new(user.name, data={"user": user} if user.name.startswith("oidc:") else None)
     # a page, not a redirect: the next navigation starts on this site, so the SameSite=Strict cookie is sent
     response = templates.TemplateResponse(request, "oidc_done.html", {"user": None, "home": HOME[user.role]})
-    from .app import _set_cookie
-
-    _set_cookie(request, response, console, session.id, console.sessions.ttl_s)
+    set_session_cookie(request, response, console, session.id, console.sessions.ttl_s)
     response.delete_cookie(COOKIE, path="/login/oidc")
     return response
 

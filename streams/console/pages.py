@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from .api import day_range, parse_day
-from .app import text
+from .web import attachment
 from .data import fl_history
 from .integrations import privacy_engine
 from .roles import NotFound, Principal, allow
@@ -66,7 +66,7 @@ def download(request: Request, start: str | None = None, end: str | None = None,
         who.check_meter(meter)
     meters = [meter] if meter else list(who.user.meters)
     body = request.app.state.console.vault.green_button_csv(meters, a, b)
-    return text(body, filename=f"my-data-{a}-{b}.csv")
+    return attachment(body, filename=f"my-data-{a}-{b}.csv")
 
 
 # -- grants (issue #16's engine, through integrations.Sharing) -----------------------------------------
@@ -129,7 +129,7 @@ def _verify(state: Any) -> None:
                    leaves=sum(s.leaves for s, _ in results), checkpoints=sum(s.checkpoints for s, _ in results))
     except Exception as exc:  # noqa: BLE001 - shown on the page, not swallowed
         run.update(state="error", problems=[f"{type(exc).__name__}: {exc}"])
-    run["finished"] = time.time()
+    run.update(done=run.get("total", 0), finished=time.time())
 
 
 @router.post("/auditor/verify")

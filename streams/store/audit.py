@@ -7,6 +7,7 @@ and the benchmarks call them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ledger import leaf as leaf_codec
 from ledger.audit import Finding, audit
@@ -34,11 +35,14 @@ def logs(store: SegmentStore) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def audit_store(store_dir: Path, verifier: Verifier) -> list:
-    """Audit every log of the store: [(Summary, [Finding, ...]), ...]."""
+def audit_store(store_dir: Path, verifier: Verifier, *, progress: Callable[[int, int], None] | None = None) -> list:
+    """Audit every log of the store: [(Summary, [Finding, ...]), ...]; ``progress(logs done, logs)`` after each."""
     store = SegmentStore(store_dir)
     results = []
-    for table, p in logs(store):
+    every = logs(store)
+    for table, p in every:
+        if progress:
+            progress(len(results), len(every))
         hashes = FileHashStore(store.hash_path(table, p)).read()
         notes = FileCheckpoints(store.checkpoint_dir(table, p)).all()
         if table == "deks":

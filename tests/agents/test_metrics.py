@@ -68,9 +68,14 @@ def test_a_worker_serves_its_metrics(tmp_path):
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
                 except httpx.HTTPError:
                     return None
+                last["text"] = text
                 return text if "meterseal_readings_sealed_total 30.0" in text else None
 
-            text = rig.wait_for(scraped, "30 sealed readings in the worker's metrics")
+            last = {"text": ""}
+            try:
+                text = rig.wait_for(scraped, "30 sealed readings in the worker's metrics")
+            except AssertionError as exc:
+                raise AssertionError(f"last scrape:\n{last['text'][:3000]}") from exc
             assert 'meterseal_dead_letters_total{rule="kwh"} 1.0' in text
             assert "meterseal_dek_rotations_total" in text and "meterseal_seal_batch_seconds_count" in text
             assert float(text.split("meterseal_seal_batch_seconds_count ")[1].split()[0]) >= 1

@@ -48,7 +48,7 @@ def _serve(data_dir: str, users_path: str, port: int, broker: str) -> None:
                          vault=Vault.open(data_dir, os.environ["METERSEAL_PASSPHRASE"]), regions=settings.regions,
                          broker=broker)
     state.hub = AlertHub(alert_source(broker)).start()
-    uvicorn.run(create_app(state), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(state), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
 
 
 def _login(base: str, name: str) -> dict[str, str]:

@@ -53,12 +53,14 @@ def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port:
 
     state = build_state(settings, passphrase, oidc=oidc)
     app = create_app(state)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     if ready:
         ready(f"http://{host}:{port}/")
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: uvicorn has already closed the connections
     finally:
         if state.hub:
             state.hub.stop()

@@ -159,7 +159,7 @@ def bench_console(data_dir: Path, passphrase: str, *, viewers: int = 200, alerts
     meter = vault.reader.open_many(rows)[0]["meter_id"]
     tmp = Path(tempfile.mkdtemp(prefix="meterseal-bench-console-"))
     users = UserStore(tmp / "users.json")
-    users.add("bench-ops", "operator", password=BENCH_PASSWORD)
+    users.add("bench-admin", "admin", password=BENCH_PASSWORD)  # admin: operator and auditor routes
     users.add("bench-customer", "customer", password=BENCH_PASSWORD, meters=[meter])
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
@@ -181,7 +181,7 @@ def bench_console(data_dir: Path, passphrase: str, *, viewers: int = 200, alerts
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the bench console did not start: {(tmp / 'console.log').read_text()[-800:]}")
                 time.sleep(0.2)
-            operator, customer = _login(base, "bench-ops"), _login(base, "bench-customer")
+            operator, customer = _login(base, "bench-admin"), _login(base, "bench-customer")
             single = asyncio.run(_fanout(base, operator, 1, alerts, gap_s, broker.bootstrap))
             many = asyncio.run(_fanout(base, operator, viewers, alerts, gap_s, broker.bootstrap))
             api = _api(base, operator, customer, meter, requests)

@@ -157,10 +157,12 @@ def bench_console(data_dir: Path, passphrase: str, *, viewers: int = 200, alerts
     if not rows:
         raise RuntimeError(f"no readings in {data_dir}: run `meterseal demo` first")
     meter = vault.reader.open_many(rows)[0]["meter_id"]
+    bill_rows = vault.reader.search(Query(), kinds=("bills",))[:1]
+    bill_meters = [vault.reader.open_many(bill_rows)[0]["meter_no"]] if bill_rows else []
     tmp = Path(tempfile.mkdtemp(prefix="meterseal-bench-console-"))
     users = UserStore(tmp / "users.json")
     users.add("bench-admin", "admin", password=BENCH_PASSWORD)  # admin: operator and auditor routes
-    users.add("bench-customer", "customer", password=BENCH_PASSWORD, meters=[meter])
+    users.add("bench-customer", "customer", password=BENCH_PASSWORD, meters=[meter, *bill_meters])
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     with EmbeddedBroker(port=broker_port, log_path=tmp / "broker.log") as broker:

@@ -13,7 +13,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from ..exceptions import MeterSealError
 from .data import NoSuchRecord
-from .feed import AlertFilter, now_ms, split
+from .feed import AlertFilter, split
 from .roles import NotFound, Principal, allow
 
 router = APIRouter()

@@ -7,7 +7,6 @@ passphrase, so it can open records. Every function here takes the scope it may s
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
 import io
@@ -16,17 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ledger import leaf as leaf_codec
 from ledger.checkpoint import Checkpoint
-from ledger.hashing import leaf_hash
 from ledger.log import FileCheckpoints
-from ledger.proof import inclusion_proof
-from ledger.storage import FileHashStore
 
 from ..exceptions import MeterSealError
 from ..keys.keystore import Keystore
 from ..store.query import Query, Reader
-from ..store.segments import LEDGERED, SegmentStore, connect
+from ..store.segments import SegmentStore, connect
 
 PERIODS = {"day": 1, "week": 7, "month": 30}
 
@@ -158,41 +153,15 @@ class Vault:
         return sorted(out, key=lambda b: str(b["date"]), reverse=True)
 
     # -- ledger -------------------------------------------------------------------------------
-    def find_record(self, record_id: str) -> tuple[str, dict[str, Any]] | None:
-        """``(table, stored row)`` of a record id, or None."""
-        with self._lock:
-            con = connect(self.store_dir)
-            try:
-                for table in LEDGERED:
-                    if not self.reader.store.segments(table):
-                        continue
-                    cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
-                    found = cur.fetchone()
-                    if found is not None:
-                        return table, dict(zip([d[0] for d in cur.description], found))
-            finally:
-                con.close()
-        return None
-
     def proof(self, record_id: str, *, meter_tokens: set[str] | None = None) -> dict[str, Any]:
         """The inclusion-proof bundle of ``meterseal ledger prove``; with ``meter_tokens``, only for those meters."""
-        found = self.find_record(record_id)
+        from ..store.audit import find_record, proof_bundle
+
+        with self._lock:
+            found = find_record(self.store_dir, record_id)
         if found is None or (meter_tokens is not None and found[1]["meter_tok"] not in meter_tokens):
             raise NoSuchRecord(f"no record {record_id}")
-        table, row = found
-        store = SegmentStore(self.store_dir)
-        p = row["topic_partition"]
-        hashes = FileHashStore(store.hash_path(table, p)).read()
-        notes = [n for n in FileCheckpoints(store.checkpoint_dir(table, p)).all()
-                 if Checkpoint.from_note(n).size > row["leaf_index"]]
-        if not notes:
-            raise MeterSealError(f"record {record_id} is not under a signed checkpoint yet: try again in a few seconds")
-        size = Checkpoint.from_note(notes[-1]).size
-        leaf = leaf_codec.encode(row)
-        return {"record_id": record_id, "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
-                "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),
-                "audit_path": [h.hex() for h in inclusion_proof(row["leaf_index"], hashes[:size])],
-                "checkpoint": notes[-1], "vkey": self.keystore.ledger_verifier.vkey}
+        return proof_bundle(self.store_dir, *found, vkey=self.keystore.ledger_verifier.vkey)
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """The newest signed checkpoint of every log: origin, size, root, note text, how many were signed."""

@@ -9,7 +9,6 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest

@@ -6,7 +6,6 @@ import json
 import time
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from streams.console.app import create_app, routes
@@ -234,3 +233,24 @@ def test_wrong_passwords_are_throttled(console_data):
         r = c.post("/login", data={"username": "anna", "password": PASSWORD, "csrf_token": token}, follow_redirects=False)
         assert r.status_code == 303  # other accounts are not locked out
         assert 'meterseal_console_logins_total{outcome="throttled"} 1.0' in c.get("/metrics").text
+
+
+def test_proof_download_is_the_cli_bundle_and_verifies(served, console_data, tmp_path):
+    from click.testing import CliRunner
+
+    from streams.cli.main import main
+
+    from .conftest import PASSPHRASE
+
+    record = served.state.vault.bills(["M-ALICE"])[0]["record_id"]
+    audrey = login(served.url, "audrey")
+    r = audrey.get(f"/api/ledger/proof/{record}?download=1")
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    env = {"METERSEAL_PASSPHRASE": PASSPHRASE}
+    cli = CliRunner().invoke(main, ["--data-dir", str(console_data["dir"]), "ledger", "prove", record], env=env)
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout) == r.json()
+    (tmp_path / "proof.json").write_text(r.text)
+    trusted = served.state.vault.keystore.ledger_verifier.vkey  # the owner's key, not the bundle's copy
+    ok = CliRunner().invoke(main, ["ledger", "verify-proof", str(tmp_path / "proof.json"), "--vkey", trusted])
+    assert ok.exit_code == 0 and ok.stdout.startswith("ok: record"), ok.output

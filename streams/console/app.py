@@ -45,6 +45,8 @@ class ConsoleState:
     app_id: str = "meterseal"
     oidc: Any = None
     sharing: Any = None
+    privacy: Any = None
+    """``integrations.Privacy`` when issue #18's DP engine is installed, else None ("not configured")."""
     """``integrations.Sharing`` when issue #16's grants engine is installed, else None ("not configured")."""
     cookie_name: str = "meterseal_session"
     metrics: Any = field(default_factory=metrics.ConsoleMetrics)

@@ -1,6 +1,7 @@
 """Other issues' engines the console shows, found at run time: data-sharing grants (#16) and DP queries (#18).
 
-``sharing_for(vault)`` returns a ``Sharing`` over ``streams.share`` (``create_grant``, ``list_grants``,
+``privacy_for(vault, settings)`` returns a ``Privacy`` over ``streams.privacy`` (``answer_query``,
+``budget_status``, ``DPQuery``, ``Bounds``) when installed, else None. ``sharing_for(vault)`` returns a ``Sharing`` over ``streams.share`` (``create_grant``, ``list_grants``,
 ``get_grant``, ``revoke_grant``, ``list_parties``, ``get_party``) when it is installed, else None, and the
 pages say "not configured". Nothing here copies their logic: it only passes the console's keys along.
 """
@@ -74,3 +75,36 @@ def sharing_for(vault: Any) -> Sharing | None:
     if grants is None or parties is None or vault is None:
         return None
     return Sharing(grants, parties, vault.store_dir, signer=vault.signer, index_key=vault.index_key)
+
+
+class Privacy:
+    """Issue #18's DP engine with the console's keys: the owner's keys open readings, its ledger key signs
+    each spend; an analyst gets only noisy rows, noise scales, intervals and what is left of the budget."""
+
+    def __init__(self, engine: ModuleType, vault: Any, *, regions: tuple[str, ...], default_dataset_rho: float,
+                 clamp_kwh: float, per_hour: int) -> None:
+        self._e, self._vault, self.regions = engine, vault, regions
+        self.default_dataset_rho, self.clamp_kwh, self.per_hour = default_dataset_rho, clamp_kwh, per_hour
+
+    def status(self, analyst: str) -> dict[str, Any]:
+        return self._e.budget_status(self._vault.store_dir, default_dataset_rho=self.default_dataset_rho, analyst=analyst)
+
+    def ask(self, analyst: str, *, metric: str, by: str, start: dt.date, end: dt.date, rho: float) -> dict[str, Any]:
+        """A released answer (``DPAnswer.to_dict()``); the engine's ``DPError``/``BudgetExceeded`` otherwise."""
+        query = self._e.DPQuery(metric, tuple(b.strip() for b in by.split(",")), start, end, self.regions,
+                                self._e.Bounds(self.clamp_kwh, self.per_hour))
+        answer = self._e.answer_query(self._vault.store_dir, owner=self._vault.reader.keys, signer=self._vault.signer,
+                                      analyst=analyst, query=query, rho=rho,
+                                      default_dataset_rho=self.default_dataset_rho)
+        return answer.to_dict()
+
+
+def privacy_for(vault: Any, settings: Any) -> Privacy | None:
+    """A ``Privacy`` when issue #18's engine (and its settings) are installed, else None ("not configured")."""
+    engine = privacy_engine()
+    needed = ("answer_query", "budget_status", "DPQuery", "Bounds")
+    if vault is None or engine is None or not all(hasattr(engine, n) for n in needed) \
+            or not hasattr(settings, "dp_dataset_rho"):
+        return None
+    return Privacy(engine, vault, regions=settings.regions, default_dataset_rho=settings.dp_dataset_rho,
+                   clamp_kwh=settings.dp_clamp_kwh, per_hour=settings.dp_per_hour)

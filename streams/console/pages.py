@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from .api import day_range, parse_day
 from .web import attachment
 from .data import fl_history
-from .integrations import privacy_engine
+from ..exceptions import MeterSealError
 from .roles import NotFound, Principal, allow
 
 router = APIRouter()
@@ -150,7 +150,28 @@ def verify_status(request: Request, who: Principal = Depends(allow("GET", "/audi
 # -- analyst, FL, admin -------------------------------------------------------------------------------
 @router.get("/analyst")
 def analyst(request: Request, who: Principal = Depends(allow("GET", "/analyst"))) -> Response:
-    return render(request, who, "analyst.html", engine=privacy_engine())
+    privacy = request.app.state.console.privacy
+    return render(request, who, "analyst.html", configured=privacy is not None,
+                  budget=privacy.status(who.user.name) if privacy else None, answer=None, refused=None)
+
+
+@router.post("/analyst/query")
+def analyst_query(request: Request, metric: str = Form(...), by: str = Form(...), start: str = Form(..., alias="from"),
+                  end: str = Form(..., alias="to"), rho: float = Form(...),
+                  who: Principal = Depends(allow("POST", "/analyst/query"))) -> Response:
+    """One DP release charged to this analyst (the engine refuses, releasing nothing, past either budget)."""
+    privacy = request.app.state.console.privacy
+    if privacy is None:
+        return render(request, who, "error.html", status=503, message="differential privacy is not configured",
+                      status_code=503)
+    a, b = day_range(start, end)
+    answer, refused = None, None
+    try:
+        answer = privacy.ask(who.user.name, metric=metric, by=by, start=a, end=b, rho=rho)
+    except MeterSealError as exc:  # the engine's DPError / BudgetExceeded: nothing was released
+        refused = str(exc)
+    return render(request, who, "analyst.html", configured=True, budget=privacy.status(who.user.name),
+                  answer=answer, refused=refused, status_code=409 if refused else 200)
 
 
 @router.get("/fl")

@@ -45,6 +45,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/auditor/verify"): _r("admin", "auditor"),
     ("GET", "/auditor/verify"): _r("admin", "auditor"),
     ("GET", "/analyst"): _r("admin", "analyst"),
+    ("POST", "/analyst/query"): _r("analyst"),  # spends the asking analyst's own privacy budget
     ("GET", "/fl"): _r("admin", "analyst", "operator"),
     ("GET", "/admin"): _r("admin"),
     # JSON API and live events

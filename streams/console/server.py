@@ -9,7 +9,7 @@ from ..settings import Settings
 from .app import ConsoleState, create_app
 from .data import Vault
 from .feed import AlertHub
-from .integrations import sharing_for
+from .integrations import privacy_for, sharing_for
 from .sessions import SessionStore, Throttle
 from .users import UserStore
 
@@ -42,6 +42,7 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
                          sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
                          vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc)
     state.sharing = sharing_for(vault)
+    state.privacy = privacy_for(vault, settings)
     if broker:
         state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc()).start()
     return state

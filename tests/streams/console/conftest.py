@@ -16,7 +16,7 @@ import pytest
 from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
 from streams.console.feed import AlertHub
-from streams.console.integrations import sharing_for
+from streams.console.integrations import privacy_for, sharing_for
 from streams.console.sessions import SessionStore, Throttle
 from streams.console.users import UserStore
 from streams.ingest.sources import generated_bills
@@ -108,6 +108,7 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
                          throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
                          regions=settings.regions, broker=None)
     state.sharing = sharing_for(state.vault)
+    state.privacy = privacy_for(state.vault, settings)
     for k, v in overrides.items():
         setattr(state, k, v)
     return state

@@ -6,10 +6,11 @@ import json
 import time
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from streams.console.app import create_app, routes
-from streams.console.integrations import grants_engine
+from streams.console.integrations import grants_engine, privacy_engine
 from streams.console.roles import ACCESS, PUBLIC
 from streams.console.sessions import SessionStore
 
@@ -18,6 +19,7 @@ from .conftest import PARTY, EVIL, PASSWORD, ROLE_USERS, csrf_of, login, make_st
 ROLES = ("anonymous", "admin", "operator", "auditor", "analyst", "customer")
 R = "from=2024-03-01&to=2024-03-03"
 GRANT_OK = 303 if grants_engine() else 503  # without issue #16's engine the page says "not configured"
+DP_OK = 409 if privacy_engine() else 503  # with the engine: 409, anna has no budget yet (nothing released)
 
 # every guarded route: the status each role gets, in the order of ROLES (customer = alice, in her own scope)
 MATRIX = {
@@ -31,6 +33,7 @@ MATRIX = {
     ("POST", "/auditor/verify"):                    (303, 200, 403, 200, 403, 403),
     ("GET", "/auditor/verify"):                     (303, 200, 403, 200, 403, 403),
     ("GET", "/analyst"):                            (303, 200, 403, 403, 200, 403),
+    ("POST", "/analyst/query"):                     (303, 403, 403, 403, DP_OK, 403),
     ("GET", "/fl"):                                 (303, 200, 200, 403, 200, 403),
     ("GET", "/admin"):                              (303, 200, 403, 403, 403, 403),
     ("GET", "/api/meters/{meter_id:path}/readings"):     (401, 403, 403, 403, 403, 200),
@@ -58,7 +61,8 @@ def call(client: httpx.Client, method: str, path: str, url: str, csrf: str | Non
     api = path.startswith(("/api/", "/events/"))
     headers = {"accept": "application/json" if api else "text/html"}
     if method == "POST":
-        data = {"csrf_token": csrf or "", "party": PARTY, "meter": "M-ALICE", "from": "2024-03-01", "to": "2024-03-02"}
+        data = {"csrf_token": csrf or "", "party": PARTY, "meter": "M-ALICE", "from": "2024-03-01", "to": "2024-03-02",
+                "metric": "sum", "by": "region", "rho": "0.05"}
         return client.post(url, data=data, headers=headers).status_code
     if path.startswith("/events/"):
         with client.stream("GET", url, headers=headers) as r:
@@ -254,3 +258,20 @@ def test_proof_download_is_the_cli_bundle_and_verifies(served, console_data, tmp
     trusted = served.state.vault.keystore.ledger_verifier.vkey  # the owner's key, not the bundle's copy
     ok = CliRunner().invoke(main, ["ledger", "verify-proof", str(tmp_path / "proof.json"), "--vkey", trusted])
     assert ok.exit_code == 0 and ok.stdout.startswith("ok: record"), ok.output
+
+
+@pytest.mark.skipif(privacy_engine() is None, reason="issue #18's streams.privacy is not installed yet")
+def test_analyst_spends_a_budget_and_is_refused_past_it(served):
+    privacy = served.state.privacy
+    assert privacy is not None
+    privacy._e.set_budget(served.state.vault.store_dir, signer=served.state.vault.signer, rho=0.1, analyst="anna")
+    anna = login(served.url, "anna")
+    csrf = session_csrf(anna)
+    ask = {"csrf_token": csrf, "metric": "sum", "by": "region", "from": "2024-03-01", "to": "2024-03-07", "rho": "0.06"}
+    r = anna.post("/analyst/query", data=ask, headers={"accept": "text/html"})
+    assert r.status_code == 200 and "Answer (noisy" in r.text and "noise scale" in r.text
+    left = privacy.status("anna")["analysts"][0]["rho_left"]
+    assert 0 < left < 0.1
+    r = anna.post("/analyst/query", data=ask, headers={"accept": "text/html"})  # 0.06 more would pass 0.1
+    assert r.status_code == 409 and "nothing released" in r.text and "Answer (noisy" not in r.text
+    assert privacy.status("anna")["analysts"][0]["rho_left"] == left

@@ -124,13 +124,20 @@ async def alert_events(request: Request, region: str | None = None, kind: str | 
     metrics = state(request).metrics
     metrics.viewers.inc()
 
+    sessions, session_id = state(request).sessions, who.session.id
+
     async def events():
         try:
             yield {"event": "ready", "data": json.dumps({"feed": hub.state})}
             while True:
                 try:
-                    alert = await asyncio.wait_for(viewer.queue.get(), timeout=15)
+                    alert = await asyncio.wait_for(viewer.queue.get(), timeout=5)
                 except asyncio.TimeoutError:
+                    alert = None
+                if sessions.get(session_id) is None:  # logged out or expired: the stream ends too
+                    yield {"event": "logged-out", "data": "{}"}
+                    return
+                if alert is None:
                     if await request.is_disconnected():
                         return
                     continue

@@ -45,6 +45,7 @@
         tbody.prepend(alertRow(JSON.parse(ev.data)));
         while (tbody.children.length > 200) tbody.lastElementChild.remove();
       });
+      source.addEventListener("logged-out", () => { source.close(); window.location.href = "/login"; });
       source.onerror = () => { if (state) state.textContent = "feed: reconnecting…"; };
     }
     const form = document.getElementById("alert-filter");

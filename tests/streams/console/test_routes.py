@@ -275,3 +275,31 @@ def test_analyst_spends_a_budget_and_is_refused_past_it(served):
     r = anna.post("/analyst/query", data=ask, headers={"accept": "text/html"})  # 0.06 more would pass 0.1
     assert r.status_code == 409 and "nothing released" in r.text and "Answer (noisy" not in r.text
     assert privacy.status("anna")["analysts"][0]["rho_left"] == left
+
+
+def test_a_live_stream_ends_with_its_session(served):
+    olga = login(served.url, "olga")
+    csrf = session_csrf(olga)
+    events = []
+    import threading
+
+    def read():
+        with olga.stream("GET", "/events/alerts", timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line.split(":", 1)[1].strip())
+                    if events[-1] == "ready":
+                        with httpx.Client(base_url=served.url, cookies=olga.cookies) as other:
+                            assert other.post("/logout", data={"csrf_token": csrf}).status_code == 303
+    t = threading.Thread(target=read)
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and events == ["ready", "logged-out"]
+
+
+def test_kiosk_mode_has_no_chrome(served):
+    olga = login(served.url, "olga")
+    page = olga.get("/operator?kiosk=1", headers={"accept": "text/html"}).text
+    assert 'class="kiosk"' in page and "<nav" not in page and "Log out" not in page
+    assert '<option value="30" selected>' in page  # auto-refresh on
+    assert "<nav" in olga.get("/operator", headers={"accept": "text/html"}).text

@@ -303,3 +303,11 @@ def test_kiosk_mode_has_no_chrome(served):
     assert 'class="kiosk"' in page and "<nav" not in page and "Log out" not in page
     assert '<option value="30" selected>' in page  # auto-refresh on
     assert "<nav" in olga.get("/operator", headers={"accept": "text/html"}).text
+
+
+def test_a_removed_account_is_logged_out_at_once(served):
+    served.state.users.add("temp-op", "operator", password=PASSWORD)
+    client = login(served.url, "temp-op")
+    assert client.get("/api/status").status_code == 200
+    served.state.users.remove("temp-op")  # what `meterseal console user remove temp-op` does
+    assert client.get("/api/status").status_code == 401

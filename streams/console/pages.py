@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from .api import day_range, parse_day
@@ -58,10 +58,9 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
 
 
 @router.get("/customer/download")
-def download(request: Request, start: str | None = None, end: str | None = None, meter: str | None = None,
-             who: Principal = Depends(allow("GET", "/customer/download"))) -> Response:
-    params = request.query_params
-    a, b = day_range(params.get("from", start), params.get("to", end))
+def download(request: Request, start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
+             meter: str | None = None, who: Principal = Depends(allow("GET", "/customer/download"))) -> Response:
+    a, b = day_range(start, end)
     if meter:
         who.check_meter(meter)
     meters = [meter] if meter else list(who.user.meters)

@@ -46,6 +46,10 @@ class Settings:
     alert_quantile: float = 0.995
     flatline_readings: int = 20
     alert_values: bool = False
+    metrics_port: int | None = None
+    """Port of the worker's Prometheus metrics on 127.0.0.1; None: not served."""
+    console_session_s: float = 28_800.0
+    """Lifetime of a console login (the session cookie and the server's session expire together)."""
 
     # environment variable -> field
     ENV = {
@@ -70,6 +74,8 @@ class Settings:
         "METERSEAL_ALERT_QUANTILE": "alert_quantile",
         "METERSEAL_FLATLINE_READINGS": "flatline_readings",
         "METERSEAL_ALERT_VALUES": "alert_values",
+        "METERSEAL_METRICS_PORT": "metrics_port",
+        "METERSEAL_CONSOLE_SESSION_S": "console_session_s",
     }
 
     def __post_init__(self) -> None:
@@ -79,6 +85,8 @@ class Settings:
             raise ConfigError("at least one region is needed (METERSEAL_REGIONS)")
         if not 0.5 <= self.alert_quantile < 1 or self.flatline_readings < 2:
             raise ConfigError("alerts need 0.5 <= METERSEAL_ALERT_QUANTILE < 1 and METERSEAL_FLATLINE_READINGS >= 2")
+        if self.console_session_s <= 0 or (self.metrics_port is not None and not 0 < self.metrics_port < 65536):
+            raise ConfigError("METERSEAL_CONSOLE_SESSION_S must be > 0 and METERSEAL_METRICS_PORT a port number")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
 
@@ -124,7 +132,7 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "regions":
             items = value.split(",") if isinstance(value, str) else value
             return tuple(r.strip() for r in items if r.strip())
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(value)
         if kind == "float":
             return float(value)

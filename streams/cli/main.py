@@ -14,6 +14,7 @@ import click
 from streams.cli.alerts import alerts_cmd, eval_group
 from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
+from streams.cli.console import console_group
 from streams.cli.demo import demo
 from streams.cli.fl import fl_group
 from streams.cli.ingest import ingest
@@ -123,3 +124,4 @@ main.add_command(party_group)
 main.add_command(grant_group)
 main.add_command(share_group)
 main.add_command(export_group)
+main.add_command(console_group)

@@ -6,8 +6,9 @@ and the benchmarks call them.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from ledger import leaf as leaf_codec
 from ledger.audit import Finding, audit
@@ -16,9 +17,11 @@ from ledger.exceptions import NoteError
 from ledger.hashing import leaf_hash
 from ledger.log import FileCheckpoints
 from ledger.note import Verifier, open_note
+from ledger.proof import inclusion_proof
 from ledger.storage import FileHashStore
 
-from streams.store.segments import LEDGERED, SegmentStore, log_origin
+from streams.exceptions import StoreError
+from streams.store.segments import LEDGERED, SegmentStore, connect, log_origin
 
 
 def origin(verifier: Verifier, table: str, partition: int) -> str:
@@ -49,13 +52,17 @@ def _origin_key(verifiers: list[Verifier], notes: list[str]) -> str:
     return "unknown"
 
 
-def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier]) -> list:
-    """Audit every log of the store: [(Summary, [Finding, ...]), ...]. With several verifier keys (Ed25519 and
-    ML-DSA-65), every checkpoint must carry a valid signature by each."""
+def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier], *,
+                progress: Callable[[int, int], None] | None = None) -> list:
+    """Audit every log of the store: [(Summary, [Finding, ...]), ...]; ``progress(logs done, logs)`` after each.
+    With several verifier keys (Ed25519 and ML-DSA-65), every checkpoint must carry a valid signature by each."""
     store = SegmentStore(store_dir)
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     results = []
-    for table, p in logs(store):
+    every = logs(store)
+    for table, p in every:
+        if progress:
+            progress(len(results), len(every))
         hashes = FileHashStore(store.hash_path(table, p)).read()
         notes = FileCheckpoints(store.checkpoint_dir(table, p)).all()
         name = log_origin(_origin_key(verifiers, notes), table, p)
@@ -115,3 +122,38 @@ def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) 
             else:
                 status[row["record_id"]] = "verified" if i < signed else "unsigned"
     return status
+
+
+def find_record(store_dir: Path, record_id: str) -> tuple[str, dict[str, Any]] | None:
+    """``(table, stored row)`` of a ledgered record id (one indexed lookup per table), or None."""
+    store = SegmentStore(store_dir)
+    con = connect(store_dir)
+    try:
+        for table in LEDGERED:
+            if not store.segments(table):
+                continue
+            cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
+            found = cur.fetchone()
+            if found is not None:
+                return table, dict(zip([d[0] for d in cur.description], found))
+    finally:
+        con.close()
+    return None
+
+
+def proof_bundle(store_dir: Path, table: str, row: dict[str, Any], *, vkey: str) -> dict[str, Any]:
+    """The inclusion-proof bundle of a stored row against the newest checkpoint that covers it
+    (``meterseal ledger prove``; ``ledger verify-proof`` checks it offline with ``vkey``)."""
+    store = SegmentStore(store_dir)
+    p = row["topic_partition"]
+    notes = [n for n in FileCheckpoints(store.checkpoint_dir(table, p)).all() if Checkpoint.from_note(n).size > row["leaf_index"]]
+    if not notes:
+        raise StoreError(f"record {row['record_id']} is leaf {row['leaf_index']} of {table}/p{p}, "
+                         "but no checkpoint covers it yet: try again in a few seconds")
+    size = Checkpoint.from_note(notes[-1]).size
+    hashes = FileHashStore(store.hash_path(table, p)).read()
+    leaf = leaf_codec.encode(row)
+    return {"record_id": row["record_id"], "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
+            "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),
+            "audit_path": [h.hex() for h in inclusion_proof(row["leaf_index"], hashes[:size])],
+            "checkpoint": notes[-1], "vkey": vkey}

@@ -47,7 +47,9 @@ def keys_show(settings: Settings, public: bool, owner: bool) -> None:
     else:
         pq = store.ledger_pq_verifier
         click.echo(json.dumps({**store.describe(), "ledger_vkey": store.ledger_verifier.vkey,
-                               "ledger_pq_vkey": pq.vkey if pq else None}, indent=2))
+                               # its vkey is ~2,600 characters: `keys show --public` prints it
+                               "ledger_pq_key": {"name": pq.name, "algorithm": pq.algorithm,
+                                                 "key_hash": pq.key_hash.hex()} if pq else None}, indent=2))
 
 
 @keys.command("rotate")

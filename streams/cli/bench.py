@@ -205,3 +205,19 @@ def bench_console_cmd(settings, viewers: int, alerts: int, gap: float, requests:
     for endpoint, figures in result["api"].items():
         click.echo(f"{endpoint:<44} p50 {figures['p50_ms']:>7} ms  p95 {figures['p95_ms']:>7} ms  "
                    f"({figures['p95_vs_healthz']}x /healthz)")
+
+
+@bench.command("privacy")
+@click.option("--quick", is_flag=True, help="Fleets of 100 and 1,000 only, 10k billing customers, 2 rounds.")
+@click.option("--sealed-max", type=int, default=1000, show_default=True,
+              help="Fleets up to this size are sealed and opened; larger ones are aggregated in memory.")
+@_bench_fmt
+def bench_privacy_cmd(quick: bool, sealed_max: int, fmt: str) -> None:
+    """DP error table (vs the prototype's per-value Laplace), BFV billing and CKKS forecast figures."""
+    from streams.bench.privacy import bench_privacy
+
+    result = bench_privacy(quick=quick, sealed_max=sealed_max, progress=console.log)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(json.dumps(result, indent=2))  # nested tables: JSON is the readable form

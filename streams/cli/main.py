@@ -16,7 +16,9 @@ from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
 from streams.cli.console import console_group
 from streams.cli.demo import demo
+from streams.cli.dp import dp_group
 from streams.cli.fl import fl_group
+from streams.cli.he import bill_cmd, forecast_cmd
 from streams.cli.ingest import ingest
 from streams.cli.keys import keys
 from streams.cli.ledger import ledger_group
@@ -125,3 +127,6 @@ main.add_command(grant_group)
 main.add_command(share_group)
 main.add_command(export_group)
 main.add_command(console_group)
+main.add_command(dp_group)
+main.add_command(bill_cmd)
+main.add_command(forecast_cmd)

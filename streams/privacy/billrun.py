@@ -18,8 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
-from streams.keystore import UnlockedKeys
-from streams.query import Query, Reader
+from streams.keys.keystore import UnlockedKeys
+from streams.store.query import Query, Reader
 
 from . import billing
 from .tariff import Tariff, clear_bill, units_of

@@ -33,7 +33,7 @@ from ledger.hashing import leaf_hash
 from ledger.log import FileCheckpoints, Log
 from ledger.note import Signer
 from ledger.storage import FileHashStore
-from streams.store import SegmentStore, log_origin
+from streams.store.segments import SegmentStore, log_origin
 
 from .dp import BudgetExceeded, DPError
 

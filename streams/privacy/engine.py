@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ledger.note import Signer
-from streams.keystore import UnlockedKeys
-from streams.query import Query, Reader
+from streams.keys.keystore import UnlockedKeys
+from streams.store.query import Query, Reader
 
 from . import budget as budgets
 from . import dp

@@ -158,7 +158,7 @@ def forecast_from_store(store_dir: Any, owner: Any, *, meter: str, regions: Sequ
     store's regions (each region's client opens its own readings, ``owner`` = the data owner's keys, as
     ``meterseal fl run`` does), then one encrypted round trip for the meter's most recent window."""
     from fl.data import region_data, region_readings
-    from streams.query import Reader
+    from streams.store.query import Reader
 
     from ..exceptions import MeterSealError
 

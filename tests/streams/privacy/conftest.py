@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from streams import sources
-from streams.keystore import Keystore
+from streams.ingest import sources
+from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
 from streams.seal import Source
 from streams.settings import Settings
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
 PASSPHRASE = "pw"
 REGIONS = ("north", "south", "east")

@@ -14,7 +14,7 @@ import pytest
 
 from ledger.storage import FileHashStore
 from streams.privacy import budget, dp, engine
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
 from .conftest import PASSPHRASE, REGIONS
 

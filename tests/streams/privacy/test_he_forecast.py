@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fl.data import region_data
-from streams import sources
+from streams.ingest import sources
 from streams.privacy import he_forecast
 
 REGIONS = ("north", "south", "east")

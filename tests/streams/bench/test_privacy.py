@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from streams.bench_privacy import bench_billing, bench_dp
-from streams.cli import main
+from streams.bench.privacy import bench_billing, bench_dp
+from streams.cli.main import main
 
 
 def test_bench_privacy_command_exists():

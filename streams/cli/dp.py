@@ -1,4 +1,4 @@
-"""``meterseal dp``, ``meterseal bill`` and ``meterseal forecast``: privacy-preserving analytics (streams/privacy)."""
+"""``meterseal dp``: differentially private aggregates under persisted budgets (``streams.privacy.engine``)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ from typing import Any
 
 import click
 
-from .settings import Settings
+from streams.cli.common import console, passphrase_for
+from streams.settings import Settings
 
 _fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-
-
-def _common():
-    from .cli import console, passphrase_for
-
-    return console, passphrase_for
 
 
 def _date(_ctx, _param, value: str | None) -> dt.date | None:
@@ -51,9 +46,8 @@ def _cell(value: Any) -> str:
 
 
 def _signer_and_keys(settings: Settings):
-    from .keystore import Keystore
+    from streams.keys.keystore import Keystore
 
-    _, passphrase_for = _common()
     keystore = Keystore.load(settings.data_dir)
     passphrase = passphrase_for(settings)
     return keystore, keystore.ledger_signer(passphrase), passphrase
@@ -83,9 +77,8 @@ def dp_budget() -> None:
 @click.pass_obj
 def dp_budget_set(settings: Settings, analyst: str | None, dataset: str | None, rho: float) -> None:
     """The data owner sets a budget (a ledgered event)."""
-    from .privacy import engine
+    from streams.privacy import engine
 
-    console, _ = _common()
     _, signer, _ = _signer_and_keys(settings)
     event = engine.set_budget(settings.store_dir, signer=signer, rho=rho, analyst=analyst, dataset=dataset)
     console.print(f"budget of {'analyst ' + analyst if analyst else 'data set ' + str(dataset)} set to rho {rho:g} "
@@ -98,7 +91,7 @@ def dp_budget_set(settings: Settings, analyst: str | None, dataset: str | None, 
 @click.pass_obj
 def dp_budget_show(settings: Settings, analyst: str | None, fmt: str) -> None:
     """Budgets, spent and left, per analyst and per data set (with the (epsilon, 1e-6)-DP equivalent). No key needed."""
-    from .privacy import engine
+    from streams.privacy import engine
 
     status = engine.budget_status(settings.store_dir, default_dataset_rho=settings.dp_dataset_rho, analyst=analyst)
     if fmt == "json":
@@ -123,9 +116,8 @@ def dp_budget_show(settings: Settings, analyst: str | None, fmt: str) -> None:
 def dp_query(settings: Settings, analyst: str, metric: str, by: str, start: dt.date, end: dt.date, rho: float,
              clamp_kwh: float | None, per_hour: int | None, fmt: str) -> None:
     """Answer one DP query from the sealed store; prints each group's noisy value, noise scale and 95 % interval."""
-    from .privacy import engine
+    from streams.privacy import engine
 
-    console, _ = _common()
     keystore, signer, passphrase = _signer_and_keys(settings)
     query = engine.DPQuery(metric=metric, by=tuple(by.split(",")), start=start, end=end, regions=settings.regions,
                            bounds=engine.Bounds(clamp_kwh=clamp_kwh or settings.dp_clamp_kwh,
@@ -140,60 +132,3 @@ def dp_query(settings: Settings, analyst: str, metric: str, by: str, start: dt.d
            f"{metric} of kWh by {by}, {start} to {end} (rho {answer.rho:g}, 95 % intervals)")
     console.print(f"bounds: {out['bounds']}; privacy unit: one meter; left: analyst rho "
                   f"{answer.remaining_analyst:.6g}, data set rho {answer.remaining_dataset:.6g}")
-
-
-@click.command("bill")
-@click.option("--encrypted", is_flag=True, help="Compute the bills under BFV (else: in the clear, by the same tariff).")
-@click.option("--kind", type=click.Choice(["bills", "readings"]), default="bills", show_default=True,
-              help="Bill each stored bill's Billed Unit, or each meter-month of readings.")
-@click.option("--period", help="Only this month, YYYY-MM.")
-@click.option("--tariff", "tariff_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Tariff TOML. [default: the BESCOM slabs, streams/privacy/bescom.toml]")
-@_fmt
-@click.pass_obj
-def bill_cmd(settings: Settings, encrypted: bool, kind: str, period: str | None, tariff_path: Path | None, fmt: str) -> None:
-    """Slab bills from the store; with --encrypted the billing side sees only BFV ciphertexts and public keys."""
-    from .privacy import billrun, tariff
-
-    console, _ = _common()
-    keystore, _, passphrase = _signer_and_keys(settings)
-    tar = tariff.load_tariff(tariff_path)
-    usage = billrun.usage_from_store(settings.store_dir, keystore.unlock(passphrase), kind=kind, period=period)
-    if encrypted:
-        result = billrun.run_encrypted(usage, tar)
-    else:
-        result = billrun.run_clear(usage, tar)
-    if fmt == "json":
-        click.echo(json.dumps(result, indent=2))
-    else:
-        ident = ["bill_no", "meter_no"] if kind == "bills" else ["meter_id"]
-        _table(result["rows"], [*ident, "period", "units_kwh", "amount_paise", "amount"], f"{tar.name}")
-        if encrypted:
-            f = result["figures"]
-            console.print(f"{result['identical_to_clear']}/{result['customers']} identical to the clear bill to the paisa; "
-                          f"{f['bills_per_s']:.0f} bills/s, billing side {f['billing_side_s'] * 1e3:.1f} ms, "
-                          f"{f['usage_ciphertext_bytes_per_customer']:.0f} ciphertext bytes per customer")
-    if encrypted and result["identical_to_clear"] != result["customers"]:
-        raise click.ClickException("an encrypted bill differs from the clear computation")
-
-
-@click.command("forecast")
-@click.option("--encrypted", is_flag=True, required=True, help="Evaluate on a CKKS ciphertext of the meter's window.")
-@click.option("--meter", required=True, help="Meter id.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Federated rounds to train the linear model.")
-@_fmt
-@click.pass_obj
-def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, fmt: str) -> None:
-    """One encrypted forecast round trip: gateway encrypts, utility evaluates, gateway decrypts."""
-    from .privacy import he_forecast
-
-    if not encrypted:
-        raise click.UsageError("only --encrypted forecasts are served here (plaintext: `meterseal fl run`)")
-    keystore, _, passphrase = _signer_and_keys(settings)
-    out = he_forecast.forecast_from_store(settings.store_dir, keystore.unlock(passphrase), meter=meter,
-                                          regions=settings.regions, rounds=rounds)
-    if fmt == "json":
-        click.echo(json.dumps(out, indent=2))
-    else:
-        for key, value in out.items():
-            click.echo(f"{key:>22}  {_cell(value) if not isinstance(value, dict) else json.dumps(value)}")

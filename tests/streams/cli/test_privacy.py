@@ -1,4 +1,5 @@
-"""``meterseal dp``, ``bill --encrypted`` and ``forecast --encrypted`` end to end over a sealed store."""
+"""``meterseal dp``, ``bill --encrypted`` and ``forecast --encrypted`` end to end over a sealed store
+(``streams/cli/dp.py``, ``streams/cli/he.py``)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from streams import sources
-from streams.cli import main
-from streams.keystore import Keystore
+from streams.ingest import sources
+from streams.cli.main import main
+from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
 from streams.privacy import tariff
 from streams.seal import Source
 from streams.settings import Settings
-from streams.store import SegmentStore
+from streams.store.segments import SegmentStore
 
-from .conftest import PASSPHRASE
+from tests.streams.privacy.conftest import PASSPHRASE, dp_store  # noqa: F401  (the fixture)
 
 
 def run(data, *args, expect: int = 0):

@@ -26,7 +26,7 @@ import numpy as np
 RHOS = (0.05, 0.125, 0.5, 2.0)
 FLEETS = (100, 1000, 10_000)
 REGIONS = ("north", "south", "east", "west", "central")
-SEED_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "Electricity_bill_1k.csv"
+SEED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "Electricity_bill_1k.csv"
 
 
 def _rel_errors(noisy: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -36,8 +36,8 @@ def _rel_errors(noisy: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def bench_dp(*, fleets=FLEETS, rhos=RHOS, days: int = 30, clamp_kwh: float = 8.0, sealed_max: int = 1000,
              repeats: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from . import sources
-    from .privacy import dp
+    from streams.ingest import sources
+    from streams.privacy import dp
 
     say = progress or (lambda _m: None)
     end = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=days) - dt.timedelta(hours=1)
@@ -106,7 +106,7 @@ def bench_dp(*, fleets=FLEETS, rhos=RHOS, days: int = 30, clamp_kwh: float = 8.0
 
 def _columns(readings) -> "Any":
     """Columns straight from a reading generator (no list of dicts: 7.2M of them would take GBs)."""
-    from .privacy import dp
+    from streams.privacy import dp
 
     meter, epoch, region, kwh = [], [], [], []
     parse = dt.datetime.fromisoformat
@@ -133,12 +133,12 @@ def _averaging_attack(rng, *, clamp_kwh: float, eps0: float, k: int = 100) -> di
 def _sealed_and_opened(readings: list[dict], query) -> list[dict]:
     import json
 
-    from .keystore import Keystore
-    from .pipeline import Pipeline
-    from .query import Query, Reader
-    from .seal import Source
-    from .settings import Settings
-    from .store import SegmentStore
+    from streams.keys.keystore import Keystore
+    from streams.pipeline import Pipeline
+    from streams.store.query import Query, Reader
+    from streams.seal import Source
+    from streams.settings import Settings
+    from streams.store.segments import SegmentStore
 
     with tempfile.TemporaryDirectory(prefix="meterseal-bench-dp-") as tmp:
         data = Path(tmp)
@@ -162,7 +162,7 @@ def _sealed_and_opened(readings: list[dict], query) -> list[dict]:
 
 def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000, seed_csv: Path | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from .privacy import billing, billrun, tariff
+    from streams.privacy import billing, billrun, tariff
 
     say = progress or (lambda _m: None)
     tar = tariff.default_tariff()
@@ -172,7 +172,7 @@ def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000, se
             seed_units = [tariff.units_of(row["Billed Unit"]) for row in csv.DictReader(fh)]
         seed_source = str(path.name)
     else:
-        from . import sources
+        from streams.ingest import sources
 
         seed_units = [tariff.units_of(r["Billed Unit"]) for r in sources.generated_bills(1000)]
         seed_source = "generated seed-format bills (../shared not found)"
@@ -204,8 +204,8 @@ def bench_forecast(*, meters: int = 10, days: int = 60, rounds: int = 5, epochs:
     from fl import task
     from fl.data import region_data
 
-    from . import sources
-    from .privacy import he_forecast
+    from streams.ingest import sources
+    from streams.privacy import he_forecast
 
     say = progress or (lambda _m: None)
     readings = list(sources.uci_readings(meters=meters, limit=meters * days * 1440, regions=REGIONS))

@@ -30,7 +30,7 @@ def origin(verifier: Verifier, table: str, partition: int) -> str:
 
 def logs(store: SegmentStore) -> list[tuple[str, int]]:
     found = set()
-    for table in (*LEDGERED, "deks", "models", "consent"):
+    for table in (*LEDGERED, "deks", "models", "consent", "privacy"):
         found |= {(table, p) for p in store.partitions(table)}
         ledger_dir = store.root / "ledger" / table
         if ledger_dir.exists():
@@ -83,6 +83,11 @@ def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier], *,
                                  "model-weights", f"run {r['run_id']} round {r['round']}: weights file missing or not "
                                  f"hashing to {r['model_sha256']}", index=r.get("leaf_index")) for r in rows if not r["weights_ok"]]
             results.append((summary, findings))
+        elif table == "privacy":  # DP budget events (streams.privacy.budget): spends and budgets set
+            from streams.privacy.budget import read_events
+
+            results.append(audit(name, hashes, read_events(store.root), notes, verifiers,
+                                 encode=leaf_codec.encode_privacy_event))
         else:
             results.append(audit(name, hashes, store.rows(table, p), notes, verifiers))
     return results

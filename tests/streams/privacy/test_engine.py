@@ -127,3 +127,24 @@ def test_mean_and_count(store):
     assert abs(north["value"] - true_mean) < 0.2
     answer = ask(store_dir, signer, keys, "alice", 40.0, dataset_rho=100.0, query=q("count", ("region",)))
     assert abs(answer.rows[0]["value"] - sum(r["region"] == "north" for r in readings)) < 5 * answer.noise_scale["count"]
+
+
+def test_ledger_verify_audits_the_privacy_log(store, dp_store):
+    from streams.store.audit import audit_store
+
+    store_dir, signer, keys, _ = store
+    verifier = dp_store[1].ledger_verifier
+    engine.set_budget(store_dir, signer=signer, analyst="alice", rho=1.0)
+    ask(store_dir, signer, keys, "alice", 0.5)
+
+    def privacy_findings():
+        (summary, findings), = [(s, f) for s, f in audit_store(store_dir, verifier) if s.log.endswith("/privacy/0")]
+        return summary, findings
+
+    summary, findings = privacy_findings()
+    assert findings == [] and summary.leaves == 2
+    path = store_dir / "privacy" / "events.jsonl"
+    path.write_text(path.read_text().replace('"rho":0.5', '"rho":0.05'))  # under-report a spend
+    assert privacy_findings()[1]
+    with pytest.raises(budget.BudgetLogError, match="altered"):
+        budget.load(store_dir)

@@ -242,3 +242,22 @@ def bench_privacy(*, quick: bool = False, sealed_max: int = 1000,
                                      windows=50 if quick else 200, progress=progress)
     out["seconds"] = time.perf_counter() - t
     return out
+
+
+def render(result: dict[str, Any]) -> str:
+    """The bench's figures as text tables (``--format table``)."""
+    lines = [f"DP: {result['dp']['query']}", f"    error: {result['dp']['error']}",
+             f"{'fleet':>7} {'rho':>6} {'eps@1e-6':>9} {'sigma kWh':>10} {'DP med':>8} {'DP p90':>8} "
+             f"{'proto med':>10} {'proto p90':>10} {'mean true kWh':>14}"]
+    for r in result["dp"]["table"]:
+        lines.append(f"{r['fleet']:>7} {r['rho']:>6} {r['epsilon_at_delta_1e-6']:>9.2f} {r['gaussian_noise_scale_kwh']:>10.1f} "
+                     f"{r['dp_median_rel_error']:>8.4f} {r['dp_p90_rel_error']:>8.4f} {r['prototype_median_rel_error']:>10.3f} "
+                     f"{r['prototype_p90_rel_error']:>10.3f} {r['mean_true_group_kwh']:>14.1f}")
+    lines.append(f"stores: {result['dp']['stores']}")
+    lines.append(f"prototype averaging: {result['dp']['prototype_averaging']}")
+    for part in ("billing", "forecast"):
+        lines.append(f"{part}:")
+        for key, value in result[part].items():
+            lines.append(f"  {key}: {value}")
+    lines.append(f"seconds: {result['seconds']:.0f}")
+    return "\n".join(lines)

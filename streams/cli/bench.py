@@ -214,10 +214,7 @@ def bench_console_cmd(settings, viewers: int, alerts: int, gap: float, requests:
 @_bench_fmt
 def bench_privacy_cmd(quick: bool, sealed_max: int, fmt: str) -> None:
     """DP error table (vs the prototype's per-value Laplace), BFV billing and CKKS forecast figures."""
-    from streams.bench.privacy import bench_privacy
+    from streams.bench.privacy import bench_privacy, render
 
     result = bench_privacy(quick=quick, sealed_max=sealed_max, progress=console.log)
-    if fmt == "json":
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(json.dumps(result, indent=2))  # nested tables: JSON is the readable form
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else render(result))

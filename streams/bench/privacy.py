@@ -160,7 +160,8 @@ def _sealed_and_opened(readings: list[dict], query) -> list[dict]:
         return reader.open_many(reader.search(Query(start=query.start, end=query.end), kinds=["readings"]))
 
 
-def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000, seed_csv: Path | None = None,
+def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000, prototype_seed_bills: int | None = None,
+                  seed_csv: Path | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from streams.privacy import billing, billrun, tariff
 
@@ -185,7 +186,7 @@ def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000, se
     units = rng.integers(0, 120_000, customers).tolist()  # 0-1,200 kWh a month, across every slab
     big = billrun.run_encrypted([{"units": int(u)} for u in units], tar, holder=holder)
     say(f"{customers} customers: {big['figures']['bills_per_s']:.0f} bills/s")
-    proto_seed = billrun.prototype_ckks(seed_units, tar)
+    proto_seed = billrun.prototype_ckks(seed_units[:prototype_seed_bills], tar)
     proto_big = billrun.prototype_ckks([int(u) for u in units[:prototype_sample]], tar)
     return {"keygen_s": keygen_s,
             "seed_bills": {"source": seed_source, "customers": seed["customers"],

@@ -160,8 +160,8 @@ def _sealed_and_opened(readings: list[dict], query) -> list[dict]:
         return reader.open_many(reader.search(Query(start=query.start, end=query.end), kinds=["readings"]))
 
 
-def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000, prototype_seed_bills: int | None = None,
-                  seed_csv: Path | None = None,
+def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000,
+                  prototype_seed_bills: int | None = None, seed_csv: Path | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from streams.privacy import billing, billrun, tariff
 

@@ -48,6 +48,8 @@ def test_utility_gets_public_material_only(trained):
     ct = gateway.encrypt(x[0])
     with pytest.raises(ValueError, match="must not hold"):
         he_forecast.evaluate(gateway.context.serialize(save_secret_key=True), ct, weights)
-    trip = he_forecast.round_trip(gateway, gateway.public_context, weights, x[0], float(scale[0]))
+    with pytest.raises(ValueError, match="must not hold"):
+        he_forecast.Utility(gateway.context.serialize(save_secret_key=True))
+    trip = he_forecast.round_trip(gateway, he_forecast.Utility(gateway.public_context), weights, x[0], float(scale[0]))
     assert trip["abs_diff_kwh"] < 1e-3
     np.testing.assert_allclose(trip["plaintext_kwh"], he_forecast.plain_forecast(weights, x[:1], scale[:1])[0])

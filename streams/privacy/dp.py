@@ -61,7 +61,8 @@ class BudgetExceeded(DPError):
     """The query would take an analyst's or a data set's privacy loss past its budget; nothing was released."""
 
 
-def _opendp():
+def opendp():
+    """``opendp.prelude`` with the ``contrib`` features on (Gaussian, filters, conversions)."""
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
@@ -216,7 +217,7 @@ def plan(query: DPQuery, rho: float) -> Plan:
     """The Gaussian measurement with the smallest noise that OpenDP's map says costs at most ``rho``."""
     if not (math.isfinite(rho) and rho > 0):
         raise DPError("--rho must be a positive number")
-    dp = _opendp()
+    dp = opendp()
     d_in = math.sqrt(2.0) if query.metric == "mean" else 1.0
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
     scale = dp.binary_search_param(lambda s: dp.m.make_gaussian(*space, scale=s), d_in=d_in, d_out=rho)
@@ -226,7 +227,7 @@ def plan(query: DPQuery, rho: float) -> Plan:
 
 
 def _half_width(scale: float, alpha: float) -> float:
-    return float(_opendp().gaussian_scale_to_accuracy(scale, alpha))
+    return float(opendp().gaussian_scale_to_accuracy(scale, alpha))
 
 
 def release(p: Plan, sums: np.ndarray, counts: np.ndarray, *, invoke=None) -> list[dict[str, Any]]:
@@ -286,7 +287,7 @@ def approx_dp(rho: float, delta: float = 1e-6) -> float:
     Gaussian release of that rho)."""
     if rho <= 0:
         return 0.0
-    dp = _opendp()
+    dp = opendp()
     space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
     gauss = dp.m.make_gaussian(*space, scale=1.0 / math.sqrt(2 * rho))
     return float(dp.c.make_zCDP_to_approxDP(gauss).map(1.0).epsilon(delta))

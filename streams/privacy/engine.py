@@ -70,8 +70,8 @@ def answer_query(store_dir: Path | str, *, owner: UnlockedKeys, signer: Signer, 
     store_dir = Path(store_dir)
     plan = dp.plan(query, rho)
     cost = plan.cost
-    state = budgets.check(store_dir, analyst=analyst, dataset=dataset, rho=cost,  # refuse before opening anything
-                          default_dataset_rho=default_dataset_rho)
+    budgets.check(store_dir, analyst=analyst, dataset=dataset, rho=cost,  # refuse before opening anything
+                  default_dataset_rho=default_dataset_rho)
     sums, counts = dp.bounded_aggregates(_columns(store_dir, owner, query), query)
     event, after = budgets.spend(store_dir, signer, analyst=analyst, dataset=dataset, rho=cost,
                                  query=query.describe(), default_dataset_rho=default_dataset_rho)
@@ -88,7 +88,7 @@ def _filtered(plan: dp.Plan, *, granted: float):
     """Run the measurement through OpenDP's privacy filter (an odometer capped at the budget this release
     was granted), so OpenDP itself refuses a measurement that costs more than was charged."""
     def invoke(measurement, vector):
-        o = dp._opendp()
+        o = dp.opendp()
         space = o.vector_domain(o.atom_domain(T=float, nan=False)), o.l2_distance(T=float)
         odometer = o.c.make_fully_adaptive_composition(*space, o.zero_concentrated_divergence())
         queryable = o.c.make_privacy_filter(odometer, d_in=plan.d_in, d_out=granted)(vector)

@@ -35,13 +35,14 @@ def _rel_errors(noisy: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def bench_dp(*, fleets=FLEETS, rhos=RHOS, days: int = 30, clamp_kwh: float = 8.0, sealed_max: int = 1000,
-             repeats: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             repeats: int = 3, by: tuple[str, ...] = ("region", "hour"),
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from streams.ingest import sources
     from streams.privacy import dp
 
     say = progress or (lambda _m: None)
     end = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=days) - dt.timedelta(hours=1)
-    query = dp.DPQuery(metric="sum", by=("region", "hour"), start=dt.date(2025, 3, 1),
+    query = dp.DPQuery(metric="sum", by=by, start=dt.date(2025, 3, 1),
                        end=dt.date(2025, 3, 1) + dt.timedelta(days=days - 1), regions=REGIONS,
                        bounds=dp.Bounds(clamp_kwh=clamp_kwh, per_hour=1))
     per_meter_releases = days * 24
@@ -67,7 +68,8 @@ def bench_dp(*, fleets=FLEETS, rhos=RHOS, days: int = 30, clamp_kwh: float = 8.0
         truth = np.zeros(len(REGIONS) * query.buckets)
         hour = ((cols.epoch - dp._epoch(query.start)) // 3600).astype(np.int64)
         reg = np.asarray([REGIONS.index(r) for r in cols.region])
-        np.add.at(truth, reg * query.buckets + hour, cols.kwh)
+        group = reg * query.buckets + hour // query.bucket_hours
+        np.add.at(truth, group, cols.kwh)
         bounded, _ = dp.bounded_aggregates(cols, query)
         say(f"fleet {fleet}: {len(cols.kwh)} readings ({source}) in {time.perf_counter() - t0:.1f}s")
         for rho in rhos:
@@ -79,7 +81,7 @@ def bench_dp(*, fleets=FLEETS, rhos=RHOS, days: int = 30, clamp_kwh: float = 8.0
             for _ in range(repeats):  # the prototype: every reading + Laplace(clamp/eps0), then summed
                 noisy = cols.kwh + rng.laplace(0.0, clamp_kwh / eps0, len(cols.kwh))
                 agg = np.zeros_like(truth)
-                np.add.at(agg, reg * query.buckets + hour, noisy)
+                np.add.at(agg, group, noisy)
                 laplace.append(agg)
             c_err = [_rel_errors(c, truth) for c in central]
             l_err = [_rel_errors(l, truth) for l in laplace]
@@ -96,7 +98,8 @@ def bench_dp(*, fleets=FLEETS, rhos=RHOS, days: int = 30, clamp_kwh: float = 8.0
                 f"prototype {table[-1]['prototype_median_rel_error']:.4f}")
     # the prototype has no budget: averaging k repeats of its answer shrinks its noise by sqrt(k)
     averaging = _averaging_attack(rng, clamp_kwh=clamp_kwh, eps0=math.sqrt(2 * 0.5 / per_meter_releases))
-    return {"query": f"hourly per-region kWh sums over {days} days, {len(REGIONS)} regions "
+    return {"query": f"{'hourly' if by[-1] == 'hour' else 'daily' if by[-1] == 'day' else 'total'} per-region kWh "
+                     f"sums over {days} days, {len(REGIONS)} regions "
                      f"({len(REGIONS) * query.buckets} groups), bounds: clamp {clamp_kwh} kWh per reading, "
                      "1 reading per meter per hour (hourly meters)",
             "error": "relative |answer - true| / true per group; median and 90th percentile over groups, "

@@ -164,7 +164,7 @@ def _sealed_and_opened(readings: list[dict], query) -> list[dict]:
 
 
 def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000,
-                  prototype_seed_bills: int | None = None, seed_csv: Path | None = None,
+                  prototype_seed_bills: int | None = None, seed_csv: Path | None = None, uci_months: bool = True,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from streams.privacy import billing, billrun, tariff
 
@@ -189,11 +189,22 @@ def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000,
     units = rng.integers(0, 120_000, customers).tolist()  # 0-1,200 kWh a month, across every slab
     big = billrun.run_encrypted([{"units": int(u)} for u in units], tar, holder=holder)
     say(f"{customers} customers: {big['figures']['bills_per_s']:.0f} bills/s")
+    uci = None
+    if uci_months:  # the real UCI household's every calendar month (Dec 2006 - Nov 2010)
+        from streams.ingest import sources
+
+        months = billrun.meter_months(sources.uci_readings(meters=1))
+        run = billrun.run_encrypted(months, tar, holder=holder)
+        units_kwh = [u["units"] / 100 for u in months]
+        uci = {"meter_months": run["customers"], "identical_to_clear_to_the_paisa": run["identical_to_clear"],
+               "kwh_min": min(units_kwh), "kwh_max": max(units_kwh), "bills_per_s": run["figures"]["bills_per_s"]}
+        say(f"UCI meter-months: {run['identical_to_clear']}/{run['customers']} identical")
     proto_seed = billrun.prototype_ckks(seed_units[:prototype_seed_bills], tar)
     proto_big = billrun.prototype_ckks([int(u) for u in units[:prototype_sample]], tar)
     return {"keygen_s": keygen_s,
             "seed_bills": {"source": seed_source, "customers": seed["customers"],
                            "identical_to_clear_to_the_paisa": seed["identical_to_clear"], **seed["figures"]},
+            "uci_meter_months": uci,
             "fleet": {"customers": customers, "identical_to_clear_to_the_paisa": big["identical_to_clear"],
                       **big["figures"]},
             "prototype_ckks_decrypt_then_compute": {"seed_bills": proto_seed,

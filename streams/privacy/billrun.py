@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import time
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from streams.keys.keystore import UnlockedKeys
 from streams.store.query import Query, Reader
@@ -50,12 +51,17 @@ def usage_from_store(store_dir: Path | str, owner: UnlockedKeys, *, kind: str = 
         rows = [{"bill_no": b["bill_no"], "meter_no": b["meter_no"], "period": b["date"][:7],
                  "units": units_of(b["billed_unit"])} for b in opened if not period or b["date"][:7] == period]
         return sorted(rows, key=lambda r: (r["period"], str(r["bill_no"])))
+    return [u for u in meter_months(opened) if not period or u["period"] == period]
+
+
+def meter_months(readings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Readings summed per meter and calendar month (UTC): id, period and units (0.01 kWh, the month's kWh at
+    6 decimals rounded half up)."""
     totals: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in opened:
+    for r in readings:
         when = dt.datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).astimezone(dt.timezone.utc)
         totals[(r["meter_id"], when.strftime("%Y-%m"))].append(r["kwh"])
-    return [{"meter_id": m, "period": p, "units": units_of(round(sum(v), 6))}
-            for (m, p), v in sorted(totals.items()) if not period or p == period]
+    return [{"meter_id": m, "period": p, "units": units_of(round(math.fsum(v), 6))} for (m, p), v in sorted(totals.items())]
 
 
 def _hundredths(value: int) -> str:

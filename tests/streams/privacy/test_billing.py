@@ -98,3 +98,15 @@ def test_custom_tariff_file(tmp_path, holder):
     path.write_text("[[slab]]\nrate_paise = 1\nupto_kwh = 3\n")
     with pytest.raises(ConfigError, match="open-ended"):
         tariff.load_tariff(path)
+
+
+def test_uci_meter_months_to_the_paisa(holder):
+    from streams.ingest import sources
+    from streams.privacy import billrun
+
+    # 40 UCI meters x ~5,000 minutes: every meter-month of the slice, incl. months cut at the slice's ends
+    usage = billrun.meter_months(sources.uci_readings(meters=40, limit=200_000))
+    assert len(usage) >= 40 and all(u["period"].count("-") == 1 for u in usage)
+    result = billrun.run_encrypted(usage, T, holder=holder)
+    assert result["identical_to_clear"] == result["customers"] == len(usage)
+    assert [r["amount_paise"] for r in result["rows"]] == [tariff.clear_bill(u["units"], T) for u in usage]

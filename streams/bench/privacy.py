@@ -238,11 +238,15 @@ def bench_forecast(*, meters: int = 10, days: int = 60, rounds: int = 5, epochs:
     agree = he_forecast.agreement(gateway, weights, x[pick], s[pick])
     say(f"agreement over {agree['windows']} windows: max {agree['max_abs_diff_kwh']:.2e} kWh")
     lin_mae, mlp_mae = linear["rounds"][-1]["mae"], mlp["rounds"][-1]["mae"]
+    square = he_forecast.train_federated(datas, rounds=rounds, epochs=epochs, model="square")
+    pick_sq = pick[:: max(1, len(pick) // 20)]
+    square_agree = he_forecast.agreement(he_forecast.Gateway.generate("square"), square["model_weights"], x[pick_sq], s[pick_sq])
     return {"data": f"UCI household series as {meters} meters x {days} days, hourly windows, "
                     f"{len(actual)} held-out windows",
             "he_linear_mae_kwh": lin_mae, "federated_mlp_mae_kwh": mlp_mae, "persistence_mae_kwh": persistence["mae"],
             "he_linear_vs_persistence": lin_mae / persistence["mae"] - 1, "he_linear_vs_mlp": lin_mae / mlp_mae - 1,
-            "encrypted_vs_plaintext": agree}
+            "encrypted_vs_plaintext": agree, "square_mlp_mae_kwh": square["rounds"][-1]["mae"],
+            "square_mlp_encrypted_vs_plaintext": square_agree}
 
 
 def bench_privacy(*, quick: bool = False, sealed_max: int = 1000,

@@ -50,10 +50,12 @@ def bill_cmd(settings: Settings, encrypted: bool, kind: str, period: str | None,
 @click.command("forecast")
 @click.option("--encrypted", is_flag=True, required=True, help="Evaluate on a CKKS ciphertext of the meter's window.")
 @click.option("--meter", required=True, help="Meter id.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Federated rounds to train the linear model.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Federated rounds to train the model.")
+@click.option("--model", type=click.Choice(["linear", "square"]), default="linear", show_default=True,
+              help="Linear (CKKS poly modulus 8192) or a square-activation MLP (16384, ~23x slower).")
 @_fmt
 @click.pass_obj
-def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, fmt: str) -> None:
+def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, model: str, fmt: str) -> None:
     """One encrypted forecast round trip: gateway encrypts, utility evaluates, gateway decrypts."""
     from streams.privacy import he_forecast
 
@@ -61,7 +63,7 @@ def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, f
         raise click.UsageError("only --encrypted forecasts are served here (plaintext: `meterseal fl run`)")
     keystore, _, passphrase = _signer_and_keys(settings)
     out = he_forecast.forecast_from_store(settings.store_dir, keystore.unlock(passphrase), meter=meter,
-                                          regions=settings.regions, rounds=rounds)
+                                          regions=settings.regions, rounds=rounds, model=model)
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))
     else:

@@ -53,3 +53,13 @@ def test_utility_gets_public_material_only(trained):
     trip = he_forecast.round_trip(gateway, he_forecast.Utility(gateway.public_context), weights, x[0], float(scale[0]))
     assert trip["abs_diff_kwh"] < 1e-3
     np.testing.assert_allclose(trip["plaintext_kwh"], he_forecast.plain_forecast(weights, x[:1], scale[:1])[0])
+
+
+def test_square_activation_mlp_under_ckks_agrees_with_plaintext(trained):
+    datas, _, _ = trained
+    report = he_forecast.train_federated(datas, rounds=1, epochs=1, model="square")
+    weights = report["model_weights"]
+    assert [w.shape for w in weights] == [(8, 40), (8,), (1, 8), (1,)]
+    x, _, scale = datas[2].test
+    result = he_forecast.agreement(he_forecast.Gateway.generate("square"), weights, x, scale, limit=2)
+    assert result["max_abs_diff_kwh"] < 1e-3

@@ -52,7 +52,7 @@ def bill_cmd(settings: Settings, encrypted: bool, kind: str, period: str | None,
 @click.option("--meter", required=True, help="Meter id.")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Federated rounds to train the model.")
 @click.option("--model", type=click.Choice(["linear", "square"]), default="linear", show_default=True,
-              help="Linear (CKKS poly modulus 8192) or a square-activation MLP (16384, ~23x slower).")
+              help="Linear (CKKS poly modulus 8192) or a square-activation MLP (16384, ~30x slower).")
 @_fmt
 @click.pass_obj
 def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, model: str, fmt: str) -> None:

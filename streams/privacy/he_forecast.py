@@ -18,7 +18,7 @@ polynomial. ``LinearForecaster`` costs one multiplicative level: poly modulus 81
 coefficient modulus (160 <= 218 bits: 128-bit security). ``SquareMLP`` (40 -> 8 -> x² -> 1) needs three
 levels (mm, square, dot): poly modulus 16384, 60+40+40+40+60 bits (<= 438), and relinearisation keys. Both
 are measured against the federated ReLU MLP and persistence in ``meterseal bench privacy`` (the square
-MLP was no more accurate than the linear model there, at ~23x the latency: linear is the default).
+MLP was no more accurate than the linear model there, at ~30x the latency: linear is the default).
 """
 
 from __future__ import annotations

@@ -13,16 +13,16 @@ from ledger import leaf as leaf_codec
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import LedgerError, NoteError, ProofError
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints
 from ledger.note import Verifier, open_note
 from ledger.proof import inclusion_proof
-from ledger.storage import FileHashStore
 from ledger.verify import verify_inclusion
 
 from streams.keys.keystore import Keystore
 from streams.settings import Settings
 from streams.store.audit import audit_store, logs
-from streams.store.segments import LEDGERED, SegmentStore, connect
+from streams.cli.common import open_settings_store
+from streams.store.base import connect
+from streams.store.segments import LEDGERED
 
 
 @click.group("ledger")
@@ -36,7 +36,7 @@ def ledger_group() -> None:
 def verify_cmd(settings: Settings, vkey: str | None) -> None:
     """Recompute every log from the store, check every checkpoint; exit 1 naming the first tampered record."""
     verifier = Verifier.from_vkey(vkey) if vkey else Keystore.load(settings.data_dir).ledger_verifier
-    results = audit_store(settings.store_dir, verifier)
+    results = audit_store(open_settings_store(settings), verifier)
     problems = [f for _, findings in results for f in findings]
     leaves = sum(s.leaves for s, _ in results)
     signed = sum(s.signed_size for s, _ in results)
@@ -54,9 +54,9 @@ def verify_cmd(settings: Settings, vkey: str | None) -> None:
 @click.pass_obj
 def checkpoints_cmd(settings: Settings) -> None:
     """List the signed checkpoints in the data directory."""
-    store = SegmentStore(settings.store_dir)
+    store = open_settings_store(settings)
     for table, p in logs(store):
-        for note in FileCheckpoints(store.checkpoint_dir(table, p)).all():
+        for note in store.checkpoint_store(table, p).all():
             cp = Checkpoint.from_note(note)
             click.echo(f"{table}\tp{p}\tsize={cp.size}\troot={cp.root.hex()}")
 
@@ -66,7 +66,7 @@ def checkpoints_cmd(settings: Settings) -> None:
 @click.pass_obj
 def records_cmd(settings: Settings, limit: int) -> None:
     """Record ids with their log and leaf index (use one with `ledger prove`)."""
-    store = SegmentStore(settings.store_dir)
+    store = open_settings_store(settings)
     shown = 0
     for table, p in logs(store):
         for row in store.rows(table, p)[: max(0, limit - shown)]:
@@ -81,8 +81,8 @@ def records_cmd(settings: Settings, limit: int) -> None:
 def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
     """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
     keystore = Keystore.load(settings.data_dir)
-    store = SegmentStore(settings.store_dir)
-    con = connect(settings.store_dir)
+    store = open_settings_store(settings)
+    con = connect(store)
     for table in LEDGERED:  # one indexed lookup, not a read of every log's rows
         cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
         found = cur.fetchone()
@@ -90,8 +90,8 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
             continue
         row = dict(zip([d[0] for d in cur.description], found))
         p = row["topic_partition"]
-        hashes = FileHashStore(store.hash_path(table, p)).read()
-        notes = [n for n in FileCheckpoints(store.checkpoint_dir(table, p)).all()
+        hashes = store.hash_store(table, p).read()
+        notes = [n for n in store.checkpoint_store(table, p).all()
                  if Checkpoint.from_note(n).size > row["leaf_index"]]
         if not notes:
             raise click.ClickException(f"record {record_id} is leaf {row['leaf_index']} of {table}/p{p}, "
@@ -110,7 +110,7 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
         else:
             click.echo(text)
         return
-    raise click.ClickException(f"no record {record_id} in {settings.store_dir}")
+    raise click.ClickException(f"no record {record_id} in {settings.store_location}")
 
 
 @ledger_group.command("verify-proof")

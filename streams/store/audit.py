@@ -1,6 +1,6 @@
 """The store's ledger audit: every Merkle log of a store checked against its records and signed checkpoints.
 
-Plain functions over a ``SegmentStore`` and a checkpoint ``Verifier``; ``meterseal ledger verify``, the demo
+Plain functions over a ``Store`` (either backend) and a checkpoint ``Verifier``; ``meterseal ledger verify``, the demo
 and the benchmarks call them.
 """
 
@@ -13,34 +13,28 @@ from ledger.audit import Finding, audit
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import NoteError
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints
 from ledger.note import Verifier, open_note
-from ledger.storage import FileHashStore
 
-from streams.store.segments import LEDGERED, SegmentStore, log_origin
+from streams.store.base import Store, open_store
+from streams.store.segments import log_origin
 
 
 def origin(verifier: Verifier, table: str, partition: int) -> str:
     return log_origin(verifier.key_hash.hex(), table, partition)
 
 
-def logs(store: SegmentStore) -> list[tuple[str, int]]:
-    found = set()
-    for table in (*LEDGERED, "deks", "models"):
-        found |= {(table, p) for p in store.partitions(table)}
-        ledger_dir = store.root / "ledger" / table
-        if ledger_dir.exists():
-            found |= {(table, int(f.stem[1:])) for f in ledger_dir.glob("p*.hashes")}
-    return sorted(found)
+def logs(store: Store) -> list[tuple[str, int]]:
+    """Every (table, partition) of the store that has a Merkle log."""
+    return store.log_keys()
 
 
-def audit_store(store_dir: Path, verifier: Verifier) -> list:
-    """Audit every log of the store: [(Summary, [Finding, ...]), ...]."""
-    store = SegmentStore(store_dir)
+def audit_store(store_dir: Path | str | Store, verifier: Verifier) -> list:
+    """Audit every log of the store (a location or a ``Store``): [(Summary, [Finding, ...]), ...]."""
+    store = open_store(store_dir, create=False)
     results = []
     for table, p in logs(store):
-        hashes = FileHashStore(store.hash_path(table, p)).read()
-        notes = FileCheckpoints(store.checkpoint_dir(table, p)).all()
+        hashes = store.hash_store(table, p).read()
+        notes = store.checkpoint_store(table, p).all()
         if table == "deks":
             results.append(audit(origin(verifier, table, p), hashes, store.dek_rows(p), notes, verifier,
                                  encode=leaf_codec.encode_key_event))
@@ -59,7 +53,7 @@ def audit_store(store_dir: Path, verifier: Verifier) -> list:
     return results
 
 
-def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) -> dict[str, str]:
+def inclusion_status(store: Store, verifier: Verifier, rows: list[dict]) -> dict[str, str]:
     """``record_id -> verified | unsigned | TAMPERED`` for stored rows, checked against their logs.
 
     Per log, the stored hashes must reproduce the newest checkpoint that verifies with ``verifier``;
@@ -73,9 +67,9 @@ def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) 
     for row in rows:
         by_log.setdefault(("bills" if row["kind"] == "bill" else "readings", row["topic_partition"]), []).append(row)
     for (table, p), hits in by_log.items():
-        hashes = FileHashStore(store.hash_path(table, p)).read()
+        hashes = store.hash_store(table, p).read()
         signed = 0
-        for note in reversed(FileCheckpoints(store.checkpoint_dir(table, p)).all()):
+        for note in reversed(store.checkpoint_store(table, p).all()):
             try:
                 cp = Checkpoint.parse(open_note(note, [verifier])[0])
             except NoteError:

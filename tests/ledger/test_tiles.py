@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from ledger.hashing import leaf_hash, root, subtree_root
+from ledger.compact import root
+from ledger.hashing import leaf_hash, subtree_root
 from ledger.log import Log
 from ledger.note import Signer
 from ledger.tiles import WIDTH, Fenced, MemoryBlobs, TileCheckpoints, TileHashStore, tile_path

@@ -125,10 +125,11 @@ class IcebergStore:
         self._logs_known: set[str] = set()
         self._hash_stores: dict[tuple[str, int], TileHashStore] = {}
         self._check()
-        self._catalog = self._open_catalog()
-        if create:
-            for table in TABLES:
-                self._table(table, create=True)
+        with self._setup_lock():  # first use of a catalog or store: one process at a time creates things
+            self._catalog = self._open_catalog()
+            if create:
+                for table in TABLES:
+                    self._table(table, create=True)
 
     # -- connections -----------------------------------------------------------------------------
     def _check(self) -> None:
@@ -142,6 +143,16 @@ class IcebergStore:
         except psycopg.Error as exc:
             raise StoreError(f"cannot reach the Iceberg catalog at {self._catalog_where()}: check METERSEAL_CATALOG "
                              f"and that PostgreSQL is running ({str(exc).strip().splitlines()[0]})") from exc
+
+    @contextlib.contextmanager
+    def _setup_lock(self) -> Iterator[None]:
+        """Serialise creating the catalog's tables, the namespace and the store's tables across processes
+        (several workers starting at once would race on CREATE TABLE): a transaction advisory lock."""
+        import psycopg
+
+        with psycopg.connect(_plain_uri(self.catalog_uri), connect_timeout=5) as con:
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (0x6D657465727365,))  # 'meterse'
+            yield
 
     def _catalog_where(self) -> str:
         return re.sub(r"//[^@/]*@", "//", self.catalog_uri)  # never print a password

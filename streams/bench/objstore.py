@@ -65,12 +65,15 @@ def _bucket() -> str:
     return name
 
 
-def _writer(location: str, catalog: str, partition: int, batches: list[bytes], out: Any) -> None:
+def _writer(location: str, catalog: str, partition: int, batches: list[bytes], out: Any, go: Any) -> None:
     """One writer process: append sealed-row batches (Arrow IPC) to partition ``partition`` through the store
-    interface (dedup against the snapshot, commit with retry)."""
+    interface (dedup against the snapshot, commit with retry). Timed from ``go``, after every writer started."""
     from streams.store.iceberg import IcebergStore
 
     store = IcebergStore(location, catalog, work_dir=tempfile.mkdtemp(prefix="meterseal-w-"))
+    store.max_leaf("readings", partition)
+    out.put("ready")
+    go.wait()
     start, rows = time.perf_counter(), 0
     for blob in batches:
         table = pa.ipc.open_stream(blob).read_all()
@@ -92,10 +95,13 @@ def _append_throughput(location: str, catalog: str, batches: list[pa.Table], wri
         with pa.ipc.new_stream(sink, batch.schema) as w:
             w.write_table(batch)
         per[i % writers].append(sink.getvalue().to_pybytes())
-    procs = [ctx.Process(target=_writer, args=(location, catalog, p, per[p], out)) for p in range(writers)]
-    start = time.perf_counter()
+    go = ctx.Event()
+    procs = [ctx.Process(target=_writer, args=(location, catalog, p, per[p], out, go)) for p in range(writers)]
     for p in procs:
         p.start()
+    assert [out.get(timeout=300) for _ in procs] == ["ready"] * writers
+    start = time.perf_counter()
+    go.set()
     results = [out.get(timeout=900) for _ in procs]
     wall = time.perf_counter() - start
     for p in procs:

@@ -46,6 +46,11 @@ from streams.store.segments import LEDGERED, REGION_NAME, TABLES, arrow_schema
 
 SPECS = ("day+bucket", "month+bucket", "day", "bucket", "none")  # partition specs ``meterseal bench store`` compares
 DEFAULT_SPEC = "day+bucket"
+# pyiceberg retries a conflicting commit itself, re-using the data files it wrote (only the manifest list and
+# metadata are redone): many quick retries, since writers of other partitions commit every few hundred ms
+TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd", "commit.retry.num-retries": "30",
+                    "commit.retry.min-wait-ms": "20", "commit.retry.max-wait-ms": "2000",
+                    "commit.retry.total-timeout-ms": "120000"}
 BUCKETS = 8
 
 
@@ -203,7 +208,7 @@ class IcebergStore:
             try:
                 found = self._catalog.create_table(ident, schema=iceberg_schema(table),
                                                    partition_spec=partition_spec(table, self.spec),
-                                                   properties={"write.parquet.compression-codec": "zstd"})
+                                                   properties=TABLE_PROPERTIES)
             except TableAlreadyExistsError:  # another writer made it a moment ago
                 found = self._catalog.load_table(ident)
         except Exception as exc:  # noqa: BLE001 - S3 or catalog failure

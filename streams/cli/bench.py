@@ -113,8 +113,10 @@ def bench_ledger_cmd(leaves: int, fmt: str) -> None:
               "queries per partition spec, unseal, append with 1-3 writer processes.")
 @click.option("--trial", is_flag=True, help="With --s3: start PostgreSQL and SeaweedFS on 127.0.0.1 for the run.")
 @click.option("--append-rows", type=int, default=60_000, show_default=True, help="With --s3: rows each append run writes.")
+@click.option("--specs", default="day+bucket,month+bucket,day,none", show_default=True,
+              help="With --s3: Iceberg partition specs to compare (day, month, bucketN joined by '+', or none).")
 @_bench_fmt
-def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, fmt: str) -> None:
+def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, specs: str, fmt: str) -> None:
     """Range-query latency and unseal throughput over a store built directly, vs the prototype's per-record RSA."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -123,7 +125,7 @@ def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, fmt:
     if s3:
         from streams.bench.objstore import bench_objstore
 
-        print_result(bench_objstore(readings, trial=trial, append_rows=append_rows,
+        print_result(bench_objstore(readings, trial=trial, append_rows=append_rows, specs=tuple(specs.split(",")),
                                     progress=lambda text: console.print(text)), fmt)
         return
 

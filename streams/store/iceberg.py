@@ -76,18 +76,20 @@ def partition_spec(table: str, spec: str):
     from pyiceberg.partitioning import PartitionField, PartitionSpec
     from pyiceberg.transforms import BucketTransform, IdentityTransform
 
-    if spec not in SPECS:
-        raise StoreError(f"unknown partition spec {spec!r}: one of {', '.join(SPECS)}")
+    parts = spec.split("+")
+    buckets = next((int(p[6:] or BUCKETS) for p in parts if p.startswith("bucket") and p[6:].isdigit() or p == "bucket"), 0)
+    if not all(p in ("day", "month", "none") or p.startswith("bucket") and (p[6:] == "" or p[6:].isdigit()) for p in parts):
+        raise StoreError(f"unknown partition spec {spec!r}: day, month, bucket[N] joined by '+', or none")
     if table not in LEDGERED:
         return PartitionSpec()
     ids = {f.name: f.field_id for f in iceberg_schema(table).fields}
     fields = []
-    if "day" in spec:
+    if "day" in parts:
         fields.append(PartitionField(ids["day_tok"], 1000 + len(fields), IdentityTransform(), "day_tok"))
-    if "month" in spec:
+    if "month" in parts:
         fields.append(PartitionField(ids["month_tok"], 1000 + len(fields), IdentityTransform(), "month_tok"))
-    if "bucket" in spec:
-        fields.append(PartitionField(ids["meter_tok"], 1000 + len(fields), BucketTransform(BUCKETS), "meter_bucket"))
+    if buckets:
+        fields.append(PartitionField(ids["meter_tok"], 1000 + len(fields), BucketTransform(buckets), "meter_bucket"))
     return PartitionSpec(*fields)
 
 

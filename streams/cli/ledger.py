@@ -21,7 +21,6 @@ from streams.keys.keystore import Keystore
 from streams.settings import Settings
 from streams.store.audit import audit_store, logs
 from streams.cli.common import open_settings_store
-from streams.store.base import connect
 from streams.store.segments import LEDGERED
 
 
@@ -82,13 +81,10 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
     """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
     keystore = Keystore.load(settings.data_dir)
     store = open_settings_store(settings)
-    con = connect(store)
-    for table in LEDGERED:  # one indexed lookup, not a read of every log's rows
-        cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
-        found = cur.fetchone()
-        if found is None:
+    for table in LEDGERED:  # one lookup by id, not a read of every log's rows
+        row = store.find(table, record_id)
+        if row is None:
             continue
-        row = dict(zip([d[0] for d in cur.description], found))
         p = row["topic_partition"]
         hashes = store.hash_store(table, p).read()
         notes = [n for n in store.checkpoint_store(table, p).all()

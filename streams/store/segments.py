@@ -188,6 +188,13 @@ class SegmentStore:
             return arrow_schema(table).empty_table()
         return pa.concat_tables([pq.read_table(p) for p in segs], promote_options="default")
 
+    def find(self, table: str, record_id: str) -> dict[str, Any] | None:
+        """The row with this record id, or None (DuckDB over the segments: Bloom filters skip row groups)."""
+        con = connect(self.root)
+        cur = con.execute(f"SELECT * FROM {table} WHERE {TABLES[table][1]} = ? LIMIT 1", [record_id])
+        found = cur.fetchone()
+        return None if found is None else dict(zip([d[0] for d in cur.description], found))
+
     def is_empty(self, table: str) -> bool:
         return not self.segments(table)
 

@@ -84,6 +84,8 @@ def test_append_is_idempotent_by_record_id_across_writers(location, keys, tmp_pa
     assert con.execute("SELECT count(*), count(DISTINCT record_id) FROM bills").fetchone() == (120, 120)
     rows = second.store.rows("bills", 1)
     assert [r["leaf_index"] for r in rows] == list(range(30))
+    assert second.store.find("bills", rows[7]["record_id"]) == rows[7]
+    assert second.store.find("bills", "no-such-record") is None
     assert second.store.max_leaf("bills", 1) == 29
     assert sorted(second.store.partitions("bills")) == [0, 1, 2, 3]
     assert [k for k in second.store.dek_ids()] == sorted(w["key_id"] for w in map(lambda v: schemas.decode("wrapped_key", v), wrapped))

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import faust
@@ -85,13 +85,17 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     alerts = topic("alerts", "alert")
     first_sealed = []
     counts = Counter()  # what this worker did, logged every few seconds (see report_progress)
+    batch_seconds: deque = deque(maxlen=100_000)  # seal batch durations, drained by agents/metrics.py
+    app.meterseal_stats = (counts, batch_seconds)  # what METERSEAL_METRICS_PORT serves (agents/metrics.py)
 
     async def publish(outcome, event, batch: "Batch") -> None:
         for key, record in pipeline.take_new_keys():
+            counts["deks"] += 1
             await send_to["keys.deks"].send(key=key, value=record)
         if isinstance(outcome, Sealed):
             batch.seal(event.message.partition, event.message.offset, outcome.record)  # sent at the batch's end
         else:
+            counts["dead letters:" + outcome.record["rule"]] += 1
             await send_to["dlq"].send(key=outcome.key, value=outcome.record)
         if not first_sealed and isinstance(outcome, Sealed):
             first_sealed.append(time.monotonic())
@@ -107,6 +111,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     @app.agent(readings_raw, name="seal_readings")
     async def seal_readings(stream):
         async for events in stream.take_events(settings.seal_batch, within=0.02):
+            began = time.perf_counter()
             async with Batch(events) as batch:
                 states = MeterStates(pipeline.states, meter_state)
                 profiles = BatchState(pipeline.alerting.profiles, meter_profile)
@@ -121,6 +126,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     # alerts go out before the sealed record: the alert path is the latency that matters
                     for key, alert in detect(outcome, event, profiles):
                         counts["alerts"] += 1
+                        counts["alerts:" + alert["kind"]] += 1
                         await alerts.send(key=key, value=alert)
                     await publish(outcome, event, batch)
 
@@ -130,6 +136,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 stream._set_current_event(current)
                 await batch.send_sealed(app.producer, "readings.sealed", "readings.raw")
                 await batch.confirm(app.producer)
+            batch_seconds.append(time.perf_counter() - began)
 
     def writer(stream, table):
         def write(key: bytes, value: bytes, event) -> None:
@@ -178,6 +185,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     written, rejected = pipeline.store_batch(topic.get_topic_name(), messages)
                     counts[f"stored {topic.get_topic_name()}"] += written
                     for dead in rejected:
+                        counts["dead letters:" + dead.record["rule"]] += 1
                         await send_to["dlq"].send(key=dead.key, value=dead.record)
                 await publish_checkpoints()
                 if pipeline.unreadable_dead_letters:
@@ -194,6 +202,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     async def publish_checkpoints() -> None:
         for key, record in pipeline.take_checkpoints():
+            counts["checkpoints signed"] += 1
             await send_to["ledger.checkpoints"].send(key=key, value=record)
 
     @app.timer(interval=max(1.0, settings.checkpoint_s / 2))

@@ -50,6 +50,11 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     pipeline = Pipeline(settings, index_key, keystore.owner_public, open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir), signer,
                         region_keys=region_keys(settings, index_key))
     app = build_app(settings, pipeline, broker=broker, started=started)
+    if settings.metrics_port:  # off by default
+        from .metrics import serve
+
+        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor)
+        log.warning("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     logging.getLogger("meterseal").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     if not sys.stdout.isatty():

@@ -51,6 +51,10 @@ class Settings:
     (Iceberg tables and tlog tiles on S3-compatible storage, with the standard ``AWS_*`` variables)."""
     catalog: str | None = field(default=None, repr=False)
     """The Iceberg SQL catalog of an ``s3://`` store: ``postgresql://USER[:PASSWORD]@HOST:PORT/DB``."""
+    metrics_port: int | None = None
+    """Port of the worker's Prometheus metrics on 127.0.0.1; None: not served."""
+    console_session_s: float = 28_800.0
+    """Lifetime of a console login (the session cookie and the server's session expire together)."""
 
     # environment variable -> field
     ENV = {
@@ -77,6 +81,8 @@ class Settings:
         "METERSEAL_ALERT_VALUES": "alert_values",
         "METERSEAL_STORE": "store",
         "METERSEAL_CATALOG": "catalog",
+        "METERSEAL_METRICS_PORT": "metrics_port",
+        "METERSEAL_CONSOLE_SESSION_S": "console_session_s",
     }
 
     def __post_init__(self) -> None:
@@ -89,6 +95,8 @@ class Settings:
         if self.store and self.store.startswith("s3://") and not self.catalog:
             raise ConfigError(f"METERSEAL_STORE={self.store} needs METERSEAL_CATALOG=postgresql://USER@HOST:PORT/DB "
                               "(the Iceberg catalog)")
+        if self.console_session_s <= 0 or (self.metrics_port is not None and not 0 < self.metrics_port < 65536):
+            raise ConfigError("METERSEAL_CONSOLE_SESSION_S must be > 0 and METERSEAL_METRICS_PORT a port number")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
 
@@ -142,7 +150,7 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "regions":
             items = value.split(",") if isinstance(value, str) else value
             return tuple(r.strip() for r in items if r.strip())
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(value)
         if kind == "float":
             return float(value)

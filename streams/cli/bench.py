@@ -177,3 +177,32 @@ def bench_latency_cmd(readings: int, rate: float, workers: int, fmt: str) -> Non
     print_result(bench_latency(readings, rate=rate, workers=workers), fmt)
 
 
+
+
+@bench.command("console")
+@click.option("--viewers", type=int, default=200, show_default=True, help="Concurrent SSE viewers of the live alerts.")
+@click.option("--alerts", type=int, default=20, show_default=True, help="Alerts produced on the broker, one per --gap.")
+@click.option("--gap", type=float, default=0.25, show_default=True, help="Seconds between alerts.")
+@click.option("--requests", type=int, default=50, show_default=True, help="Requests per API endpoint.")
+@click.option("--port", type=int, help="Console port (default: a free one).")
+@click.option("--broker-port", type=int, help="Embedded broker port (default: a free one).")
+@_bench_fmt
+@click.pass_obj
+def bench_console_cmd(settings, viewers: int, alerts: int, gap: float, requests: int, port: int | None,
+                      broker_port: int | None, fmt: str) -> None:
+    """The console: live-alert fan-out to --viewers SSE streams vs 1 viewer, and API p50/p95 on the store in
+    --data-dir (e.g. the demo's) vs /healthz. The console runs in its own process on its own embedded broker."""
+    from streams.bench.console import bench_console
+    from streams.cli.common import passphrase_for
+
+    result = bench_console(settings.data_dir, passphrase_for(settings), viewers=viewers, alerts=alerts, gap_s=gap,
+                           requests=requests, port=port, broker_port=broker_port)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    for name in ("sse_baseline_1_viewer", "sse_fanout"):
+        click.echo(f"{name}: " + ", ".join(f"{k} {v}" for k, v in result[name].items()))
+    click.echo(f"fan-out p95 / 1-viewer p95: {result['p95_ratio_vs_1_viewer']}")
+    for endpoint, figures in result["api"].items():
+        click.echo(f"{endpoint:<44} p50 {figures['p50_ms']:>7} ms  p95 {figures['p95_ms']:>7} ms  "
+                   f"({figures['p95_vs_healthz']}x /healthz)")

@@ -72,7 +72,8 @@ def _expected_bills(rows: list[dict], index: BlindIndex) -> tuple[set[str], int]
 
 
 def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = None, uci_limit: int = 5_000,
-             timeout: float = 150.0) -> int:
+             timeout: float = 150.0, console_port: int | None = None) -> int:
+    """The demo; with ``console_port``, the broker, worker and console keep running until Ctrl-C."""
     t0 = time.monotonic()
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,9 +122,13 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
 
         counts = _wait(settings, want_readings, want_bills, rejected_readings + rejected_bills, started_ingest,
                        worker, timeout)
-        worker.terminate()  # a clean stop signs a checkpoint of every log's last leaves
-        worker.wait(30)
+        if console_port is None:
+            worker.terminate()  # a clean stop signs a checkpoint of every log's last leaves
+            worker.wait(30)
         _report(settings, keys, index, counts, len(bill_rows), len(readings), time.monotonic() - t0)
+        if console_port is not None:
+            _console(settings.replace(broker=broker.url), passphrase, console_port,
+                     customer_meters=[uci[0][0].decode(), bill_rows[0]["Meter No."]])
         return 0
     except MeterSealError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
@@ -213,13 +218,37 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
 
 
 
+def _console(settings: Settings, passphrase: str, port: int, *, customer_meters: list[str]) -> None:
+    """One login per role (random passwords, printed once), then the console until Ctrl-C."""
+    from streams.console.server import demo_accounts, serve
+
+    accounts = demo_accounts(settings.data_dir, customer_meters=customer_meters)
+    table = Table(title=f"console logins (printed once; the customer owns meters {', '.join(customer_meters)})")
+    for col in ("role", "user name", "password"):
+        table.add_column(col)
+    for role, (name, password) in accounts.items():
+        table.add_row(role, name, password)
+    console.print(table)
+    console.print("broker, worker and console keep running: Ctrl-C stops them all")
+    try:
+        serve(settings, passphrase, host="127.0.0.1", port=port,
+              ready=lambda url: console.print(f"[bold green]console[/] {url}"))
+    except KeyboardInterrupt:
+        pass
+
+
 @click.command()
 @click.argument("csv_path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--uci-limit", type=int, default=5_000, show_default=True, help="Readings of the UCI stream to replay.")
 @click.option("--timeout", type=float, default=150.0, show_default=True, help="Seconds to wait for everything to be sealed.")
+@click.option("--console", "with_console", is_flag=True,
+              help="Then leave the broker, worker and web console running, and print one login per role.")
+@click.option("--console-port", type=int, default=8800, show_default=True)
 @click.pass_obj
-def demo(settings: Settings, csv_path: Path | None, uci_limit: int, timeout: float) -> None:
+def demo(settings: Settings, csv_path: Path | None, uci_limit: int, timeout: float, with_console: bool,
+         console_port: int) -> None:
     """Start a broker and a worker, ingest bills (CSV_PATH, or generated ones) and UCI readings, show the result."""
     sys.exit(run_demo(settings, passphrase_for(settings, confirm=not Keystore.exists(settings.data_dir)),
-                      csv_path=csv_path, uci_limit=uci_limit, timeout=timeout))
+                      csv_path=csv_path, uci_limit=uci_limit, timeout=timeout,
+                      console_port=console_port if with_console else None))
 

@@ -9,19 +9,17 @@ from pathlib import Path
 
 import click
 
-from ledger import leaf as leaf_codec
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import LedgerError, NoteError, ProofError
 from ledger.hashing import leaf_hash
 from ledger.note import Verifier, open_note
-from ledger.proof import inclusion_proof
 from ledger.verify import verify_inclusion
 
 from streams.keys.keystore import Keystore
 from streams.settings import Settings
-from streams.store.audit import audit_store, logs
 from streams.cli.common import open_settings_store
-from streams.store.segments import LEDGERED
+from streams.exceptions import StoreError
+from streams.store.audit import audit_store, find_record, logs, proof_bundle
 
 
 @click.group("ledger")
@@ -81,32 +79,19 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
     """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
     keystore = Keystore.load(settings.data_dir)
     store = open_settings_store(settings)
-    for table in LEDGERED:  # one lookup by id, not a read of every log's rows
-        row = store.find(table, record_id)
-        if row is None:
-            continue
-        p = row["topic_partition"]
-        hashes = store.hash_store(table, p).read()
-        notes = [n for n in store.checkpoint_store(table, p).all()
-                 if Checkpoint.from_note(n).size > row["leaf_index"]]
-        if not notes:
-            raise click.ClickException(f"record {record_id} is leaf {row['leaf_index']} of {table}/p{p}, "
-                                       "but no checkpoint covers it yet: try again in a few seconds")
-        note = notes[-1]
-        size = Checkpoint.from_note(note).size
-        leaf = leaf_codec.encode(row)
-        bundle = {"record_id": record_id, "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
-                  "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),
-                  "audit_path": [h.hex() for h in inclusion_proof(row["leaf_index"], hashes[:size])],
-                  "checkpoint": note, "vkey": keystore.ledger_verifier.vkey}
-        text = json.dumps(bundle, indent=2)
-        if output:
-            output.write_text(text + "\n")
-            click.echo(f"proof written to {output}", err=True)
-        else:
-            click.echo(text)
-        return
-    raise click.ClickException(f"no record {record_id} in {settings.store_location}")
+    found = find_record(store, record_id)
+    if found is None:
+        raise click.ClickException(f"no record {record_id} in {settings.store_location}")
+    try:
+        bundle = proof_bundle(store, *found, vkey=keystore.ledger_verifier.vkey)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    text = json.dumps(bundle, indent=2)
+    if output:
+        output.write_text(text + "\n")
+        click.echo(f"proof written to {output}", err=True)
+    else:
+        click.echo(text)
 
 
 @ledger_group.command("verify-proof")

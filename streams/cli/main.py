@@ -14,6 +14,7 @@ import click
 from streams.cli.alerts import alerts_cmd, eval_group
 from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
+from streams.cli.console import console_group
 from streams.cli.demo import demo
 from streams.cli.fl import fl_group
 from streams.cli.ingest import ingest
@@ -120,3 +121,4 @@ main.add_command(eval_group)
 main.add_command(fl_group)  # torch and flwr are imported only when `meterseal fl run` runs
 main.add_command(search_cmd)
 main.add_command(sql_cmd)
+main.add_command(console_group)

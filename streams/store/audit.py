@@ -6,7 +6,9 @@ and the benchmarks call them.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from typing import Any, Callable
 
 from ledger import leaf as leaf_codec
 from ledger.audit import Finding, audit
@@ -14,9 +16,11 @@ from ledger.checkpoint import Checkpoint
 from ledger.exceptions import NoteError
 from ledger.hashing import leaf_hash
 from ledger.note import Verifier, open_note
+from ledger.proof import inclusion_proof
 
+from streams.exceptions import StoreError
 from streams.store.base import Store, open_store
-from streams.store.segments import log_origin
+from streams.store.segments import LEDGERED, log_origin
 
 
 def origin(verifier: Verifier, table: str, partition: int) -> str:
@@ -28,11 +32,16 @@ def logs(store: Store) -> list[tuple[str, int]]:
     return store.log_keys()
 
 
-def audit_store(store_dir: Path | str | Store, verifier: Verifier) -> list:
-    """Audit every log of the store (a location or a ``Store``): [(Summary, [Finding, ...]), ...]."""
+def audit_store(store_dir: Path | str | Store, verifier: Verifier, *,
+                progress: Callable[[int, int], None] | None = None) -> list:
+    """Audit every log of the store (a location or a ``Store``): [(Summary, [Finding, ...]), ...];
+    ``progress(logs done, logs)`` after each."""
     store = open_store(store_dir, create=False)
     results = []
-    for table, p in logs(store):
+    every = logs(store)
+    for table, p in every:
+        if progress:
+            progress(len(results), len(every))
         hashes = store.hash_store(table, p).read()
         notes = store.checkpoint_store(table, p).all()
         if table == "deks":
@@ -87,3 +96,33 @@ def inclusion_status(store: Store, verifier: Verifier, rows: list[dict]) -> dict
             else:
                 status[row["record_id"]] = "verified" if i < signed else "unsigned"
     return status
+
+
+def find_record(store_dir: Path | str | Store, record_id: str) -> tuple[str, dict[str, Any]] | None:
+    """``(table, stored row)`` of a ledgered record id (one lookup by id per table), or None."""
+    store = open_store(store_dir, create=False)
+    for table in LEDGERED:
+        if store.is_empty(table):
+            continue
+        row = store.find(table, record_id)
+        if row is not None:
+            return table, row
+    return None
+
+
+def proof_bundle(store_dir: Path | str | Store, table: str, row: dict[str, Any], *, vkey: str) -> dict[str, Any]:
+    """The inclusion-proof bundle of a stored row against the newest checkpoint that covers it
+    (``meterseal ledger prove``; ``ledger verify-proof`` checks it offline with ``vkey``)."""
+    store = open_store(store_dir, create=False)
+    p = row["topic_partition"]
+    notes = [n for n in store.checkpoint_store(table, p).all() if Checkpoint.from_note(n).size > row["leaf_index"]]
+    if not notes:
+        raise StoreError(f"record {row['record_id']} is leaf {row['leaf_index']} of {table}/p{p}, "
+                         "but no checkpoint covers it yet: try again in a few seconds")
+    size = Checkpoint.from_note(notes[-1]).size
+    hashes = store.hash_store(table, p).read()
+    leaf = leaf_codec.encode(row)
+    return {"record_id": row["record_id"], "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
+            "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),
+            "audit_path": [h.hex() for h in inclusion_proof(row["leaf_index"], hashes[:size])],
+            "checkpoint": notes[-1], "vkey": vkey}

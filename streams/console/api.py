@@ -1,0 +1,190 @@
+"""The JSON API and the live alert stream. Each handler: check scope, call ``data``/``feed``, return."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette.sse import EventSourceResponse
+
+from ..exceptions import MeterSealError
+from .data import NoSuchRecord
+from .feed import AlertFilter, split
+from .roles import NotFound, Principal, allow
+
+router = APIRouter()
+MAX_RANGE_DAYS = 400
+
+
+class BadRequest(MeterSealError):
+    """A query parameter that cannot be used; the message says which and how."""
+
+
+def state(request: Request):
+    return request.app.state.console
+
+
+def vault_of(request: Request):
+    vault = state(request).vault
+    if vault is None:
+        raise BadRequest("the console has no keystore: start it with METERSEAL_PASSPHRASE in a data directory")
+    return vault
+
+
+def parse_day(text: str | None, name: str) -> dt.date | None:
+    if text in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name}: {text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def day_range(start: str | None, end: str | None) -> tuple[dt.date, dt.date]:
+    a, b = parse_day(start, "from"), parse_day(end, "to")
+    if a is None or b is None:
+        raise BadRequest("give both from=YYYY-MM-DD and to=YYYY-MM-DD")
+    if b < a or (b - a).days > MAX_RANGE_DAYS:
+        raise BadRequest(f"from must be before to, at most {MAX_RANGE_DAYS} days apart")
+    return a, b
+
+
+def alert_filter(who: Principal, request: Request, *, region: str | None = None, kind: str | None = None,
+                 severity: str | None = None, since: str | None = None) -> AlertFilter:
+    """Staff see every meter; a customer only its own (tokens from its account, never from the request)."""
+    tokens = None
+    if who.role == "customer":
+        vault = state(request).vault
+        tokens = frozenset(vault.tokens(who.user.meters)) if vault else frozenset()
+    since_ms = None
+    if since:
+        from ..anomaly.feed import parse_since
+
+        try:
+            since_ms = int(parse_since(since) * 1000)
+        except ValueError:
+            raise BadRequest(f"since: {since!r}: use e.g. 15m, 2h, 1d or an ISO-8601 time") from None
+    return AlertFilter(tokens, split(region), split(kind), split(severity), since_ms)
+
+
+@router.get("/api/meters/{meter_id:path}/readings")
+def readings(meter_id: str, request: Request, start: str | None = Query(None, alias="from"),
+             end: str | None = Query(None, alias="to"),
+             who: Principal = Depends(allow("GET", "/api/meters/{meter_id:path}/readings"))) -> dict[str, Any]:
+    who.check_meter(meter_id)
+    a, b = day_range(start, end)
+    rows = vault_of(request).readings(meter_id, a, b)
+    return {"meter_id": meter_id, "from": a.isoformat(), "to": b.isoformat(), "readings": rows}
+
+
+@router.get("/api/meters/{meter_id:path}/usage")
+def usage(meter_id: str, request: Request, period: str = "week", end: str | None = None,
+          who: Principal = Depends(allow("GET", "/api/meters/{meter_id:path}/usage"))) -> dict[str, Any]:
+    who.check_meter(meter_id)
+    vault = vault_of(request)
+    last = parse_day(end, "end") or vault.latest_day(meter_id) or dt.date.today()
+    return vault.usage(meter_id, period=period, end=last)
+
+
+@router.get("/api/bills")
+def bills(request: Request, meter: str | None = None,
+          who: Principal = Depends(allow("GET", "/api/bills"))) -> dict[str, Any]:
+    if meter is not None:
+        who.check_meter(meter)
+    return {"bills": vault_of(request).bills([meter] if meter else who.user.meters)}
+
+
+@router.get("/api/grants")
+def grants(request: Request, who: Principal = Depends(allow("GET", "/api/grants"))) -> dict[str, Any]:
+    sharing = state(request).sharing
+    return {"configured": sharing is not None, "grants": sharing.of_customer(who.user.meters) if sharing else []}
+
+
+@router.get("/api/alerts")
+def alerts(request: Request, since: str | None = None, region: str | None = None, kind: str | None = None,
+           severity: str | None = None, who: Principal = Depends(allow("GET", "/api/alerts"))) -> dict[str, Any]:
+    hub = state(request).hub
+    keep = alert_filter(who, request, region=region, kind=kind, severity=severity, since=since)
+    return {"feed": hub.state if hub else "not configured", "alerts": hub.history(keep) if hub else []}
+
+
+@router.get("/events/alerts")
+async def alert_events(request: Request, region: str | None = None, kind: str | None = None,
+                       severity: str | None = None,
+                       who: Principal = Depends(allow("GET", "/events/alerts"))) -> Response:
+    hub = state(request).hub
+    if hub is None:
+        return JSONResponse({"error": "no alert feed: the console was started without a broker"}, status_code=503)
+    keep = alert_filter(who, request, region=region, kind=kind, severity=severity)
+    viewer = hub.subscribe(keep)
+    metrics = state(request).metrics
+    metrics.viewers.inc()
+
+    sessions, session_id = state(request).sessions, who.session.id
+
+    async def events():
+        try:
+            yield {"event": "ready", "data": json.dumps({"feed": hub.state})}
+            while True:
+                try:
+                    alert = await asyncio.wait_for(viewer.queue.get(), timeout=5)
+                except asyncio.TimeoutError:
+                    alert = None
+                if sessions.get(session_id) is None:  # logged out or expired: the stream ends too
+                    yield {"event": "logged-out", "data": "{}"}
+                    return
+                if alert is None:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                yield {"event": "alert", "id": alert.get("alert_id", ""), "data": json.dumps(alert)}
+        finally:
+            hub.unsubscribe(viewer)
+            metrics.viewers.dec()
+
+    return EventSourceResponse(events(), ping=15)
+
+
+@router.get("/api/regions/usage")
+def region_usage(request: Request, start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
+                 range_: str = Query("7d", alias="range"),
+                 who: Principal = Depends(allow("GET", "/api/regions/usage"))) -> dict[str, Any]:
+    vault = vault_of(request)
+    if start or end:
+        a, b = day_range(start, end)
+    else:
+        presets = {"24h": 1, "2d": 2, "7d": 7, "30d": 30, "90d": 90}
+        if range_ not in presets:
+            raise BadRequest(f"range: choose one of {', '.join(presets)} or give from/to")
+        b = vault.latest_day() or dt.date.today()
+        a = b - dt.timedelta(days=presets[range_] - 1)
+    return vault.region_usage(a, b, regions=state(request).regions)
+
+
+@router.get("/api/status")
+def status(request: Request, who: Principal = Depends(allow("GET", "/api/status"))) -> dict[str, Any]:
+    from .status import fleet_status
+
+    return fleet_status(state(request))
+
+
+@router.get("/api/ledger/checkpoints")
+def checkpoints(request: Request, who: Principal = Depends(allow("GET", "/api/ledger/checkpoints"))) -> dict[str, Any]:
+    return {"checkpoints": vault_of(request).checkpoints()}
+
+
+@router.get("/api/ledger/proof/{record_id}")
+def proof(record_id: str, request: Request, download: bool = False,
+          who: Principal = Depends(allow("GET", "/api/ledger/proof/{record_id}"))) -> Response:
+    vault = vault_of(request)
+    scope = vault.tokens(who.user.meters) if who.role == "customer" else None
+    try:
+        bundle = vault.proof(record_id, meter_tokens=scope)
+    except NoSuchRecord:
+        raise NotFound() from None
+    headers = {"Content-Disposition": f'attachment; filename="proof-{record_id[:16]}.json"'} if download else None
+    return Response(json.dumps(bundle, indent=2) + "\n", media_type="application/json", headers=headers)

@@ -1,0 +1,230 @@
+"""What the console reads from the store, as plain functions of an unlocked ``Vault`` (no web types here).
+
+The console runs in the data owner's trust zone: ``Vault`` unlocks the keystore with the owner's
+passphrase, so it can open records. Every function here takes the scope it may see as an argument
+(a meter id the caller already checked, a set of meter tokens); nothing here decides who may ask.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ledger.checkpoint import Checkpoint
+from ledger.log import FileCheckpoints
+
+from ..exceptions import MeterSealError
+from ..keys.keystore import Keystore
+from ..store.query import Query, Reader
+from ..store.segments import SegmentStore, connect
+
+PERIODS = {"day": 1, "week": 7, "month": 30}
+
+
+class NoSuchRecord(MeterSealError):
+    """No record with that id in the store (or not in the caller's scope)."""
+
+
+@dataclass
+class Vault:
+    """The unlocked keystore and a reader over the store; one lock because a DuckDB connection is not shared."""
+
+    data_dir: Path
+    keystore: Keystore
+    reader: Reader
+    signer: Any = field(default=None, repr=False)
+    """The owner's ledger signer: the consent log's grants and revocations are signed with it."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(cls, data_dir: Path | str, passphrase: str) -> "Vault":
+        keystore = Keystore.load(data_dir)
+        keys = keystore.unlock(passphrase)
+        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store", keys), keystore.ledger_signer(passphrase))
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def index_key(self) -> bytes:
+        return self.reader.keys.index_key
+
+    def meter_token(self, meter_id: str) -> str:
+        return self.reader.index.meter(meter_id)
+
+    def tokens(self, meter_ids: Iterable[str]) -> set[str]:
+        return {self.meter_token(m) for m in meter_ids}
+
+    # -- readings -------------------------------------------------------------------------------
+    def readings(self, meter_id: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
+        """One meter's readings from ``start`` to ``end`` (whole days, inclusive), opened, oldest first."""
+        with self._lock:
+            rows = self.reader.search(Query(meter=meter_id, start=start, end=end), kinds=("readings",))
+            plains = self.reader.open_many(rows)
+        out = [{"ts": p["ts"], "kwh": p["kwh"], "register_kwh": p["register_kwh"], "record_id": r["record_id"]}
+               for r, p in zip(rows, plains)]
+        return sorted(out, key=lambda x: x["ts"])
+
+    def latest_day(self, meter_id: str | None = None) -> dt.date | None:
+        """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
+        sql = "SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "") + " ORDER BY sealed_at_ms DESC LIMIT 200"
+        with self._lock:
+            con = connect(self.store_dir)
+            try:
+                if not self.reader.store.segments("readings"):
+                    return None
+                cur = con.execute(sql, [self.meter_token(meter_id)] if meter_id else [])
+                cols = [d[0] for d in cur.description]
+                rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            finally:
+                con.close()
+            plains = self.reader.open_many(rows) if rows else []
+        return max((_day(p["ts"]) for p in plains), default=None)
+
+    def usage(self, meter_id: str, *, period: str, end: dt.date) -> dict[str, Any]:
+        """kWh per hour (day) or per day (week, month) for the period ending ``end``, and the period before it."""
+        if period not in PERIODS:
+            raise MeterSealError(f"period {period!r}: choose day, week or month")
+        days = PERIODS[period]
+        start = end - dt.timedelta(days=days - 1)
+        before = start - dt.timedelta(days=days)
+        rows = self.readings(meter_id, before, end)
+        hourly = period == "day"
+        width = 3600 if hourly else 86400
+        n = 24 if hourly else days
+        current, previous = [0.0] * n, [0.0] * n
+        t0 = _epoch(start)
+        for r in rows:
+            at = _epoch_ts(r["ts"])
+            slot = int((at - t0) // width)
+            if 0 <= slot < n:
+                current[slot] += r["kwh"]
+            elif -n <= slot < 0:
+                previous[slot + n] += r["kwh"]
+        labels = [t0 + i * width for i in range(n)]
+        return {"meter_id": meter_id, "period": period, "start": start.isoformat(), "end": end.isoformat(),
+                "x": labels, "current": [round(v, 4) for v in current], "previous": [round(v, 4) for v in previous],
+                "total": round(sum(current), 3), "previous_total": round(sum(previous), 3)}
+
+    def green_button_csv(self, meter_ids: Iterable[str], start: dt.date, end: dt.date) -> str:
+        """"Download My Data": every reading of the customer's meters in the range, as CSV."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["meter_id", "interval_start_utc", "kwh", "register_kwh"])
+        for meter in meter_ids:
+            for r in self.readings(meter, start, end):
+                writer.writerow([meter, r["ts"], r["kwh"], r["register_kwh"]])
+        return out.getvalue()
+
+    def region_usage(self, start: dt.date, end: dt.date, *, regions: Iterable[str]) -> dict[str, Any]:
+        """Fleet kWh per region per hour (ranges up to 3 days) or day, from ``start`` to ``end``."""
+        with self._lock:
+            rows = self.reader.search(Query(start=start, end=end), kinds=("readings",))
+            plains = self.reader.open_many(rows)
+        width = 3600 if (end - start).days < 3 else 86400
+        t0 = _epoch(start)
+        n = int((_epoch(end + dt.timedelta(days=1)) - t0) // width)
+        series = {r: [0.0] * n for r in regions}
+        for p in plains:
+            slot = int((_epoch_ts(p["ts"]) - t0) // width)
+            if 0 <= slot < n and p["region"] in series:
+                series[p["region"]][slot] += p["kwh"]
+        return {"start": start.isoformat(), "end": end.isoformat(), "step_s": width,
+                "x": [t0 + i * width for i in range(n)],
+                "series": {r: [round(v, 3) for v in s] for r, s in series.items()}, "readings": len(plains)}
+
+    # -- bills --------------------------------------------------------------------------------
+    def bills(self, meter_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The bills of these meters, opened, newest first."""
+        out = []
+        with self._lock:
+            for meter in meter_ids:
+                rows = self.reader.search(Query(meter=meter), kinds=("bills",))
+                for row, plain in zip(rows, self.reader.open_many(rows)):
+                    out.append({"record_id": row["record_id"], "bill_no": plain["bill_no"], "meter_id": meter,
+                                "date": plain["date"], "units": plain["billed_unit"],
+                                "amount": plain.get("total_due"), "category": plain.get("category")})
+        return sorted(out, key=lambda b: str(b["date"]), reverse=True)
+
+    # -- ledger -------------------------------------------------------------------------------
+    def proof(self, record_id: str, *, meter_tokens: set[str] | None = None) -> dict[str, Any]:
+        """The inclusion-proof bundle of ``meterseal ledger prove``; with ``meter_tokens``, only for those meters."""
+        from ..store.audit import find_record, proof_bundle
+
+        with self._lock:
+            found = find_record(self.store_dir, record_id)
+        if found is None or (meter_tokens is not None and found[1]["meter_tok"] not in meter_tokens):
+            raise NoSuchRecord(f"no record {record_id}")
+        return proof_bundle(self.store_dir, *found, vkey=self.keystore.ledger_verifier.vkey)
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The newest signed checkpoint of every log: origin, size, root, note text, how many were signed."""
+        from ..store.audit import logs
+
+        store = SegmentStore(self.store_dir)
+        out = []
+        for table, part in logs(store):
+            notes = FileCheckpoints(store.checkpoint_dir(table, part)).all()
+            if notes:
+                cp = Checkpoint.from_note(notes[-1])
+                out.append({"log": f"{table}/p{part}", "origin": cp.origin, "size": cp.size, "root": cp.root.hex(),
+                            "signed": len(notes), "note": notes[-1]})
+        return out
+
+    # -- keys and fleet -------------------------------------------------------------------------
+    def key_status(self) -> dict[str, Any]:
+        """Fingerprints, DEK counts and owner-key rotations: public facts only, never a secret."""
+        info = self.keystore.describe()
+        deks = SegmentStore(self.store_dir).dek_ids() if self.store_dir.exists() else []
+        return {"owners": info["owners"], "regions": info["regions"], "rotations": max(0, len(info["owners"]) - 1),
+                "deks": len(deks), "ledger_vkey": self.keystore.ledger_verifier.vkey}
+
+    def fleet(self, *, now_ms: int, minutes: int = 15) -> dict[str, Any]:
+        """Readings sealed and dead letters per minute (last ``minutes``), dead letters by rule, totals."""
+        con = connect(self.store_dir)
+        try:
+            since = now_ms - minutes * 60_000
+            per_min = {"readings": [0] * minutes, "dead": [0] * minutes}
+            for table, column, key in (("readings", "sealed_at_ms", "readings"), ("dlq", "received_at_ms", "dead")):
+                if not SegmentStore(self.store_dir).segments(table):
+                    continue
+                for slot, n in con.execute(f"SELECT ({column} - ?) // 60000 AS slot, count(*) FROM {table} "
+                                           f"WHERE {column} >= ? GROUP BY slot", [since, since]).fetchall():
+                    if 0 <= slot < minutes:
+                        per_min[key][int(slot)] = n
+            totals, by_rule = {}, {}
+            for table in ("readings", "bills", "dlq"):
+                totals[table] = (con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                                 if SegmentStore(self.store_dir).segments(table) else 0)
+            if totals["dlq"]:
+                by_rule = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
+        finally:
+            con.close()
+        return {"per_minute": per_min, "dead_by_rule": by_rule, "totals": totals, "minutes": minutes}
+
+
+def fl_history(store_dir: Path) -> dict[str, Any] | None:
+    """The newest ``fl run``'s history (rounds with MAE/RMSE/R², baselines), or None if there was none."""
+    import json
+
+    runs = sorted((store_dir / "models").glob("*/history.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
+def _day(ts: str) -> dt.date:
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc).date()
+
+
+def _epoch(day: dt.date) -> float:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+
+
+def _epoch_ts(ts: str) -> float:
+    stamp = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).timestamp()

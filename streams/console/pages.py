@@ -1,0 +1,189 @@
+"""The HTML pages, one per role. Handlers only gather what the template shows; the roles table guards them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from .api import day_range, parse_day
+from .web import attachment
+from .data import fl_history
+from ..exceptions import MeterSealError
+from .roles import NotFound, Principal, allow
+
+router = APIRouter()
+KINDS = ("spike", "theft", "flatline", "rollback", "negative")
+SEVERITIES = ("critical", "warning", "info")
+
+
+def render(request: Request, who: Principal, name: str, *, status_code: int = 200, **context: Any) -> Response:
+    state = request.app.state.console
+    base = {"user": who.user, "csrf": who.session.csrf, "kiosk": False, "regions": state.regions,
+            "kinds": KINDS, "severities": SEVERITIES}
+    return request.app.state.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+@router.get("/operator")
+def operator(request: Request, kiosk: int = 0, part: str | None = None,
+             who: Principal = Depends(allow("GET", "/operator"))) -> Response:
+    from .status import fleet_status
+
+    state = request.app.state.console
+    status = fleet_status(state)
+    if part == "status":
+        return render(request, who, "_status.html", status=status)
+    alerts = list(reversed(state.hub.history(lambda a: True)))[:100] if state.hub else []
+    return render(request, who, "operator.html", kiosk=bool(kiosk), status=status, alerts=alerts,
+                  feed=state.hub.state if state.hub else "not configured")
+
+
+@router.get("/customer")
+def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"))) -> Response:
+    state = request.app.state.console
+    vault = state.vault
+    meters = who.user.meters
+    tokens = vault.tokens(meters) if vault else set()
+    alerts = list(reversed(state.hub.history(lambda a: a.get("meter_tok") in tokens)))[:50] if state.hub else []
+    bills = vault.bills(meters) if vault else []
+    grants, configured = grant_rows(request, who)
+    latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
+    return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants,
+                  grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
+                  month_ago=(latest - dt.timedelta(days=30)).isoformat())
+
+
+@router.get("/customer/download")
+def download(request: Request, start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
+             meter: str | None = None, who: Principal = Depends(allow("GET", "/customer/download"))) -> Response:
+    a, b = day_range(start, end)
+    if meter:
+        who.check_meter(meter)
+    meters = [meter] if meter else list(who.user.meters)
+    body = request.app.state.console.vault.green_button_csv(meters, a, b)
+    return attachment(body, filename=f"my-data-{a}-{b}.csv")
+
+
+# -- grants (issue #16's engine, through integrations.Sharing) -----------------------------------------
+def grant_rows(request: Request, who: Principal) -> tuple[list[dict[str, Any]], bool]:
+    """The customer's grants, and whether sharing is configured on this console."""
+    sharing = request.app.state.console.sharing
+    return (sharing.of_customer(who.user.meters), True) if sharing else ([], False)
+
+
+def parties(request: Request) -> list[str]:
+    sharing = request.app.state.console.sharing
+    return sharing.parties() if sharing else []
+
+
+@router.post("/customer/grants")
+def grant_create(request: Request, party: str = Form(...), meter: str = Form(...), start: str = Form(..., alias="from"),
+                 end: str = Form(..., alias="to"), purpose: str = Form(""),
+                 who: Principal = Depends(allow("POST", "/customer/grants"))) -> Response:
+    who.check_meter(meter)
+    a, b = day_range(start, end)
+    sharing = request.app.state.console.sharing
+    if sharing is None:
+        return render(request, who, "error.html", status=503, message="data sharing is not configured",
+                      status_code=503)
+    if party not in sharing.parties():
+        raise NotFound()
+    sharing.create(party=party, meter=meter, start=a, end=b, purpose=purpose)
+    return RedirectResponse("/customer#grants", status_code=303)
+
+
+@router.post("/customer/grants/{grant_id}/revoke")
+def grant_revoke(grant_id: str, request: Request, who: Principal = Depends(allow("POST", "/customer/grants/{grant_id}/revoke"))) -> Response:
+    rows, configured = grant_rows(request, who)
+    if not configured or grant_id not in {r["grant_id"] for r in rows}:
+        raise NotFound()  # another customer's grant, or none: the same answer
+    if next(r for r in rows if r["grant_id"] == grant_id)["state"] == "active":
+        request.app.state.console.sharing.revoke(grant_id)
+    return RedirectResponse("/customer#grants", status_code=303)
+
+
+# -- auditor ------------------------------------------------------------------------------------------
+@router.get("/auditor")
+def auditor(request: Request, who: Principal = Depends(allow("GET", "/auditor"))) -> Response:
+    vault = request.app.state.console.vault
+    sharing = request.app.state.console.sharing
+    consent = sharing.all() if sharing else None
+    return render(request, who, "auditor.html", checkpoints=vault.checkpoints() if vault else [],
+                  run=request.app.state.console.verify_run, consent=consent)
+
+
+def _verify(state: Any) -> None:
+    from ..store.audit import audit_store
+
+    run = state.verify_run
+    try:
+        results = audit_store(state.vault.store_dir, state.vault.keystore.ledger_verifier,
+                              progress=lambda done, total: run.update(done=done, total=total))
+        problems = [str(f) for _, findings in results for f in findings]
+        run.update(state="tampered" if problems else "ok", problems=problems[:20], logs=len(results),
+                   leaves=sum(s.leaves for s, _ in results), checkpoints=sum(s.checkpoints for s, _ in results))
+    except Exception as exc:  # noqa: BLE001 - shown on the page, not swallowed
+        run.update(state="error", problems=[f"{type(exc).__name__}: {exc}"])
+    run.update(done=run.get("total", 0), finished=time.time())
+
+
+@router.post("/auditor/verify")
+def verify_start(request: Request, who: Principal = Depends(allow("POST", "/auditor/verify"))) -> Response:
+    state = request.app.state.console
+    if state.verify_run.get("state") != "running":
+        state.verify_run.clear()
+        state.verify_run.update(state="running", started=time.time(), by=who.user.name, done=0, total=0)
+        threading.Thread(target=_verify, args=(state,), daemon=True).start()
+    return render(request, who, "_verify.html", run=state.verify_run)
+
+
+@router.get("/auditor/verify")
+def verify_status(request: Request, who: Principal = Depends(allow("GET", "/auditor/verify"))) -> Response:
+    return render(request, who, "_verify.html", run=request.app.state.console.verify_run)
+
+
+# -- analyst, FL, admin -------------------------------------------------------------------------------
+@router.get("/analyst")
+def analyst(request: Request, who: Principal = Depends(allow("GET", "/analyst"))) -> Response:
+    privacy = request.app.state.console.privacy
+    return render(request, who, "analyst.html", configured=privacy is not None,
+                  budget=privacy.status(who.user.name) if privacy else None, answer=None, refused=None)
+
+
+@router.post("/analyst/query")
+def analyst_query(request: Request, metric: str = Form(...), by: str = Form(...), start: str = Form(..., alias="from"),
+                  end: str = Form(..., alias="to"), rho: float = Form(...),
+                  who: Principal = Depends(allow("POST", "/analyst/query"))) -> Response:
+    """One DP release charged to this analyst (the engine refuses, releasing nothing, past either budget)."""
+    privacy = request.app.state.console.privacy
+    if privacy is None:
+        return render(request, who, "error.html", status=503, message="differential privacy is not configured",
+                      status_code=503)
+    a, b = day_range(start, end)
+    answer, refused = None, None
+    try:
+        answer = privacy.ask(who.user.name, metric=metric, by=by, start=a, end=b, rho=rho)
+    except MeterSealError as exc:  # the engine's DPError / BudgetExceeded: nothing was released
+        refused = str(exc)
+    return render(request, who, "analyst.html", configured=True, budget=privacy.status(who.user.name),
+                  answer=answer, refused=refused, status_code=409 if refused else 200)
+
+
+@router.get("/fl")
+def federated(request: Request, who: Principal = Depends(allow("GET", "/fl"))) -> Response:
+    vault = request.app.state.console.vault
+    return render(request, who, "fl.html", history=fl_history(vault.store_dir) if vault else None)
+
+
+@router.get("/admin")
+def admin(request: Request, who: Principal = Depends(allow("GET", "/admin"))) -> Response:
+    state = request.app.state.console
+    return render(request, who, "admin.html", users=state.users.list(), keys=state.vault.key_status() if state.vault else None,
+                  parties=parties(request), sharing=state.sharing is not None)
+
+
+__all__ = ["router", "parse_day"]

@@ -1,0 +1,83 @@
+"""Build the console from ``Settings`` and serve it with uvicorn (what ``meterseal console`` runs)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from ..exceptions import BrokerError, MeterSealError
+from ..settings import Settings
+from .app import ConsoleState, create_app
+from .data import Vault
+from .feed import AlertHub
+from .integrations import privacy_for, sharing_for
+from .sessions import SessionStore, Throttle
+from .users import UserStore
+
+
+def alert_source(bootstrap: str) -> Callable[[Callable[[], bool]], Iterator[dict[str, Any]]]:
+    """``follow(stop)``: every alert on the topic from its beginning, then new ones until ``stop()``."""
+    import schemas
+    from ..ingest.broker import consume
+
+    def follow(stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        for msg in consume(bootstrap, "alerts", idle=None, stop=stop):
+            try:
+                yield schemas.decode("alert", msg.value())
+            except schemas.SchemaError:
+                continue  # not an alert: nothing to show
+    return follow
+
+
+def build_state(settings: Settings, passphrase: str, *, broker: str | None = None, oidc: Any = None) -> ConsoleState:
+    """Unlock the keystore (the console is in the owner's trust zone) and start the alert feed if a broker is known."""
+    from ..ingest.broker import resolve
+
+    vault = Vault.open(settings.data_dir, passphrase)
+    if broker is None:
+        try:
+            broker = resolve(settings.broker, settings.data_dir)
+        except (BrokerError, MeterSealError):
+            broker = None  # no broker: the pages say so; the store is still served
+    state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir),
+                         sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
+                         vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc)
+    state.sharing = sharing_for(vault)
+    state.privacy = privacy_for(vault, settings)
+    if broker:
+        state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc()).start()
+    return state
+
+
+def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port: int = 8800,
+          ready: Callable[[str], None] | None = None, oidc: Any = None) -> None:
+    import uvicorn
+
+    state = build_state(settings, passphrase, oidc=oidc)
+    app = create_app(state)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    if ready:
+        ready(f"http://{host}:{port}/")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: uvicorn has already closed the connections
+    finally:
+        if state.hub:
+            state.hub.stop()
+
+
+def demo_accounts(data_dir, *, customer_meters: list[str]) -> dict[str, tuple[str, str]]:
+    """One ``demo-<role>`` account per role with a fresh random password (printed once by the demo, never stored
+    in clear); the customer owns ``customer_meters``. Returns ``{role: (name, password)}``."""
+    import secrets
+
+    from .users import ROLES
+
+    users = UserStore.for_data_dir(data_dir)
+    out = {}
+    for role in ROLES:
+        name, password = f"demo-{role}", secrets.token_urlsafe(12)
+        users.add(name, role, password=password, meters=customer_meters if role == "customer" else (), replace=True)
+        out[role] = (name, password)
+    return out

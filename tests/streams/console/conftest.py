@@ -1,0 +1,171 @@
+"""A small sealed store (three customers' meters, bills, checkpoints) and a console served on a free port."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import re
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from streams.console.app import ConsoleState, create_app
+from streams.console.data import Vault
+from streams.console.feed import AlertHub
+from streams.console.integrations import privacy_for, sharing_for
+from streams.console.sessions import SessionStore, Throttle
+from streams.console.users import UserStore
+from streams.ingest.sources import generated_bills
+from streams.keys.keystore import Keystore
+from streams.pipeline import Pipeline
+from streams.seal import Source
+from streams.settings import Settings
+from streams.store.segments import SegmentStore
+
+PASSPHRASE = "console test passphrase"
+PASSWORD = "a long test password"
+EVIL = "<script>alert(1)</script>"
+REGIONS = ("north", "south", f"x{EVIL}")
+METERS = {"alice": ["M-ALICE"], "bob": ["M-BOB"], "eve": [f"M-{EVIL}"]}
+REGION_OF = {"M-ALICE": "north", "M-BOB": "south", f"M-{EVIL}": f"x{EVIL}"}
+PARTY = "tariff-advisor"
+DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 14))  # readings every hour over these days
+ROLE_USERS = {"admin": "root", "operator": "olga", "auditor": "audrey", "analyst": "anna", "customer": "alice"}
+
+
+def free_port() -> int:
+    """A free port in 18000-18999 (the range this work may use)."""
+    for port in random.Random().sample(range(18000, 19000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18000-18999")
+
+
+def _reading(meter: str, ts: dt.datetime, kwh: float, register: float) -> bytes:
+    return json.dumps({"meter_id": meter, "ts": ts.isoformat().replace("+00:00", "Z"), "kwh": kwh,
+                       "register_kwh": register, "region": REGION_OF[meter], "category": "Domestic"}).encode()
+
+
+@pytest.fixture(scope="session")
+def console_data(tmp_path_factory) -> dict:
+    """A data dir whose store holds hourly readings of three meters and two bills each, under signed checkpoints."""
+    data = tmp_path_factory.mktemp("console-data")
+    keystore = Keystore.init(data, PASSPHRASE)
+    keys = keystore.unlock(PASSPHRASE)
+    settings = Settings.from_env({}, data_dir=data, regions=REGIONS, max_future_skew_s=1e9)
+    pipeline = Pipeline(settings, keys.index_key, keystore.owner_public, SegmentStore(settings.store_dir),
+                        keystore.ledger_signer(PASSPHRASE))
+    states: dict = {}
+    messages, offset = [], 0
+    start = dt.datetime.combine(DAYS[0], dt.time(), dt.timezone.utc)
+    hours = ((DAYS[1] - DAYS[0]).days + 1) * 24
+    for meter_no, meter in enumerate(REGION_OF):
+        register = 100.0
+        for h in range(hours):
+            kwh = round(0.2 + 0.1 * meter_no + (h % 24) / 100, 3)
+            register += kwh
+            sealed = pipeline.seal_reading(_reading(meter, start + dt.timedelta(hours=h), kwh, register),
+                                           Source("readings.raw", 0, offset), states)
+            messages.append((0, offset, sealed.encode()))
+            offset += 1
+    pipeline.store_batch("readings.sealed", messages)
+    bills = generated_bills(6, seed=5)
+    owner = []
+    for i, (row, meter) in enumerate(zip(bills, [m for m in REGION_OF for _ in range(2)])):
+        row["Meter No."] = meter
+        owner.append((meter, row["Bill No."]))
+        sealed = pipeline.seal_bill(json.dumps(row).encode(), Source("bills.raw", 0, i))
+        pipeline.store_batch("bills.sealed", [(0, i, sealed.encode())])
+    pipeline.checkpoint_due(force=True)
+    users = UserStore.for_data_dir(data)
+    for role, name in ROLE_USERS.items():
+        users.add(name, role, password=PASSWORD, meters=METERS.get(name, ()))
+    users.add("bob", "customer", password=PASSWORD, meters=METERS["bob"])
+    users.add("eve", "customer", password=PASSWORD, meters=METERS["eve"])
+    return {"dir": data, "settings": settings, "bills": owner}
+
+
+class _Quiet:
+    """An alert source with no broker: alerts come only from ``hub.publish`` in the tests."""
+
+    def __call__(self, stop):
+        while not stop():
+            time.sleep(0.05)
+        return iter(())
+
+
+def make_state(console_data: dict, **overrides) -> ConsoleState:
+    settings = console_data["settings"]
+    state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
+                         throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
+                         regions=settings.regions, broker=None)
+    state.sharing = sharing_for(state.vault)
+    state.privacy = privacy_for(state.vault, settings)
+    for k, v in overrides.items():
+        setattr(state, k, v)
+    return state
+
+
+class Served:
+    def __init__(self, state: ConsoleState) -> None:
+        import uvicorn
+
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("console did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        if self.state.hub:
+            self.state.hub.stop()
+
+
+@pytest.fixture(scope="session")
+def served(console_data):
+    hub = AlertHub(_Quiet())
+    state = make_state(console_data, hub=hub)
+    hub.state = "connected"
+    if state.sharing is not None:  # issue #16's engine installed: one party a customer may share with
+        from streams.share.parties import PartyKey, add_party
+
+        add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)
+    s = Served(state)
+    yield s
+    s.stop()
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html)[1]
+
+
+def login(base: str, name: str, password: str = PASSWORD) -> httpx.Client:
+    """An httpx client logged in as ``name`` (it keeps the session cookie)."""
+    client = httpx.Client(base_url=base, follow_redirects=False, timeout=30)
+    token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"username": name, "password": password, "csrf_token": token})
+    assert r.status_code == 303, r.text
+    return client
+
+
+def session_csrf(client: httpx.Client) -> str:
+    """The CSRF token of the client's session, from its home page."""
+    page = client.get("/", headers={"accept": "text/html"}, follow_redirects=True)
+    return re.search(r'data-csrf="([^"]+)"', page.text)[1]

@@ -25,7 +25,7 @@ from typing import Any
 
 import faust
 
-from streams.ingest.broker import BrokerWatch, bootstrap_servers, faust_url
+from streams.ingest.broker import BrokerWatch, bootstrap_servers, ensure_topics, faust_url
 from streams.exceptions import InvalidInput
 from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source, batch_messages
@@ -122,6 +122,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get, key=event.key),
                                       event.value, src)
                     counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
+                    share(outcome, src)
                     states.update(outcome, event)
                     # alerts go out before the sealed record: the alert path is the latency that matters
                     for key, alert in detect(outcome, event, profiles):
@@ -135,8 +136,24 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 profiles.flush(writer(stream, meter_profile))
                 stream._set_current_event(current)
                 await batch.send_sealed(app.producer, "readings.sealed", "readings.raw")
+                for share_topic, key, value in pipeline.take_shares():  # continuous shares, one message per grant
+                    if share_topic not in share_topics:
+                        await asyncio.to_thread(ensure_topics, bootstrap, 1, [share_topic])
+                        share_topics.add(share_topic)
+                    counts["shared"] += 1
+                    await batch.send(app.producer, share_topic, key, value)
                 await batch.confirm(app.producer)
             batch_seconds.append(time.perf_counter() - began)
+
+    share_topics: set[str] = set()
+    bootstrap = bootstrap_servers(broker)
+
+    def share(outcome, src: Source) -> None:
+        """Queue a sealed reading for the grants that cover it; a sharing bug never costs a reading."""
+        try:
+            pipeline.tap(outcome)
+        except Exception:  # noqa: BLE001 - the reading is sealed and stored either way
+            log.exception("continuous share failed on %s", src.id)
 
     def writer(stream, table):
         def write(key: bytes, value: bytes, event) -> None:

@@ -49,12 +49,18 @@ class Summary:
 
 
 def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], notes: Sequence[str],
-          verifier: Verifier, encode: Callable[[dict[str, Any]], bytes] = leaf.encode) -> tuple[Summary, list[Finding]]:
+          verifier: Verifier | Sequence[Verifier],
+          encode: Callable[[dict[str, Any]], bytes] = leaf.encode) -> tuple[Summary, list[Finding]]:
+    """``verifier``: one key, or several — then every checkpoint must carry a valid signature by each."""
     findings: list[Finding] = []
     checkpoints: list[Checkpoint] = []
+    verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     for note in notes:
         try:
-            text, _ = open_note(note, [verifier])
+            text, names = open_note(note, verifiers)
+            missing = sorted({v.name for v in verifiers} - set(names))
+            if missing:
+                raise NoteError(f"no valid signature by {', '.join(missing)}")
             cp = Checkpoint.parse(text)
         except NoteError as exc:
             findings.append(Finding(origin, "checkpoint-signature", f"a checkpoint does not verify: {exc}"))

@@ -60,3 +60,24 @@ MODEL_EVENT_FIELDS = ("leaf_index", "model_sha256", "run_id", "round", "strategy
 def encode_model_event(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a model version (``metrics`` as canonical JSON text); its own version byte."""
     return bytes([MODEL_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in MODEL_EVENT_FIELDS)
+
+
+# Consent events (a data-sharing grant made or revoked, ``streams.share.grants``) are leaves of the consent log.
+CONSENT_EVENT_VERSION = 4
+CONSENT_EVENT_FIELDS = ("leaf_index", "event", "grant_id", "party_fingerprint", "at_ms", "body")
+
+
+def encode_consent_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a consent event (``body``: the grant, sealed); its own version byte."""
+    return bytes([CONSENT_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in CONSENT_EVENT_FIELDS)
+
+
+# Privacy-budget events (a DP release's spend, or a budget set by the owner) are leaves of the privacy log.
+PRIVACY_EVENT_VERSION = 5
+PRIVACY_EVENT_FIELDS = ("leaf_index", "event", "analyst", "dataset", "rho", "query", "created_at_ms")
+
+
+def encode_privacy_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a budget event (``rho`` as its shortest decimal text, ``query`` as canonical JSON)."""
+    fields = {**record, "rho": repr(float(record["rho"])) if record.get("rho") is not None else None}
+    return bytes([PRIVACY_EVENT_VERSION]) + b"".join(_field(fields.get(name)) for name in PRIVACY_EVENT_FIELDS)

@@ -38,3 +38,8 @@ class BrokerError(MeterSealError):
 
 class StoreError(MeterSealError):
     """The sealed store in the data directory is missing or unreadable."""
+
+
+class ShareError(MeterSealError):
+    """A party, grant or share bundle is missing, malformed, out of scope, or fails a check (the message
+    names which)."""

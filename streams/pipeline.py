@@ -27,6 +27,8 @@ from streams.keys.owner import OwnerPublicKey
 from streams.keys.regions import wrap_for_region
 from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key, sealed_records
 from streams.settings import Settings
+from streams.crypto.record_keys import record_key
+from streams.share.continuous import ShareTap
 from streams.store.base import Store
 from streams.store.segments import LEDGERED, log_origin
 from streams.crypto.tokens import BlindIndex
@@ -62,6 +64,7 @@ class Pipeline:
         self._logs: dict[tuple[str, int], Log] = {}
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
+        self.share_tap: ShareTap | None = ShareTap(self.store.root, self.index_key, clock=self.clock)
 
     def region_ring(self, region: str) -> DekRing:
         """The DEK ring of one region: records of different regions never share a DEK (``streams.keys.regions``)."""
@@ -82,6 +85,22 @@ class Pipeline:
             if public is not None:
                 self.store.put_grant(wrap_for_region(public, region, dek))
         self.pending_keys.append(wrapped)
+
+    # -- continuous shares (streams.share.continuous) ----------------------------------------------
+    def tap(self, outcome: Sealed | Rejected) -> int:
+        """Queue a just-sealed reading for every active grant that covers it (its record key derived from the
+        DEK that sealed it, which the region's ring still holds); returns how many grants took it."""
+        if self.share_tap is None or not isinstance(outcome, Sealed):
+            return 0
+        return self.share_tap.observe(outcome, self._record_key)
+
+    def _record_key(self, record: dict[str, Any]) -> bytes:
+        ring = self.region_ring(record["region"] or "")
+        return record_key(ring.key(bytes.fromhex(record["key_id"])).secret, record["record_id"])
+
+    def take_shares(self) -> list[tuple[str, bytes, bytes]]:
+        """(topic, key, value) messages for the ``shares.<grant_id>`` topics, once each."""
+        return self.share_tap.take() if self.share_tap is not None else []
 
     def take_new_keys(self) -> list[tuple[bytes, dict[str, Any]]]:
         """(key, WrappedKey record) messages for keys.deks, once each."""

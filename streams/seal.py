@@ -21,6 +21,7 @@ import fastavro
 import schemas
 from streams.crypto import _primitives
 from streams.crypto import envelope as env
+from streams.crypto import record_keys
 from streams.crypto.envelope import DataKey, DekRing
 from streams.exceptions import InvalidEnvelope, InvalidInput
 from streams.crypto.tokens import BlindIndex
@@ -191,7 +192,7 @@ class Sealer:
             "envelope": b"", "sealed_at_ms": int(self.clock() * 1000),
         }
         ring = self.region_ring(region or "") if self.region_ring else self.ring
-        record["envelope"] = ring.seal(body, aad=record_aad(record))
+        record["envelope"] = ring.seal(body, aad=record_aad(record), record_id=record_id)
         record["key_id"] = env.key_id_of(record["envelope"]).hex()
         return Sealed(record["meter_tok"].encode(), record)
 
@@ -250,7 +251,7 @@ def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index:
     With ``index``, also checks that the plaintext's meter and time hash to the row's record id and
     tokens, so a row whose clear columns were edited does not open as if nothing happened.
     """
-    body = env.open_with(keys, record["envelope"], aad=record_aad(record))
+    body = env.open_with(keys, record["envelope"], aad=record_aad(record), record_id=record["record_id"])
     kind = record["kind"]
     writer = schemas.get(kind, record["schema_version"])
     plain = schemas.decode_body(body, writer, schemas.get(kind))
@@ -275,10 +276,9 @@ def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
               index: BlindIndex | None = None) -> list[dict[str, Any]]:
     """``open_record`` for many records (dicts of the sealed columns); ``open_table`` for an Arrow table."""
     boxes = [r["envelope"] for r in records]
-    aads = [None if b is None else b[:env.HEADER_LEN] + record_aad(r) for b, r in zip(boxes, records)]
+    aads = [record_aad(r) for r in records]
     return _open_all(boxes, aads, [r["kind"] for r in records], [r["schema_version"] for r in records], keys,
-                     index, [r["record_id"] for r in records] if index else None,
-                     [r["meter_tok"] for r in records] if index else None)
+                     index, [r["record_id"] for r in records], [r["meter_tok"] for r in records] if index else None)
 
 
 # the store columns a sealed record is opened from: what ``record_aad`` binds, in its order, and the envelope
@@ -299,39 +299,50 @@ def open_table(table: Any, keys: Callable[[bytes], DataKey], index: BlindIndex |
     parts = [pc.cast(table.column(c), pa.string()) for c in bound]
     for i in (bound.index("region"), bound.index("category"), bound.index("account_tok")):
         parts[i] = pc.fill_null(parts[i], "")  # record_aad writes a missing one as ""; any other null: no aad
-    clear = pc.cast(pc.binary_join_element_wise("meterseal/record/v1", *parts, "|"), pa.binary())
-    aads = pc.binary_join_element_wise(pc.binary_slice(envelopes, 0, env.HEADER_LEN), clear, b"")
+    aads = pc.cast(pc.binary_join_element_wise("meterseal/record/v1", *parts, "|"), pa.binary())
 
     def column(name: str) -> list[Any]:
         return table.column(name).to_pylist()
 
     return _open_all(envelopes.to_pylist(), aads.to_pylist(), column("kind"), column("schema_version"), keys, index,
-                     column("record_id") if index else None, column("meter_tok") if index else None)
+                     column("record_id"), column("meter_tok") if index else None)
 
 
 def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[str], versions: list[int],
-              keys: Callable[[bytes], DataKey], index: BlindIndex | None, record_ids: list[str] | None,
+              keys: Callable[[bytes], DataKey], index: BlindIndex | None, record_ids: list[str],
               meter_toks: list[str] | None) -> list[dict[str, Any]]:
-    """The loop ``open_many`` and ``open_table`` share: one AES-GCM object per data key, one decoder per
-    (kind, schema version); ``aads`` include the envelope header. Raises ``InvalidEnvelope``."""
+    """The loop ``open_many`` and ``open_table`` share: one decoder per (kind, schema version); a version-1
+    envelope is opened with one AES-GCM object per data key, a version-2 one under its record key, derived
+    from its DEK and record id. ``aads`` are the clear columns' associated data (``record_aad``), without
+    the envelope header. Raises ``InvalidEnvelope``."""
     header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _primitives.NONCE_LEN
+    header2, nonce_end2 = env.HEADER_LEN_2, env.HEADER_LEN_2 + _primitives.NONCE_LEN
+    label, hmac_sha256, aes_gcm_open = record_keys.RECORD_KEY_LABEL, _primitives.hmac_sha256, _primitives.aes_gcm_open
     ciphers: dict[bytes, Any] = {}
+    secrets: dict[bytes, bytes] = {}
     decoders: dict[tuple[str, int], Callable[[bytes], dict[str, Any]]] = {}
     out = []
-    for box, aad, kind, version in zip(boxes, aads, kinds, versions):
-        if box is None or aad is None or len(box) < env.OVERHEAD or box[0] != env.VERSION:
+    for box, aad, kind, version, record_id in zip(boxes, aads, kinds, versions, record_ids):
+        if box is None or aad is None or record_id is None:
             raise InvalidEnvelope("envelope could not be opened")
-        key_id = box[1:header]
-        cipher = ciphers.get(key_id)
-        if cipher is None:
-            try:
-                cipher = ciphers[key_id] = _primitives.aead(keys(key_id).secret)
-            except KeyError:
-                raise InvalidEnvelope("envelope could not be opened") from None
         try:
-            body = cipher.decrypt(box[header:nonce_end], box[nonce_end:], aad)
-        except _primitives.InvalidTag:
-            raise InvalidEnvelope("envelope could not be opened") from None
+            if box[0] == env.VERSION_2 and len(box) >= env.OVERHEAD_2:
+                key_id = box[1:header]
+                secret = secrets.get(key_id)
+                if secret is None:
+                    secret = secrets[key_id] = keys(key_id).secret
+                body = aes_gcm_open(hmac_sha256(secret, label + record_id.encode()), box[header2:nonce_end2],
+                                    box[nonce_end2:], box[:header2] + aad)
+            elif box[0] == env.VERSION and len(box) >= env.OVERHEAD:
+                key_id = box[1:header]
+                cipher = ciphers.get(key_id)
+                if cipher is None:
+                    cipher = ciphers[key_id] = _primitives.aead(keys(key_id).secret)
+                body = cipher.decrypt(box[header:nonce_end], box[nonce_end:], box[:header] + aad)
+            else:
+                raise InvalidEnvelope("envelope could not be opened")
+        except (KeyError, _primitives.InvalidTag) as exc:
+            raise InvalidEnvelope("envelope could not be opened") from exc
         decode = decoders.get((kind, version))  # (after opening: kind and version are authenticated now)
         if decode is None:
             decode = decoders[(kind, version)] = schemas.fast_reader(kind, version) or _fastavro_reader(kind, version)

@@ -55,6 +55,12 @@ class Settings:
     """Port of the worker's Prometheus metrics on 127.0.0.1; None: not served."""
     console_session_s: float = 28_800.0
     """Lifetime of a console login (the session cookie and the server's session expire together)."""
+    dp_dataset_rho: float = 4.0
+    """Total zCDP rho a data set (the readings) may spend over all analysts, unless `dp budget set --dataset`."""
+    dp_clamp_kwh: float = 2.0
+    """DP contribution bound: kWh per reading clamped to [0, this] (`dp query --clamp-kwh`)."""
+    dp_per_hour: int = 4
+    """DP contribution bound: readings per meter per clock hour counted (`dp query --per-hour`)."""
 
     # environment variable -> field
     ENV = {
@@ -83,6 +89,9 @@ class Settings:
         "METERSEAL_CATALOG": "catalog",
         "METERSEAL_METRICS_PORT": "metrics_port",
         "METERSEAL_CONSOLE_SESSION_S": "console_session_s",
+        "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
+        "METERSEAL_DP_CLAMP_KWH": "dp_clamp_kwh",
+        "METERSEAL_DP_PER_HOUR": "dp_per_hour",
     }
 
     def __post_init__(self) -> None:
@@ -99,6 +108,8 @@ class Settings:
             raise ConfigError("METERSEAL_CONSOLE_SESSION_S must be > 0 and METERSEAL_METRICS_PORT a port number")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
+        if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
+            raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> "Settings":

@@ -155,6 +155,9 @@ def test_demo_runs_end_to_end(tmp_path, seed_csv):
     assert "│ bills.raw    │     1000 │   1000 │            0 │" in out
     assert "│ readings.raw │     2005 │   2000 │            5 │" in out
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleaned up after itself
+    # it ends with one grant whose bundle the recipient opens, trusting only the post-quantum checkpoint key
+    assert re.search(r"opened by the recipient .* checkpoints checked with meterseal-ledger-mldsa65: (\d+) records verified",
+                     out.replace("\n", " ")), out[-2000:]
 
 
 def test_store_rebuild_from_the_sealed_topics_is_identical(rig, seed_csv, tmp_path):

@@ -40,7 +40,7 @@ _bench_fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]
 @click.option("--records", type=int, default=20_000, show_default=True)
 @_bench_fmt
 def bench_seal_cmd(records: int, fmt: str) -> None:
-    """Seal/open rate of the envelope vs the prototype's per-record RSA-OAEP + AES-CFB."""
+    """Seal/open rate: envelope v2 (per-record keys) vs v1 in the same run, and the prototype's RSA-OAEP + AES-CFB."""
     from streams.bench.micro import bench_seal
 
     print_result(bench_seal(records, max(200, records // 20)), fmt)
@@ -179,6 +179,18 @@ def bench_latency_cmd(readings: int, rate: float, workers: int, fmt: str) -> Non
 
 
 
+@bench.command("share")
+@click.option("--meters", type=int, default=2, show_default=True, help="Fleet size in the store.")
+@click.option("--days", type=int, default=30, show_default=True, help="Days per meter; the bundle is one meter's.")
+@click.option("--interval-min", type=int, default=1, show_default=True, help="Reading interval (UCI is 1-minute).")
+@_bench_fmt
+def bench_share_cmd(meters: int, days: int, interval_min: int, fmt: str) -> None:
+    """Size and open time of a one-meter, one-month share bundle (real UCI data, the worker's sealing path)."""
+    from streams.bench.share import bench_share
+
+    print_result(bench_share(meters=meters, days=days, interval_min=interval_min), fmt)
+
+
 @bench.command("console")
 @click.option("--viewers", type=int, default=200, show_default=True, help="Concurrent SSE viewers of the live alerts.")
 @click.option("--alerts", type=int, default=20, show_default=True, help="Alerts produced on the broker, one per --gap.")
@@ -206,3 +218,16 @@ def bench_console_cmd(settings, viewers: int, alerts: int, gap: float, requests:
     for endpoint, figures in result["api"].items():
         click.echo(f"{endpoint:<44} p50 {figures['p50_ms']:>7} ms  p95 {figures['p95_ms']:>7} ms  "
                    f"({figures['p95_vs_healthz']}x /healthz)")
+
+
+@bench.command("privacy")
+@click.option("--quick", is_flag=True, help="Fleets of 100 and 1,000 only, 10k billing customers, 2 rounds.")
+@click.option("--sealed-max", type=int, default=1000, show_default=True,
+              help="Fleets up to this size are sealed and opened; larger ones are aggregated in memory.")
+@_bench_fmt
+def bench_privacy_cmd(quick: bool, sealed_max: int, fmt: str) -> None:
+    """DP error table (vs the prototype's per-value Laplace), BFV billing and CKKS forecast figures."""
+    from streams.bench.privacy import bench_privacy, render
+
+    result = bench_privacy(quick=quick, sealed_max=sealed_max, progress=console.log)
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else render(result))

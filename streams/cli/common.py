@@ -48,3 +48,14 @@ def print_result(result: dict, fmt: str) -> None:
     else:
         for key, value in result.items():
             click.echo(f"{key:>24}  {value}")
+
+
+def party_passphrase(*, confirm: bool = False) -> str:
+    """METERSEAL_PARTY_PASSPHRASE, else a prompt on a terminal, else a clear error (a recipient's key file)."""
+    import os
+
+    if os.environ.get("METERSEAL_PARTY_PASSPHRASE"):
+        return os.environ["METERSEAL_PARTY_PASSPHRASE"]
+    if sys.stdin.isatty():
+        return click.prompt("Party key passphrase", hide_input=True, confirmation_prompt=confirm)
+    raise click.ClickException("no party passphrase: set METERSEAL_PARTY_PASSPHRASE (no terminal to ask on)")

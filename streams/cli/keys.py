@@ -32,7 +32,8 @@ def keys_init(settings: Settings, scheme: str, force: bool) -> None:
 
 
 @keys.command("show")
-@click.option("--public", "public", is_flag=True, help="Print the ledger checkpoint verifier key (signed-note vkey).")
+@click.option("--public", "public", is_flag=True,
+              help="Print the ledger checkpoint verifier keys (signed-note vkeys: Ed25519, then ML-DSA-65), one a line.")
 @click.option("--owner", "owner", is_flag=True, help="Print the active owner public key (PEM) instead.")
 @click.pass_obj
 def keys_show(settings: Settings, public: bool, owner: bool) -> None:
@@ -41,9 +42,14 @@ def keys_show(settings: Settings, public: bool, owner: bool) -> None:
     if owner:
         click.echo(store.owner_public.pem(), nl=False)
     elif public:
-        click.echo(store.ledger_verifier.vkey)
+        for verifier in store.ledger_verifiers:
+            click.echo(verifier.vkey)
     else:
-        click.echo(json.dumps({**store.describe(), "ledger_vkey": store.ledger_verifier.vkey}, indent=2))
+        pq = store.ledger_pq_verifier
+        click.echo(json.dumps({**store.describe(), "ledger_vkey": store.ledger_verifier.vkey,
+                               # its vkey is ~2,600 characters: `keys show --public` prints it
+                               "ledger_pq_key": {"name": pq.name, "algorithm": pq.algorithm,
+                                                 "key_hash": pq.key_hash.hex()} if pq else None}, indent=2))
 
 
 @keys.command("rotate")
@@ -54,6 +60,16 @@ def keys_rotate(settings: Settings, scheme: str | None) -> None:
     store = Keystore.load(settings.data_dir)
     new = store.rotate_owner(passphrase_for(settings), scheme={"rsa": RSA, "hpke": HPKE}.get(scheme))
     console.print(f"new active owner key {new.fingerprint[:16]}… ({new.scheme}); restart workers to use it")
+
+
+@keys.command("ledger-pq")
+@click.pass_obj
+def keys_ledger_pq(settings: Settings) -> None:
+    """Give a keystore made before post-quantum checkpoints its ML-DSA-65 ledger key (new keystores have it);
+    workers sign every checkpoint with it too after a restart."""
+    verifier = Keystore.load(settings.data_dir).add_ledger_pq(passphrase_for(settings))
+    console.print(f"ML-DSA-65 ledger key {verifier.name}; its vkey (give it to whoever verifies checkpoints):")
+    click.echo(verifier.vkey)
 
 
 @keys.group("region")

@@ -27,13 +27,29 @@ def ledger_group() -> None:
     """The tamper-evident ledger: an RFC 6962 Merkle log per table and partition, with signed checkpoints."""
 
 
+def trusted_verifiers(vkeys: tuple[str, ...], settings: Settings | None) -> list[Verifier]:
+    """The checkpoint keys to check: those given with --vkey, else the keystore's (Ed25519 and ML-DSA-65)."""
+    if vkeys:
+        try:
+            return [Verifier.from_vkey(v) for v in vkeys]
+        except NoteError as exc:
+            raise click.ClickException(f"--vkey: {exc}") from None
+    if settings is None or not Keystore.exists(settings.data_dir):
+        raise click.ClickException("give the verifier key(s) you trust with --vkey (the ones in a bundle are not trusted)")
+    return Keystore.load(settings.data_dir).ledger_verifiers
+
+
+def checked_text(verifiers: list[Verifier]) -> str:
+    return ", ".join(f"{v.name} ({v.algorithm})" for v in verifiers)
+
+
 @ledger_group.command("verify")
-@click.option("--vkey", help="Checkpoint verifier key (default: the keystore's).")
+@click.option("--vkey", "vkeys", multiple=True, help="Checkpoint verifier key; repeat for both (default: the keystore's).")
 @click.pass_obj
-def verify_cmd(settings: Settings, vkey: str | None) -> None:
+def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
     """Recompute every log from the store, check every checkpoint; exit 1 naming the first tampered record."""
-    verifier = Verifier.from_vkey(vkey) if vkey else Keystore.load(settings.data_dir).ledger_verifier
-    results = audit_store(open_settings_store(settings), verifier)
+    verifiers = trusted_verifiers(vkeys, settings)
+    results = audit_store(open_settings_store(settings), verifiers)
     problems = [f for _, findings in results for f in findings]
     leaves = sum(s.leaves for s, _ in results)
     signed = sum(s.signed_size for s, _ in results)
@@ -44,7 +60,7 @@ def verify_cmd(settings: Settings, vkey: str | None) -> None:
             click.echo(f"  also: {f}", err=True)
         sys.exit(1)
     click.echo(f"ok: {len(results)} logs, {leaves} leaves ({signed} under signed checkpoints), "
-               f"{sum(s.checkpoints for s, _ in results)} checkpoints verified")
+               f"{sum(s.checkpoints for s, _ in results)} checkpoints verified; keys checked: {checked_text(verifiers)}")
 
 
 @ledger_group.command("checkpoints")
@@ -96,17 +112,17 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
 
 @ledger_group.command("verify-proof")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--vkey", help="The verifier key you trust (default: the keystore's, if there is one).")
-def verify_proof_cmd(bundle: Path, vkey: str | None) -> None:
-    """Check a proof bundle offline: signature, leaf hash, audit path. Needs only the public key."""
+@click.option("--vkey", "vkeys", multiple=True,
+              help="A verifier key you trust; repeat for both (default: the keystore's, if there is one).")
+def verify_proof_cmd(bundle: Path, vkeys: tuple[str, ...]) -> None:
+    """Check a proof bundle offline: signature, leaf hash, audit path. Needs only the public key(s)."""
     data = json.loads(bundle.read_text())
-    if vkey is None:
-        settings = Settings.from_env()
-        if not Keystore.exists(settings.data_dir):
-            raise click.ClickException("give the verifier key you trust with --vkey (the one in the bundle is not trusted)")
-        vkey = Keystore.load(settings.data_dir).ledger_verifier.vkey
+    verifiers = trusted_verifiers(vkeys, None if vkeys else Settings.from_env())
     try:
-        text, _ = open_note(data["checkpoint"], [Verifier.from_vkey(vkey)])
+        text, names = open_note(data["checkpoint"], verifiers)
+        missing = sorted({v.name for v in verifiers} - set(names))
+        if missing:
+            raise NoteError(f"no valid signature by {', '.join(missing)}")
         cp = Checkpoint.parse(text)
         leaf = base64.b64decode(data["leaf"], validate=True)
         if leaf_hash(leaf).hex() != data["leaf_hash"]:
@@ -117,4 +133,5 @@ def verify_proof_cmd(bundle: Path, vkey: str | None) -> None:
     except (LedgerError, NoteError, ProofError, KeyError, ValueError) as exc:
         click.echo(f"INVALID: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"ok: record {data['record_id']} is leaf {data['index']} of {cp.origin} (size {cp.size}), signed")
+    click.echo(f"ok: record {data['record_id']} is leaf {data['index']} of {cp.origin} (size {cp.size}), signed; "
+               f"keys checked: {checked_text(verifiers)}")

@@ -16,11 +16,14 @@ from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
 from streams.cli.console import console_group
 from streams.cli.demo import demo
+from streams.cli.dp import dp_group
 from streams.cli.fl import fl_group
+from streams.cli.he import bill_cmd, forecast_cmd
 from streams.cli.ingest import ingest
 from streams.cli.keys import keys
 from streams.cli.ledger import ledger_group
 from streams.cli.search import search_cmd, sql_cmd
+from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
 from streams.exceptions import MeterSealError
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, ensure_topics
@@ -121,4 +124,11 @@ main.add_command(eval_group)
 main.add_command(fl_group)  # torch and flwr are imported only when `meterseal fl run` runs
 main.add_command(search_cmd)
 main.add_command(sql_cmd)
+main.add_command(party_group)
+main.add_command(grant_group)
+main.add_command(share_group)
+main.add_command(export_group)
 main.add_command(console_group)
+main.add_command(dp_group)
+main.add_command(bill_cmd)
+main.add_command(forecast_cmd)

@@ -1,13 +1,20 @@
 """The sealed envelope: AES-256-GCM under a rotating data-encryption key (DEK).
 
-Wire format (version 1)::
+Wire format, version 1 (dead letters, sealed state, key files; records sealed before v2)::
 
     0x01 || key_id (16 bytes) || nonce (12 bytes, random) || ciphertext || tag (16 bytes)
 
-The header (version and key id) is always part of the associated data, so a ciphertext
-relabelled with another key id fails to open. Callers add what binds the envelope to its
-record (see ``seal.record_aad``). Opening fails with one exception, ``InvalidEnvelope``,
-whatever went wrong.
+Version 2 (every sealed record): AES-256-GCM under the record's own key, derived from the DEK and
+the record id (``streams.crypto.record_keys``), with a commitment to that key in the header::
+
+    0x02 || key_id (16) || commitment (32) || nonce (12) || ciphertext || tag (16)
+
+The header (version, key id and, in v2, commitment) is always part of the associated data, so a
+ciphertext relabelled with another key id or commitment fails to open. Callers add what binds the
+envelope to its record (see ``seal.record_aad``). Opening fails with one exception,
+``InvalidEnvelope``, whatever went wrong. The owner opens a v2 envelope with the DEK (deriving the
+record key); a recipient opens it with the record key alone (``open_with_record_key``), which first
+checks the commitment in constant time.
 
 >>> dek = DataKey.generate(now=0.0)
 >>> box = seal(dek, b"4.2 kWh", aad=b"meter-7|2024-01-01")
@@ -26,13 +33,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from streams.crypto import _primitives
+from streams.crypto import _primitives, record_keys
 from streams.exceptions import InvalidEnvelope
 
 VERSION = 1
+VERSION_2 = 2
+VERSIONS = (VERSION, VERSION_2)
 KEY_ID_LEN = 16
 HEADER_LEN = 1 + KEY_ID_LEN
 OVERHEAD = HEADER_LEN + _primitives.NONCE_LEN + 16
+COMMITMENT_LEN = record_keys.COMMITMENT_LEN
+HEADER_LEN_2 = HEADER_LEN + COMMITMENT_LEN
+OVERHEAD_2 = HEADER_LEN_2 + _primitives.NONCE_LEN + 16
 
 
 @dataclass(frozen=True)
@@ -68,26 +80,94 @@ def seal(dek: DataKey, plaintext: bytes, *, aad: bytes, nonce: bytes | None = No
     return header + nonce + _primitives.aes_gcm_seal(dek.secret, nonce, plaintext, header + aad)
 
 
+def seal_record(dek: DataKey, record_id: str, plaintext: bytes, *, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """A version-2 envelope: ``plaintext`` under the record key of ``record_id`` under ``dek``.
+
+    ``nonce`` is only for known-answer tests."""
+    return seal_with_record_key(dek.key_id, record_keys.record_key(dek.secret, record_id), plaintext, aad=aad,
+                                nonce=nonce)
+
+
+def seal_with_record_key(key_id: bytes, key: bytes, plaintext: bytes, *, aad: bytes,
+                         nonce: bytes | None = None) -> bytes:
+    """A version-2 envelope under an already derived record ``key`` (``key_id`` names its DEK)."""
+    if len(key_id) != KEY_ID_LEN:
+        raise ValueError(f"key id must be {KEY_ID_LEN} bytes, got {len(key_id)}")
+    if nonce is None:
+        nonce = os.urandom(_primitives.NONCE_LEN)
+    elif len(nonce) != _primitives.NONCE_LEN:
+        raise ValueError("nonce must be 12 bytes")
+    header = bytes([VERSION_2]) + key_id + record_keys.commitment(key)
+    return header + nonce + _primitives.aes_gcm_seal(key, nonce, plaintext, header + aad)
+
+
+def version_of(envelope: bytes) -> int:
+    """1 or 2 (raises ``InvalidEnvelope`` for anything else, or an envelope too short to be one)."""
+    if len(envelope) >= OVERHEAD and envelope[0] == VERSION:
+        return VERSION
+    if len(envelope) >= OVERHEAD_2 and envelope[0] == VERSION_2:
+        return VERSION_2
+    raise InvalidEnvelope("envelope could not be opened")
+
+
+def header_len(envelope: bytes) -> int:
+    """Bytes of the envelope's header (the part the associated data starts with)."""
+    return HEADER_LEN if version_of(envelope) == VERSION else HEADER_LEN_2
+
+
 def key_id_of(envelope: bytes) -> bytes:
     """The DEK id an envelope names (not authenticated until it opens)."""
-    if len(envelope) < OVERHEAD or envelope[0] != VERSION:
-        raise InvalidEnvelope("envelope could not be opened")
+    version_of(envelope)
     return envelope[1:HEADER_LEN]
 
 
-def open_with(keys: Mapping[bytes, DataKey] | Callable[[bytes], DataKey], envelope: bytes, *, aad: bytes) -> bytes:
+def commitment_of(envelope: bytes) -> bytes:
+    """The record-key commitment of a version-2 envelope (not authenticated until it opens)."""
+    if version_of(envelope) != VERSION_2:
+        raise InvalidEnvelope("envelope could not be opened")
+    return envelope[HEADER_LEN:HEADER_LEN_2]
+
+
+def open_with(keys: Mapping[bytes, DataKey] | Callable[[bytes], DataKey], envelope: bytes, *, aad: bytes,
+              record_id: str | None = None) -> bytes:
     """Open ``envelope`` with the DEK it names, looked up in ``keys`` (a mapping or a function).
 
-    Raises ``InvalidEnvelope`` for a bad version, an unknown key, a wrong key, changed bytes or
-    changed associated data alike.
+    A version-2 envelope needs the ``record_id`` it was sealed for (its key is derived from it).
+    Raises ``InvalidEnvelope`` for a bad version, an unknown key, a wrong key, a wrong record id,
+    changed bytes or changed associated data alike.
     """
-    key_id = key_id_of(envelope)
     try:
+        version = version_of(envelope)
+        key_id = envelope[1:HEADER_LEN]
         dek = keys(key_id) if callable(keys) else keys[key_id]
-        nonce = envelope[HEADER_LEN:HEADER_LEN + _primitives.NONCE_LEN]
-        return _primitives.aes_gcm_open(dek.secret, nonce, envelope[HEADER_LEN + _primitives.NONCE_LEN:],
-                                    envelope[:HEADER_LEN] + aad)
-    except (KeyError, _primitives.InvalidTag, InvalidEnvelope) as exc:
+        if version == VERSION:
+            nonce = envelope[HEADER_LEN:HEADER_LEN + _primitives.NONCE_LEN]
+            return _primitives.aes_gcm_open(dek.secret, nonce, envelope[HEADER_LEN + _primitives.NONCE_LEN:],
+                                        envelope[:HEADER_LEN] + aad)
+        if record_id is None:
+            raise InvalidEnvelope("envelope could not be opened")
+        key = record_keys.record_key(dek.secret, record_id)
+        nonce = envelope[HEADER_LEN_2:HEADER_LEN_2 + _primitives.NONCE_LEN]
+        return _primitives.aes_gcm_open(key, nonce, envelope[HEADER_LEN_2 + _primitives.NONCE_LEN:],
+                                    envelope[:HEADER_LEN_2] + aad)
+    except (KeyError, ValueError, _primitives.InvalidTag, InvalidEnvelope) as exc:
+        raise InvalidEnvelope("envelope could not be opened") from exc
+
+
+def open_with_record_key(key: bytes, envelope: bytes, *, aad: bytes) -> bytes:
+    """Open a version-2 envelope with its record key alone (what a recipient of a share holds).
+
+    Checks first, in constant time, that ``key`` is the key the envelope commits to. Raises
+    ``InvalidEnvelope`` for a version-1 envelope, a key that does not match the commitment, changed
+    bytes or changed associated data alike.
+    """
+    try:
+        if not record_keys.commits_to(key, commitment_of(envelope)):
+            raise InvalidEnvelope("envelope could not be opened")
+        nonce = envelope[HEADER_LEN_2:HEADER_LEN_2 + _primitives.NONCE_LEN]
+        return _primitives.aes_gcm_open(key, nonce, envelope[HEADER_LEN_2 + _primitives.NONCE_LEN:],
+                                    envelope[:HEADER_LEN_2] + aad)
+    except (ValueError, _primitives.InvalidTag, InvalidEnvelope) as exc:
         raise InvalidEnvelope("envelope could not be opened") from exc
 
 
@@ -126,9 +206,22 @@ class DekRing:
             self._current, self._used, self._aead = dek, 0, _primitives.aead(dek.secret)
         return dek
 
-    def seal(self, plaintext: bytes, *, aad: bytes) -> bytes:
+    def key(self, key_id: bytes) -> DataKey:
+        """The current DEK if it has ``key_id`` (what sealed the last record), else ``KeyError``: the ring
+        never keeps old DEKs."""
+        if self._current is None or self._current.key_id != key_id:
+            raise KeyError(key_id.hex())
+        return self._current
+
+    def seal(self, plaintext: bytes, *, aad: bytes, record_id: str | None = None) -> bytes:
+        """A version-2 envelope under the record key of ``record_id`` (records), or, without a record
+        id, a version-1 envelope under the DEK itself (dead letters)."""
         dek = self.current()
         self._used += 1
         nonce = os.urandom(_primitives.NONCE_LEN)
-        header = bytes([VERSION]) + dek.key_id
-        return header + nonce + self._aead.encrypt(nonce, plaintext, header + aad)
+        if record_id is None:
+            header = bytes([VERSION]) + dek.key_id
+            return header + nonce + self._aead.encrypt(nonce, plaintext, header + aad)
+        key = _primitives.hmac_sha256(dek.secret, record_keys.RECORD_KEY_LABEL + record_id.encode())
+        header = bytes([VERSION_2]) + dek.key_id + _primitives.hmac_sha256(key, record_keys.COMMITMENT_LABEL)
+        return header + nonce + _primitives.aes_gcm_seal(key, nonce, plaintext, header + aad)

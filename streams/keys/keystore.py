@@ -112,17 +112,50 @@ class Keystore:
         entry = self._doc["ledger"]
         return Verifier(entry["name"], _unb64(entry["public"]))
 
+    @property
+    def ledger_pq_verifier(self) -> Verifier | None:
+        """The post-quantum (ML-DSA-65) checkpoint verifier key, if this keystore has one."""
+        entry = self._doc.get("ledger_pq")
+        return Verifier(entry["name"], _unb64(entry["public"]), "ml-dsa-65") if entry else None
+
+    @property
+    def ledger_verifiers(self) -> list[Verifier]:
+        """Every checkpoint verifier key: Ed25519, and ML-DSA-65 when the keystore has it."""
+        return [self.ledger_verifier] + ([self.ledger_pq_verifier] if self.ledger_pq_verifier else [])
+
     def ledger_signer(self, passphrase: str) -> Signer:
-        entry = self._doc["ledger"]
-        try:
-            private = open_with({_KEK_ID: self._kek(passphrase)}, _unb64(entry["private"]),
-                                aad=b"ledger:" + entry["public"].encode())
-        except InvalidEnvelope:
-            raise KeystoreError(f"wrong passphrase for {self.path} (or the keystore was altered)") from None
-        signer = Signer(entry["name"], private)
-        if signer.verifier != self.ledger_verifier:
-            raise KeystoreError(f"the ledger key in {self.path} does not match its public key")
-        return signer
+        """The ledger's Ed25519 signer, with the ML-DSA-65 key as its co-signer when the keystore has one (every
+        checkpoint then carries both signatures)."""
+        kek = self._kek(passphrase)
+        signers = []
+        for slot, scheme in (("ledger", "ed25519"), ("ledger_pq", "ml-dsa-65")):
+            entry = self._doc.get(slot)
+            if entry is None:
+                continue
+            try:
+                private = open_with({_KEK_ID: kek}, _unb64(entry["private"]),
+                                    aad=slot.encode() + b":" + entry["public"].encode())
+            except InvalidEnvelope:
+                raise KeystoreError(f"wrong passphrase for {self.path} (or the keystore was altered)") from None
+            signer = Signer(entry["name"], private, scheme)
+            if signer.verifier != Verifier(entry["name"], _unb64(entry["public"]), scheme):
+                raise KeystoreError(f"the {slot} key in {self.path} does not match its public key")
+            signers.append(signer)
+        return signers[0].with_cosigners(*signers[1:])
+
+    def add_ledger_pq(self, passphrase: str) -> Verifier:
+        """Give a keystore made before post-quantum checkpoints its ML-DSA-65 ledger key."""
+        self.ledger_signer(passphrase)  # proves the passphrase before anything changes
+        if "ledger_pq" not in self._doc:
+            self._put_ledger_pq(self._kek(passphrase))
+            self._save()
+        return self.ledger_pq_verifier
+
+    def _put_ledger_pq(self, kek: DataKey) -> None:
+        signer = Signer.generate("meterseal-ledger-mldsa65", "ml-dsa-65")
+        public = _b64(signer.verifier.public)
+        self._doc["ledger_pq"] = {"name": signer.name, "scheme": "ml-dsa-65", "public": public,
+                                  "private": _b64(seal(kek, signer.private, aad=b"ledger_pq:" + public.encode()))}
 
     def unlock(self, passphrase: str) -> UnlockedKeys:
         kek = self._kek(passphrase)
@@ -213,6 +246,7 @@ class Keystore:
         public = _b64(signer.verifier.public)
         doc["ledger"] = {"name": signer.name, "public": public,
                          "private": _b64(seal(kek, signer.private, aad=b"ledger:" + public.encode()))}
+        store._put_ledger_pq(kek)
         store._add_owner(kek, OwnerKeyPair.generate(scheme), now)
         store._save()
         return store

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ledger import leaf as leaf_codec
 from ledger.audit import Finding, audit
@@ -32,11 +32,27 @@ def logs(store: Store) -> list[tuple[str, int]]:
     return store.log_keys()
 
 
-def audit_store(store_dir: Path | str | Store, verifier: Verifier, *,
+def _origin_key(verifiers: list[Verifier], notes: list[str]) -> str:
+    """The key hash a log's origin names: the Ed25519 ledger key's; a verifier holding only the post-quantum key
+    takes it from the first checkpoint that key verifies (its origin is signed text)."""
+    for v in verifiers:
+        if v.scheme == "ed25519":
+            return v.key_hash.hex()
+    for note in notes:
+        try:
+            return Checkpoint.parse(open_note(note, verifiers)[0]).origin.split("/")[1]
+        except (NoteError, IndexError):
+            continue
+    return "unknown"
+
+
+def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Verifier], *,
                 progress: Callable[[int, int], None] | None = None) -> list:
     """Audit every log of the store (a location or a ``Store``): [(Summary, [Finding, ...]), ...];
-    ``progress(logs done, logs)`` after each."""
+    ``progress(logs done, logs)`` after each.
+    With several verifier keys (Ed25519 and ML-DSA-65), every checkpoint must carry a valid signature by each."""
     store = open_store(store_dir, create=False)
+    verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     results = []
     every = logs(store)
     for table, p in every:
@@ -44,21 +60,31 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier, *,
             progress(len(results), len(every))
         hashes = store.hash_store(table, p).read()
         notes = store.checkpoint_store(table, p).all()
+        name = log_origin(_origin_key(verifiers, notes), table, p)
         if table == "deks":
-            results.append(audit(origin(verifier, table, p), hashes, store.dek_rows(p), notes, verifier,
+            results.append(audit(name, hashes, store.dek_rows(p), notes, verifiers,
                                  encode=leaf_codec.encode_key_event))
+        elif table == "consent":
+            from streams.share.grants import consent_rows  # the consent log of data-sharing grants
+
+            results.append(audit(name, hashes, consent_rows(store_dir), notes, verifiers,
+                                 encode=leaf_codec.encode_consent_event))
         elif table == "models":
             from fl.provenance import model_rows  # (numpy only: no torch, no Flower
 
             rows = model_rows(store)
-            summary, findings = audit(origin(verifier, table, p), hashes, rows, notes, verifier,
-                                      encode=leaf_codec.encode_model_event)
+            summary, findings = audit(name, hashes, rows, notes, verifiers, encode=leaf_codec.encode_model_event)
             findings += [Finding(summary.log,
                                  "model-weights", f"run {r['run_id']} round {r['round']}: weights file missing or not "
                                  f"hashing to {r['model_sha256']}", index=r.get("leaf_index")) for r in rows if not r["weights_ok"]]
             results.append((summary, findings))
+        elif table == "privacy":  # DP budget events (streams.privacy.budget): spends and budgets set
+            from streams.privacy.budget import read_events
+
+            results.append(audit(name, hashes, read_events(store.root), notes, verifiers,
+                                 encode=leaf_codec.encode_privacy_event))
         else:
-            results.append(audit(origin(verifier, table, p), hashes, store.rows(table, p), notes, verifier))
+            results.append(audit(name, hashes, store.rows(table, p), notes, verifiers))
     return results
 
 

@@ -207,7 +207,7 @@ class SegmentStore:
 
     def log_keys(self) -> list[tuple[str, int]]:
         """Every (table, partition) with a log: stored rows, or a hash file (the key and model logs)."""
-        found = {(table, p) for table in LEDGERED for p in self.partitions(table)}
+        found = {(table, p) for table in (*LEDGERED, "deks", "models", "consent", "privacy") for p in self.partitions(table)}
         ledger_dir = self.root / "ledger"
         if ledger_dir.exists():
             found |= {(f.parent.name, int(f.stem[1:])) for f in ledger_dir.glob("*/p*.hashes")}

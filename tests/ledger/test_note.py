@@ -59,3 +59,33 @@ def test_bad_vkeys_and_names():
     v = Signer.generate("a").verifier
     with pytest.raises(NoteError, match="hash"):
         Verifier.from_vkey(v.vkey.replace(v.key_hash.hex(), "00000000"))
+
+
+def test_ml_dsa_65_signs_beside_ed25519_and_either_key_verifies():
+    from ledger.note import Signer, Verifier, open_note, sign
+    from ledger.exceptions import NoteError
+
+    ed, pq = Signer.generate("example/ed"), Signer.generate("example/pq", "ml-dsa-65")
+    note = sign("hello\n", ed.with_cosigners(pq))
+    assert note.count("\u2014 ") == 2
+    assert open_note(note, [pq.verifier]) == ("hello\n", ["example/pq"])
+    assert open_note(note, [ed.verifier, pq.verifier]) == ("hello\n", ["example/ed", "example/pq"])
+    vkey = pq.verifier.vkey
+    assert Verifier.from_vkey(vkey) == pq.verifier and pq.verifier.algorithm == "ML-DSA-65"
+    # the key hash follows C2SP: SHA-256(name || 0x0A || type || public)[:4], type = 0xff "ML-DSA-65"
+    import hashlib
+
+    assert pq.verifier.key_hash == hashlib.sha256(b"example/pq\n\xffML-DSA-65" + pq.verifier.public).digest()[:4]
+    forged = sign("hello\n", ed.with_cosigners(Signer("example/pq", bytes(32), "ml-dsa-65")))
+    assert open_note(forged, [ed.verifier]) == ("hello\n", ["example/ed"])  # unknown key: ignored
+    with pytest.raises(NoteError):
+        open_note(forged.replace("hello", "hellO"), [pq.verifier])
+    with pytest.raises(NoteError, match="invalid signature by example/pq"):
+        # same name, another key whose hash collides? no: swap only the signature bytes of the pq line
+        lines = note.splitlines(keepends=True)
+        good_pq = [line for line in lines if line.startswith("\u2014 example/pq")][0]
+        import base64
+
+        raw = bytearray(base64.b64decode(good_pq.split(" ")[2]))
+        raw[10] ^= 1
+        open_note(note.replace(good_pq, f"\u2014 example/pq {base64.b64encode(bytes(raw)).decode()}\n"), [pq.verifier])

@@ -162,12 +162,18 @@ def test_a_proof_from_prove_verifies_offline_with_only_the_public_key(pristine, 
     env = {"METERSEAL_DATA_DIR": str(pristine), "METERSEAL_PASSPHRASE": PASSPHRASE}
     runner = CliRunner()
     record_id = runner.invoke(main, ["ledger", "records", "--limit", "7"], env=env).output.splitlines()[-1].split("\t")[0]
-    vkey = runner.invoke(main, ["keys", "show", "--public"], env=env).output.strip()
+    vkey, pq_vkey = runner.invoke(main, ["keys", "show", "--public"], env=env).output.split()
     bundle = tmp_path / "proof.json"
     assert runner.invoke(main, ["ledger", "prove", record_id, "-o", str(bundle)], env=env).exit_code == 0
     offline = {"METERSEAL_DATA_DIR": str(tmp_path / "no-keystore-here")}
     result = runner.invoke(main, ["ledger", "verify-proof", str(bundle), "--vkey", vkey], env=offline)
     assert result.exit_code == 0 and record_id in result.output
+    assert "meterseal-ledger (Ed25519)" in result.output
+    # the post-quantum key alone, or both: each key given is checked and named
+    result = runner.invoke(main, ["ledger", "verify-proof", str(bundle), "--vkey", pq_vkey], env=offline)
+    assert result.exit_code == 0 and "keys checked: meterseal-ledger-mldsa65 (ML-DSA-65)" in result.output
+    result = runner.invoke(main, ["ledger", "verify-proof", str(bundle), "--vkey", vkey, "--vkey", pq_vkey], env=offline)
+    assert result.exit_code == 0 and "(Ed25519), meterseal-ledger-mldsa65 (ML-DSA-65)" in result.output
     # without a trusted key it refuses; with a changed index, or another key, it fails
     assert runner.invoke(main, ["ledger", "verify-proof", str(bundle)], env=offline).exit_code != 0
     import json

@@ -66,8 +66,8 @@ def test_row_whose_ids_were_swapped_with_matching_aad_is_caught_by_the_index_che
     keys = keys_of(made_keys)
     dek = keys[bytes.fromhex(a["key_id"])]
     forged = {**a, "record_id": "0" * 32}
-    body = envelope.open_with(keys, a["envelope"], aad=record_aad(a))
-    forged["envelope"] = envelope.seal(dek, body, aad=record_aad(forged))  # needs the DEK: an insider
+    body = envelope.open_with(keys, a["envelope"], aad=record_aad(a), record_id=a["record_id"])
+    forged["envelope"] = envelope.seal_record(dek, forged["record_id"], body, aad=record_aad(forged))  # an insider
     open_record(forged, keys.__getitem__)  # opens without the index check...
     with pytest.raises(InvalidEnvelope):
         open_record(forged, keys.__getitem__, index)  # ...but not with it

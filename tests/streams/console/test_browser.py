@@ -101,7 +101,7 @@ def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served, tmp
     row.wait_for(timeout=5_000)
     assert EVIL in row.inner_text()  # shown as text...
     assert page.locator("#alert-rows script").count() == 0  # ...never as an element
-    # the README's picture: METERSEAL_SCREENSHOT_DIR=docs python -m pytest -m browser ... writes docs/console-operator.png
+    # the README's picture: METERSEAL_SCREENSHOT_DIR=streams/console/screenshots python -m pytest -m browser ... writes streams/console/screenshots/console-operator.png
     shot = Path(os.environ.get("METERSEAL_SCREENSHOT_DIR") or tmp_path) / "console-operator.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)

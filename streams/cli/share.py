@@ -1,0 +1,302 @@
+"""`meterseal party`, `grant`, `share` and `export`: sharing sealed data with other parties (streams.share).
+
+The owner registers parties and makes grants (keystore passphrase); a recipient makes its key pair and opens
+bundles or follows a continuous share with its party key alone (METERSEAL_PARTY_PASSPHRASE), offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from streams.cli.common import console, party_passphrase, passphrase_for
+from streams.cli.ledger import checked_text, trusted_verifiers
+from streams.exceptions import ShareError
+from streams.keys.keystore import Keystore
+from streams.settings import Settings
+from streams.share import espi
+from streams.share.grants import Grant, create_grant, get_grant, list_grants, revoke_grant
+from streams.share.parties import PartyKey, PartyPublicKey, add_party, get_party, list_parties
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
+_fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+# --- parties ----------------------------------------------------------------------------------------------
+
+
+@click.group("party")
+def party_group() -> None:
+    """Recipients of shares: their key pairs (made by them) and the owner's registry of them."""
+
+
+@party_group.command("keygen")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for party.key (private, sealed) and party.pub (public).")
+def party_keygen(out: Path) -> None:
+    """Make a party key pair (HPKE ML-KEM-768+X25519); the private key is sealed with METERSEAL_PARTY_PASSPHRASE."""
+    key_path, pub_path = PartyKey.generate().save(out, party_passphrase(confirm=True))
+    console.print(f"wrote {key_path} (private: keep it) and {pub_path} (public: give it to the data owner)")
+    click.echo(PartyPublicKey.parse(pub_path.read_text()).fingerprint)
+
+
+@party_group.command("add")
+@click.argument("name")
+@click.option("--public-key", "public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The party's party.pub.")
+@click.pass_obj
+def party_add(settings: Settings, name: str, public_key: Path) -> None:
+    """Register a party's public key under NAME (owner)."""
+    party = add_party(settings.store_dir, name, PartyPublicKey.parse(public_key.read_text()))
+    console.print(f"party {party.name} registered (key {party.fingerprint[:16]}…)")
+
+
+@party_group.command("list")
+@_fmt
+@click.pass_obj
+def party_list(settings: Settings, fmt: str) -> None:
+    """Registered parties."""
+    parties = list_parties(settings.store_dir)
+    if fmt == "json":
+        click.echo(json.dumps([{k: v for k, v in p.to_dict().items() if k != "public_key"} for p in parties], indent=2))
+        return
+    for p in parties:
+        click.echo(f"{p.name}\t{p.fingerprint[:16]}…\t{p.public_key.scheme}\tadded {_iso(p.added_at)}")
+
+
+# --- grants ------------------------------------------------------------------------------------------------
+
+
+@click.group("grant")
+def grant_group() -> None:
+    """Grants: what a party may receive and until when; each one and each revocation is a consent-log leaf."""
+
+
+def _owner(settings: Settings):
+    keystore = Keystore.load(settings.data_dir)
+    passphrase = passphrase_for(settings)
+    return keystore, passphrase
+
+
+def _print_grant(grant: Grant, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps({k: v for k, v in grant.to_dict().items() if k != "party_public_key"}, indent=2))
+    else:
+        click.echo(f"{grant.grant_id}\t{grant.state}\t{grant.party}\t{grant.scope_text()}"
+                   f"\tfields={','.join(grant.fields) if grant.fields else 'all'}\texpires={grant.expires_at or '-'}")
+
+
+@grant_group.command("create")
+@click.option("--to", "to", multiple=True, required=True,
+              help="The party's name — and, as in `--from 2024-01-01 --to 2024-01-31`, the range's last day.")
+@click.option("--party", help="The party's name (instead of the first --to).")
+@click.option("--meter", "meters", multiple=True, help="A meter id (repeat for several).")
+@click.option("--account", "accounts", multiple=True, help="An account id (repeat for several).")
+@click.option("--region", help="Every meter of a region.")
+@click.option("--from", "start", required=True, help="First day, YYYY-MM-DD.")
+@click.option("--until", help="Last day, YYYY-MM-DD (or give it as the date --to).")
+@click.option("--kind", type=click.Choice(["readings", "bills"]), default="readings", show_default=True)
+@click.option("--fields", help="Comma-separated source field names to share (default: all), e.g. 'Meter No.,Date,Billed Unit'.")
+@click.option("--purpose", default="", help="Why the party gets the data (kept in the consent log).")
+@click.option("--expires", help="ISO-8601 date or time after which the grant releases nothing.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="json", show_default=True)
+@click.pass_obj
+def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, meters: tuple[str, ...],
+                 accounts: tuple[str, ...], region: str | None, start: str, until: str | None, kind: str,
+                 fields: str | None, purpose: str, expires: str | None, fmt: str) -> None:
+    """Grant a registered party a scope of readings or bills (owner; prints the grant with its grant_id)."""
+    dates = [t for t in to if _DATE.match(t)]
+    names = [t for t in to if not _DATE.match(t)]
+    party_name = party or (names[0] if names else None)
+    end = until or (dates[0] if dates else None)
+    if party_name is None or end is None or len(names) + bool(party) > 1 or len(dates) + bool(until) > 1:
+        raise click.UsageError("give the party once (--to NAME) and the last day once (--to YYYY-MM-DD)")
+    keystore, passphrase = _owner(settings)
+    grant = create_grant(settings.store_dir, signer=keystore.ledger_signer(passphrase),
+                         index_key=keystore.index_key(passphrase), party=get_party(settings.store_dir, party_name),
+                         start=start, end=end, kind=kind, meters=meters, accounts=accounts, region=region,
+                         fields=None if fields is None else fields.split(","), purpose=purpose, expires_at=expires)
+    _print_grant(grant, fmt)
+
+
+@grant_group.command("list")
+@click.option("--meter", "meters", multiple=True, help="Only grants naming this meter.")
+@click.option("--party", help="Only this party's grants.")
+@_fmt
+@click.pass_obj
+def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, fmt: str) -> None:
+    """Every grant with its state (active, expired, revoked)."""
+    keystore, passphrase = _owner(settings)
+    grants = list_grants(settings.store_dir, index_key=keystore.index_key(passphrase), meters=meters or None,
+                         party=party)
+    if fmt == "json":
+        click.echo(json.dumps([{k: v for k, v in g.to_dict().items() if k != "party_public_key"} for g in grants],
+                              indent=2))
+    else:
+        for g in grants:
+            _print_grant(g, fmt)
+
+
+@grant_group.command("show")
+@click.argument("grant_id")
+@click.pass_obj
+def grant_show(settings: Settings, grant_id: str) -> None:
+    """One grant, with the consent-log leaves where it began (and ended)."""
+    keystore, passphrase = _owner(settings)
+    _print_grant(get_grant(settings.store_dir, grant_id, index_key=keystore.index_key(passphrase)), "json")
+
+
+@grant_group.command("revoke")
+@click.argument("grant_id")
+@click.option("--reason", default="", help="Kept in the consent log.")
+@click.pass_obj
+def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
+    """Revoke a grant: nothing more is released under it (forward-only: what was shared stays shared)."""
+    keystore, passphrase = _owner(settings)
+    grant = revoke_grant(settings.store_dir, grant_id, signer=keystore.ledger_signer(passphrase),
+                         index_key=keystore.index_key(passphrase), reason=reason)
+    console.print(f"grant {grant.grant_id} revoked at {grant.revoked_at} (consent-log leaf {grant.revoked_leaf})")
+
+
+# --- shares ------------------------------------------------------------------------------------------------
+
+
+@click.group("share")
+def share_group() -> None:
+    """Share bundles (export / open) and continuous shares (follow)."""
+
+
+@share_group.command("export")
+@click.argument("grant_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The bundle file (JSON; gzip-compressed when it ends in .gz).")
+@click.pass_obj
+def share_export(settings: Settings, grant_id: str, output: Path) -> None:
+    """Write the share bundle of an active grant (owner): records, sealed record keys, proofs, checkpoints."""
+    from streams.share.bundle import export_bundle
+
+    keystore, passphrase = _owner(settings)
+    started = time.perf_counter()
+    data, summary = export_bundle(settings.store_dir, grant_id, owner=keystore.unlock(passphrase),
+                                  signer=keystore.ledger_signer(passphrase))
+    if output.suffix == ".gz":
+        import gzip
+
+        data = gzip.compress(data)
+    output.write_bytes(data)
+    console.print(f"bundle {output}: {summary['records']} record(s) ({summary['record_keys']} record keys, "
+                  f"{summary['projected']} projected) from {summary['logs']} log(s), {len(data):,} bytes, "
+                  f"{time.perf_counter() - started:.2f} s")
+
+
+@share_group.command("open")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Your party.key (METERSEAL_PARTY_PASSPHRASE opens it).")
+@click.option("--vkey", "vkeys", multiple=True, help="A checkpoint verifier key you trust; repeat for both.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "espi"]), default="json", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
+def share_open(bundle: Path, key_path: Path, vkeys: tuple[str, ...], fmt: str, output: Path | None) -> None:
+    """Check every proof and signature of a bundle offline and open its records (recipient; no owner secret)."""
+    from streams.share.bundle import open_bundle
+
+    party = PartyKey.load(key_path, party_passphrase())
+    verifiers = trusted_verifiers(vkeys, None if vkeys else Settings.from_env())
+    started = time.perf_counter()
+    try:
+        opened = open_bundle(bundle.read_bytes(), party=party, verifiers=verifiers)
+    except ShareError as exc:
+        click.echo(f"INVALID: {exc}", err=True)
+        sys.exit(1)
+    seconds = time.perf_counter() - started
+    if fmt == "json":
+        text = json.dumps({"grant": opened.grant, "keys_checked": checked_text([v for v in verifiers
+                                                                                 if v.name in opened.checked_keys]),
+                           "verifiable_fields": opened.verifiable_fields, "attested_fields": opened.attested_fields,
+                           "consent": opened.consent, "records": opened.records}, indent=2)
+    elif fmt == "csv":
+        columns = list(dict.fromkeys(k for r in opened.records for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, columns)
+        writer.writeheader()
+        writer.writerows(opened.records)
+        text = buf.getvalue()
+    else:
+        if not opened.records or any("kwh" not in r or "ts" not in r or "meter_id" not in r for r in opened.records):
+            raise click.ClickException("--format espi needs readings with meter_id, ts and kwh")
+        text = espi.feed(opened.records).decode()
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+    console.print(f"verified: {len(opened.records)} record(s) from {len(opened.logs)} log(s) in {seconds:.2f} s; "
+                  f"keys checked: {checked_text([v for v in verifiers if v.name in opened.checked_keys])}; "
+                  f"verifiable fields: {', '.join(opened.verifiable_fields) or 'none'}; attested by the owner: "
+                  f"{', '.join(opened.attested_fields) or 'none'}")
+
+
+@share_group.command("follow")
+@click.argument("grant_id")
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--idle", type=float, help="Stop after this many seconds without a message (default: run until Ctrl-C).")
+@click.option("--max-records", type=int, help="Stop after this many records.")
+@click.pass_obj
+def share_follow(settings: Settings, grant_id: str, key_path: Path, idle: float | None, max_records: int | None) -> None:
+    """Print a continuous share's readings as they arrive, one JSON line each (recipient)."""
+    from streams.ingest.broker import bootstrap_servers, consume, ensure_topics, resolve
+    from streams.share.continuous import open_message, topic_of
+
+    party = PartyKey.load(key_path, party_passphrase())
+    bootstrap = bootstrap_servers(resolve(settings.broker, settings.data_dir))
+    ensure_topics(bootstrap, 1, [topic_of(grant_id)])
+    seen = 0
+    for msg in consume(bootstrap, topic_of(grant_id), idle=idle, stop=lambda: max_records is not None and seen >= max_records):
+        try:
+            records = open_message(msg.value(), party=party, grant_id=grant_id)
+        except ShareError as exc:
+            console.print(f"[bold red]skipped a message at offset {msg.offset()}:[/] {exc}")
+            continue
+        for record in records:
+            click.echo(json.dumps(record))
+            seen += 1
+        sys.stdout.flush()
+
+
+# --- Green Button ------------------------------------------------------------------------------------------
+
+
+@click.group("export")
+def export_group() -> None:
+    """Export the owner's data in standard formats."""
+
+
+@export_group.command("espi")
+@click.option("--meter", "meters", multiple=True, required=True, help="Meter id (repeat for several).")
+@click.option("--from", "start", required=True, help="First day, YYYY-MM-DD.")
+@click.option("--to", "end", required=True, help="Last day, YYYY-MM-DD.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_obj
+def export_espi(settings: Settings, meters: tuple[str, ...], start: str, end: str, output: Path) -> None:
+    """Green Button "Download My Data": the meters' readings as an ESPI Atom feed (owner)."""
+    from streams.store.query import Query, Reader
+
+    keystore, passphrase = _owner(settings)
+    reader = Reader(settings.store_dir, keystore.unlock(passphrase))
+    first, last = (dt.date.fromisoformat(d) for d in (start, end))
+    rows = []
+    for meter in meters:
+        rows += reader.open_hits(reader.search(Query(meter=meter, start=first, end=last), kinds=["readings"]))
+    output.write_bytes(espi.feed(rows))
+    console.print(f"{len(rows)} reading(s) of {len(meters)} meter(s) written to {output} (ESPI, Wh)")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")

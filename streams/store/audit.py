@@ -67,7 +67,7 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
         elif table == "consent":
             from streams.share.grants import consent_rows  # the consent log of data-sharing grants
 
-            results.append(audit(name, hashes, consent_rows(store_dir), notes, verifiers,
+            results.append(audit(name, hashes, consent_rows(store.root), notes, verifiers,
                                  encode=leaf_codec.encode_consent_event))
         elif table == "models":
             from fl.provenance import model_rows  # (numpy only: no torch, no Flower

@@ -121,3 +121,16 @@ def test_migrate_copies_a_local_store_and_the_copy_verifies(objectstore, s3_loca
     reader_local, reader_s3 = Reader(local.store, keys[2]), Reader(dest, keys[2])
     meter = seed_rows[5]["Meter No."]
     assert reader_s3.open_hits(reader_s3.search(Query(meter=meter))) == reader_local.open_hits(reader_local.search(Query(meter=meter)))
+
+
+def test_a_pinned_snapshot_reads_the_same_rows_while_writers_commit(objectstore, s3_location, keys, tmp_path, seed_rows):  # noqa: F811
+    pipeline = pipeline_for(s3_location, keys, tmp_path)
+    messages, wrapped = sealed_bills(pipeline, seed_rows[:80])
+    load(pipeline, {0: messages[0]}, wrapped)
+    store = open_store(s3_location, work_dir=tmp_path / "reader")
+    pinned = store.snapshot_id("bills")
+    before = store.arrow("bills", snapshot_id=pinned)
+    for p in (1, 2, 3):
+        pipeline.store_batch("bills.sealed", messages[p])
+    assert store.arrow("bills", snapshot_id=pinned).equals(before) and before.num_rows == 20
+    assert store.arrow("bills").num_rows == 80 and store.snapshot_id("bills") != pinned

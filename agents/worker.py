@@ -15,7 +15,7 @@ from streams.keys.keystore import Keystore
 from streams.keys.owner import OwnerPublicKey
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-from streams.store.segments import SegmentStore
+from streams.store.base import open_store
 
 from .app import build_app
 
@@ -47,7 +47,7 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     ensure_topics(broker, settings.partitions)
     check_partitions(broker)
     signer = keystore.ledger_signer(passphrase)
-    pipeline = Pipeline(settings, index_key, keystore.owner_public, SegmentStore(settings.store_dir), signer,
+    pipeline = Pipeline(settings, index_key, keystore.owner_public, open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir), signer,
                         region_keys=region_keys(settings, index_key))
     app = build_app(settings, pipeline, broker=broker, started=started)
     if settings.metrics_port:  # off by default

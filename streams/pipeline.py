@@ -17,9 +17,8 @@ from typing import Any, Callable, Iterable
 import schemas
 from ledger import leaf
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints, Log
+from ledger.log import Log
 from ledger.note import Signer
-from ledger.storage import FileHashStore
 
 from streams.anomaly.alerting import Alerting
 from streams.crypto.envelope import DataKey, DekRing
@@ -30,7 +29,8 @@ from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_st
 from streams.settings import Settings
 from streams.crypto.record_keys import record_key
 from streams.share.continuous import ShareTap
-from streams.store.segments import LEDGERED, SegmentStore, log_origin
+from streams.store.base import Store
+from streams.store.segments import LEDGERED, log_origin
 from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy
 
@@ -42,7 +42,7 @@ class Pipeline:
     settings: Settings
     index_key: bytes = field(repr=False)
     owner: OwnerPublicKey
-    store: SegmentStore
+    store: Store  # streams.store.base: local segments or Iceberg on S3
     signer: Signer | None = field(default=None, repr=False)  # signs ledger checkpoints
     clock: Callable[[], float] = time.time
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -227,10 +227,10 @@ class Pipeline:
 
     def _open_log(self, table: str, partition: int) -> Log:
         """The cached log, or a fresh one from its files if none is cached or another process appended."""
-        hashes = FileHashStore(self.store.hash_path(table, partition))
+        hashes = self.store.hash_store(table, partition)
         log = self._logs.get((table, partition))
         if log is None or log.size != hashes.size():
-            log = Log(self.origin(table, partition), hashes, FileCheckpoints(self.store.checkpoint_dir(table, partition)),
+            log = Log(self.origin(table, partition), hashes, self.store.checkpoint_store(table, partition),
                       clock=self.clock)
             self._logs[(table, partition)] = log
         return log

@@ -46,6 +46,11 @@ class Settings:
     alert_quantile: float = 0.995
     flatline_readings: int = 20
     alert_values: bool = False
+    store: str | None = None
+    """Where the sealed store lives: None (``<data-dir>/store``), a local path, or ``s3://BUCKET/PREFIX``
+    (Iceberg tables and tlog tiles on S3-compatible storage, with the standard ``AWS_*`` variables)."""
+    catalog: str | None = field(default=None, repr=False)
+    """The Iceberg SQL catalog of an ``s3://`` store: ``postgresql://USER[:PASSWORD]@HOST:PORT/DB``."""
     metrics_port: int | None = None
     """Port of the worker's Prometheus metrics on 127.0.0.1; None: not served."""
     console_session_s: float = 28_800.0
@@ -80,6 +85,8 @@ class Settings:
         "METERSEAL_ALERT_QUANTILE": "alert_quantile",
         "METERSEAL_FLATLINE_READINGS": "flatline_readings",
         "METERSEAL_ALERT_VALUES": "alert_values",
+        "METERSEAL_STORE": "store",
+        "METERSEAL_CATALOG": "catalog",
         "METERSEAL_METRICS_PORT": "metrics_port",
         "METERSEAL_CONSOLE_SESSION_S": "console_session_s",
         "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
@@ -94,6 +101,9 @@ class Settings:
             raise ConfigError("at least one region is needed (METERSEAL_REGIONS)")
         if not 0.5 <= self.alert_quantile < 1 or self.flatline_readings < 2:
             raise ConfigError("alerts need 0.5 <= METERSEAL_ALERT_QUANTILE < 1 and METERSEAL_FLATLINE_READINGS >= 2")
+        if self.store and self.store.startswith("s3://") and not self.catalog:
+            raise ConfigError(f"METERSEAL_STORE={self.store} needs METERSEAL_CATALOG=postgresql://USER@HOST:PORT/DB "
+                              "(the Iceberg catalog)")
         if self.console_session_s <= 0 or (self.metrics_port is not None and not 0 < self.metrics_port < 65536):
             raise ConfigError("METERSEAL_CONSOLE_SESSION_S must be > 0 and METERSEAL_METRICS_PORT a port number")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
@@ -117,7 +127,15 @@ class Settings:
 
     @property
     def store_dir(self) -> Path:
+        """The local store directory (also an ``s3://`` store's worker's own files, e.g. detector models)."""
+        if self.store and not self.store.startswith("s3://"):
+            return Path(self.store)
         return Path(self.data_dir) / "store"
+
+    @property
+    def store_location(self) -> str | Path:
+        """``s3://BUCKET/PREFIX`` or the local store directory: what ``streams.store.open_store`` takes."""
+        return self.store if self.store and self.store.startswith("s3://") else self.store_dir
 
     def environ(self) -> dict[str, str]:
         """These settings as ``METERSEAL_*`` variables, to hand to a child process."""

@@ -109,12 +109,25 @@ def bench_ledger_cmd(leaves: int, fmt: str) -> None:
 
 @bench.command("store")
 @click.option("--readings", type=int, default=1_000_000, show_default=True, help="Sealed readings to build (10000000 for the issue's figure).")
+@click.option("--s3", "s3", is_flag=True, help="Compare with Iceberg on S3 (the AWS_* and METERSEAL_CATALOG servers): "
+              "queries per partition spec, unseal, append with 1-3 writer processes.")
+@click.option("--trial", is_flag=True, help="With --s3: start PostgreSQL and SeaweedFS on 127.0.0.1 for the run.")
+@click.option("--append-rows", type=int, default=60_000, show_default=True, help="With --s3: rows each append run writes.")
+@click.option("--specs", default="day+bucket,month+bucket,day,none", show_default=True,
+              help="With --s3: Iceberg partition specs to compare (day, month, bucketN joined by '+', or none).")
 @_bench_fmt
-def bench_store_cmd(readings: int, fmt: str) -> None:
+def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, specs: str, fmt: str) -> None:
     """Range-query latency and unseal throughput over a store built directly, vs the prototype's per-record RSA."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from streams.bench.store import bench_store
+
+    if s3:
+        from streams.bench.objstore import bench_objstore
+
+        print_result(bench_objstore(readings, trial=trial, append_rows=append_rows, specs=tuple(specs.split(",")),
+                                    progress=lambda text: console.print(text)), fmt)
+        return
 
     with Progress(TextColumn("sealing readings into a bench store"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console) as bar:

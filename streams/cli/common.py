@@ -13,6 +13,14 @@ from streams.settings import Settings
 console = Console(stderr=True, soft_wrap=True)  # messages are single lines, never re-wrapped
 
 
+def open_settings_store(settings: Settings, *, create: bool = False):
+    """The store ``settings`` name: ``METERSEAL_STORE`` (a directory or ``s3://BUCKET/PREFIX`` with
+    ``METERSEAL_CATALOG``), by default ``<data-dir>/store``."""
+    from streams.store.base import open_store
+
+    return open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir, create=create)
+
+
 def passphrase_for(settings: Settings, *, confirm: bool = False) -> str:
     """METERSEAL_PASSPHRASE, else a prompt on a terminal, else a clear error."""
     if settings.passphrase:

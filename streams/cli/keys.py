@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console, passphrase_for, region_passphrase
+from streams.cli.common import console, open_settings_store, passphrase_for, region_passphrase
 from streams.settings import Settings
 
 from streams.keys.keystore import Keystore
@@ -95,7 +95,6 @@ def keys_region_add(settings: Settings, region: str, out: Path | None, replace: 
     already in the store are granted to it."""
     from streams.keys.keyring import Keyring
     from streams.keys.regions import check_region_name, grant_existing
-    from streams.store.segments import SegmentStore
 
     check_region_name(region)
     store = Keystore.load(settings.data_dir)
@@ -105,9 +104,11 @@ def keys_region_add(settings: Settings, region: str, out: Path | None, replace: 
     path = key.save(out or settings.data_dir / "regions" / f"{region}.key", file_passphrase)
     console.print(f"region {region}: key {key.fingerprint[:16]}… ({key.pair.scheme}), key file {path} — hand it to "
                   "the region with its passphrase; workers grant the region's new DEKs from their next DEK on")
-    if (settings.store_dir / "readings").exists() or (settings.store_dir / "bills").exists():
-        keyring = Keyring(SegmentStore(settings.store_dir), store.unlock(passphrase).unwrappers())
-        written, refused = grant_existing(settings.store_dir, keyring, key)
+    data = open_settings_store(settings) if settings.store_location != settings.store_dir or \
+        (settings.store_dir / "readings").exists() or (settings.store_dir / "bills").exists() else None
+    if data is not None and not (data.is_empty("readings") and data.is_empty("bills")):
+        keyring = Keyring(data, store.unlock(passphrase).unwrappers())
+        written, refused = grant_existing(data, keyring, key)
         _report_grants(region, written, refused)
 
 
@@ -130,13 +131,13 @@ def keys_region_grant(settings: Settings, region: str) -> None:
     DEKs made before the region had a key). DEKs shared with other regions are refused and counted."""
     from streams.keys.keyring import Keyring
     from streams.keys.regions import grant_existing
-    from streams.store.segments import SegmentStore
 
     store = Keystore.load(settings.data_dir)
     passphrase = passphrase_for(settings)
     key = store.region_key(passphrase, region)
-    keyring = Keyring(SegmentStore(settings.store_dir), store.unlock(passphrase).unwrappers())
-    _report_grants(region, *grant_existing(settings.store_dir, keyring, key))
+    data = open_settings_store(settings)
+    keyring = Keyring(data, store.unlock(passphrase).unwrappers())
+    _report_grants(region, *grant_existing(data, keyring, key))
 
 
 def _report_grants(region: str, written: int, refused: list[str]) -> None:

@@ -12,15 +12,14 @@ import click
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import LedgerError, NoteError, ProofError
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints
 from ledger.note import Verifier, open_note
 from ledger.verify import verify_inclusion
 
 from streams.keys.keystore import Keystore
 from streams.settings import Settings
+from streams.cli.common import open_settings_store
 from streams.exceptions import StoreError
 from streams.store.audit import audit_store, find_record, logs, proof_bundle
-from streams.store.segments import SegmentStore
 
 
 @click.group("ledger")
@@ -50,7 +49,7 @@ def checked_text(verifiers: list[Verifier]) -> str:
 def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
     """Recompute every log from the store, check every checkpoint; exit 1 naming the first tampered record."""
     verifiers = trusted_verifiers(vkeys, settings)
-    results = audit_store(settings.store_dir, verifiers)
+    results = audit_store(open_settings_store(settings), verifiers)
     problems = [f for _, findings in results for f in findings]
     leaves = sum(s.leaves for s, _ in results)
     signed = sum(s.signed_size for s, _ in results)
@@ -68,9 +67,9 @@ def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
 @click.pass_obj
 def checkpoints_cmd(settings: Settings) -> None:
     """List the signed checkpoints in the data directory."""
-    store = SegmentStore(settings.store_dir)
+    store = open_settings_store(settings)
     for table, p in logs(store):
-        for note in FileCheckpoints(store.checkpoint_dir(table, p)).all():
+        for note in store.checkpoint_store(table, p).all():
             cp = Checkpoint.from_note(note)
             click.echo(f"{table}\tp{p}\tsize={cp.size}\troot={cp.root.hex()}")
 
@@ -80,7 +79,7 @@ def checkpoints_cmd(settings: Settings) -> None:
 @click.pass_obj
 def records_cmd(settings: Settings, limit: int) -> None:
     """Record ids with their log and leaf index (use one with `ledger prove`)."""
-    store = SegmentStore(settings.store_dir)
+    store = open_settings_store(settings)
     shown = 0
     for table, p in logs(store):
         for row in store.rows(table, p)[: max(0, limit - shown)]:
@@ -95,11 +94,12 @@ def records_cmd(settings: Settings, limit: int) -> None:
 def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
     """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
     keystore = Keystore.load(settings.data_dir)
-    found = find_record(settings.store_dir, record_id)
+    store = open_settings_store(settings)
+    found = find_record(store, record_id)
     if found is None:
-        raise click.ClickException(f"no record {record_id} in {settings.store_dir}")
+        raise click.ClickException(f"no record {record_id} in {settings.store_location}")
     try:
-        bundle = proof_bundle(settings.store_dir, *found, vkey=keystore.ledger_verifier.vkey)
+        bundle = proof_bundle(store, *found, vkey=keystore.ledger_verifier.vkey)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(bundle, indent=2)

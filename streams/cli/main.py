@@ -101,12 +101,14 @@ def worker(settings: Settings) -> None:
 @click.pass_obj
 def status(settings: Settings) -> None:
     """Counts in the store: sealed readings and bills, dead letters by rule, wrapped DEKs."""
-    from streams.store.segments import SegmentStore, connect
+    from streams.cli.common import open_settings_store
+    from streams.store.base import connect
 
-    con = connect(settings.store_dir)
+    store = open_settings_store(settings)
+    con = connect(store)
     out = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("readings", "bills", "dlq")}
     out["dlq_by_rule"] = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
-    out["deks"] = len(SegmentStore(settings.store_dir).dek_ids())
+    out["deks"] = len(store.dek_ids())
     click.echo(json.dumps(out, indent=2))
 
 

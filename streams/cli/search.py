@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import passphrase_for
+from streams.cli.common import open_settings_store, passphrase_for
 from streams.keys.keystore import Keystore
 from streams.store.query import Query, Reader
 from streams.settings import Settings
@@ -35,8 +35,8 @@ def _reader(settings: Settings, *, sealed: bool) -> Reader:
     keystore = Keystore.load(settings.data_dir)
     passphrase = passphrase_for(settings)
     if sealed:
-        return Reader(settings.store_dir, index_key=keystore.index_key(passphrase))
-    return Reader(settings.store_dir, keystore.unlock(passphrase))
+        return Reader(open_settings_store(settings), index_key=keystore.index_key(passphrase))
+    return Reader(open_settings_store(settings), keystore.unlock(passphrase))
 
 
 def _emit(records: list[dict[str, Any]], fmt: str, *, title: str = "", columns: list[str] | None = None,

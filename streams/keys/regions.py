@@ -170,9 +170,10 @@ class RegionKeyring:
         return dek
 
 
-def region_key_ids(store_dir: Path | str) -> dict[str, set[str]]:
-    """DEK id -> the regions whose records it sealed (readings and bills), from the store's clear columns."""
-    from streams.store.segments import connect
+def region_key_ids(store_dir: Path | str | Any) -> dict[str, set[str]]:
+    """DEK id -> the regions whose records it sealed (readings and bills), from the store's clear columns
+    (``store_dir``: a directory, ``s3://...`` or a ``streams.store.base.Store``)."""
+    from streams.store.base import connect
 
     con = connect(store_dir)
     try:
@@ -186,15 +187,17 @@ def region_key_ids(store_dir: Path | str) -> dict[str, set[str]]:
     return out
 
 
-def grant_existing(store_dir: Path | str, owner_keyring, key: RegionKey) -> tuple[int, list[str]]:
+def grant_existing(store_dir: Path | str | Any, owner_keyring, key: RegionKey) -> tuple[int, list[str]]:
     """Owner side: grant ``key`` every stored DEK that sealed records of its region only.
 
     Returns (grants written, key ids refused because they also sealed another region's records —
     stores written before DEKs were kept per region). ``owner_keyring`` unwraps with the owner key.
     """
-    store = SegmentStore(store_dir)
+    from streams.store.base import open_store
+
+    store = open_store(store_dir, create=False)
     written, refused = 0, []
-    for key_id, regions in sorted(region_key_ids(store_dir).items()):
+    for key_id, regions in sorted(region_key_ids(store).items()):
         if key.region not in regions:
             continue
         if regions != {key.region}:

@@ -1,6 +1,6 @@
 """The store's ledger audit: every Merkle log of a store checked against its records and signed checkpoints.
 
-Plain functions over a ``SegmentStore`` and a checkpoint ``Verifier``; ``meterseal ledger verify``, the demo
+Plain functions over a ``Store`` (either backend) and a checkpoint ``Verifier``; ``meterseal ledger verify``, the demo
 and the benchmarks call them.
 """
 
@@ -15,27 +15,21 @@ from ledger.audit import Finding, audit
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import NoteError
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints
 from ledger.note import Verifier, open_note
 from ledger.proof import inclusion_proof
-from ledger.storage import FileHashStore
 
 from streams.exceptions import StoreError
-from streams.store.segments import LEDGERED, SegmentStore, connect, log_origin
+from streams.store.base import Store, open_store
+from streams.store.segments import LEDGERED, log_origin
 
 
 def origin(verifier: Verifier, table: str, partition: int) -> str:
     return log_origin(verifier.key_hash.hex(), table, partition)
 
 
-def logs(store: SegmentStore) -> list[tuple[str, int]]:
-    found = set()
-    for table in (*LEDGERED, "deks", "models", "consent", "privacy"):
-        found |= {(table, p) for p in store.partitions(table)}
-        ledger_dir = store.root / "ledger" / table
-        if ledger_dir.exists():
-            found |= {(table, int(f.stem[1:])) for f in ledger_dir.glob("p*.hashes")}
-    return sorted(found)
+def logs(store: Store) -> list[tuple[str, int]]:
+    """Every (table, partition) of the store that has a Merkle log."""
+    return store.log_keys()
 
 
 def _origin_key(verifiers: list[Verifier], notes: list[str]) -> str:
@@ -52,19 +46,20 @@ def _origin_key(verifiers: list[Verifier], notes: list[str]) -> str:
     return "unknown"
 
 
-def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier], *,
+def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Verifier], *,
                 progress: Callable[[int, int], None] | None = None) -> list:
-    """Audit every log of the store: [(Summary, [Finding, ...]), ...]; ``progress(logs done, logs)`` after each.
+    """Audit every log of the store (a location or a ``Store``): [(Summary, [Finding, ...]), ...];
+    ``progress(logs done, logs)`` after each.
     With several verifier keys (Ed25519 and ML-DSA-65), every checkpoint must carry a valid signature by each."""
-    store = SegmentStore(store_dir)
+    store = open_store(store_dir, create=False)
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     results = []
     every = logs(store)
     for table, p in every:
         if progress:
             progress(len(results), len(every))
-        hashes = FileHashStore(store.hash_path(table, p)).read()
-        notes = FileCheckpoints(store.checkpoint_dir(table, p)).all()
+        hashes = store.hash_store(table, p).read()
+        notes = store.checkpoint_store(table, p).all()
         name = log_origin(_origin_key(verifiers, notes), table, p)
         if table == "deks":
             results.append(audit(name, hashes, store.dek_rows(p), notes, verifiers,
@@ -72,7 +67,7 @@ def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier], *,
         elif table == "consent":
             from streams.share.grants import consent_rows  # the consent log of data-sharing grants
 
-            results.append(audit(name, hashes, consent_rows(store_dir), notes, verifiers,
+            results.append(audit(name, hashes, consent_rows(store.root), notes, verifiers,
                                  encode=leaf_codec.encode_consent_event))
         elif table == "models":
             from fl.provenance import model_rows  # (numpy only: no torch, no Flower
@@ -93,7 +88,7 @@ def audit_store(store_dir: Path, verifier: Verifier | Sequence[Verifier], *,
     return results
 
 
-def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) -> dict[str, str]:
+def inclusion_status(store: Store, verifier: Verifier, rows: list[dict]) -> dict[str, str]:
     """``record_id -> verified | unsigned | TAMPERED`` for stored rows, checked against their logs.
 
     Per log, the stored hashes must reproduce the newest checkpoint that verifies with ``verifier``;
@@ -107,9 +102,9 @@ def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) 
     for row in rows:
         by_log.setdefault(("bills" if row["kind"] == "bill" else "readings", row["topic_partition"]), []).append(row)
     for (table, p), hits in by_log.items():
-        hashes = FileHashStore(store.hash_path(table, p)).read()
+        hashes = store.hash_store(table, p).read()
         signed = 0
-        for note in reversed(FileCheckpoints(store.checkpoint_dir(table, p)).all()):
+        for note in reversed(store.checkpoint_store(table, p).all()):
             try:
                 cp = Checkpoint.parse(open_note(note, [verifier])[0])
             except NoteError:
@@ -129,34 +124,29 @@ def inclusion_status(store: SegmentStore, verifier: Verifier, rows: list[dict]) 
     return status
 
 
-def find_record(store_dir: Path, record_id: str) -> tuple[str, dict[str, Any]] | None:
-    """``(table, stored row)`` of a ledgered record id (one indexed lookup per table), or None."""
-    store = SegmentStore(store_dir)
-    con = connect(store_dir)
-    try:
-        for table in LEDGERED:
-            if not store.segments(table):
-                continue
-            cur = con.execute(f"SELECT * FROM {table} WHERE record_id = ? LIMIT 1", [record_id])
-            found = cur.fetchone()
-            if found is not None:
-                return table, dict(zip([d[0] for d in cur.description], found))
-    finally:
-        con.close()
+def find_record(store_dir: Path | str | Store, record_id: str) -> tuple[str, dict[str, Any]] | None:
+    """``(table, stored row)`` of a ledgered record id (one lookup by id per table), or None."""
+    store = open_store(store_dir, create=False)
+    for table in LEDGERED:
+        if store.is_empty(table):
+            continue
+        row = store.find(table, record_id)
+        if row is not None:
+            return table, row
     return None
 
 
-def proof_bundle(store_dir: Path, table: str, row: dict[str, Any], *, vkey: str) -> dict[str, Any]:
+def proof_bundle(store_dir: Path | str | Store, table: str, row: dict[str, Any], *, vkey: str) -> dict[str, Any]:
     """The inclusion-proof bundle of a stored row against the newest checkpoint that covers it
     (``meterseal ledger prove``; ``ledger verify-proof`` checks it offline with ``vkey``)."""
-    store = SegmentStore(store_dir)
+    store = open_store(store_dir, create=False)
     p = row["topic_partition"]
-    notes = [n for n in FileCheckpoints(store.checkpoint_dir(table, p)).all() if Checkpoint.from_note(n).size > row["leaf_index"]]
+    notes = [n for n in store.checkpoint_store(table, p).all() if Checkpoint.from_note(n).size > row["leaf_index"]]
     if not notes:
         raise StoreError(f"record {row['record_id']} is leaf {row['leaf_index']} of {table}/p{p}, "
                          "but no checkpoint covers it yet: try again in a few seconds")
     size = Checkpoint.from_note(notes[-1]).size
-    hashes = FileHashStore(store.hash_path(table, p)).read()
+    hashes = store.hash_store(table, p).read()
     leaf = leaf_codec.encode(row)
     return {"record_id": row["record_id"], "log": f"{table}/p{p}", "index": row["leaf_index"], "tree_size": size,
             "leaf": base64.b64encode(leaf).decode(), "leaf_hash": leaf_hash(leaf).hex(),

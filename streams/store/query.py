@@ -21,7 +21,7 @@ from streams.exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from streams.keys.keyring import Keyring
 from streams.keys.keystore import UnlockedKeys
 from streams.seal import SEALED_COLUMNS, open_many, open_record, open_table
-from streams.store.segments import SegmentStore, connect
+from streams.store.base import connect, open_store
 from streams.crypto.tokens import BlindIndex
 from streams.validate import BILL_COLUMNS
 
@@ -96,7 +96,7 @@ class Reader:
         if root is None:
             raise KeystoreError("searching needs the index key: set METERSEAL_PASSPHRASE (tokens are made on the client)")
         self.index = BlindIndex(root)
-        self.store = SegmentStore(self.store_dir)
+        self.store = open_store(self.store_dir, create=False)  # a directory, s3://..., or a Store
         self._keyring = Keyring(self.store, self.keys.unwrappers()) if self.keys else None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._empty = True
@@ -107,24 +107,49 @@ class Reader:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """DuckDB with views ``readings``, ``bills``, ``dlq`` and the token and ``unseal`` functions."""
-        con = connect(self.store_dir)
+        con = connect(self.store)
         register_functions(con, self.index, self._keyring)
         return con
 
     def search(self, query: Query, *, kinds: Iterable[str] = ("readings", "bills")) -> list[dict[str, Any]]:
         """Every matching row (all columns), each kind in leaf order."""
+        condition, params = where(query, self.index)
+        if hasattr(self.store, "pruned"):  # object storage: Iceberg prunes files, then the same SQL decides
+            return self._search_pruned(query, condition, params, kinds)
         if self._con is None or (self._empty and any(self.store.segments(t) for t in KINDS)):
             # the views glob the segments, so later segments are seen too; a store that was empty when the
             # connection was made has placeholder views, remade once segments appear
-            self._con = connect(self.store_dir)
+            self._con = connect(self.store)
             self._empty = not any(self.store.segments(t) for t in KINDS)
-        condition, params = where(query, self.index)
         rows = []
         for kind in kinds:
             cur = self._con.execute(f"SELECT * FROM {KINDS[kind]} WHERE {condition} "
                                     "ORDER BY topic_partition, leaf_index", params)
             cols = [d[0] for d in cur.description]
             rows += [dict(zip(cols, r)) for r in cur.fetchall()]
+        return rows
+
+    def _search_pruned(self, query: Query, condition: str, params: list[Any], kinds: Iterable[str]) -> list[dict[str, Any]]:
+        """Search an Iceberg store: the scan carries every day and month token of the range and the meter,
+        account and region, so Iceberg skips partitions and files; DuckDB applies ``condition`` exactly."""
+        days = months = None
+        if query.date or query.start and (query.end - query.start).days <= 3660:
+            first, last = (query.date, query.date) if query.date else (query.start, query.end)
+            dates = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+            days = [self.index.day(d.isoformat()) for d in dates]
+            months = sorted({self.index.month(d.year, d.month) for d in dates})
+        con = duckdb.connect()
+        rows = []
+        for kind in kinds:
+            data = self.store.pruned(KINDS[kind], day_toks=days, month_toks=months,
+                                     meter_tok=self.index.meter(query.meter) if query.meter else None,
+                                     account_tok=self.index.account(query.account) if query.account else None,
+                                     region=query.region)
+            con.register("candidates", data)
+            cur = con.execute(f"SELECT * FROM candidates WHERE {condition} ORDER BY topic_partition, leaf_index", params)
+            cols = [d[0] for d in cur.description]
+            rows += [dict(zip(cols, r)) for r in cur.fetchall()]
+            con.unregister("candidates")
         return rows
 
     def open(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
+from ledger.log import FileCheckpoints
+from ledger.storage import FileHashStore
 from streams.exceptions import StoreError
 
 TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
@@ -178,7 +180,39 @@ class SegmentStore:
         base = self.root / table
         return sorted(int(p.name[1:]) for p in base.glob("p*")) if base.exists() else []
 
+    # -- reads as Arrow (the ``Store`` interface) --------------------------------------------------
+    def arrow(self, table: str) -> pa.Table:
+        """Every row of ``table`` (the segments there now) as one Arrow table."""
+        segs = self.segments(table)
+        if not segs:
+            return arrow_schema(table).empty_table()
+        return pa.concat_tables([pq.read_table(p) for p in segs], promote_options="default")
+
+    def find(self, table: str, record_id: str) -> dict[str, Any] | None:
+        """The row with this record id, or None (DuckDB over the segments: Bloom filters skip row groups)."""
+        con = connect(self.root)
+        cur = con.execute(f"SELECT * FROM {table} WHERE {TABLES[table][1]} = ? LIMIT 1", [record_id])
+        found = cur.fetchone()
+        return None if found is None else dict(zip([d[0] for d in cur.description], found))
+
+    def is_empty(self, table: str) -> bool:
+        return not self.segments(table)
+
     # -- the ledger's files --------------------------------------------------------------------
+    def hash_store(self, table: str, partition: int) -> FileHashStore:
+        return FileHashStore(self.hash_path(table, partition))
+
+    def checkpoint_store(self, table: str, partition: int) -> FileCheckpoints:
+        return FileCheckpoints(self.checkpoint_dir(table, partition))
+
+    def log_keys(self) -> list[tuple[str, int]]:
+        """Every (table, partition) with a log: stored rows, or a hash file (the key and model logs)."""
+        found = {(table, p) for table in (*LEDGERED, "deks", "models", "consent", "privacy") for p in self.partitions(table)}
+        ledger_dir = self.root / "ledger"
+        if ledger_dir.exists():
+            found |= {(f.parent.name, int(f.stem[1:])) for f in ledger_dir.glob("*/p*.hashes")}
+        return sorted(found)
+
     def hash_path(self, table: str, partition: int) -> Path:
         return self.root / "ledger" / table / f"p{partition:03d}.hashes"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 
@@ -59,3 +60,13 @@ def party_passphrase(*, confirm: bool = False) -> str:
     if sys.stdin.isatty():
         return click.prompt("Party key passphrase", hide_input=True, confirmation_prompt=confirm)
     raise click.ClickException("no party passphrase: set METERSEAL_PARTY_PASSPHRASE (no terminal to ask on)")
+
+
+def parse_day(_ctx, _param, value: str | None) -> dt.date | None:
+    """click callback: a YYYY-MM-DD option as a date (None when not given), else a clear usage error."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a YYYY-MM-DD date") from None

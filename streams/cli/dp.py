@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
-from streams.cli.common import console, passphrase_for
+from streams.cli.common import console, parse_day, passphrase_for
 from streams.settings import Settings
 
 _fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-
-
-def _date(_ctx, _param, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a YYYY-MM-DD date") from None
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], title: str = "") -> None:
@@ -106,8 +96,8 @@ def dp_budget_show(settings: Settings, analyst: str | None, fmt: str) -> None:
 @click.option("--analyst", required=True, help="Who asks: the spend is charged to this analyst and to the data set.")
 @click.option("--metric", type=click.Choice(["sum", "mean", "count"]), required=True, help="kWh sum, mean kWh per reading, or readings.")
 @click.option("--by", "by", default="region", show_default=True, type=click.Choice(["region", "region,hour", "region,day"]))
-@click.option("--from", "start", required=True, callback=_date, help="First day, YYYY-MM-DD (UTC).")
-@click.option("--to", "end", required=True, callback=_date, help="Last day, YYYY-MM-DD (UTC), inclusive.")
+@click.option("--from", "start", required=True, callback=parse_day, help="First day, YYYY-MM-DD (UTC).")
+@click.option("--to", "end", required=True, callback=parse_day, help="Last day, YYYY-MM-DD (UTC), inclusive.")
 @click.option("--rho", type=float, default=0.1, show_default=True, help="zCDP cost of this query.")
 @click.option("--clamp-kwh", type=float, help="Per-reading kWh bound. [env METERSEAL_DP_CLAMP_KWH; default 2.0]")
 @click.option("--per-hour", type=int, help="Readings per meter per hour counted. [env METERSEAL_DP_PER_HOUR; default 4]")

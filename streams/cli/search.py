@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import sys
@@ -11,7 +10,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import open_settings_store, passphrase_for
+from streams.cli.common import open_settings_store, parse_day, passphrase_for
 from streams.keys.keystore import Keystore
 from streams.store.query import Query, Reader
 from streams.settings import Settings
@@ -20,15 +19,6 @@ _TABLE_COLUMNS = ("record_id", "kind", "meter_id", "ts", "kwh", "register_kwh", 
                   "Billed Unit", "Total Due", "region", "Category", "category", "sealed_bytes", "ledger")
 _SEALED_FIELDS = ("record_id", "kind", "region", "category", "key_id", "meter_tok", "account_tok", "day_tok",
                   "month_tok", "year_tok", "leaf_index")
-
-
-def _date(_ctx, _param, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a YYYY-MM-DD date") from None
 
 
 def _reader(settings: Settings, *, sealed: bool) -> Reader:
@@ -73,9 +63,9 @@ _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "c
 
 
 @click.command("search")
-@click.option("--date", callback=_date, help="One day, YYYY-MM-DD.")
-@click.option("--from", "start", callback=_date, help="First day of a range (with --to).")
-@click.option("--to", "end", callback=_date, help="Last day of a range, inclusive.")
+@click.option("--date", callback=parse_day, help="One day, YYYY-MM-DD.")
+@click.option("--from", "start", callback=parse_day, help="First day of a range (with --to).")
+@click.option("--to", "end", callback=parse_day, help="Last day of a range, inclusive.")
 @click.option("--meter", help="Meter id (readings) or meter number (bills).")
 @click.option("--account", help="Account id.")
 @click.option("--region", help="Region (kept in clear).")

@@ -41,7 +41,7 @@ import schemas
 from streams.crypto import envelope as env
 from streams.crypto.record_keys import record_key
 from streams.exceptions import InvalidEnvelope, ShareError
-from streams.seal import open_many, record_aad
+from streams.seal import record_aad
 from streams.store.segments import SegmentStore
 from streams.validate import BILL_COLUMNS
 from streams.share.grants import LOG_PARTITION, LOG_TABLE, Grant, consent_rows, get_grant

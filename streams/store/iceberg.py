@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 from ledger.tiles import TileCheckpoints, TileHashStore
 
 from streams.exceptions import StoreError
-from streams.store.objects import S3Blobs, explain, parse_s3, s3_client
-from streams.store.segments import LEDGERED, REGION_NAME, TABLES, arrow_schema
+from streams.store.objects import S3Blobs, parse_s3, s3_client
+from streams.store.segments import LEDGERED, REGION_NAME, TABLES, arrow_schema, fresh_rows
 
 SPECS = ("day+bucket", "day+bucket4", "month+bucket", "month+bucket2", "day", "none")  # what the bench compared
 DEFAULT_SPEC = "day"  # the best of those measured (README "Scale out", BENCHMARKS.md): see partition_spec
@@ -260,16 +260,7 @@ class IcebergStore:
         return state
 
     def fresh(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
-        state = self._state(table, partition)
-        id_col = TABLES[table][1]
-        out, seen = [], set()
-        for offset, record in rows:
-            rid = record[id_col]
-            if rid in state.ids or rid in seen:
-                continue
-            seen.add(rid)
-            out.append({**record, "topic_partition": partition, "topic_offset": offset})
-        return out
+        return fresh_rows(self._state(table, partition).ids, TABLES[table][1], partition, rows)
 
     def number(self, table: str, partition: int, rows: list[dict[str, Any]], first_leaf: int) -> None:
         counts = self._states.setdefault((table, partition), _State()).meter_counts

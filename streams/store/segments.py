@@ -120,16 +120,7 @@ class SegmentStore:
 
     def fresh(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
         """The ``(offset, record)`` pairs not stored yet, as rows (with topic partition and offset)."""
-        state = self._state(table, partition)
-        id_col = TABLES[table][1]
-        out, seen = [], set()
-        for offset, record in rows:
-            rid = record[id_col]
-            if rid in state.ids or rid in seen:
-                continue
-            seen.add(rid)
-            out.append({**record, "topic_partition": partition, "topic_offset": offset})
-        return out
+        return fresh_rows(self._state(table, partition).ids, TABLES[table][1], partition, rows)
 
     def number(self, table: str, partition: int, rows: list[dict[str, Any]], first_leaf: int) -> None:
         """Give fresh rows their leaf index (from ``first_leaf``) and per-meter sequence number in this
@@ -352,3 +343,16 @@ def connect(store_dir: Path | str, con: duckdb.DuckDBPyConnection | None = None)
             cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in arrow_schema(table))
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false")
     return con
+
+
+def fresh_rows(known: set, id_col: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The ``(offset, record)`` pairs whose id is neither in ``known`` nor earlier in ``rows``, as rows with their
+    topic partition and offset: how every store backend keeps a record id stored once."""
+    out, seen = [], set()
+    for offset, record in rows:
+        rid = record[id_col]
+        if rid in known or rid in seen:
+            continue
+        seen.add(rid)
+        out.append({**record, "topic_partition": partition, "topic_offset": offset})
+    return out

@@ -9,7 +9,6 @@ import json
 import pytest
 
 from streams.exceptions import ShareError
-from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
 from streams.store.query import Query, Reader
 from streams.seal import Sealed, Source

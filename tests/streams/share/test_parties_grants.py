@@ -1,7 +1,6 @@
 """Parties and grants: key files, the registry, grant states and the consent log under signed checkpoints."""
 
 import json
-import os
 
 import pytest
 

@@ -4,10 +4,8 @@ file is found by the audit."""
 
 from __future__ import annotations
 
-import json
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 

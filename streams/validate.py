@@ -21,7 +21,9 @@ import datetime as dt
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 import schemas
 from streams.exceptions import InvalidInput
@@ -48,16 +50,17 @@ class Policy:
         return cls(frozenset(settings.regions), settings.max_future_skew_s, min_ts, settings.max_kwh)
 
 
-@dataclass(frozen=True)
-class MeterState:
+class MeterState(NamedTuple):
     """What the validator remembers per meter: the latest reading's time and register."""
 
     ts: float
     register_kwh: float
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
+    """A valid reading (a tuple: made once per reading on the hot path, where a frozen dataclass's
+    ``__init__`` cost more than the rest of validation)."""
+
     meter_id: str
     ts: str  # normalised ISO-8601 in UTC
     epoch: float
@@ -73,7 +76,8 @@ class Reading:
         return dt.datetime.fromtimestamp(self.epoch, dt.timezone.utc).date()
 
     def as_record(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in READING_FIELDS}
+        return {"meter_id": self.meter_id, "ts": self.ts, "kwh": self.kwh, "register_kwh": self.register_kwh,
+                "region": self.region, "category": self.category, "account_id": self.account_id, "label": self.label}
 
 
 def decode_raw(data: bytes, kind: str) -> dict[str, Any]:
@@ -86,14 +90,23 @@ def decode_raw(data: bytes, kind: str) -> dict[str, Any]:
         except schemas.SchemaError as exc:
             raise InvalidInput("decode", f"Avro: {exc}") from None
     try:
-        value = json.loads(data)
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        value = _json_loads(data)  # what orjson refuses (NaN, Infinity, deep nesting, bad UTF-8) gets json's verdict
+    if not isinstance(value, dict):
+        raise InvalidInput("decode", f"JSON must be an object, got {type(value).__name__}")
+    return value
+
+
+def _json_loads(data: bytes) -> Any:
+    """``json.loads`` with its errors as ``InvalidInput`` (rule ``decode``): the standard library accepts NaN and
+    ±Infinity, which then fail the finite checks with their own rule, as they always did."""
+    try:
+        return json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("decode", "neither JSON nor Avro single-object encoding") from None
     except RecursionError:
         raise InvalidInput("decode", "JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("decode", f"JSON must be an object, got {type(value).__name__}")
-    return value
 
 
 def _parse_ts(text: Any, name: str = "ts") -> dt.datetime:
@@ -139,12 +152,53 @@ def _text(record: dict, name: str, *, required: bool = True) -> str | None:
     return value
 
 
-def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: MeterState | None = None) -> Reading:
+_NUMBER_TYPES = (float, int)  # exact types: bool (an int subclass) takes the careful path and is refused there
+TIME_CACHE_SIZE = 100_000
+
+
+def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: MeterState | None = None,
+                  times: dict[str, tuple[float, str]] | None = None) -> Reading:
     """A valid ``Reading`` from a decoded record, or ``InvalidInput``.
 
     ``last`` is the meter's latest accepted reading: the register may not go back in time, and a
-    second reading for the same instant must be an exact redelivery (the same register).
+    second reading for the same instant must be an exact redelivery (the same register). ``times`` caches
+    parsed timestamps (text -> (epoch, UTC ISO text)); a fleet's meters report the same instants.
+
+    The usual reading (strings and plain numbers) is checked inline; anything else goes through the
+    field checks one by one, in the same order, so each rejection names the same rule and field.
     """
+    get = record.get
+    meter_id, ts, kwh, register = get("meter_id"), get("ts"), get("kwh"), get("register_kwh")
+    region, category = get("region"), get("category")
+    if (type(meter_id) is str and type(ts) is str and type(region) is str and type(category) is str
+            and type(kwh) in _NUMBER_TYPES and type(register) in _NUMBER_TYPES):
+        meter_id, region, category = meter_id.strip(), region.strip(), category.strip()
+        if not (0 < len(meter_id) <= 256 and 0 < len(region) <= 256 and 0 < len(category) <= 256):
+            return _check_reading_slowly(record, policy=policy, now=now, last=last)
+        parsed = None if times is None else times.get(ts)
+        if parsed is None:
+            stamp = _parse_ts(ts)
+            parsed = (stamp.timestamp(), stamp.astimezone(dt.timezone.utc).isoformat())
+            if times is not None:
+                if len(times) >= TIME_CACHE_SIZE:
+                    times.clear()
+                times[ts] = parsed
+        kwh, register = float(kwh), float(register)
+        if not math.isfinite(kwh):
+            raise InvalidInput("kwh", "kwh: must be finite")
+        if not math.isfinite(register):
+            raise InvalidInput("schema", "register_kwh: must be finite")
+        epoch, utc = parsed
+        _check_ranges(epoch, kwh, register, region, policy, now, last)
+        account, label = get("account_id"), get("label")
+        return Reading(meter_id, utc, epoch, kwh, register, region, category,
+                       None if account is None else _text(record, "account_id"),
+                       None if label is None else _text(record, "label"))
+    return _check_reading_slowly(record, policy=policy, now=now, last=last)
+
+
+def _check_reading_slowly(record: dict[str, Any], *, policy: Policy, now: float, last: MeterState | None) -> Reading:
+    """Every field checked on its own, in order: the first problem names the rule and field."""
     missing = [f for f in _REQUIRED_READING if record.get(f) is None]
     if missing:
         raise InvalidInput("schema", f"missing field(s): {', '.join(missing)}")
@@ -154,13 +208,21 @@ def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: M
     register = _number(record, "register_kwh")
     region = _text(record, "region")
     category = _text(record, "category")
+    epoch = stamp.timestamp()
+    _check_ranges(epoch, kwh, register, region, policy, now, last)
+    utc = stamp.astimezone(dt.timezone.utc).isoformat()
+    return Reading(meter_id, utc, epoch, kwh, register, region, category,
+                   _text(record, "account_id", required=False), _text(record, "label", required=False))
+
+
+def _check_ranges(epoch: float, kwh: float, register: float, region: str, policy: Policy, now: float,
+                  last: MeterState | None) -> None:
     if kwh < 0:
         raise InvalidInput("kwh", "must be >= 0")
     if kwh > policy.max_kwh:
         raise InvalidInput("kwh", f"above the plausible maximum of {policy.max_kwh:g} kWh per reading")
     if register < 0:
         raise InvalidInput("register", "register_kwh must be >= 0")
-    epoch = stamp.timestamp()
     if epoch > now + policy.max_future_skew_s:
         raise InvalidInput("future", f"timestamp more than {policy.max_future_skew_s:g} s in the future")
     if epoch < policy.min_ts:
@@ -174,9 +236,6 @@ def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: M
             raise InvalidInput("duplicate", "a different reading for the same meter and time was already accepted")
         if epoch < last.ts and register > last.register_kwh:
             raise InvalidInput("register", "late reading's register is ahead of a later reading")
-    utc = stamp.astimezone(dt.timezone.utc).isoformat()
-    return Reading(meter_id, utc, epoch, kwh, register, region, category,
-                   _text(record, "account_id", required=False), _text(record, "label", required=False))
 
 
 def next_state(last: MeterState | None, reading: Reading) -> MeterState:

@@ -28,7 +28,7 @@ import faust
 from streams.ingest.broker import BrokerWatch, bootstrap_servers, ensure_topics, faust_url
 from streams.exceptions import InvalidInput
 from streams.pipeline import BatchState, MeterStates, Pipeline
-from streams.seal import Sealed, Source, batch_messages
+from streams.seal import Sealed, Source, batch_bodies
 from streams.settings import Settings
 
 from . import tansu
@@ -93,7 +93,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             counts["deks"] += 1
             await send_to["keys.deks"].send(key=key, value=record)
         if isinstance(outcome, Sealed):
-            batch.seal(event.message.partition, event.message.offset, outcome.record)  # sent at the batch's end
+            batch.seal(event.message.partition, event.message.offset, outcome.body)  # sent at the batch's end
         else:
             counts["dead letters:" + outcome.record["rule"]] += 1
             await send_to["dlq"].send(key=outcome.key, value=outcome.record)
@@ -313,16 +313,16 @@ class Batch:
 
     def __init__(self, events) -> None:
         self.events = events
-        self.sealed: dict[int, list[tuple[int, dict[str, Any]]]] = {}  # raw partition -> (offset, sealed record)
+        self.sealed: dict[int, list[tuple[int, bytes]]] = {}  # raw partition -> (offset, encoded sealed record)
         self.sent: list[tuple[Any, str, bytes, bytes, int | None]] = []  # (delivery future, topic, key, value, partition)
 
-    def seal(self, partition: int, offset: int, record: dict[str, Any]) -> None:
-        self.sealed.setdefault(partition, []).append((offset, record))
+    def seal(self, partition: int, offset: int, body: bytes) -> None:
+        self.sealed.setdefault(partition, []).append((offset, body))
 
     async def send_sealed(self, producer, topic: str, source_topic: str) -> None:
         for partition, items in self.sealed.items():
             key = f"{source_topic}/{partition}/{items[0][0]}".encode()
-            for value in batch_messages([record for _, record in items]):
+            for value in batch_bodies([body for _, body in items]):
                 await self.send(producer, topic, key, value, partition)
         self.sealed.clear()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import fastavro
+import orjson
 
 import schemas
 from streams.crypto import _primitives
@@ -28,6 +29,7 @@ from streams.exceptions import InvalidEnvelope, InvalidInput
 from streams.validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
+_loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
 
 SEALED_FORMAT = 1
 DLQ_FORMAT = 1
@@ -200,7 +202,13 @@ class Sealer:
         try:
             if len(data) > self.max_message_bytes:
                 self._check_size(data)
-            record = decode_raw(data, "reading")
+            try:
+                record = _loads(data)  # the usual message: a JSON object
+            except _JSONDecodeError:
+                record = decode_raw(data, "reading")  # Avro, or what orjson refuses: decode_raw decides
+            if type(record) is not dict:
+                record = None
+                record = decode_raw(data, "reading")
             outcome = self.reading_record(record, state_of, key=key)
         except InvalidInput as exc:
             return self.reject(data, source, exc, decoded=record)

@@ -7,7 +7,9 @@ the whole crypto surface reviewable on one screen.
 
 from __future__ import annotations
 
+import hashlib as _hashlib
 import hmac as _hmac
+import os as _os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
@@ -43,6 +45,53 @@ def hkdf_sha256(root: bytes, *, info: bytes, length: int = 32) -> bytes:
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
     # the one-shot OpenSSL HMAC: several times faster per call than an hmac/hazmat object
     return _hmac.digest(key, message, "sha256")
+
+
+class HmacSha256:
+    """HMAC-SHA256 (RFC 2104) under one fixed key, for keys used on every record (the record-id key, the
+    current DEK): the inner and outer SHA-256 states after the padded key are computed once, and each
+    message costs two state copies and two short hashes — 2.5x the one-shot ``hmac_sha256`` per call.
+    Equal to ``hmac_sha256(key, message)`` (a test checks).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = _hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = _hashlib.sha256(key.translate(_IPAD))
+        self._outer = _hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+class Nonces:
+    """96-bit random AES-GCM nonces from the OS, drawn ``batch`` at a time (one ``os.urandom`` call per
+    batch instead of per record: the call itself cost as much as an AES-GCM seal of a reading). Each nonce is
+    fresh random bytes, used once."""
+
+    __slots__ = ("_buf", "_pos", "_batch")
+
+    def __init__(self, batch: int = 1024) -> None:
+        self._batch = batch
+        self._buf, self._pos = b"", 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._buf, pos = _os.urandom(NONCE_LEN * self._batch), 0
+        self._pos = pos + NONCE_LEN
+        return self._buf[pos:pos + NONCE_LEN]
 
 
 def scrypt_kek(passphrase: bytes, salt: bytes, *, n: int, r: int, p: int) -> bytes:

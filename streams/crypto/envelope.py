@@ -192,6 +192,8 @@ class DekRing:
     _current: DataKey | None = field(default=None, init=False, repr=False)
     _used: int = field(default=0, init=False)
     _aead: object = field(default=None, init=False, repr=False)
+    _nonces: _primitives.Nonces = field(default_factory=_primitives.Nonces, init=False, repr=False)
+    _record_keys: object = field(default=None, init=False, repr=False)  # HMAC under the current DEK (record keys)
 
     def __post_init__(self) -> None:
         if self.max_records < 1 or self.max_age_s <= 0:
@@ -204,6 +206,7 @@ class DekRing:
             dek = DataKey.generate(now=now)
             self.on_new_key(dek)
             self._current, self._used, self._aead = dek, 0, _primitives.aead(dek.secret)
+            self._record_keys = _primitives.HmacSha256(dek.secret)
         return dek
 
     def key(self, key_id: bytes) -> DataKey:
@@ -218,10 +221,15 @@ class DekRing:
         id, a version-1 envelope under the DEK itself (dead letters)."""
         dek = self.current()
         self._used += 1
-        nonce = os.urandom(_primitives.NONCE_LEN)
+        nonce = self._nonces.next()
         if record_id is None:
-            header = bytes([VERSION]) + dek.key_id
+            header = _V1 + dek.key_id
             return header + nonce + self._aead.encrypt(nonce, plaintext, header + aad)
-        key = _primitives.hmac_sha256(dek.secret, record_keys.RECORD_KEY_LABEL + record_id.encode())
-        header = bytes([VERSION_2]) + dek.key_id + _primitives.hmac_sha256(key, record_keys.COMMITMENT_LABEL)
+        # the record key (``record_keys.record_key``) under the DEK's precomputed HMAC pads, its commitment
+        key = self._record_keys.digest(_RECORD_KEY_LABEL + record_id.encode())
+        header = _V2 + dek.key_id + _primitives.hmac_sha256(key, _COMMITMENT_LABEL)
         return header + nonce + _primitives.aes_gcm_seal(key, nonce, plaintext, header + aad)
+
+
+_V1, _V2 = bytes([VERSION]), bytes([VERSION_2])
+_RECORD_KEY_LABEL, _COMMITMENT_LABEL = record_keys.RECORD_KEY_LABEL, record_keys.COMMITMENT_LABEL

@@ -41,7 +41,7 @@ class BlindIndex:
             raise ValueError(f"index root key must be 32 bytes, got {len(root_key)}")
         self._keys = {f: _primitives.hkdf_sha256(root_key, info=b"meterseal/blind-index/v1/" + f.encode()) for f in FIELDS}
         self._cache: dict[str, dict[str, str]] = {f: {} for f in CACHED}
-        self._record_key = self._keys["record"]
+        self._record_hmac = _primitives.HmacSha256(self._keys["record"])
 
     def token(self, field: str, value: str) -> str:
         cache = self._cache.get(field)
@@ -86,7 +86,7 @@ class BlindIndex:
     def reading_id(self, meter_id: str, ts: str) -> str:
         """``record_id("reading", meter_id, ts)`` for a validated reading (``meter_id`` stripped, ``ts`` the
         normalised UTC time), in one call: the seal path's per-reading HMAC."""
-        return _primitives.hmac_sha256(self._record_key, f"reading|{meter_id}|{ts}".encode()).hex()[: 2 * TOKEN_BYTES]
+        return self._record_hmac.digest(f"reading|{meter_id}|{ts}".encode()).hex()[: 2 * TOKEN_BYTES]
 
     def range_tokens(self, start: dt.date, end: dt.date) -> "DateTokens[list]":
         years, months, days = cover_range(start, end)

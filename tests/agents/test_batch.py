@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+import schemas
+
 from agents import app as app_module
 from agents.app import Batch
 from streams.seal import sealed_records
@@ -55,9 +57,10 @@ def test_confirm_sends_a_refused_record_again(monkeypatch):
     assert sent == [b"r1", b"r2", b"r3", b"r2"] and left == []
 
 
-def record(rid: str) -> dict:
-    return {"format": 1, "record_id": rid, "kind": "reading", "schema_version": 2, "key_id": "k", "meter_tok": "m",
-            "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"sealed", "sealed_at_ms": 0}
+def record(rid: str) -> bytes:
+    """A sealed record as the seal path hands it to a batch: Avro-encoded (``Sealed.body``)."""
+    return schemas.encode_body(schemas.get("sealed"), {"format": 1, "record_id": rid, "kind": "reading", "schema_version": 2, "key_id": "k", "meter_tok": "m",
+            "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"sealed", "sealed_at_ms": 0})
 
 
 def test_sealed_records_go_out_as_one_message_per_raw_partition_to_the_same_partition():

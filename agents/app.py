@@ -119,17 +119,18 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     if not await in_order.admit(event, app.consumer):
                         continue  # after a hole: held until the consumer has re-read the hole (InOrder)
                     src = source(event)
-                    outcome = guarded(lambda: pipeline.sealer.reading(event.value, src, states.get, key=event.key),
-                                      event.value, src)
-                    counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
-                    share(outcome, src)
-                    states.update(outcome, event)
-                    # alerts go out before the sealed record: the alert path is the latency that matters
-                    for key, alert in detect(outcome, event, profiles):
-                        counts["alerts"] += 1
-                        counts["alerts:" + alert["kind"]] += 1
-                        await alerts.send(key=key, value=alert)
-                    await publish(outcome, event, batch)
+                    # one outcome per reading: a head-end batch message holds many (Sealer.message)
+                    for outcome in guarded_all(pipeline.sealer.message(event.value, src, states.get, key=event.key),
+                                               event.value, src):
+                        counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
+                        share(outcome, src)
+                        states.update(outcome, event)
+                        # alerts go out before the sealed record: the alert path is the latency that matters
+                        for key, alert in detect(outcome, event, profiles):
+                            counts["alerts"] += 1
+                            counts["alerts:" + alert["kind"]] += 1
+                            await alerts.send(key=key, value=alert)
+                        await publish(outcome, event, batch)
 
                 current = stream.current_event
                 states.flush(writer(stream, meter_state))
@@ -183,6 +184,15 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src), event, batch)
                 await batch.send_sealed(app.producer, "bills.sealed", "bills.raw")
                 await batch.confirm(app.producer)
+
+    def guarded_all(outcomes, data: bytes, src: Source):
+        """``guarded`` for the outcomes of one message: if a bug makes the sealer raise, the message's readings
+        not yet sealed go to dlq as the whole message."""
+        try:
+            yield from outcomes
+        except Exception as exc:  # noqa: BLE001 - the worker must not die on one message
+            log.exception("unexpected error sealing %s; sent to dlq", src.id)
+            yield pipeline.sealer.reject(data, src, InvalidInput("internal", f"unexpected {type(exc).__name__}"))
 
     def guarded(step, data: bytes, src: Source):
         """The seal step never raises on data; if a bug makes it raise anyway, the message is a dead letter."""

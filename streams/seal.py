@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import fastavro
 import orjson
@@ -26,7 +27,7 @@ from streams.crypto import record_keys
 from streams.crypto.envelope import DataKey, DekRing
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
 from streams.exceptions import InvalidEnvelope, InvalidInput
-from streams.validate import MeterState, Policy, Reading, check_bill, check_reading, decode_raw
+from streams.validate import MeterState, Policy, Reading, _json_loads, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
 _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -214,6 +215,54 @@ class Sealer:
             return self.reject(data, source, exc, decoded=record)
         return outcome
 
+    def message(self, data: bytes, source: Source, state_of: Callable[[str], MeterState | None] = _no_state, *,
+                key: bytes | None | object = ANY_KEY) -> Iterator[Sealed | Rejected]:
+        """The outcomes of one raw readings message: one for a single reading (JSON object or Avro ``Reading``),
+        one per reading of a head-end batch (JSON array or Avro ``ReadingBatch``), in order. Lazy: the caller
+        updates ``state_of`` from each outcome before the next reading of the batch is checked.
+
+        A batch's key is its collector id (it picks the partition), not a meter id: a ``ReadingBatch`` must
+        name the same collector, and a JSON reading that carries a ``collector_id`` must too. Each reading is
+        validated on its own; a bad one is a dead letter with its ``batch_index``, the rest are sealed. What
+        is wrong with the whole message (size, key, no readings, not decodable) is one dead letter.
+        """
+        if len(data) > self.max_message_bytes or not _is_batch(data):
+            yield self.reading(data, source, state_of, key=key)
+            return
+        collector = None
+        try:
+            if data[:2] == schemas.MARKER:
+                try:
+                    batch = schemas.decode("reading_batch", data)
+                except schemas.SchemaError as exc:
+                    raise InvalidInput("decode", f"Avro: {exc}") from None
+                items, collector, encode = batch["readings"], batch["collector_id"], _avro_reading
+            else:
+                items, encode = decode_batch(data), _json_item
+            if key is not ANY_KEY:
+                if not key:
+                    raise InvalidInput("key", "batch message has no key: key batches by collector id "
+                                              "(it picks the partition)")
+                key = key.decode("utf-8", "replace").strip()
+                if collector is not None and collector.strip() != key:
+                    raise InvalidInput("key", "message key is not the batch's collector_id")
+            if not items:
+                raise InvalidInput("decode", "batch holds no readings")
+        except InvalidInput as exc:
+            yield self.reject(data, source, exc)
+            return
+        for i, item in enumerate(items):
+            try:
+                if type(item) is not dict:
+                    raise InvalidInput("decode", f"batch item must be a JSON object, got {type(item).__name__}")
+                if key is not ANY_KEY and "collector_id" in item and str(item["collector_id"]).strip() != key:
+                    raise InvalidInput("key", "reading's collector_id is not the message key")
+                outcome = self.reading_record(item, state_of)
+            except InvalidInput as exc:
+                outcome = self.reject(encode(item, data), source, exc, decoded=item if type(item) is dict else None,
+                                      index=i)
+            yield outcome
+
     def reading_record(self, record: dict[str, Any], state_of: Callable[[str], MeterState | None] = _no_state, *,
                        key: bytes | None | object = ANY_KEY) -> Sealed:
         """Validate and seal one decoded reading (a raw message's, or one of a batch's); ``InvalidInput`` if
@@ -316,18 +365,21 @@ class Sealer:
         return hit
 
     # -- dead letters ------------------------------------------------------------------------------
-    def reject(self, data: bytes, source: Source, exc: InvalidInput, *, decoded: dict[str, Any] | None = None) -> Rejected:
+    def reject(self, data: bytes, source: Source, exc: InvalidInput, *, decoded: dict[str, Any] | None = None,
+               index: int | None = None) -> Rejected:
+        """A dead letter of ``data`` (a whole message, or the reading at ``index`` of a batch message)."""
         # keyed id of (where, what): a redelivery maps to the same dead letter, a reused offset after a
         # broker restart does not
-        dlq_id = self.index.record_id("dlq", source.id, hashlib.sha256(data).hexdigest())
+        where = source.id if index is None else f"{source.id}#{index}"
+        dlq_id = self.index.record_id("dlq", where, hashlib.sha256(data).hexdigest())
         record = {
             "format": DLQ_FORMAT, "dlq_id": dlq_id, "source_topic": source.topic,
             "source_partition": source.partition, "source_offset": source.offset, "reason": exc.reason,
             "rule": exc.rule, "key_id": "", "envelope": self.ring.seal(data, aad=dlq_aad(dlq_id)),
-            "received_at_ms": int(self.clock() * 1000),
+            "received_at_ms": int(self.clock() * 1000), "batch_index": index,
         }
         record["key_id"] = env.key_id_of(record["envelope"]).hex()
-        return Rejected(source.id.encode(), record, decoded)
+        return Rejected(where.encode(), record, decoded)
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_message_bytes:
@@ -335,6 +387,40 @@ class Sealer:
 
 
 _DOUBLES = struct.Struct("<dd")
+_BATCH_FINGERPRINT = schemas.get("reading_batch").fingerprint
+
+
+def _is_batch(data: bytes) -> bool:
+    """A head-end batch message: a JSON array, or Avro written with the ``reading_batch`` schema."""
+    if data[:2] == schemas.MARKER:
+        return data[2:10] == _BATCH_FINGERPRINT
+    return data.lstrip()[:1] == b"["
+
+
+def decode_batch(data: bytes) -> list[Any]:
+    """The items of a JSON-array batch message (``InvalidInput`` rule ``decode`` if it is not one)."""
+    try:
+        items = _loads(data)
+    except _JSONDecodeError:
+        items = _json_loads(data)  # NaN, Infinity, deep nesting: json's verdict, as for single readings
+    if not isinstance(items, list):
+        raise InvalidInput("decode", "a batch message must be a JSON array")
+    return items
+
+
+def _json_item(item: Any, message: bytes) -> bytes:
+    """The bytes a batch item's dead letter seals: the item as JSON (the whole message if it cannot be)."""
+    try:
+        return json.dumps(item).encode()
+    except (ValueError, TypeError, RecursionError):
+        return message
+
+
+def _avro_reading(item: Any, message: bytes) -> bytes:
+    try:
+        return schemas.encode("reading", item)
+    except schemas.SchemaError:
+        return message
 _KEY_ID_LEN = _zigzag(2 * env.KEY_ID_LEN)
 # a SealedRecord's kind (enum) and schema version, which follow its format and record id
 _KIND_VERSION = {(kind, v): _zigzag(i) + _zigzag(v) for i, kind in enumerate(schemas.get("sealed").fields[2]["type"]["symbols"])

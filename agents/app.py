@@ -115,22 +115,25 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             async with Batch(events) as batch:
                 states = MeterStates(pipeline.states, meter_state)
                 profiles = BatchState(pipeline.alerting.profiles, meter_profile)
+                seen = []  # (outcome, raw partition, event, ingested ms): the detector looks at them all at once
                 for event in events:
                     if not await in_order.admit(event, app.consumer):
                         continue  # after a hole: held until the consumer has re-read the hole (InOrder)
                     src = source(event)
+                    ingested_ms = int(event.message.timestamp * 1000)
                     # one outcome per reading: a head-end batch message holds many (Sealer.message)
                     for outcome in guarded_all(pipeline.sealer.message(event.value, src, states.get, key=event.key),
                                                event.value, src):
                         counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
                         share(outcome, src)
                         states.update(outcome, event)
-                        # alerts go out before the sealed record: the alert path is the latency that matters
-                        for key, alert in detect(outcome, event, profiles):
-                            counts["alerts"] += 1
-                            counts["alerts:" + alert["kind"]] += 1
-                            await alerts.send(key=key, value=alert)
+                        seen.append((outcome, src.partition, event, ingested_ms))
                         await publish(outcome, event, batch)
+                # alerts go out before the batch's sealed records: the alert path is the latency that matters
+                for key, alert in detect(seen, profiles):
+                    counts["alerts"] += 1
+                    counts["alerts:" + alert["kind"]] += 1
+                    await alerts.send(key=key, value=alert)
 
                 current = stream.current_event
                 states.flush(writer(stream, meter_state))
@@ -164,13 +167,12 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             table[key] = value
         return write
 
-    def detect(outcome, event, profiles) -> list:
-        """Anomaly alerts for one outcome; a detector bug is logged, never a lost reading or a dead worker."""
+    def detect(seen, profiles) -> list:
+        """Anomaly alerts for a batch's outcomes; a detector bug is logged, never a lost reading or a dead worker."""
         try:
-            return pipeline.alerting.observe(outcome, event.message.partition, profiles, context=event,
-                                             ingested_ms=int(event.message.timestamp * 1000))
-        except Exception:  # noqa: BLE001 - the reading is sealed either way
-            log.exception("anomaly detector failed on %s", source(event).id)
+            return pipeline.alerting.observe_many(seen, profiles)
+        except Exception:  # noqa: BLE001 - the readings are sealed either way
+            log.exception("anomaly detector failed on a batch of %d reading(s)", len(seen))
             return []
 
     @app.agent(bills_raw, name="seal_bills")

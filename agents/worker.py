@@ -11,9 +11,6 @@ import faust
 
 from streams.ingest.broker import check_partitions, ensure_topics, resolve
 from streams.exceptions import MeterSealError
-from streams.keys.keystore import Keystore
-from streams.keys.owner import OwnerPublicKey
-from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.store.base import open_store
 
@@ -55,6 +52,7 @@ def run_worker(settings: Settings, passphrase: str) -> None:
 
         serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor)
         log.warning("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    tune_gc()  # after everything long-lived is loaded (and the metrics server started)
     logging.getLogger("meterseal").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     if not sys.stdout.isatty():

@@ -104,21 +104,35 @@ class Alerting:
     def observe(self, outcome: Sealed | Rejected, partition: int, profiles: Any, *, context: Any = None,
                 ingested_ms: int | None = None) -> list[tuple[bytes, dict[str, Any]]]:
         """Alert messages ``(key, Alert record)`` for one seal outcome; ``profiles`` is a ``BatchState``."""
-        seen = _reading_of(outcome)
-        if seen is None:
-            return []
-        meter_id, ts, epoch, kwh, register, region = seen
-        meter_tok = outcome.record["meter_tok"] if isinstance(outcome, Sealed) else self.index.meter(meter_id)
-        profile = profiles.get(meter_tok) or Profile()
-        verdict = self.detector(partition).observe(profile, epoch=epoch, kwh=kwh, register_kwh=register)
-        profiles.put(meter_tok, profile, context)
-        now_ms = int(self.clock() * 1000)
-        return [(meter_tok.encode(), {
-            "format": ALERT_FORMAT, "alert_id": self.index.record_id("alert", meter_id, ts, f.kind),
-            "meter_tok": meter_tok, "ts": ts, "kind": f.kind, "score": float(f.score), "severity": f.severity,
-            "reason": f.reason, "region": region, "kwh": kwh if self.settings.alert_values else None,
-            "ingested_at_ms": ingested_ms, "detected_at_ms": now_ms,
-        }) for f in verdict.findings if f.new]
+        return self.observe_many([(outcome, partition, context, ingested_ms)], profiles)
+
+    def observe_many(self, outcomes: list[tuple[Sealed | Rejected, int, Any, int | None]],
+                     profiles: Any) -> list[tuple[bytes, dict[str, Any]]]:
+        """Alert messages for a seal batch's ``(outcome, raw partition, context, ingested ms)``, in order: each
+        partition's detector looks at its readings at once (``Detector.observe_many``)."""
+        by_partition: dict[int, list[tuple]] = {}
+        for outcome, partition, context, ingested_ms in outcomes:
+            seen = _reading_of(outcome)
+            if seen is None:
+                continue
+            meter_id, ts, epoch, kwh, register, region = seen
+            meter_tok = outcome.record["meter_tok"] if isinstance(outcome, Sealed) else self.index.meter(meter_id)
+            profile = profiles.get(meter_tok) or Profile()
+            profiles.put(meter_tok, profile, context)  # (the same object for the meter's next reading)
+            by_partition.setdefault(partition, []).append((profile, epoch, kwh, register, meter_id, ts, region,
+                                                          meter_tok, ingested_ms))
+        alerts = []
+        for partition, items in by_partition.items():
+            verdicts = self.detector(partition).observe_many([item[:4] for item in items])
+            now_ms = int(self.clock() * 1000)
+            for (_, _, kwh, _, meter_id, ts, region, meter_tok, ingested_ms), verdict in zip(items, verdicts):
+                alerts += [(meter_tok.encode(), {
+                    "format": ALERT_FORMAT, "alert_id": self.index.record_id("alert", meter_id, ts, f.kind),
+                    "meter_tok": meter_tok, "ts": ts, "kind": f.kind, "score": float(f.score), "severity": f.severity,
+                    "reason": f.reason, "region": region, "kwh": kwh if self.settings.alert_values else None,
+                    "ingested_at_ms": ingested_ms, "detected_at_ms": now_ms,
+                }) for f in verdict.findings if f.new]
+        return alerts
 
 
 def _reading_of(outcome: Sealed | Rejected) -> tuple[str, str, float, float, float, str | None] | None:

@@ -127,7 +127,10 @@ def features(profile: Profile, *, epoch: float, kwh: float, register_kwh: float)
     else:
         z_hour = z_level = step = low = register_gap = 0.0
         repeat = 1.0
-    angle = 2 * math.pi * hour / 24
+    hour_sin, hour_cos = _CLOCK[hour]
     return {"z_hour": z_hour, "z_level": z_level, "step": step, "low_run": low, "repeat_run": repeat,
-            "register_gap": register_gap, "hour_sin": math.sin(angle), "hour_cos": math.cos(angle),
+            "register_gap": register_gap, "hour_sin": hour_sin, "hour_cos": hour_cos,
             "weekend": 1.0 if weekday >= 5 else 0.0}
+
+
+_CLOCK = [(math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24)) for h in range(24)]

@@ -105,12 +105,12 @@ def eval_anomalies(settings: Settings, limit: int, meters: int, rate: float, see
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from streams.ingest import sources
-    from streams.anomaly.evaluate import evaluate
+    from streams.pipeline import tune_gc
 
     err = Console(stderr=True)
     with err.status("reading the UCI stream"):
         readings = list(sources.uci_readings(meters=meters, limit=limit or None, regions=settings.regions))
+    tune_gc()  # the worker's garbage-collector setting, so the detector's speed is the worker's
     with Progress(TextColumn("replaying 5 labelled streams"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err) as bar:
         task = bar.add_task("", total=5 * len(readings))

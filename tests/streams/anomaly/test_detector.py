@@ -85,3 +85,56 @@ def test_threshold_adapts_to_the_stream():
     flags_a = [i for i, v in enumerate(a) if v.findings]
     flags_b = [i for i, v in enumerate(b) if v.findings]
     assert len(set(flags_a) ^ set(flags_b)) <= max(2, len(flags_a) // 5)
+
+
+def test_score_learn_many_is_river_one_reading_at_a_time():
+    """The vectorised walk gives River's own scores and leaves River's trees with River's masses, across
+    window pivots and runs of any length."""
+    import random
+
+    from river import anomaly as river_anomaly
+
+    from streams.anomaly import MODEL_INPUTS, score_learn_many
+
+    rng = random.Random(5)
+    rows = [[rng.random() ** 3 for _ in MODEL_INPUTS] for _ in range(1400)]
+    one = river_anomaly.HalfSpaceTrees(n_trees=5, height=6, window_size=100, seed=3)
+    many = river_anomaly.HalfSpaceTrees(n_trees=5, height=6, window_size=100, seed=3)
+    expected = []
+    for row in rows:
+        x = dict(zip(MODEL_INPUTS, row))
+        expected.append(one.score_one(x))
+        one.learn_one(x)
+    got, cache, i = [], {}, 0
+    for size in [1, 2, 57, 300, 1, 99, 500, 440]:
+        got += score_learn_many(many, rows[i:i + size], MODEL_INPUTS, cache)
+        i += size
+    assert i == len(rows) and got == expected
+    assert [(n.l_mass, n.r_mass) for nodes in many._tree_nodes for n in nodes] == \
+        [(n.l_mass, n.r_mass) for nodes in one._tree_nodes for n in nodes]
+
+
+def test_observe_many_gives_the_verdicts_of_observing_one_by_one():
+    import random
+
+    from streams.features import Profile
+
+    rng = random.Random(2)
+    readings, register = [], {m: 10.0 for m in range(6)}
+    for i in range(3000):
+        meter = rng.randrange(6)
+        kwh = rng.choice([0.5, 0.5, 0.2, 3.0, 0.01]) * (50 if rng.random() < 0.01 else 1)
+        register[meter] += kwh if rng.random() > 0.005 else -40
+        readings.append((meter, 1.7e9 + 60 * i - (600 if rng.random() < 0.01 else 0), kwh, register[meter]))
+
+    def run(chunk: int):
+        d, profiles, out = Detector(seed=4, warmup=200, min_history=10, window=500), {}, []
+        for start in range(0, len(readings), chunk):
+            part = readings[start:start + chunk]
+            out += d.observe_many([(profiles.setdefault(m, Profile()), e, k, r) for m, e, k, r in part])
+        return [(v.score, [(f.kind, f.new, f.reason) for f in v.findings]) for v in out], profiles
+
+    single, p1 = run(1)
+    batched, p2 = run(500)
+    assert batched == single and p1 == p2
+    assert any(f for _, f in single)  # the stream does raise findings

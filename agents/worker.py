@@ -11,6 +11,9 @@ import faust
 
 from streams.ingest.broker import check_partitions, ensure_topics, resolve
 from streams.exceptions import MeterSealError
+from streams.keys.keystore import Keystore
+from streams.keys.owner import OwnerPublicKey
+from streams.pipeline import Pipeline, tune_gc
 from streams.settings import Settings
 from streams.store.base import open_store
 

@@ -105,6 +105,8 @@ def eval_anomalies(settings: Settings, limit: int, meters: int, rate: float, see
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from streams.anomaly.evaluate import evaluate
+    from streams.ingest import sources
     from streams.pipeline import tune_gc
 
     err = Console(stderr=True)

@@ -94,7 +94,7 @@ def test_score_learn_many_is_river_one_reading_at_a_time():
 
     from river import anomaly as river_anomaly
 
-    from streams.anomaly import MODEL_INPUTS, score_learn_many
+    from streams.anomaly.detector import MODEL_INPUTS, score_learn_many
 
     rng = random.Random(5)
     rows = [[rng.random() ** 3 for _ in MODEL_INPUTS] for _ in range(1400)]
@@ -117,7 +117,7 @@ def test_score_learn_many_is_river_one_reading_at_a_time():
 def test_observe_many_gives_the_verdicts_of_observing_one_by_one():
     import random
 
-    from streams.features import Profile
+    from streams.anomaly.features import Profile
 
     rng = random.Random(2)
     readings, register = [], {m: 10.0 for m in range(6)}

@@ -38,7 +38,6 @@ BAD = [
     ("not JSON or Avro", METER.encode(), b"this is not JSON", "decode"),
     ("empty message", METER.encode(), b"", "decode"),
     ("invalid UTF-8", METER.encode(), b'{"meter_id": "\xff\xfe"}', "decode"),
-    ("JSON array", METER.encode(), b"[1, 2, 3]", "decode"),
     ("deeply nested JSON", METER.encode(), b"[" * 30_000 + b"]" * 30_000, "decode"),
     ("truncated Avro", METER.encode(), _avro()[:-9], "decode"),
     ("Avro with trailing bytes", METER.encode(), _avro() + b"\x00\x01", "decode"),
@@ -67,3 +66,45 @@ BAD = [
 REDELIVERED = [("exact redelivery", METER.encode(), _json(), None)]
 
 CORPUS = GOOD + BAD + REDELIVERED
+
+
+# --- head-end batch messages (a JSON array or an Avro ReadingBatch, keyed by collector id) -------------
+# Every entry is ``(name, key, value, dead letters, sealed)``: the dead letters as (batch index, rule), the
+# index None for the whole message; ``sealed`` how many of its readings are sealed.
+
+COLLECTOR = "HE-CORPUS"
+BATCH_METER = "CORPUS-B001"
+
+
+def _reading(minute: int, **changes) -> dict:
+    return {"meter_id": BATCH_METER, "ts": f"2025-03-01T00:{minute:02d}:00Z", "kwh": 0.25, "register_kwh": 200.0 + minute,
+            "region": "north", "category": "Domestic", **changes}
+
+
+def _array(items: list) -> bytes:
+    return json.dumps(items).encode()
+
+
+def _avro_batch(items: list[dict], collector: str = COLLECTOR) -> bytes:
+    return schemas.encode("reading_batch", {"collector_id": collector, "readings": [
+        {"account_id": None, "label": None, **r} for r in items]})
+
+
+BATCHES = [
+    ("mixed good and bad", COLLECTOR.encode(), _array([
+        _reading(1), {"meter_id": BATCH_METER, "kwh": 1}, _reading(2), _reading(3, kwh=-1.0), _reading(4),
+        _reading(5, region="atlantis")]), [(1, "schema"), (3, "kwh"), (5, "region")], 3),
+    ("JSON array of numbers", COLLECTOR.encode(), b"[1, 2, 3]", [(0, "decode"), (1, "decode"), (2, "decode")], 0),
+    ("empty batch", COLLECTOR.encode(), b"[]", [(None, "decode")], 0),
+    ("batch over the size limit", COLLECTOR.encode(), _array([_reading(i % 60) for i in range(10_000)]),
+     [(None, "size")], 0),
+    ("nested garbage", COLLECTOR.encode(), b'[[[{"a": [1, {"b": []}]}]], {"meter_id": {"x": [1]}}, null]',
+     [(0, "decode"), (1, "schema"), (2, "decode")], 0),
+    ("deeply nested batch", COLLECTOR.encode(), b"[" * 30_000 + b"]" * 30_000, [(None, "decode")], 0),
+    ("batch without a key", None, _array([_reading(6)]), [(None, "key")], 0),
+    ("Avro batch under another collector's key", b"HE-OTHER", _avro_batch([_reading(7)]), [(None, "key")], 0),
+    ("reading naming another collector", COLLECTOR.encode(), _array([_reading(8, collector_id="HE-OTHER"),
+                                                                     _reading(9)]), [(0, "key")], 1),
+    ("truncated Avro batch", COLLECTOR.encode(), _avro_batch([_reading(10)])[:-5], [(None, "decode")], 0),
+    ("Avro batch, good", COLLECTOR.encode(), _avro_batch([_reading(11), _reading(12)]), [], 2),
+]

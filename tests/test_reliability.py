@@ -15,7 +15,7 @@ import pytest
 
 from ledger.storage import FileHashStore
 from streams.ingest.broker import Producer
-from streams.ingest.produce import encode_reading
+from streams.ingest.produce import batch_readings, encode_reading
 from streams.keys.keyring import Keyring
 from streams.ingest.sources import uci_readings
 from streams.validate import utc_ts
@@ -23,7 +23,7 @@ from streams.store.segments import SegmentStore
 from streams.crypto import envelope
 from streams.seal import dlq_aad
 
-from .corpus import BAD, CORPUS
+from .corpus import BAD, BATCHES, CORPUS
 from .rig import running_rig
 
 pytestmark = pytest.mark.broker
@@ -69,14 +69,15 @@ def _assert_exactly_once(rig, want: set[str]) -> None:
     assert not gaps, gaps
 
 
-def test_sigkill_during_ingest_keeps_every_reading_exactly_once(tmp_path):
+@pytest.mark.parametrize("batch", [0, 100], ids=["one reading a message", "head-end batches of 100"])
+def test_sigkill_during_ingest_keeps_every_reading_exactly_once(tmp_path, batch):
     n = int(os.environ.get("METERSEAL_CRASH_READINGS", 100_000))
     readings = _uci(n)
     rng = random.Random(20261123)
     with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
         want = _expected_ids(rig, readings)
         assert len(want) == n
-        _produce(rig, _messages(readings))
+        _produce(rig, list(batch_readings(readings, batch)) if batch else _messages(readings))
         kills = []
         while len(kills) < 5:
             before = _stored(rig)
@@ -140,6 +141,43 @@ def test_every_malformed_reading_lands_in_dlq_and_the_worker_keeps_going(tmp_pat
                                                     "register_kwh": 5, "region": "south", "category": "Domestic"}).encode())])
         rig.wait_for(lambda: rig.query("SELECT count(*) FROM readings")[0][0] == 2, "a good reading after the corpus")
         assert rig.worker.poll() is None
+
+
+def test_head_end_batches_through_a_live_worker(tmp_path):
+    """JSON-array and Avro batch messages keyed by collector: every good reading sealed once, each bad one its own
+    dead letter with its index, and each meter's records in reading order (its per-meter sequence)."""
+    from streams.seal import open_many
+
+    readings = _uci(6_000)
+    messages = list(batch_readings(readings[:3_000], 100)) + list(batch_readings(readings[3_000:], 100, fmt="avro"))
+    # the corpus's batches (all but the one too large for the broker itself: the unit test has it)
+    corpus = [entry for entry in BATCHES if len(entry[2]) < 512 * 1024]
+    with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
+        want = _expected_ids(rig, readings)
+        _produce(rig, messages + [(key, value) for _, key, value, *_ in corpus])
+        sealed_in_corpus = sum(entry[4] for entry in corpus)
+        dead = sorted((index if index is not None else -1, rule) for *_, expected, _ in corpus for index, rule in expected)
+        rig.wait_for(lambda: _stored(rig) >= len(want) + sealed_in_corpus
+                     and rig.query("SELECT count(*) FROM dlq")[0][0] >= len(dead), "every batch's readings")
+        time.sleep(3)
+        rig.stop_worker()
+        assert _stored(rig) == len(want) + sealed_in_corpus
+        rows = rig.query("SELECT coalesce(batch_index, -1), rule FROM dlq")
+        assert sorted(rows) == dead
+        # per-meter order: a meter's sequence numbers follow its readings' times
+        ring = Keyring(SegmentStore(tmp_path / "store"), rig.keys.unwrappers())
+        records = [dict(zip(("record_id", "kind", "schema_version", "region", "category", "meter_tok", "account_tok",
+                             "day_tok", "month_tok", "year_tok", "envelope", "meter_seq"), row))
+                   for row in rig.query("SELECT record_id, kind, schema_version, region, category, meter_tok, "
+                                        "account_tok, day_tok, month_tok, year_tok, envelope, meter_seq FROM readings")]
+        plains = open_many(records, ring)
+        by_meter: dict[str, list] = {}
+        for record, plain in zip(records, plains):
+            by_meter.setdefault(plain["meter_id"], []).append((record["meter_seq"], plain["ts"]))
+        for meter, seq in by_meter.items():
+            times = [ts for _, ts in sorted(seq)]
+            assert times == sorted(times), f"{meter}: records out of reading order"
+        assert {rig.index.record_id("reading", p["meter_id"], p["ts"]) for p in plains} >= want
 
 
 def test_broker_outage_and_broker_restart(tmp_path):

@@ -3,6 +3,8 @@ its original bytes sealed inside; the sealer never raises on any of them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from streams.crypto import envelope
@@ -103,3 +105,56 @@ def test_the_store_sink_turns_any_bytes_into_dead_letters(sink_pipeline, values)
     written, rejected = sink_pipeline.store_batch("readings.sealed", [(0, i, v) for i, v in enumerate(values)])
     assert written == 0 and len(rejected) == len(values)
     assert all(r.record["rule"] == "sink" for r in rejected)
+
+
+# --- head-end batch messages ------------------------------------------------------------------------
+
+from ..corpus import BATCHES  # noqa: E402
+
+
+def _run_batch(sealer, key, value):
+    states = MeterStates(StateCodec(bytes(32)), {})
+    out = []
+    for outcome in sealer.message(value, Source("readings.raw", 1, 40), states.get, key=key):
+        states.update(outcome)
+        out.append(outcome)
+    return out
+
+
+@pytest.mark.parametrize("entry", BATCHES, ids=[name for name, *_ in BATCHES])
+def test_each_batch_message_seals_its_good_readings_and_dead_letters_each_bad_one(sealer, made_keys, entry):
+    name, key, value, dead, sealed = entry
+    outcomes = _run_batch(sealer, key, value)
+    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    assert [(o.record["batch_index"], o.record["rule"]) for o in rejected] == dead, [o.record["reason"] for o in rejected]
+    assert sum(isinstance(o, Sealed) for o in outcomes) == sealed
+    keys = {k.key_id: k for k in made_keys}
+    for o in rejected:
+        assert o.record["reason"]
+        opened = envelope.open_with(keys.__getitem__, o.record["envelope"], aad=dlq_aad(o.record["dlq_id"]))
+        if o.record["batch_index"] is None:
+            assert opened == value  # the whole message
+        else:
+            assert len(opened) < len(value)  # that reading alone
+    assert len({o.record["dlq_id"] for o in rejected}) == len(rejected)  # one dead letter each, never merged
+
+
+def test_a_batch_checks_each_meter_against_its_own_earlier_readings(sealer):
+    """Per-meter state carries from reading to reading inside one batch: a rollback in the batch is caught."""
+    from ..corpus import COLLECTOR, _array, _reading
+
+    outcomes = _run_batch(sealer, COLLECTOR.encode(), _array([_reading(1), _reading(2, register_kwh=10.0),
+                                                              _reading(3), _reading(3, register_kwh=999.0)]))
+    assert [o.record.get("rule") if isinstance(o, Rejected) else "sealed" for o in outcomes] == [
+        "sealed", "register", "sealed", "duplicate"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.one_of(st.fixed_dictionaries({"meter_id": st.text(max_size=8), "ts": st.text(max_size=25),
+                                                      "kwh": st.floats(), "register_kwh": st.floats()}),
+                               st.integers(), st.none(), st.lists(st.integers(), max_size=3)), max_size=8))
+def test_any_batch_is_sealed_or_dead_lettered_reading_by_reading(sealer, items):
+    value = json.dumps(items).encode()
+    outcomes = _run_batch(sealer, b"HE-1", value)
+    assert all(isinstance(o, (Sealed, Rejected)) for o in outcomes)
+    assert len(outcomes) == (len(items) or 1)  # one outcome per reading, or one dead letter for an empty batch

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 
 import pytest
 
 from ledger.storage import FileHashStore
 from streams.ingest.broker import Producer
-from streams.ingest.produce import batch_readings, encode_reading
+from streams.ingest.produce import batch_readings, encode_reading, paced
 from streams.keys.keyring import Keyring
 from streams.ingest.sources import uci_readings
 from streams.validate import utc_ts
@@ -77,7 +78,12 @@ def test_sigkill_during_ingest_keeps_every_reading_exactly_once(tmp_path, batch)
     with running_rig(tmp_path, METERSEAL_CHECKPOINT_S="2") as rig:
         want = _expected_ids(rig, readings)
         assert len(want) == n
-        _produce(rig, list(batch_readings(readings, batch)) if batch else _messages(readings))
+        if batch:
+            # batches are sealed faster than the kills come: produced over ~150 s so that every kill is mid-stream
+            messages = list(batch_readings(readings, batch))
+            threading.Thread(target=_produce, args=(rig, paced(messages, len(messages) / 150)), daemon=True).start()
+        else:
+            _produce(rig, _messages(readings))
         kills = []
         while len(kills) < 5:
             before = _stored(rig)

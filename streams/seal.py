@@ -190,6 +190,7 @@ class Sealer:
         self._accounts: dict[str | None, tuple[str | None, bytes, bytes]] = {None: (None, b"\x00", b"\x00")}
         self._days: dict[int, tuple[str, str, str, bytes]] = {}  # day number -> day, month, year tokens, Avro
         self._places: dict[tuple, tuple[bytes, bytes, DekRing]] = {}  # (region, category) -> Avro bodies, ring
+        self._ms: tuple[int, bytes] = (-1, b"")  # (sealed_at_ms, its Avro varint)
 
     # -- readings --------------------------------------------------------------------------------
     def reading(self, data: bytes, source: Source, state_of: Callable[[str], MeterState | None] = _no_state, *,
@@ -312,6 +313,8 @@ class Sealer:
         envelope = place[2].seal(body, aad=aad, record_id=record_id)
         key_id = envelope[1:_KEY_ID_END].hex()
         sealed_at_ms = int(now * 1000)
+        if sealed_at_ms != self._ms[0]:  # the varint of the sealing time, made once per millisecond
+            self._ms = (sealed_at_ms, _zigzag(sealed_at_ms))
         record = {"format": SEALED_FORMAT, "record_id": record_id, "kind": kind, "schema_version": version,
                   "key_id": key_id, "region": region, "category": category, "meter_tok": meter_tok,
                   "account_tok": account_tok, "day_tok": dates[0], "month_tok": dates[1], "year_tok": dates[2],
@@ -319,7 +322,7 @@ class Sealer:
         n = len(envelope)
         encoded = b"".join((_FORMAT_ID, record_id.encode(), _KIND_VERSION[kind, version], _KEY_ID_LEN, key_id.encode(),
                             place[1], meter[2], account[2], dates[3], _LENGTHS[n] if n < 1024 else _zigzag(n),
-                            envelope, _zigzag(sealed_at_ms)))
+                            envelope, self._ms[1]))
         return Sealed(meter_tok.encode(), record, state, reading, encoded)
 
     # -- caches of tokens and their Avro encodings --------------------------------------------------

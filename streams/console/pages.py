@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from .api import day_range, parse_day
+from .api import BadRequest, day_range, parse_day
 from .web import attachment
 from .data import fl_history
 from ..exceptions import MeterSealError
@@ -59,13 +59,20 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
 
 @router.get("/customer/download")
 def download(request: Request, start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
-             meter: str | None = None, who: Principal = Depends(allow("GET", "/customer/download"))) -> Response:
+             meter: str | None = None, fmt: str = Query("espi", alias="format"),
+             who: Principal = Depends(allow("GET", "/customer/download"))) -> Response:
+    """Green Button "Download My Data" of the customer's own meters: an ESPI feed (default) or CSV."""
     a, b = day_range(start, end)
     if meter:
         who.check_meter(meter)
+    if fmt not in ("espi", "csv"):
+        raise BadRequest("format must be espi (Green Button XML) or csv")
     meters = [meter] if meter else list(who.user.meters)
-    body = request.app.state.console.vault.green_button_csv(meters, a, b)
-    return attachment(body, filename=f"my-data-{a}-{b}.csv")
+    vault = request.app.state.console.vault
+    if fmt == "csv":
+        return attachment(vault.green_button_csv(meters, a, b), filename=f"my-data-{a}-{b}.csv")
+    body = vault.green_button_espi(meters, a, b)  # (none in the range: ShareError, a clear 409)
+    return attachment(body, filename=f"my-data-{a}-{b}.xml", media_type="application/atom+xml")
 
 
 # -- grants (issue #16's engine, through integrations.Sharing) -----------------------------------------

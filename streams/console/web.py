@@ -22,6 +22,6 @@ def set_session_cookie(request: Request, response: Response, state: Any, session
                         samesite="strict", secure=request.url.scheme == "https")
 
 
-def attachment(body: str, *, filename: str, media_type: str = "text/csv") -> Response:
+def attachment(body: str | bytes, *, filename: str, media_type: str = "text/csv") -> Response:
     return PlainTextResponse(body, media_type=media_type,
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})

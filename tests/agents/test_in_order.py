@@ -107,3 +107,35 @@ def test_a_seek_that_fails_leaves_the_events_held():
 
     admitted, held = _run(InOrder(), Revoked(), [10, 12])
     assert admitted == [10] and held == [12]  # held: never acked, so the next owner reads 11 and 12 again
+
+
+@dataclass
+class FaustConsumer(Consumer):
+    """As Faust's consumer: committed offsets per partition, None (never 0) where nothing is committed."""
+
+    _committed_offset: dict = field(default_factory=dict)
+
+
+def test_a_new_partition_with_nothing_committed_must_start_at_offset_0():
+    order, consumer = InOrder(), FaustConsumer()
+    tp = TP("readings.sealed", 1)
+    # a rebalance as a second worker joined: Faust delivered from offset 3 although the group had committed nothing
+    admitted, held = _run(order, consumer, [3, 4], tp)
+    assert admitted == [] and held == [3, 4] and consumer.seeks == [(tp, 0)]
+    admitted, held = _run(order, consumer, [0, 1, 2, 3, 4], tp)
+    assert admitted == [0, 1, 2, 3, 4] and held == []
+    # where the group has committed, the first event is checked against that offset, as before
+    other = TP("readings.sealed", 2)
+    consumer._committed_offset[other] = 40
+    assert _run(order, consumer, [40, 41], other) == ([40, 41], [])
+
+
+def test_a_partition_whose_start_was_deleted_is_accepted_after_its_re_reads():
+    order, consumer = InOrder(max_rereads=3), FaustConsumer()
+    tp = TP("readings.raw", 0)
+    # retention removed offsets 0..99: every re-read starts at 100 again; after max_rereads it goes on from there
+    admitted, held = _run(order, consumer, [100], tp)
+    assert admitted == [] and consumer.seeks == [(tp, 0)]
+    admitted, held = _run(order, consumer, [100, 100, 100], tp)
+    assert admitted == [100] and held == [100, 100]
+    assert _run(order, consumer, [101, 102], tp) == ([101, 102], [])

@@ -146,9 +146,18 @@ def test_customer_isolation(served, console_data):
     assert alerts and {a["meter_tok"] for a in alerts} == {vault.meter_token("M-ALICE")}
     page = alice.get("/customer", headers={"accept": "text/html"}).text
     assert "alice&#39;s own alert" in page and "bob&#39;s own alert" not in page and bob_bill["bill_no"] not in page
-    csv = alice.get("/customer/download?" + R)
+    csv = alice.get("/customer/download?format=csv&" + R)
     assert csv.status_code == 200 and "attachment" in csv.headers["content-disposition"]
     assert csv.text.count("M-ALICE") == 72 and "M-BOB" not in csv.text  # 3 days x 24 hourly readings
+    feed = alice.get("/customer/download?" + R)  # Green Button by default: an ESPI feed of her meter only
+    assert feed.status_code == 200 and feed.headers["content-type"].startswith("application/atom+xml")
+    assert feed.text.count("<espi:IntervalReading>") == 72 and "M-BOB" not in feed.text
+    from tests.streams.share.test_espi import GB
+    if (GB / "espi.xsd").exists():
+        import xmlschema
+
+        assert list(xmlschema.XMLSchema(str(GB / "espi.xsd")).iter_errors(feed.text)) == []
+    assert alice.get("/customer/download?format=pdf&" + R).status_code == 400
     readings = alice.get("/api/meters/M-ALICE/readings?" + R).json()["readings"]
     assert len(readings) == 72 and readings[0]["ts"].startswith("2024-03-01T00:00")
 

@@ -80,13 +80,8 @@ class ShareTap:
         day = reading.day.isoformat()
         hits = 0
         for grant, _ in grants:
-            if not (grant.start <= day <= grant.end):
-                continue
-            if grant.meters and reading.meter_id not in grant.meters:
-                continue
-            if grant.accounts and reading.account_id not in grant.accounts:
-                continue
-            if grant.region and reading.region != grant.region:
+            if not grant.holds(kind="readings", day=day, meter_id=reading.meter_id, account_id=reading.account_id,
+                               region=reading.region):
                 continue
             if grant.fields is None:
                 secret = {"key": record_key(outcome.record).hex()}

@@ -86,8 +86,13 @@ class Grant:
                if self.accounts else f"region {self.region}")
         return f"{self.kind} of {who}, {self.start}..{self.end}"
 
-    def covers_day(self, day: dt.date) -> bool:
-        return dt.date.fromisoformat(self.start) <= day <= dt.date.fromisoformat(self.end)
+    def holds(self, *, kind: str, day: str, meter_id: str | None, account_id: str | None, region: str | None) -> bool:
+        """Whether a record — its kind (``readings``/``bills``), UTC day (YYYY-MM-DD), meter, account and region —
+        lies inside this grant's scope (not whether the grant is active: ``state_at``)."""
+        return (kind == self.kind and self.start <= day <= self.end
+                and (not self.meters or meter_id in self.meters)
+                and (not self.accounts or account_id in self.accounts)
+                and (not self.region or region == self.region))
 
     def check_active(self, *, now: float | None = None) -> None:
         """``ShareError`` unless the grant is active at ``now``."""

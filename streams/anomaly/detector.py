@@ -126,6 +126,7 @@ class Detector:
         return verdicts
 
     def __getstate__(self) -> dict:
+        sync_trees(self._cache)  # the masses live in the arrays between pivots: River's nodes get them first
         return {k: v for k, v in self.__dict__.items() if k != "_cache"}  # the arrays are rebuilt from the trees
 
     def __setstate__(self, state: dict) -> None:
@@ -165,11 +166,14 @@ def score_learn_many(model: anomaly.HalfSpaceTrees, rows: list[list[float]], nam
     [0, 1], none missing), with one vectorised walk of the trees per run of rows instead of two Python walks
     per row per tree. Exact: a tree's score reads only its reference masses (``r_mass``), which change only
     when the window pivots, so the rows are taken in runs that end at a pivot; learning only counts visits
-    (``l_mass``), added to River's own nodes after each run, and the pivot is River's. ``cache`` keeps the
-    trees as arrays (their shape never changes once built). A test checks scores and masses against
+    (``l_mass``). ``cache`` keeps the trees as arrays, masses included: between calls the arrays hold the
+    masses and River's node objects are stale until ``sync_trees`` writes them back (``Detector`` does before
+    it is pickled); the pivot and its counter are River's. A test checks scores and masses against
     ``score_one``/``learn_one``."""
     scores: list[float] = []
     i = 0
+    if not model.trees:
+        cache.pop("trees", None)
     while i < len(rows) and not model.trees:  # River builds the trees on the first reading it learns
         x = dict(zip(names, rows[i]))
         scores.append(model.score_one(x))
@@ -180,34 +184,39 @@ def score_learn_many(model: anomaly.HalfSpaceTrees, rows: list[list[float]], nam
     trees = cache.get("trees")
     if trees is None or trees.model is not model:
         trees = cache["trees"] = _TreeArrays(model, names)
-    X = np.asarray(rows[i:], dtype=np.float64)
-    start = 0
+    X = np.asarray(rows[i:] if i else rows, dtype=np.float64)
+    start, size, max_score, limit = 0, len(trees.l_mass), model._max_score, 0.1 * model.window_size
     while start < len(X):
         stop = min(len(X), start + model.window_size - model.counter)
-        run = X[start:stop]
+        paths = trees.paths(X[start:stop])
         if model._first_window:
-            scores.extend([0] * len(run))  # as score_one: nothing to compare with before the first pivot
-            paths = trees.paths(run)
+            scores.extend([0] * (stop - start))  # as score_one: nothing to compare with before the first pivot
         else:
-            s, paths = trees.score(run, model)
-            scores.extend((1 - s / model._max_score).tolist())
-        trees.learn(paths)
-        model.counter += len(run)
-        if model.counter == model.window_size:  # River's pivot (HalfSpaceTrees.learn_one)
-            for nodes in model._tree_nodes:
-                for node in nodes:
-                    node.r_mass = node.l_mass
-                    node.l_mass = 0
+            scores.extend((1 - trees.score(paths, limit) / max_score).tolist())
+        trees.l_mass += np.bincount(paths.ravel(), minlength=size)  # River's _walk_learn, counted
+        trees.synced = False
+        model.counter += stop - start
+        if model.counter == model.window_size:  # River's pivot (HalfSpaceTrees.learn_one), on the arrays
+            trees.r_mass, trees.l_mass = trees.l_mass, np.zeros(size, np.int64)
             model._first_window = False
             model.counter = 0
-            trees.stale = True
         start = stop
     return scores
 
 
+def sync_trees(cache: dict) -> None:
+    """Write the masses ``score_learn_many`` keeps in ``cache`` back into River's tree nodes (then the model
+    is River's own again: it pickles, and ``score_one``/``learn_one`` continue from it)."""
+    trees = cache.get("trees")
+    if trees is not None and not trees.synced:
+        for node, l_mass, r_mass in zip(trees.nodes, trees.l_mass.tolist(), trees.r_mass.tolist()):
+            node.l_mass, node.r_mass = l_mass, r_mass
+        trees.synced = True
+
+
 class _TreeArrays:
     """A River HST's trees as flat arrays over all trees' nodes (tree t's node k is ``t * size + k``): split
-    feature, threshold, children, and the reference masses (read again after each pivot)."""
+    feature, threshold, children (``child[2 * node + goes_right]``) and both masses."""
 
     def __init__(self, model: anomaly.HalfSpaceTrees, names: tuple[str, ...]) -> None:
         self.model, self.height = model, model.height
@@ -215,46 +224,40 @@ class _TreeArrays:
         size, trees = len(model._tree_nodes[0]), len(model._tree_nodes)
         self.feature = np.zeros(len(self.nodes), np.intp)
         self.threshold = np.zeros(len(self.nodes))
-        self.left = np.zeros(len(self.nodes), np.intp)
-        self.right = np.zeros(len(self.nodes), np.intp)
+        self.child = np.zeros(2 * len(self.nodes), np.intp)
         column = {name: j for j, name in enumerate(names)}
         where = {id(node): g for g, node in enumerate(self.nodes)}
         for g, node in enumerate(self.nodes):
             if hasattr(node, "feature"):  # a branch; leaves keep zeros and are never split
                 self.feature[g], self.threshold[g] = column[node.feature], node.threshold
-                self.left[g], self.right[g] = where[id(node.children[0])], where[id(node.children[1])]
-        self.roots = (np.arange(trees) * size)[:, None]
-        self.r_mass = np.zeros(len(self.nodes))
-        self.stale = True
+                self.child[2 * g], self.child[2 * g + 1] = where[id(node.children[0])], where[id(node.children[1])]
+        self.roots = np.arange(trees) * size
+        self.l_mass = np.array([node.l_mass for node in self.nodes], np.int64)
+        self.r_mass = np.array([node.r_mass for node in self.nodes], np.int64)
+        self.weights = (2 ** np.arange(self.height + 1, dtype=np.int64))[:, None, None]
+        self.synced = True
 
     def paths(self, X: np.ndarray) -> np.ndarray:
         """The nodes each row visits in each tree, root to leaf: (height + 1, trees, rows)."""
-        Xt = np.ascontiguousarray(X.T)
-        cols = np.arange(len(X))[None, :]
-        node = np.repeat(self.roots, len(X), axis=1)
-        out = np.empty((self.height + 1, *node.shape), np.intp)
+        n = len(X)
+        flat = np.ascontiguousarray(X).ravel()
+        offset = np.arange(n) * X.shape[1]
+        out = np.empty((self.height + 1, len(self.roots), n), np.intp)
+        node = out[0]
+        node[:] = self.roots[:, None]
         for d in range(self.height):
-            out[d] = node
-            node = np.where(Xt[self.feature[node], cols] < self.threshold[node], self.left[node], self.right[node])
-        out[self.height] = node
+            right = flat[self.feature[node] + offset] >= self.threshold[node]
+            node = out[d + 1]
+            np.add(2 * out[d], right, out=node)
+            node[:] = self.child[node]
         return out
 
-    def score(self, X: np.ndarray, model: anomaly.HalfSpaceTrees) -> tuple[np.ndarray, np.ndarray]:
-        """River's ``_walk_score`` summed over the trees, for every row: (raw scores, paths)."""
-        if self.stale:
-            self.r_mass = np.array([node.r_mass for node in self.nodes], dtype=np.float64)
-            self.stale = False
-        paths = self.paths(X)
+    def score(self, paths: np.ndarray, limit: float) -> np.ndarray:
+        """River's ``_walk_score`` summed over the trees, for every row (exact integers)."""
         r = self.r_mass[paths]  # (height + 1, trees, rows)
         # a walk stops after the first node whose mass is below the limit: later nodes add nothing
         reached = np.ones(r.shape, bool)
-        reached[1:] = np.logical_and.accumulate(r[:-1] >= 0.1 * model.window_size, axis=0)
-        weights = (2.0 ** np.arange(self.height + 1))[:, None, None]
-        return np.where(reached, r * weights, 0.0).sum(axis=(0, 1)), paths
-
-    def learn(self, paths: np.ndarray) -> None:
-        """Add each node's visits to its ``l_mass`` (River's ``_walk_learn``, counted)."""
-        counts = np.bincount(paths.ravel(), minlength=len(self.nodes))
-        nodes = self.nodes
-        for g in np.flatnonzero(counts).tolist():
-            nodes[g].l_mass += int(counts[g])
+        np.logical_and.accumulate(r[:-1] >= limit, axis=0, out=reached[1:])
+        r *= self.weights
+        r *= reached
+        return r.sum(axis=(0, 1))

@@ -94,7 +94,7 @@ def test_score_learn_many_is_river_one_reading_at_a_time():
 
     from river import anomaly as river_anomaly
 
-    from streams.anomaly.detector import MODEL_INPUTS, score_learn_many
+    from streams.anomaly.detector import MODEL_INPUTS, score_learn_many, sync_trees
 
     rng = random.Random(5)
     rows = [[rng.random() ** 3 for _ in MODEL_INPUTS] for _ in range(1400)]
@@ -110,6 +110,7 @@ def test_score_learn_many_is_river_one_reading_at_a_time():
         got += score_learn_many(many, rows[i:i + size], MODEL_INPUTS, cache)
         i += size
     assert i == len(rows) and got == expected
+    sync_trees(cache)
     assert [(n.l_mass, n.r_mass) for nodes in many._tree_nodes for n in nodes] == \
         [(n.l_mass, n.r_mass) for nodes in one._tree_nodes for n in nodes]
 

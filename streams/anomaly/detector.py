@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from river import anomaly, stats
 
-from streams.anomaly.features import Profile, features
+from streams.anomaly.features import Profile, describe
 
 KINDS = ("spike", "theft", "flatline", "rollback", "negative")
 MODEL_INPUTS = ("z_hour", "z_level", "step", "low_run")
@@ -87,22 +87,28 @@ class Detector:
         pending: list[tuple[int, dict[str, float], list[Finding], bool, Profile, float, bool]] = []
         verdicts: list[Verdict | None] = [None] * len(readings)
         rows = []
-        tanh, scale = math.tanh, [_SCALE[k] for k in MODEL_INPUTS]
+        tanh, flatline_run, min_history = math.tanh, self.flatline_run, self.min_history
+        s_hour, s_level, s_step, s_low = (_SCALE[k] for k in MODEL_INPUTS)
         for i, (profile, epoch, kwh, register_kwh) in enumerate(readings):
-            if profile.n and epoch <= profile.last_ts:
+            n = profile.n
+            if n and epoch <= profile.last_ts:
                 verdicts[i] = Verdict({}, [], 0.0)  # redelivered or late: judged when it first arrived
                 continue
-            x = features(profile, epoch=epoch, kwh=kwh, register_kwh=register_kwh)
-            found = self.rules(profile, x, kwh=kwh, register_kwh=register_kwh)
-            if any(f.severity == "critical" for f in found):
-                # a hard fault is not learned as normal behaviour, but it is seen: a redelivery is not re-judged
-                pending.append((i, x, found, True, profile, epoch, False))
-                profile.last_ts = epoch
-                continue
-            pending.append((i, x, found, False, profile, epoch, profile.n >= self.min_history))
+            x, lx, hour = describe(profile, epoch, kwh, register_kwh)
+            if kwh < 0 or (n and register_kwh < profile.last_register) or x["repeat_run"] >= flatline_run:
+                found = self.rules(profile, x, kwh=kwh, register_kwh=register_kwh)
+                if any(f.severity == "critical" for f in found):
+                    # a hard fault is not learned as normal behaviour, but it is seen: a redelivery is not re-judged
+                    pending.append((i, x, found, True, profile, epoch, False))
+                    profile.last_ts = epoch
+                    continue
+            else:
+                found = []  # (what ``rules`` finds for a reading none of them applies to)
+            pending.append((i, x, found, False, profile, epoch, n >= min_history))
             # squash(x), inlined: the model's inputs in [0, 1]
-            rows.append([0.5 + 0.5 * tanh(x[k] / d) for k, d in zip(MODEL_INPUTS, scale)])
-            profile.learn(epoch=epoch, kwh=kwh, register_kwh=register_kwh)
+            rows.append((0.5 + 0.5 * tanh(x["z_hour"] / s_hour), 0.5 + 0.5 * tanh(x["z_level"] / s_level),
+                         0.5 + 0.5 * tanh(x["step"] / s_step), 0.5 + 0.5 * tanh(x["low_run"] / s_low)))
+            profile._learn(lx, hour, epoch, kwh, register_kwh)
         scores = iter(score_learn_many(self._model, rows, MODEL_INPUTS, self._cache))
         threshold_of, warm = self._threshold, self._seen >= self.warmup
         for i, x, found, critical, profile, epoch, seasoned in pending:

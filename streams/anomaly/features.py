@@ -76,18 +76,26 @@ class Profile:
 
     def learn(self, *, epoch: float, kwh: float, register_kwh: float) -> None:
         """Fold a reading into the profile (call after ``features``)."""
-        lx = _log(kwh)
-        hour, _ = _hour(epoch)
+        self._learn(_log(kwh), _hour(epoch)[0], epoch, kwh, register_kwh)
+
+    def _learn(self, lx: float, hour: int, epoch: float, kwh: float, register_kwh: float) -> None:
+        """``learn`` with the reading's log-consumption and hour already known (``describe`` gives them)."""
         if self.n:
-            resid = lx - self.expected(hour)
-            self.spread += SPREAD_ALPHA * (resid * resid - self.spread) if self.n > 1 else resid * resid - self.spread
+            mu = self.hour_mu[hour] if self.hour_n[hour] else self.level
+            resid = lx - mu
+            spread = self.spread
+            spread += SPREAD_ALPHA * (resid * resid - spread) if self.n > 1 else resid * resid - spread
+            self.spread = spread
             self.repeat_run = self.repeat_run + 1 if kwh == self.last_kwh else 1
-            self.low_run = self.low_run + 1 if resid / self.sd < LOW_Z else 0
+            sd = math.sqrt(spread)
+            self.low_run = self.low_run + 1 if resid / (sd if sd > MIN_SD else MIN_SD) < LOW_Z else 0
             self.level += LEVEL_ALPHA * (lx - self.level)
         else:
             self.repeat_run, self.level = 1, lx
-        self.hour_n[hour] += 1
-        self.hour_mu[hour] += max(1 / self.hour_n[hour], HOUR_ALPHA_MIN) * (lx - self.hour_mu[hour])
+        hour_n = self.hour_n[hour] + 1
+        self.hour_n[hour] = hour_n
+        rate = 1 / hour_n
+        self.hour_mu[hour] += (rate if rate > HOUR_ALPHA_MIN else HOUR_ALPHA_MIN) * (lx - self.hour_mu[hour])
         self.n += 1
         if not self.last_ts >= epoch:  # nan-safe: the first reading, or a later one
             self.last_ts, self.last_kwh, self.last_register = epoch, kwh, register_kwh
@@ -113,14 +121,24 @@ def features(profile: Profile, *, epoch: float, kwh: float, register_kwh: float)
       (0 when consistent, very negative on a rollback);
     - ``hour_sin``/``hour_cos``/``weekend``: calendar.
     """
-    lx = _log(kwh)
-    hour, weekday = _hour(epoch)
-    sd = profile.sd
+    return describe(profile, epoch, kwh, register_kwh)[0]
+
+
+def describe(profile: Profile, epoch: float, kwh: float, register_kwh: float) -> tuple[dict[str, float], float, int]:
+    """``features`` of a reading, with its log-consumption and UTC hour (what ``Profile._learn`` takes):
+    the detector's hot path, one call per reading."""
+    lx = math.log(kwh + EPS_KWH) if kwh > 0 else _LOG_EPS
+    day, seconds = divmod(int(epoch // 1), 86400)
+    hour = seconds // 3600
     if profile.n:
-        z_hour = (lx - profile.expected(hour)) / sd
-        z_level = (lx - profile.level) / sd
-        step = lx - _log(profile.last_kwh)
-        repeat = profile.repeat_run + 1 if kwh == profile.last_kwh else 1.0
+        sd = math.sqrt(profile.spread)
+        if sd < MIN_SD:
+            sd = MIN_SD
+        level, last_kwh = profile.level, profile.last_kwh
+        z_hour = (lx - (profile.hour_mu[hour] if profile.hour_n[hour] else level)) / sd
+        z_level = (lx - level) / sd
+        step = lx - (math.log(last_kwh + EPS_KWH) if last_kwh > 0 else _LOG_EPS)
+        repeat = profile.repeat_run + 1 if kwh == last_kwh else 1.0
         low = profile.low_run + 1 if z_hour < LOW_Z else 0.0
         gap = register_kwh - (profile.last_register + kwh)
         register_gap = math.asinh(gap / max(abs(kwh), 1e-3))
@@ -128,9 +146,10 @@ def features(profile: Profile, *, epoch: float, kwh: float, register_kwh: float)
         z_hour = z_level = step = low = register_gap = 0.0
         repeat = 1.0
     hour_sin, hour_cos = _CLOCK[hour]
-    return {"z_hour": z_hour, "z_level": z_level, "step": step, "low_run": low, "repeat_run": repeat,
-            "register_gap": register_gap, "hour_sin": hour_sin, "hour_cos": hour_cos,
-            "weekend": 1.0 if weekday >= 5 else 0.0}
+    return ({"z_hour": z_hour, "z_level": z_level, "step": step, "low_run": low, "repeat_run": repeat,
+             "register_gap": register_gap, "hour_sin": hour_sin, "hour_cos": hour_cos,
+             "weekend": 1.0 if (day + 3) % 7 >= 5 else 0.0}, lx, hour)
 
 
+_LOG_EPS = math.log(EPS_KWH)
 _CLOCK = [(math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24)) for h in range(24)]

@@ -186,11 +186,13 @@ class Sealer:
         if self._reading_version != 2:  # _reading_body writes v2's fields; a new version needs a new writer
             raise RuntimeError("Sealer writes reading v2 bodies; update _reading_body for the new schema")
         self._times: dict[str, tuple[float, str]] = {}  # ts text -> (epoch, UTC ISO), see check_reading
-        self._meters: dict[str, tuple[str, bytes, bytes]] = {}  # meter id -> (token, Avro id, Avro token)
+        self._meters: dict[str, tuple[str, bytes, bytes, bytes]] = {}  # meter id -> (token, Avro id, Avro token, key)
         self._accounts: dict[str | None, tuple[str | None, bytes, bytes]] = {None: (None, b"\x00", b"\x00")}
         self._days: dict[int, tuple[str, str, str, bytes]] = {}  # day number -> day, month, year tokens, Avro
         self._places: dict[tuple, tuple[bytes, bytes, DekRing]] = {}  # (region, category) -> Avro bodies, ring
         self._ms: tuple[int, bytes] = (-1, b"")  # (sealed_at_ms, its Avro varint)
+        self._key_hex: dict[bytes, str] = {}  # DEK id -> hex
+        self._reading_id = index.reading_id_pads()
 
     # -- readings --------------------------------------------------------------------------------
     def reading(self, data: bytes, source: Source, state_of: Callable[[str], MeterState | None] = _no_state, *,
@@ -271,21 +273,29 @@ class Sealer:
         now = self.clock()
         meter_id = record.get("meter_id")
         last = None
-        if type(meter_id) is str or (isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool)):
-            last = state_of(self._meter(str(meter_id))[0])
+        if state_of is not _no_state:
+            if type(meter_id) is str:
+                last = state_of((self._meters.get(meter_id) or self._meter(meter_id))[0])
+            elif isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool):
+                last = state_of(self._meter(str(meter_id))[0])
         r = check_reading(record, policy=self.policy, now=now, last=last, times=self._times)
         if key is not ANY_KEY:
             check_key(key, r.meter_id)
-        meter_id, ts, epoch = r.meter_id, r.ts, r.epoch
+        meter_id, ts, epoch, register, region, category, label = r[0], r[1], r[2], r[4], r[5], r[6], r[8]
         meter = self._meters.get(meter_id) or self._meter(meter_id)
-        account = self._accounts.get(r.account_id) or self._account(r.account_id)
-        place = self._places.get((r.region, r.category)) or self._place(r.region, r.category)
-        label = r.label
-        body = b"".join((meter[1], _LENGTHS[len(ts)], ts.encode(), _DOUBLES.pack(r.kwh, r.register_kwh), place[0],
+        account = self._accounts.get(r[7]) or self._account(r[7])
+        place = self._places.get((region, category)) or self._place(region, category)
+        body = b"".join((meter[1], _LENGTHS[len(ts)], ts.encode(), _DOUBLES.pack(r[3], register), place[0],
                          account[1], b"\x00" if label is None else b"\x02" + _avro_string(label)))
-        state = last if last is not None and last.ts >= epoch else MeterState(epoch, r.register_kwh)
-        return self._seal("reading", self.index.reading_id(meter_id, ts), self._reading_version, body, now,
-                          int(epoch // 86400), meter, account, place, r.region, r.category, state, r)
+        state = last if last is not None and last[0] >= epoch else _new_tuple(MeterState, (epoch, register))
+        # the record id (``BlindIndex.reading_id``): HMAC from the record key's pads, "reading|" already hashed in
+        inner, outer = self._reading_id
+        h = inner.copy()
+        h.update(f"{meter_id}|{ts}".encode())
+        o = outer.copy()
+        o.update(h.digest())
+        return self._seal("reading", o.hexdigest()[:_TOKEN_HEX], self._reading_version, body, now, int(epoch // 86400),
+                          meter, account, place, region, category, state, r)
 
     def bill(self, data: bytes, source: Source) -> Sealed | Rejected:
         try:
@@ -301,7 +311,7 @@ class Sealer:
 
     # -- the one seal path -------------------------------------------------------------------------
     def _seal(self, kind: str, record_id: str, version: int, body: bytes, now: float, day: int,
-              meter: tuple[str, bytes, bytes], account: tuple[str | None, bytes, bytes],
+              meter: tuple[str, bytes, bytes, bytes], account: tuple[str | None, bytes, bytes],
               place: tuple[bytes, bytes, DekRing], region: str | None, category: str | None,
               state: MeterState | None, reading: Reading | None) -> Sealed:
         """Seal one record's Avro ``body``: ``meter``, ``account`` and ``place`` are cache entries (``_meter``,
@@ -310,8 +320,14 @@ class Sealer:
         meter_tok, account_tok = meter[0], account[0]
         aad = (f"meterseal/record/v1|{record_id}|{kind}|{version}|{region or ''}|{category or ''}|{meter_tok}|"
                f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
-        envelope = place[2].seal(body, aad=aad, record_id=record_id)
-        key_id = envelope[1:_KEY_ID_END].hex()
+        rid = record_id.encode()
+        envelope = place[2].seal_record(body, aad, rid)
+        key_bytes = envelope[1:_KEY_ID_END]
+        key_id = self._key_hex.get(key_bytes)
+        if key_id is None:
+            if len(self._key_hex) >= 64:
+                self._key_hex.clear()
+            key_id = self._key_hex[key_bytes] = key_bytes.hex()
         sealed_at_ms = int(now * 1000)
         if sealed_at_ms != self._ms[0]:  # the varint of the sealing time, made once per millisecond
             self._ms = (sealed_at_ms, _zigzag(sealed_at_ms))
@@ -320,19 +336,20 @@ class Sealer:
                   "account_tok": account_tok, "day_tok": dates[0], "month_tok": dates[1], "year_tok": dates[2],
                   "envelope": envelope, "sealed_at_ms": sealed_at_ms}
         n = len(envelope)
-        encoded = b"".join((_FORMAT_ID, record_id.encode(), _KIND_VERSION[kind, version], _KEY_ID_LEN, key_id.encode(),
+        encoded = b"".join((_FORMAT_ID, rid, _KIND_VERSION[kind, version], _KEY_ID_LEN, key_id.encode(),
                             place[1], meter[2], account[2], dates[3], _LENGTHS[n] if n < 1024 else _zigzag(n),
                             envelope, self._ms[1]))
-        return Sealed(meter_tok.encode(), record, state, reading, encoded)
+        return _new_tuple(Sealed, (meter[3], record, state, reading, encoded))
 
     # -- caches of tokens and their Avro encodings --------------------------------------------------
-    def _meter(self, meter_id: str) -> tuple[str, bytes, bytes]:
+    def _meter(self, meter_id: str) -> tuple[str, bytes, bytes, bytes]:
+        """(token, Avro of the id, Avro of the token, the token as the message key)."""
         hit = self._meters.get(meter_id)
         if hit is None:
             if len(self._meters) >= CACHE_SIZE:
                 self._meters.clear()
             token = self.index.meter(meter_id)
-            hit = self._meters[meter_id] = (token, _avro_string(meter_id), _avro_string(token))
+            hit = self._meters[meter_id] = (token, _avro_string(meter_id), _avro_string(token), token.encode())
         return hit
 
     def _account(self, account_id: str | None) -> tuple[str | None, bytes, bytes]:
@@ -390,6 +407,8 @@ class Sealer:
 
 
 _DOUBLES = struct.Struct("<dd")
+_new_tuple = tuple.__new__  # a NamedTuple made without its Python-level __new__ (hot path)
+_TOKEN_HEX = 2 * TOKEN_BYTES
 _BATCH_FINGERPRINT = schemas.get("reading_batch").fingerprint
 
 

@@ -152,6 +152,7 @@ def _text(record: dict, name: str, *, required: bool = True) -> str | None:
     return value
 
 
+_new_tuple = tuple.__new__  # a NamedTuple made without its Python-level __new__ (hot path)
 _NUMBER_TYPES = (float, int)  # exact types: bool (an int subclass) takes the careful path and is refused there
 TIME_CACHE_SIZE = 100_000
 
@@ -189,11 +190,14 @@ def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: M
         if not math.isfinite(register):
             raise InvalidInput("schema", "register_kwh: must be finite")
         epoch, utc = parsed
-        _check_ranges(epoch, kwh, register, region, policy, now, last)
+        # what _check_ranges accepts without a question (in range, and the meter's newest reading), else its verdict
+        if not (0 <= kwh <= policy.max_kwh and register >= 0 and policy.min_ts <= epoch <= now + policy.max_future_skew_s
+                and region in policy.regions and (last is None or (epoch > last[0] and register >= last[1]))):
+            _check_ranges(epoch, kwh, register, region, policy, now, last)
         account, label = get("account_id"), get("label")
-        return Reading(meter_id, utc, epoch, kwh, register, region, category,
-                       None if account is None else _text(record, "account_id"),
-                       None if label is None else _text(record, "label"))
+        return _new_tuple(Reading, (meter_id, utc, epoch, kwh, register, region, category,
+                                    None if account is None else _text(record, "account_id"),
+                                    None if label is None else _text(record, "label")))
     return _check_reading_slowly(record, policy=policy, now=now, last=last)
 
 

@@ -38,6 +38,9 @@ class _Version1Ring:
     def seal(self, plaintext: bytes, *, aad: bytes, record_id: str | None = None) -> bytes:
         return self.ring.seal(plaintext, aad=aad)
 
+    def seal_record(self, plaintext: bytes, aad: bytes, record_id: bytes) -> bytes:
+        return self.ring.seal(plaintext, aad=aad)
+
 
 def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
     """Sealing and opening readings: envelope v2 (per-record keys) beside v1 (the DEK itself) in the same

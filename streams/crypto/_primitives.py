@@ -63,6 +63,14 @@ class HmacSha256:
         self._inner = _hashlib.sha256(key.translate(_IPAD))
         self._outer = _hashlib.sha256(key.translate(_OPAD))
 
+    def inner_state(self) -> "_hashlib.sha256":
+        """A copy of the SHA-256 state after the inner padded key (callers may add a fixed message prefix)."""
+        return self._inner.copy()
+
+    def outer_state(self) -> "_hashlib.sha256":
+        """A copy of the SHA-256 state after the outer padded key."""
+        return self._outer.copy()
+
     def digest(self, message: bytes) -> bytes:
         inner = self._inner.copy()
         inner.update(message)
@@ -71,8 +79,8 @@ class HmacSha256:
         return outer.digest()
 
 
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
+IPAD = _IPAD = bytes(b ^ 0x36 for b in range(256))  # bytes.translate tables: key XOR ipad / opad
+OPAD = _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 class Nonces:

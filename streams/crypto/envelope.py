@@ -28,6 +28,7 @@ streams.exceptions.InvalidEnvelope: envelope could not be opened
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -194,6 +195,7 @@ class DekRing:
     _aead: object = field(default=None, init=False, repr=False)
     _nonces: _primitives.Nonces = field(default_factory=_primitives.Nonces, init=False, repr=False)
     _record_keys: object = field(default=None, init=False, repr=False)  # HMAC under the current DEK (record keys)
+    _header_2: bytes = field(default=b"", init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_records < 1 or self.max_age_s <= 0:
@@ -206,7 +208,11 @@ class DekRing:
             dek = DataKey.generate(now=now)
             self.on_new_key(dek)
             self._current, self._used, self._aead = dek, 0, _primitives.aead(dek.secret)
-            self._record_keys = _primitives.HmacSha256(dek.secret)
+            # HMAC-SHA256 under the DEK after its padded key, with the record key label already in the inner hash
+            pads = _primitives.HmacSha256(dek.secret)
+            inner = pads.inner_state()
+            inner.update(_RECORD_KEY_LABEL)
+            self._record_keys, self._header_2 = (inner, pads.outer_state()), _V2 + dek.key_id
         return dek
 
     def key(self, key_id: bytes) -> DataKey:
@@ -219,17 +225,37 @@ class DekRing:
     def seal(self, plaintext: bytes, *, aad: bytes, record_id: str | None = None) -> bytes:
         """A version-2 envelope under the record key of ``record_id`` (records), or, without a record
         id, a version-1 envelope under the DEK itself (dead letters)."""
+        if record_id is not None:
+            return self.seal_record(plaintext, aad, record_id.encode())
         dek = self.current()
         self._used += 1
         nonce = self._nonces.next()
-        if record_id is None:
-            header = _V1 + dek.key_id
-            return header + nonce + self._aead.encrypt(nonce, plaintext, header + aad)
-        # the record key (``record_keys.record_key``) under the DEK's precomputed HMAC pads, its commitment
-        key = self._record_keys.digest(_RECORD_KEY_LABEL + record_id.encode())
-        header = _V2 + dek.key_id + _primitives.hmac_sha256(key, _COMMITMENT_LABEL)
-        return header + nonce + _primitives.aes_gcm_seal(key, nonce, plaintext, header + aad)
+        header = _V1 + dek.key_id
+        return header + nonce + self._aead.encrypt(nonce, plaintext, header + aad)
+
+    def seal_record(self, plaintext: bytes, aad: bytes, record_id: bytes) -> bytes:
+        """``seal(plaintext, aad=aad, record_id=...)`` with the record id already encoded: the seal path's one
+        call per record. The record key (``record_keys.record_key``) from the DEK's precomputed HMAC pads, its
+        commitment (``record_keys.commitment``) as HMAC's two hashes over the padded key (equal: a test checks),
+        then one AES-256-GCM seal under the record key."""
+        dek = self._current
+        if dek is None or self._used >= self.max_records or self.clock() - dek.created_at >= self.max_age_s:
+            dek = self.current()
+        self._used += 1
+        inner, outer = self._record_keys
+        h = inner.copy()
+        h.update(record_id)
+        o = outer.copy()
+        o.update(h.digest())
+        key = o.digest()
+        padded = key + _ZEROS
+        header = self._header_2 + _sha256(padded.translate(_OPAD) + _sha256(padded.translate(_IPAD) + _COMMITMENT_LABEL)
+                                          .digest()).digest()
+        nonce = self._nonces.next()
+        return header + nonce + _AESGCM(key).encrypt(nonce, plaintext, header + aad)
 
 
 _V1, _V2 = bytes([VERSION]), bytes([VERSION_2])
 _RECORD_KEY_LABEL, _COMMITMENT_LABEL = record_keys.RECORD_KEY_LABEL, record_keys.COMMITMENT_LABEL
+_AESGCM, _sha256, _IPAD, _OPAD = _primitives.AESGCM, hashlib.sha256, _primitives.IPAD, _primitives.OPAD
+_ZEROS = bytes(64 - record_keys.KEY_LEN)  # a 32-byte HMAC key padded to SHA-256's block

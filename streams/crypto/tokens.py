@@ -88,6 +88,13 @@ class BlindIndex:
         normalised UTC time), in one call: the seal path's per-reading HMAC."""
         return self._record_hmac.digest(f"reading|{meter_id}|{ts}".encode()).hex()[: 2 * TOKEN_BYTES]
 
+    def reading_id_pads(self) -> tuple:
+        """SHA-256 states of ``reading_id``'s HMAC, inner (with ``"reading|"`` already hashed in) and outer: the
+        seal path copies them and adds ``f"{meter_id}|{ts}"`` (``hexdigest()[:32]`` is then ``reading_id``)."""
+        inner = self._record_hmac.inner_state()
+        inner.update(b"reading|")
+        return inner, self._record_hmac.outer_state()
+
     def range_tokens(self, start: dt.date, end: dt.date) -> "DateTokens[list]":
         years, months, days = cover_range(start, end)
         return DateTokens([self.day(d.isoformat()) for d in days],

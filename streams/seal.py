@@ -202,27 +202,13 @@ class Sealer:
         ``key`` is the message's Kafka key: it must be the meter id, because the key picks the partition,
         and a meter's state lives in its partition (the worker always passes it; ``ANY_KEY`` skips the check).
         """
-        record = None
-        try:
-            if len(data) > self.max_message_bytes:
-                self._check_size(data)
-            try:
-                record = _loads(data)  # the usual message: a JSON object
-            except _JSONDecodeError:
-                record = decode_raw(data, "reading")  # Avro, or what orjson refuses: decode_raw decides
-            if type(record) is not dict:
-                record = None
-                record = decode_raw(data, "reading")
-            outcome = self.reading_record(record, state_of, key=key)
-        except InvalidInput as exc:
-            return self.reject(data, source, exc, decoded=record)
-        return outcome
+        return self.readings([data], [source], state_of, keys=None if key is ANY_KEY else [key])[0]
 
     def message(self, data: bytes, source: Source, state_of: Callable[[str], MeterState | None] = _no_state, *,
                 key: bytes | None | object = ANY_KEY) -> Iterator[Sealed | Rejected]:
         """The outcomes of one raw readings message: one for a single reading (JSON object or Avro ``Reading``),
-        one per reading of a head-end batch (JSON array or Avro ``ReadingBatch``), in order. Lazy: the caller
-        updates ``state_of`` from each outcome before the next reading of the batch is checked.
+        one per reading of a head-end batch (JSON array or Avro ``ReadingBatch``), in order. A batch's readings are
+        sealed in one ``seal_readings`` loop: a meter's later reading is checked against its earlier one.
 
         A batch's key is its collector id (it picks the partition), not a meter id: a ``ReadingBatch`` must
         name the same collector, and a JSON reading that carries a ``collector_id`` must too. Each reading is
@@ -254,48 +240,162 @@ class Sealer:
         except InvalidInput as exc:
             yield self.reject(data, source, exc)
             return
-        for i, item in enumerate(items):
-            try:
-                if type(item) is not dict:
-                    raise InvalidInput("decode", f"batch item must be a JSON object, got {type(item).__name__}")
-                if key is not ANY_KEY and "collector_id" in item and str(item["collector_id"]).strip() != key:
-                    raise InvalidInput("key", "reading's collector_id is not the message key")
-                outcome = self.reading_record(item, state_of)
-            except InvalidInput as exc:
-                outcome = self.reject(encode(item, data), source, exc, decoded=item if type(item) is dict else None,
-                                      index=i)
-            yield outcome
+        outcomes: list[Any] = []
+        for item in items:
+            if type(item) is not dict:
+                outcomes.append(InvalidInput("decode", f"batch item must be a JSON object, got {type(item).__name__}"))
+            elif key is not ANY_KEY and "collector_id" in item and str(item["collector_id"]).strip() != key:
+                outcomes.append(InvalidInput("key", "reading's collector_id is not the message key"))
+            else:
+                outcomes.append(None)
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        for i, outcome in zip(todo, self.seal_readings([items[i] for i in todo], state_of)):
+            outcomes[i] = outcome
+        for i, (item, outcome) in enumerate(zip(items, outcomes)):
+            if type(outcome) is Sealed:
+                yield outcome
+            else:
+                yield self.reject(encode(item, data), source, outcome, decoded=item if type(item) is dict else None,
+                                  index=i)
 
     def reading_record(self, record: dict[str, Any], state_of: Callable[[str], MeterState | None] = _no_state, *,
                        key: bytes | None | object = ANY_KEY) -> Sealed:
         """Validate and seal one decoded reading (a raw message's, or one of a batch's); ``InvalidInput`` if
         it is not valid (the caller makes the dead letter)."""
+        outcome = self.seal_readings([record], state_of, keys=None if key is ANY_KEY else [key])[0]
+        if type(outcome) is not Sealed:
+            raise outcome
+        return outcome
+
+    def readings(self, messages: list[bytes], sources: list[Source],
+                 state_of: Callable[[str], MeterState | None] = _no_state, *,
+                 keys: list[bytes | None] | None = None) -> list[Sealed | Rejected]:
+        """``reading`` for many single-reading messages at once (a worker's batch of events): the same outcomes,
+        in order, with the sealing done in one ``seal_readings`` loop. A meter's later reading in the list is
+        checked against its earlier one, as if the caller had updated ``state_of`` between them."""
+        loads, limit = _loads, self.max_message_bytes
+        decoded: list[Any] = []
+        for data in messages:
+            try:
+                if len(data) > limit:
+                    self._check_size(data)
+                try:
+                    record = loads(data)
+                except _JSONDecodeError:
+                    record = decode_raw(data, "reading")
+                if type(record) is not dict:
+                    record = decode_raw(data, "reading")
+            except InvalidInput as exc:
+                record = exc
+            decoded.append(record)
+        todo = [i for i, record in enumerate(decoded) if type(record) is dict]
+        outcomes: list[Any] = list(decoded)
+        for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
+                                                       keys=None if keys is None else [keys[i] for i in todo])):
+            outcomes[i] = outcome
+        for i, outcome in enumerate(outcomes):
+            if type(outcome) is not Sealed:
+                record = decoded[i]
+                outcomes[i] = self.reject(messages[i], sources[i], outcome,
+                                          decoded=record if type(record) is dict else None)
+        return outcomes
+
+    def seal_readings(self, records: list[dict[str, Any]], state_of: Callable[[str], MeterState | None] = _no_state,
+                      *, keys: list[bytes | None] | None = None) -> list[Sealed | InvalidInput]:
+        """The one seal path of readings: each decoded reading validated (``check_reading``'s rules) and sealed, in
+        one loop; an ``InvalidInput`` in place of each reading that is not valid (the caller makes its dead
+        letter). ``keys`` are the messages' Kafka keys (``check_key``), or None not to check them.
+
+        The usual reading (plain strings and numbers, a timestamp seen before, no account or label, in range, the
+        meter's newest) is accepted inline; any other goes through ``check_reading`` itself, so every rejection
+        is the validator's (a test checks both agree). A meter's state is the one sealed earlier in this call, else
+        ``state_of(meter token)``."""
         now = self.clock()
-        meter_id = record.get("meter_id")
-        last = None
-        if state_of is not _no_state:
-            if type(meter_id) is str:
-                last = state_of((self._meters.get(meter_id) or self._meter(meter_id))[0])
-            elif isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool):
-                last = state_of(self._meter(str(meter_id))[0])
-        r = check_reading(record, policy=self.policy, now=now, last=last, times=self._times)
-        if key is not ANY_KEY:
-            check_key(key, r.meter_id)
-        meter_id, ts, epoch, register, region, category, label = r[0], r[1], r[2], r[4], r[5], r[6], r[8]
-        meter = self._meters.get(meter_id) or self._meter(meter_id)
-        account = self._accounts.get(r[7]) or self._account(r[7])
-        place = self._places.get((region, category)) or self._place(region, category)
-        body = b"".join((meter[1], _LENGTHS[len(ts)], ts.encode(), _DOUBLES.pack(r[3], register), place[0],
-                         account[1], b"\x00" if label is None else b"\x02" + _avro_string(label)))
-        state = last if last is not None and last[0] >= epoch else _new_tuple(MeterState, (epoch, register))
-        # the record id (``BlindIndex.reading_id``): HMAC from the record key's pads, "reading|" already hashed in
-        inner, outer = self._reading_id
-        h = inner.copy()
-        h.update(f"{meter_id}|{ts}".encode())
-        o = outer.copy()
-        o.update(h.digest())
-        return self._seal("reading", o.hexdigest()[:_TOKEN_HEX], self._reading_version, body, now, int(epoch // 86400),
-                          meter, account, place, region, category, state, r)
+        policy = self.policy
+        max_kwh, min_ts, latest, regions = policy.max_kwh, policy.min_ts, now + policy.max_future_skew_s, policy.regions
+        times, meters, accounts, places, days = self._times, self._meters, self._accounts, self._places, self._days
+        rid_inner, rid_outer = self._reading_id
+        version, kind_version, key_hex = self._reading_version, _KIND_VERSION["reading", self._reading_version], \
+            self._key_hex
+        no_account = accounts[None]
+        sealed_at_ms = int(now * 1000)
+        if sealed_at_ms != self._ms[0]:  # the varint of the sealing time, made once per millisecond
+            self._ms = (sealed_at_ms, _zigzag(sealed_at_ms))
+        ms = self._ms[1]
+        lookup = None if state_of is _no_state else state_of
+        states: dict[str, MeterState] = {}
+        out: list[Sealed | InvalidInput] = []
+        for n, record in enumerate(records):
+            get = record.get
+            meter_id, ts, kwh, register = get("meter_id"), get("ts"), get("kwh"), get("register_kwh")
+            region, category = get("region"), get("category")
+            r = last = meter = None
+            if (type(meter_id) is str and type(ts) is str and type(region) is str and type(category) is str
+                    and type(kwh) in _NUMBER_TYPES and type(register) in _NUMBER_TYPES and get("account_id") is None
+                    and get("label") is None and ts in times):
+                meter_id, region, category = meter_id.strip(), region.strip(), category.strip()
+                meter = meters.get(meter_id) or self._meter(meter_id)
+                last = states.get(meter[0])
+                if last is None and lookup is not None:
+                    last = lookup(meter[0])
+                epoch, utc = times[ts]
+                try:
+                    kwh, register = float(kwh), float(register)
+                except OverflowError:
+                    kwh = -1.0  # (not accepted here: check_reading decides)
+                if (0 <= kwh <= max_kwh and 0 <= register < _INF and min_ts <= epoch <= latest and region in regions
+                        and 0 < len(meter_id) <= 256 and 0 < len(region) <= 256 and 0 < len(category) <= 256
+                        and (last is None or (epoch > last[0] and register >= last[1]))):
+                    r = _new_tuple(Reading, (meter_id, utc, epoch, kwh, register, region, category, None, None))
+            try:
+                if r is None:  # anything unusual: the validator itself
+                    if meter is None:
+                        meter_id = get("meter_id")
+                        if type(meter_id) is str or (isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool)):
+                            meter = meters.get(str(meter_id)) or self._meter(str(meter_id))
+                    if meter is not None and last is None:
+                        last = states.get(meter[0])
+                        if last is None and lookup is not None:
+                            last = lookup(meter[0])
+                    r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    meter_id, region, category, epoch, register = r[0], r[5], r[6], r[2], r[4]
+                    meter = meters.get(meter_id) or self._meter(meter_id)
+                if keys is not None:
+                    check_key(keys[n], meter_id)
+            except InvalidInput as exc:
+                out.append(exc)
+                continue
+            ts, label = r[1], r[8]
+            account = no_account if r[7] is None else accounts.get(r[7]) or self._account(r[7])
+            place = places.get((region, category)) or self._place(region, category)
+            day = int(epoch // 86400)
+            dates = days.get(day) or self._dates(day)
+            meter_tok, account_tok = meter[0], account[0]
+            state = last if last is not None and last[0] >= epoch else _new_tuple(MeterState, (epoch, register))
+            states[meter_tok] = state
+            # the record id (``BlindIndex.reading_id``): HMAC from its key's pads, "reading|" already hashed in
+            h = rid_inner.copy()
+            h.update(f"{meter_id}|{ts}".encode())
+            o = rid_outer.copy()
+            o.update(h.digest())
+            record_id = o.hexdigest()[:_TOKEN_HEX]
+            rid = record_id.encode()
+            body = b"".join((meter[1], _LENGTHS[len(ts)], ts.encode(), _DOUBLES.pack(r[3], register), place[0],
+                             account[1], b"\x00" if label is None else b"\x02" + _avro_string(label)))
+            aad = (f"meterseal/record/v1|{record_id}|reading|{version}|{region}|{category}|{meter_tok}|"
+                   f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
+            envelope = place[2].seal_record(body, aad, rid)
+            key_bytes = envelope[1:_KEY_ID_END]
+            key_id = key_hex.get(key_bytes) or self._key_id(key_bytes)
+            size = len(envelope)
+            out.append(_new_tuple(Sealed, (meter[3], {
+                "format": SEALED_FORMAT, "record_id": record_id, "kind": "reading", "schema_version": version,
+                "key_id": key_id, "region": region, "category": category, "meter_tok": meter_tok,
+                "account_tok": account_tok, "day_tok": dates[0], "month_tok": dates[1], "year_tok": dates[2],
+                "envelope": envelope, "sealed_at_ms": sealed_at_ms}, state, r, b"".join((
+                    _FORMAT_ID, rid, kind_version, _KEY_ID_LEN, key_id.encode(), place[1], meter[2], account[2],
+                    dates[3], _LENGTHS[size] if size < 1024 else _zigzag(size), envelope, ms)))))
+        return out
 
     def bill(self, data: bytes, source: Source) -> Sealed | Rejected:
         try:
@@ -323,11 +423,7 @@ class Sealer:
         rid = record_id.encode()
         envelope = place[2].seal_record(body, aad, rid)
         key_bytes = envelope[1:_KEY_ID_END]
-        key_id = self._key_hex.get(key_bytes)
-        if key_id is None:
-            if len(self._key_hex) >= 64:
-                self._key_hex.clear()
-            key_id = self._key_hex[key_bytes] = key_bytes.hex()
+        key_id = self._key_hex.get(key_bytes) or self._key_id(key_bytes)
         sealed_at_ms = int(now * 1000)
         if sealed_at_ms != self._ms[0]:  # the varint of the sealing time, made once per millisecond
             self._ms = (sealed_at_ms, _zigzag(sealed_at_ms))
@@ -342,6 +438,12 @@ class Sealer:
         return _new_tuple(Sealed, (meter[3], record, state, reading, encoded))
 
     # -- caches of tokens and their Avro encodings --------------------------------------------------
+    def _key_id(self, key_bytes: bytes) -> str:
+        if len(self._key_hex) >= 64:
+            self._key_hex.clear()
+        hit = self._key_hex[key_bytes] = key_bytes.hex()
+        return hit
+
     def _meter(self, meter_id: str) -> tuple[str, bytes, bytes, bytes]:
         """(token, Avro of the id, Avro of the token, the token as the message key)."""
         hit = self._meters.get(meter_id)
@@ -409,6 +511,8 @@ class Sealer:
 _DOUBLES = struct.Struct("<dd")
 _new_tuple = tuple.__new__  # a NamedTuple made without its Python-level __new__ (hot path)
 _TOKEN_HEX = 2 * TOKEN_BYTES
+_NUMBER_TYPES = (float, int)
+_INF = float("inf")
 _BATCH_FINGERPRINT = schemas.get("reading_batch").fingerprint
 
 

@@ -17,7 +17,7 @@ import schemas
 from streams.crypto import _primitives as _crypto
 from streams.crypto.envelope import DekRing
 from streams.exceptions import InvalidInput
-from streams.seal import Sealed, Sealer, Source, batch_bodies, open_record, sealed_records
+from streams.seal import Rejected, Sealed, Sealer, Source, batch_bodies, open_record, sealed_records
 from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy, _check_reading_slowly, check_reading
 
@@ -131,3 +131,80 @@ def test_nonces_are_fresh_and_twelve_bytes():
     nonces = _crypto.Nonces(batch=4)
     drawn = [nonces.next() for _ in range(10)]
     assert all(len(n) == 12 for n in drawn) and len(set(drawn)) == 10
+
+
+_BAD = {"meter_id": ["", True, None, "x" * 300, 7], "ts": ["1980-01-01T00:00:00Z", "2040-01-01T00:00:00Z", "nope", 5],
+        "kwh": [-0.1, 10_000.5, float("nan"), float("inf"), True, "1", None],
+        "register_kwh": [-1, float("inf"), float("nan"), "2", None], "region": ["atlantis", 3, ""],
+        "category": ["", None, 4], "account_id": ["", 5], "label": ["", 6]}
+_ROWS = st.lists(st.tuples(st.sampled_from(["m-1", " m-1 ", "m-2"]),
+                           st.sampled_from(["2024-03-01T10:00:00Z", "2024-03-01T10:15:00+00:00", "2024-03-01T09:00:00Z",
+                                            "2024-03-01T10:15:00Z", "2024-03-01T11:00:00+01:00"]),
+                           st.floats(0, 50), st.integers(0, 30), st.sampled_from(["north", " south"]),
+                           st.sampled_from([None, "a-1"]), st.sampled_from([None, "spike"]),
+                           st.sampled_from([None, None, None, *_BAD]), st.integers(0, 6)), min_size=1, max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=_ROWS)
+def test_seal_readings_decides_as_the_validator_reading_after_reading(rows):
+    """The inline path of ``seal_readings`` (a timestamp seen before, the meter's newest reading) and the validator
+    give the same verdict, rule and reason, a meter's later reading checked against its earlier one in the same
+    list; what is sealed opens to the validated values."""
+    from streams.validate import next_state
+
+    sealer, made = _sealer()
+    records = []
+    for meter, ts, kwh, register, region, account, label, bad, which in rows:
+        record = {"meter_id": meter, "ts": ts, "kwh": kwh, "register_kwh": register, "region": region,
+                  "category": "Domestic"}
+        if account is not None:
+            record["account_id"] = account
+        if label is not None:
+            record["label"] = label
+        if bad is not None:  # one field made wrong
+            record[bad] = _BAD[bad][which % len(_BAD[bad])]
+        records.append(record)
+    index, states, expected = BlindIndex(bytes(range(32))), {}, []
+    for record in records:
+        meter = record["meter_id"]
+        token = index.meter(str(meter)) if isinstance(meter, (str, int)) and not isinstance(meter, bool) else None
+        try:
+            reading = check_reading(record, policy=POLICY, now=NOW, last=states.get(token))
+        except InvalidInput as exc:
+            expected.append((exc.rule, exc.reason))
+            continue
+        states[token] = next_state(states.get(token), reading)
+        expected.append((reading, states[token]))
+    for _ in range(2):  # the second time every timestamp is in the sealer's cache: the inline path
+        got = []
+        for out in sealer.seal_readings(records):
+            if isinstance(out, InvalidInput):
+                got.append((out.rule, out.reason))
+            else:
+                got.append((out.reading, out.state))
+                assert open_record(out.record, made.__getitem__, sealer.index) == out.reading.as_record()
+                assert out.body == _fastavro("sealed", out.record)
+        assert got == expected
+
+
+def test_readings_at_once_are_reading_after_reading():
+    messages = [json.dumps({"meter_id": m, "ts": f"2025-01-01T00:0{i}:00Z", "kwh": 0.5, "register_kwh": r,
+                            "region": "north", "category": "Domestic"}).encode()
+                for i, (m, r) in enumerate([("a", 1.0), ("b", 5.0), ("a", 0.5), ("a", 2.0), ("b", 4.0)])]
+    messages.insert(2, b"{not json")
+    one, _ = _sealer()
+    states: dict = {}
+    expected = []
+    for m in messages:
+        out = one.reading(m, SRC, states.get)
+        if isinstance(out, Sealed):
+            states[out.record["meter_tok"]] = out.state
+        expected.append(out)
+    many, _ = _sealer()
+    got = many.readings(messages, [SRC] * len(messages))
+    assert [type(o) for o in got] == [type(o) for o in expected] == [Sealed, Sealed, Rejected, Rejected, Sealed,
+                                                                      Rejected]
+    assert [o.record.get("record_id") or o.record["rule"] for o in got] == \
+        [o.record.get("record_id") or o.record["rule"] for o in expected]
+    assert [o.record.get("dlq_id") for o in got] == [o.record.get("dlq_id") for o in expected]

@@ -351,7 +351,7 @@ class Sealer:
                 if r is None:  # anything unusual: the validator itself
                     if meter is None:
                         meter_id = get("meter_id")
-                        if type(meter_id) is str or (isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool)):
+                        if isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool):
                             meter = meters.get(str(meter_id)) or self._meter(str(meter_id))
                     if meter is not None and last is None:
                         last = states.get(meter[0])

@@ -191,8 +191,9 @@ def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: M
             raise InvalidInput("schema", "register_kwh: must be finite")
         epoch, utc = parsed
         # what _check_ranges accepts without a question (in range, and the meter's newest reading), else its verdict
-        if not (0 <= kwh <= policy.max_kwh and register >= 0 and policy.min_ts <= epoch <= now + policy.max_future_skew_s
-                and region in policy.regions and (last is None or (epoch > last[0] and register >= last[1]))):
+        if not (0 <= kwh <= policy.max_kwh and register >= 0 and region in policy.regions
+                and policy.min_ts <= epoch <= now + policy.max_future_skew_s
+                and (last is None or (epoch > last[0] and register >= last[1]))):
             _check_ranges(epoch, kwh, register, region, policy, now, last)
         account, label = get("account_id"), get("label")
         return _new_tuple(Reading, (meter_id, utc, epoch, kwh, register, region, category,

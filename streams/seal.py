@@ -288,11 +288,14 @@ class Sealer:
             except InvalidInput as exc:
                 record = exc
             decoded.append(record)
-        todo = [i for i, record in enumerate(decoded) if type(record) is dict]
-        outcomes: list[Any] = list(decoded)
-        for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
-                                                       keys=None if keys is None else [keys[i] for i in todo])):
-            outcomes[i] = outcome
+        if all(type(record) is dict for record in decoded):  # the usual batch: every message decoded
+            outcomes: list[Any] = self.seal_readings(decoded, state_of, keys=keys)
+        else:
+            todo = [i for i, record in enumerate(decoded) if type(record) is dict]
+            outcomes = list(decoded)
+            for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
+                                                           keys=None if keys is None else [keys[i] for i in todo])):
+                outcomes[i] = outcome
         for i, outcome in enumerate(outcomes):
             if type(outcome) is not Sealed:
                 record = decoded[i]
@@ -332,13 +335,13 @@ class Sealer:
             r = last = meter = None
             if (type(meter_id) is str and type(ts) is str and type(region) is str and type(category) is str
                     and type(kwh) in _NUMBER_TYPES and type(register) in _NUMBER_TYPES and get("account_id") is None
-                    and get("label") is None and ts in times):
+                    and get("label") is None and (parsed := times.get(ts)) is not None):
                 meter_id, region, category = meter_id.strip(), region.strip(), category.strip()
                 meter = meters.get(meter_id) or self._meter(meter_id)
                 last = states.get(meter[0])
                 if last is None and lookup is not None:
                     last = lookup(meter[0])
-                epoch, utc = times[ts]
+                epoch, utc = parsed
                 try:
                     kwh, register = float(kwh), float(register)
                 except OverflowError:

@@ -288,19 +288,45 @@ class Sealer:
             except InvalidInput as exc:
                 record = exc
             decoded.append(record)
-        if all(type(record) is dict for record in decoded):  # the usual batch: every message decoded
-            outcomes: list[Any] = self.seal_readings(decoded, state_of, keys=keys)
-        else:
-            todo = [i for i, record in enumerate(decoded) if type(record) is dict]
-            outcomes = list(decoded)
-            for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
-                                                           keys=None if keys is None else [keys[i] for i in todo])):
-                outcomes[i] = outcome
+        try:
+            if all(type(record) is dict for record in decoded):  # the usual batch: every message decoded
+                outcomes: list[Any] = self.seal_readings(decoded, state_of, keys=keys)
+            else:
+                todo = [i for i, record in enumerate(decoded) if type(record) is dict]
+                outcomes = list(decoded)
+                for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
+                                                               keys=None if keys is None else [keys[i] for i in todo])):
+                    outcomes[i] = outcome
+        except Exception:  # noqa: BLE001 - a bug met on one message's data: only that message becomes a dead letter
+            outcomes = self._one_by_one(decoded, state_of, keys)
         for i, outcome in enumerate(outcomes):
             if type(outcome) is not Sealed:
                 record = decoded[i]
                 outcomes[i] = self.reject(messages[i], sources[i], outcome,
                                           decoded=record if type(record) is dict else None)
+        return outcomes
+
+    def _one_by_one(self, decoded: list[Any], state_of: Callable[[str], MeterState | None],
+                    keys: list[bytes | None] | None) -> list[Any]:
+        """``readings``' outcomes when sealing them together raised: each message on its own, so that an
+        unexpected error costs its own message only (a dead letter with rule ``internal``), in order."""
+        sealed: dict[str, MeterState] = {}
+
+        def state(meter_tok: str) -> MeterState | None:
+            return sealed.get(meter_tok) or state_of(meter_tok)
+
+        outcomes: list[Any] = []
+        for i, record in enumerate(decoded):
+            if type(record) is not dict:
+                outcomes.append(record)
+                continue
+            try:
+                outcome = self.seal_readings([record], state, keys=None if keys is None else [keys[i]])[0]
+            except Exception as exc:  # noqa: BLE001
+                outcome = InvalidInput("internal", f"unexpected {type(exc).__name__} while sealing")
+            if type(outcome) is Sealed:
+                sealed[outcome.record["meter_tok"]] = outcome.state
+            outcomes.append(outcome)
         return outcomes
 
     def seal_readings(self, records: list[dict[str, Any]], state_of: Callable[[str], MeterState | None] = _no_state,

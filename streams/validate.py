@@ -102,11 +102,15 @@ def _json_loads(data: bytes) -> Any:
     """``json.loads`` with its errors as ``InvalidInput`` (rule ``decode``): the standard library accepts NaN and
     ±Infinity, which then fail the finite checks with their own rule, as they always did."""
     try:
-        return json.loads(data)
+        value = json.loads(data)
+        json.dumps(value, ensure_ascii=False).encode()  # a "\ud800" escape decodes to a str no UTF-8 can hold
+    except UnicodeEncodeError:
+        raise InvalidInput("decode", "JSON holds a lone surrogate escape (\\ud800-\\udfff): not text") from None
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("decode", "neither JSON nor Avro single-object encoding") from None
     except RecursionError:
         raise InvalidInput("decode", "JSON nested too deeply") from None
+    return value
 
 
 def _parse_ts(text: Any, name: str = "ts") -> dt.datetime:
@@ -132,7 +136,10 @@ def _number(record: dict, name: str) -> float:
     value = record.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput("schema", f"{name}: must be a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float (JSON allows any number of digits)
+        value = math.inf
     if not math.isfinite(value):
         raise InvalidInput(name if name == "kwh" else "schema", f"{name}: must be finite")
     return value
@@ -184,7 +191,10 @@ def check_reading(record: dict[str, Any], *, policy: Policy, now: float, last: M
                 if len(times) >= TIME_CACHE_SIZE:
                     times.clear()
                 times[ts] = parsed
-        kwh, register = float(kwh), float(register)
+        try:
+            kwh, register = float(kwh), float(register)
+        except OverflowError:
+            return _check_reading_slowly(record, policy=policy, now=now, last=last)
         if not math.isfinite(kwh):
             raise InvalidInput("kwh", "kwh: must be finite")
         if not math.isfinite(register):

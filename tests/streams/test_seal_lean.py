@@ -208,3 +208,48 @@ def test_readings_at_once_are_reading_after_reading():
     assert [o.record.get("record_id") or o.record["rule"] for o in got] == \
         [o.record.get("record_id") or o.record["rule"] for o in expected]
     assert [o.record.get("dlq_id") for o in got] == [o.record.get("dlq_id") for o in expected]
+
+
+def test_an_integer_beyond_any_float_is_a_dead_letter_not_an_error():
+    """JSON numbers have no size limit: a 400-digit kwh or register is refused as not finite (it used to raise
+    OverflowError out of the validator, which the worker turned into an ``internal`` dead letter), and the other
+    messages of the same call are sealed."""
+    good = json.dumps({"meter_id": "m", "ts": "2025-01-01T00:00:00Z", "kwh": 0.5, "register_kwh": 1.0,
+                       "region": "north", "category": "Domestic"})
+    huge_kwh = good.replace("0.5", "1" + "0" * 400).encode()
+    huge_register = good.replace('"register_kwh": 1.0', '"register_kwh": 1' + "0" * 400).encode()
+    sealer, _ = _sealer()
+    out = sealer.readings([good.encode(), huge_kwh, huge_register], [SRC] * 3)
+    assert isinstance(out[0], Sealed)
+    assert [(o.record["rule"], o.record["reason"]) for o in out[1:]] == [("kwh", "kwh: must be finite"),
+                                                                         ("schema", "register_kwh: must be finite")]
+
+
+def test_a_lone_surrogate_escape_is_a_decode_dead_letter():
+    data = (b'{"meter_id": "\\ud800", "ts": "2025-01-01T00:00:00Z", "kwh": 0.5, "register_kwh": 1.0, '
+            b'"region": "north", "category": "Domestic"}')
+    sealer, _ = _sealer()
+    out = sealer.reading(data, SRC)
+    assert isinstance(out, Rejected) and out.record["rule"] == "decode"
+
+
+def test_an_unexpected_error_costs_its_own_message_only(monkeypatch):
+    """If sealing a list raises (a bug met on some message's data), each message is sealed on its own: the one
+    that raises is an ``internal`` dead letter, the others are sealed, a meter's later reading still checked
+    against its earlier one."""
+    sealer, made = _sealer()
+    account = sealer._account
+
+    def buggy(account_id):
+        if account_id == "boom":
+            raise KeyError(account_id)
+        return account(account_id)
+
+    monkeypatch.setattr(sealer, "_account", buggy)
+    rows = [("a", 1.0, None), ("a", 2.0, "boom"), ("a", 1.5, None), ("a", 3.0, None)]
+    messages = [json.dumps({"meter_id": m, "ts": f"2025-01-01T00:0{i}:00Z", "kwh": 0.5, "register_kwh": r,
+                            "region": "north", "category": "Domestic", "account_id": acc}).encode()
+                for i, (m, r, acc) in enumerate(rows)]
+    out = sealer.readings(messages, [SRC] * 4)
+    assert [o.record.get("rule") for o in out] == [None, "internal", None, None]
+    assert open_record(out[3].record, made.__getitem__)["register_kwh"] == 3.0

@@ -600,16 +600,16 @@ class StateCodec:
     def __init__(self, state_key: bytes, *, key_id: bytes = _STATE_KEY_ID, aad_prefix: bytes = b"",
                  pack: Callable[[Any], bytes] = lambda s: _STATE.pack(s.ts, s.register_kwh),
                  unpack: Callable[[bytes], Any] = lambda b: MeterState(*_STATE.unpack(b))) -> None:
-        self._key_id, self._key = key_id, {key_id: DataKey(key_id, state_key)}
+        self._key = env.FixedKey(DataKey(key_id, state_key))  # version-1 envelopes, one AES-GCM object
         self._aad_prefix, self._pack, self._unpack = aad_prefix, pack, unpack
 
     def encode(self, state: Any, meter_tok: str) -> bytes:
-        return env.seal(self._key[self._key_id], self._pack(state), aad=self._aad_prefix + meter_tok.encode())
+        return self._key.seal(self._pack(state), aad=self._aad_prefix + meter_tok.encode())
 
     def decode(self, blob: bytes | None, meter_tok: str) -> Any:
         if blob is None:
             return None
-        return self._unpack(env.open_with(self._key, blob, aad=self._aad_prefix + meter_tok.encode()))
+        return self._unpack(self._key.open(blob, aad=self._aad_prefix + meter_tok.encode()))
 
 
 # --- the owner's side: opening -----------------------------------------------------------------

@@ -32,7 +32,7 @@ LOW_Z = -2.0  # a reading this far below the hour profile extends the "low" run
 FEATURES = ("z_hour", "z_level", "step", "low_run", "repeat_run", "register_gap", "hour_sin", "hour_cos", "weekend")
 
 _SCALARS = ("n", "last_ts", "last_kwh", "last_register", "repeat_run", "low_run", "level", "spread", "alert_kind",
-            "alert_ts")
+            "alert_ts")  # Profile's scalar fields, in their declared order (pack/unpack rely on it; a test checks)
 _PACK = struct.Struct(f"<{len(_SCALARS) + 48}d")
 
 
@@ -101,13 +101,14 @@ class Profile:
             self.last_ts, self.last_kwh, self.last_register = epoch, kwh, register_kwh
 
     def pack(self) -> bytes:
-        return _PACK.pack(*(getattr(self, s) for s in _SCALARS), *self.hour_mu, *self.hour_n)
+        return _PACK.pack(self.n, self.last_ts, self.last_kwh, self.last_register, self.repeat_run, self.low_run,
+                          self.level, self.spread, self.alert_kind, self.alert_ts, *self.hour_mu, *self.hour_n)
 
     @classmethod
     def unpack(cls, blob: bytes) -> "Profile":
         values = _PACK.unpack(blob)
-        k = len(_SCALARS)
-        return cls(**dict(zip(_SCALARS, values[:k])), hour_mu=list(values[k:k + 24]), hour_n=list(values[k + 24:]))
+        k = len(_SCALARS)  # the fields in their declared order: _SCALARS, then the two hour lists
+        return cls(*values[:k], list(values[k:k + 24]), list(values[k + 24:]))
 
 
 def features(profile: Profile, *, epoch: float, kwh: float, register_kwh: float) -> dict[str, float]:

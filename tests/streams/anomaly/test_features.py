@@ -48,3 +48,19 @@ def test_pack_round_trips_and_features_stay_finite(readings):
         assert all(math.isfinite(v) for v in x.values())
         p.learn(epoch=T0 + 60 * i, kwh=kwh, register_kwh=register)
     assert Profile.unpack(p.pack()) == p and len(p.pack()) == len(Profile().pack())
+
+
+def test_pack_writes_the_fields_in_their_declared_order():
+    import dataclasses
+
+    from streams.anomaly.features import _PACK, _SCALARS
+
+    p = Profile()
+    for i in range(30):
+        p.learn(epoch=T0 + 900 * i, kwh=0.1 * (i % 7), register_kwh=10.0 + i)
+    names = [f.name for f in dataclasses.fields(Profile)]
+    assert tuple(names[:len(_SCALARS)]) == _SCALARS and names[len(_SCALARS):] == ["hour_mu", "hour_n"]
+    values = _PACK.unpack(p.pack())
+    assert list(values) == [getattr(p, s) for s in _SCALARS] + p.hour_mu + p.hour_n
+    q = Profile.unpack(p.pack())
+    assert dataclasses.astuple(q) == dataclasses.astuple(p)

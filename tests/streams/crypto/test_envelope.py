@@ -103,3 +103,19 @@ def test_ring_envelopes_open_with_the_announced_key():
     boxes = [ring.seal(str(i).encode(), aad=b"r") for i in range(5)]
     keys = {k.key_id: k for k in made}
     assert [open_with(keys, b, aad=b"r") for b in boxes] == [str(i).encode() for i in range(5)]
+
+
+def test_fixed_key_envelopes_are_version_1_envelopes_both_ways():
+    """State sealed before (``seal``) opens with ``FixedKey`` and the other way round; anything else fails
+    with the one exception."""
+    from streams.crypto.envelope import FixedKey
+
+    dek, other = DataKey.generate(now=0.0), DataKey.generate(now=0.0)
+    fixed = FixedKey(dek)
+    assert fixed.open(seal(dek, b"old state", aad=b"m1"), aad=b"m1") == b"old state"
+    assert open_with({dek.key_id: dek}, fixed.seal(b"new state", aad=b"m1"), aad=b"m1") == b"new state"
+    box = fixed.seal(b"s", aad=b"m1")
+    for bad, aad in [(box, b"m2"), (box[:-1] + bytes([box[-1] ^ 1]), b"m1"), (seal(other, b"s", aad=b"m1"), b"m1"),
+                     (box[:20], b"m1"), (b"\x02" + box[1:], b"m1")]:
+        with pytest.raises(InvalidEnvelope):
+            fixed.open(bad, aad=aad)

@@ -46,6 +46,17 @@ def bench_seal_cmd(records: int, fmt: str) -> None:
     print_result(bench_seal(records, max(200, records // 20)), fmt)
 
 
+@bench.command("detect")
+@click.option("--readings", type=int, default=40_000, show_default=True)
+@click.option("--meters", type=int, default=500, show_default=True)
+@_bench_fmt
+def bench_detect_cmd(readings: int, meters: int, fmt: str) -> None:
+    """Anomaly detection as the seal agent runs it (sealed profiles opened and written back), CPU µs a reading."""
+    from streams.bench.micro import bench_detect
+
+    print_result(bench_detect(readings, meters), fmt)
+
+
 @bench.command("forecaster")
 @click.option("--meters", type=int, default=10, show_default=True)
 @click.option("--days", type=int, default=60, show_default=True)

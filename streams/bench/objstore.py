@@ -39,13 +39,13 @@ def _median_ms(fn: Callable[[], Any], runs: int = 3) -> tuple[float, Any]:
 
 
 @contextlib.contextmanager
-def _servers(trial: bool, base: Path):
+def _servers(trial: bool, base: Path, port: int):
     if not trial:
         yield None
         return
     from streams.store.servers import Servers
 
-    servers = Servers(base / "servers", pg_port=15452, s3_port=15420)
+    servers = Servers(base / "servers", pg_port=port + 16, s3_port=port)  # weed mini: port..port+15
     saved = dict(os.environ)
     with servers:
         os.environ.update(servers.env())
@@ -110,7 +110,8 @@ def _append_throughput(location: str, catalog: str, batches: list[pa.Table], wri
 
 
 def bench_objstore(n: int = 1_000_000, *, trial: bool = False, specs: tuple[str, ...] = ("day+bucket", "month+bucket", "day", "none"),
-                   append_rows: int = 60_000, progress: Callable[[str], None] = lambda _: None) -> dict:
+                   append_rows: int = 60_000, trial_port: int = 15420,
+                   progress: Callable[[str], None] = lambda _: None) -> dict:
     from streams.bench.store import build_reading_store
     from streams.keys.keyring import Keyring
     from streams.seal import SEALED_COLUMNS, open_table
@@ -118,18 +119,26 @@ def bench_objstore(n: int = 1_000_000, *, trial: bool = False, specs: tuple[str,
     from streams.store.query import Query, where
     from streams.store.segments import SegmentStore, connect
 
-    with tempfile.TemporaryDirectory(prefix="meterseal-bench-s3-") as tmp, _servers(trial, Path(tmp)):
+    with tempfile.TemporaryDirectory(prefix="meterseal-bench-s3-") as tmp, _servers(trial, Path(tmp), trial_port):
         catalog = os.environ.get("METERSEAL_CATALOG")
         if not catalog:
             raise SystemExit("set METERSEAL_CATALOG and AWS_* (or use --trial)")
         local_dir = Path(tmp) / "local"
         progress(f"sealing {n:,} readings into a local store")
-        index, _, owner = build_reading_store(local_dir, n)
+        built = [0]
+
+        def step(k: int) -> None:
+            built[0] += k
+            if built[0] % 1_000_000 < k:
+                progress(f"  {built[0]:,} sealed")
+        t0 = time.perf_counter()
+        index, _, owner = build_reading_store(local_dir, n, progress=step)
+        out_build_s = time.perf_counter() - t0
         local = SegmentStore(local_dir)
         ring = Keyring(local, {owner.public_key.fingerprint: owner.unwrapper()})
         cols = ", ".join(SEALED_COLUMNS)
         con = connect(local_dir)
-        out: dict[str, Any] = {"readings": n, "local": {}, "s3": {}}
+        out: dict[str, Any] = {"readings": n, "build_s": round(out_build_s), "local": {}, "s3": {}}
         for name, q in QUERIES.items():
             condition, params = where(Query(**q), index)
             ms, hits = _median_ms(lambda: con.sql(f"SELECT {cols} FROM readings WHERE {condition}", params=params).to_arrow_table())

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import console, parse_day, passphrase_for
+from streams.cli.common import console, open_settings_store, parse_day, passphrase_for
 from streams.settings import Settings
 
 _fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -113,7 +113,8 @@ def dp_query(settings: Settings, analyst: str, metric: str, by: str, start: dt.d
                            bounds=engine.Bounds(clamp_kwh=clamp_kwh or settings.dp_clamp_kwh,
                                                 per_hour=per_hour or settings.dp_per_hour))
     answer = engine.answer_query(settings.store_dir, owner=keystore.unlock(passphrase), signer=signer,
-                                 analyst=analyst, query=query, rho=rho, default_dataset_rho=settings.dp_dataset_rho)
+                                 analyst=analyst, query=query, rho=rho, default_dataset_rho=settings.dp_dataset_rho,
+                                 records=open_settings_store(settings))  # budgets stay in the data dir
     out = answer.to_dict()
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console, party_passphrase, passphrase_for
+from streams.cli.common import console, open_settings_store, party_passphrase, passphrase_for
 from streams.cli.ledger import checked_text, trusted_verifiers
 from streams.exceptions import ShareError
 from streams.keys.keystore import Keystore
@@ -55,7 +55,7 @@ def party_keygen(out: Path) -> None:
 @click.pass_obj
 def party_add(settings: Settings, name: str, public_key: Path) -> None:
     """Register a party's public key under NAME (owner)."""
-    party = add_party(settings.store_dir, name, PartyPublicKey.parse(public_key.read_text()))
+    party = add_party(open_settings_store(settings), name, PartyPublicKey.parse(public_key.read_text()))
     console.print(f"party {party.name} registered (key {party.fingerprint[:16]}…)")
 
 
@@ -64,7 +64,7 @@ def party_add(settings: Settings, name: str, public_key: Path) -> None:
 @click.pass_obj
 def party_list(settings: Settings, fmt: str) -> None:
     """Registered parties."""
-    parties = list_parties(settings.store_dir)
+    parties = list_parties(open_settings_store(settings))
     if fmt == "json":
         click.echo(json.dumps([{k: v for k, v in p.to_dict().items() if k != "public_key"} for p in parties], indent=2))
         return
@@ -120,8 +120,9 @@ def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, met
     if party_name is None or end is None or len(names) + bool(party) > 1 or len(dates) + bool(until) > 1:
         raise click.UsageError("give the party once (--to NAME) and the last day once (--to YYYY-MM-DD)")
     keystore, passphrase = _owner(settings)
-    grant = create_grant(settings.store_dir, signer=keystore.ledger_signer(passphrase),
-                         index_key=keystore.index_key(passphrase), party=get_party(settings.store_dir, party_name),
+    store = open_settings_store(settings)
+    grant = create_grant(store, signer=keystore.ledger_signer(passphrase),
+                         index_key=keystore.index_key(passphrase), party=get_party(store, party_name),
                          start=start, end=end, kind=kind, meters=meters, accounts=accounts, region=region,
                          fields=None if fields is None else fields.split(","), purpose=purpose, expires_at=expires)
     _print_grant(grant, fmt)
@@ -135,7 +136,7 @@ def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, met
 def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, fmt: str) -> None:
     """Every grant with its state (active, expired, revoked)."""
     keystore, passphrase = _owner(settings)
-    grants = list_grants(settings.store_dir, index_key=keystore.index_key(passphrase), meters=meters or None,
+    grants = list_grants(open_settings_store(settings), index_key=keystore.index_key(passphrase), meters=meters or None,
                          party=party)
     if fmt == "json":
         click.echo(json.dumps([{k: v for k, v in g.to_dict().items() if k != "party_public_key"} for g in grants],
@@ -151,7 +152,7 @@ def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, f
 def grant_show(settings: Settings, grant_id: str) -> None:
     """One grant, with the consent-log leaves where it began (and ended)."""
     keystore, passphrase = _owner(settings)
-    _print_grant(get_grant(settings.store_dir, grant_id, index_key=keystore.index_key(passphrase)), "json")
+    _print_grant(get_grant(open_settings_store(settings), grant_id, index_key=keystore.index_key(passphrase)), "json")
 
 
 @grant_group.command("revoke")
@@ -161,7 +162,7 @@ def grant_show(settings: Settings, grant_id: str) -> None:
 def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
     """Revoke a grant: nothing more is released under it (forward-only: what was shared stays shared)."""
     keystore, passphrase = _owner(settings)
-    grant = revoke_grant(settings.store_dir, grant_id, signer=keystore.ledger_signer(passphrase),
+    grant = revoke_grant(open_settings_store(settings), grant_id, signer=keystore.ledger_signer(passphrase),
                          index_key=keystore.index_key(passphrase), reason=reason)
     console.print(f"grant {grant.grant_id} revoked at {grant.revoked_at} (consent-log leaf {grant.revoked_leaf})")
 
@@ -185,7 +186,7 @@ def share_export(settings: Settings, grant_id: str, output: Path) -> None:
 
     keystore, passphrase = _owner(settings)
     started = time.perf_counter()
-    data, summary = export_bundle(settings.store_dir, grant_id, owner=keystore.unlock(passphrase),
+    data, summary = export_bundle(open_settings_store(settings), grant_id, owner=keystore.unlock(passphrase),
                                   signer=keystore.ledger_signer(passphrase))
     if output.suffix == ".gz":
         import gzip
@@ -289,7 +290,7 @@ def export_espi(settings: Settings, meters: tuple[str, ...], start: str, end: st
     from streams.store.query import Query, Reader
 
     keystore, passphrase = _owner(settings)
-    reader = Reader(settings.store_dir, keystore.unlock(passphrase))
+    reader = Reader(open_settings_store(settings), keystore.unlock(passphrase))
     first, last = (dt.date.fromisoformat(d) for d in (start, end))
     rows = []
     for meter in meters:

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ledger.checkpoint import Checkpoint
-from ledger.log import FileCheckpoints
 
 from ..exceptions import MeterSealError
 from ..keys.keystore import Keystore
 from ..store.query import Query, Reader
-from ..store.segments import SegmentStore, connect
+from ..store.base import connect
 
 PERIODS = {"day": 1, "week": 7, "month": 30}
 
@@ -42,14 +41,22 @@ class Vault:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, data_dir: Path | str, passphrase: str) -> "Vault":
+    def open(cls, data_dir: Path | str, passphrase: str, *, store: Any = None) -> "Vault":
+        """``store``: a directory, ``s3://...`` or a ``Store`` (default ``<data_dir>/store``)."""
         keystore = Keystore.load(data_dir)
         keys = keystore.unlock(passphrase)
-        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store", keys), keystore.ledger_signer(passphrase))
+        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store" if store is None else store, keys),
+                   keystore.ledger_signer(passphrase))
+
+    @property
+    def store(self) -> Any:
+        """The store every read and write goes through (``streams.store.base.Store``: either backend)."""
+        return self.reader.store
 
     @property
     def store_dir(self) -> Path:
-        return self.data_dir / "store"
+        """This machine's local files: the whole store when local, else the data dir's (budgets, FL models)."""
+        return self.reader.store.root
 
     @property
     def index_key(self) -> bytes:
@@ -75,9 +82,9 @@ class Vault:
         """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
         sql = "SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "") + " ORDER BY sealed_at_ms DESC LIMIT 200"
         with self._lock:
-            con = connect(self.store_dir)
+            con = connect(self.store)
             try:
-                if not self.reader.store.segments("readings"):
+                if self.store.is_empty("readings"):
                     return None
                 cur = con.execute(sql, [self.meter_token(meter_id)] if meter_id else [])
                 cols = [d[0] for d in cur.description]
@@ -167,19 +174,19 @@ class Vault:
         from ..store.audit import find_record, proof_bundle
 
         with self._lock:
-            found = find_record(self.store_dir, record_id)
+            found = find_record(self.store, record_id)
         if found is None or (meter_tokens is not None and found[1]["meter_tok"] not in meter_tokens):
             raise NoSuchRecord(f"no record {record_id}")
-        return proof_bundle(self.store_dir, *found, vkey=self.keystore.ledger_verifier.vkey)
+        return proof_bundle(self.store, *found, vkey=self.keystore.ledger_verifier.vkey)
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """The newest signed checkpoint of every log: origin, size, root, note text, how many were signed."""
         from ..store.audit import logs
 
-        store = SegmentStore(self.store_dir)
+        store = self.store
         out = []
         for table, part in logs(store):
-            notes = FileCheckpoints(store.checkpoint_dir(table, part)).all()
+            notes = store.checkpoint_store(table, part).all()
             if notes:
                 cp = Checkpoint.from_note(notes[-1])
                 out.append({"log": f"{table}/p{part}", "origin": cp.origin, "size": cp.size, "root": cp.root.hex(),
@@ -190,18 +197,18 @@ class Vault:
     def key_status(self) -> dict[str, Any]:
         """Fingerprints, DEK counts and owner-key rotations: public facts only, never a secret."""
         info = self.keystore.describe()
-        deks = SegmentStore(self.store_dir).dek_ids() if self.store_dir.exists() else []
+        deks = self.store.dek_ids()
         return {"owners": info["owners"], "regions": info["regions"], "rotations": max(0, len(info["owners"]) - 1),
                 "deks": len(deks), "ledger_vkey": self.keystore.ledger_verifier.vkey}
 
     def fleet(self, *, now_ms: int, minutes: int = 15) -> dict[str, Any]:
         """Readings sealed and dead letters per minute (last ``minutes``), dead letters by rule, totals."""
-        con = connect(self.store_dir)
+        con = connect(self.store)
         try:
             since = now_ms - minutes * 60_000
             per_min = {"readings": [0] * minutes, "dead": [0] * minutes}
             for table, column, key in (("readings", "sealed_at_ms", "readings"), ("dlq", "received_at_ms", "dead")):
-                if not SegmentStore(self.store_dir).segments(table):
+                if self.store.is_empty(table):
                     continue
                 for slot, n in con.execute(f"SELECT ({column} - ?) // 60000 AS slot, count(*) FROM {table} "
                                            f"WHERE {column} >= ? GROUP BY slot", [since, since]).fetchall():
@@ -210,7 +217,7 @@ class Vault:
             totals, by_rule = {}, {}
             for table in ("readings", "bills", "dlq"):
                 totals[table] = (con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                                 if SegmentStore(self.store_dir).segments(table) else 0)
+                                 if not self.store.is_empty(table) else 0)
             if totals["dlq"]:
                 by_rule = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
         finally:

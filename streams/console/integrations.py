@@ -74,7 +74,7 @@ def sharing_for(vault: Any) -> Sharing | None:
     parties = _module("streams.share.parties", PARTY_FUNCTIONS)
     if grants is None or parties is None or vault is None:
         return None
-    return Sharing(grants, parties, vault.store_dir, signer=vault.signer, index_key=vault.index_key)
+    return Sharing(grants, parties, vault.store, signer=vault.signer, index_key=vault.index_key)
 
 
 class Privacy:
@@ -95,7 +95,7 @@ class Privacy:
                                 self._e.Bounds(self.clamp_kwh, self.per_hour))
         answer = self._e.answer_query(self._vault.store_dir, owner=self._vault.reader.keys, signer=self._vault.signer,
                                       analyst=analyst, query=query, rho=rho,
-                                      default_dataset_rho=self.default_dataset_rho)
+                                      default_dataset_rho=self.default_dataset_rho, records=self._vault.store)
         return answer.to_dict()
 
 

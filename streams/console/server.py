@@ -32,7 +32,10 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
     """Unlock the keystore (the console is in the owner's trust zone) and start the alert feed if a broker is known."""
     from ..ingest.broker import resolve
 
-    vault = Vault.open(settings.data_dir, passphrase)
+    from ..store.base import open_store
+
+    store = open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir, create=False)
+    vault = Vault.open(settings.data_dir, passphrase, store=store)
     if broker is None:
         try:
             broker = resolve(settings.broker, settings.data_dir)

@@ -55,15 +55,18 @@ class DPAnswer:
                 "rows": self.rows}
 
 
-def _columns(store_dir: Path, owner: UnlockedKeys, query: DPQuery) -> dp.Columns:
-    reader = Reader(store_dir, owner)
+def _columns(records: Any, owner: UnlockedKeys, query: DPQuery) -> dp.Columns:
+    reader = Reader(records, owner)
     hits = reader.search(Query(start=query.start, end=query.end), kinds=["readings"])
     return dp.Columns.from_records(reader.open_many(hits))
 
 
 def answer_query(store_dir: Path | str, *, owner: UnlockedKeys, signer: Signer, analyst: str, query: DPQuery,
-                 rho: float, default_dataset_rho: float, dataset: str = DATASET) -> DPAnswer:
+                 rho: float, default_dataset_rho: float, dataset: str = DATASET, records: Any = None) -> DPAnswer:
     """Answer ``query`` for ``analyst`` at privacy cost ``rho`` (zCDP), charging both budgets first.
+
+    The budgets and the privacy log are local files under ``store_dir`` (the owner's data dir); the readings
+    are read from ``records`` (a directory, ``s3://...`` or a ``Store``; default ``store_dir``).
 
     ``owner`` opens the readings (the data owner's keys); ``signer`` signs the privacy log's checkpoint
     (the keystore's ledger key). Raises ``BudgetExceeded`` (nothing released) when either budget is short."""
@@ -72,7 +75,7 @@ def answer_query(store_dir: Path | str, *, owner: UnlockedKeys, signer: Signer, 
     cost = plan.cost
     budgets.check(store_dir, analyst=analyst, dataset=dataset, rho=cost,  # refuse before opening anything
                   default_dataset_rho=default_dataset_rho)
-    sums, counts = dp.bounded_aggregates(_columns(store_dir, owner, query), query)
+    sums, counts = dp.bounded_aggregates(_columns(store_dir if records is None else records, owner, query), query)
     event, after = budgets.spend(store_dir, signer, analyst=analyst, dataset=dataset, rho=cost,
                                  query=query.describe(), default_dataset_rho=default_dataset_rho)
     rows = dp.release(plan, sums, counts, invoke=_filtered(plan, granted=cost))

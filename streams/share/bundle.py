@@ -33,16 +33,14 @@ from ledger import leaf as leaf_codec
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import NoteError, ProofError
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints
 from ledger.note import Signer, Verifier, open_note, sign
-from ledger.storage import FileHashStore
 
 import schemas
 from streams.crypto import envelope as env
 from streams.crypto.record_keys import record_key
 from streams.exceptions import InvalidEnvelope, ShareError
 from streams.seal import record_aad
-from streams.store.segments import SegmentStore
+from streams.store.base import Store, open_store
 from streams.validate import BILL_COLUMNS
 from streams.share.grants import LOG_PARTITION, LOG_TABLE, Grant, consent_rows, get_grant
 from streams.share.parties import PartyKey, PartyPublicKey
@@ -105,7 +103,7 @@ def scope_rows(store_dir: Path | str, grant: Grant, reader: Any) -> list[dict[st
     return sorted(seen.values(), key=lambda r: (r["topic_partition"], r["leaf_index"]))
 
 
-def export_bundle(store_dir: Path | str, grant_id: str, *, owner: Any, signer: Signer | Sequence[Signer],
+def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, signer: Signer | Sequence[Signer],
                   now: float | None = None) -> tuple[bytes, dict[str, Any]]:
     """The share bundle of an active grant (JSON bytes) and a summary. ``owner`` is the unlocked keystore
     (``UnlockedKeys``: index key to find the records, owner private keys to unwrap their DEKs);
@@ -115,14 +113,14 @@ def export_bundle(store_dir: Path | str, grant_id: str, *, owner: Any, signer: S
 
     now = time.time() if now is None else now
     signers = list(signer) if isinstance(signer, (list, tuple)) else [signer]
-    grant = get_grant(store_dir, grant_id, index_key=owner.index_key, now=now)
+    store = open_store(store_dir, create=False)  # a directory, s3://... or a Store: one store for every read
+    grant = get_grant(store, grant_id, index_key=owner.index_key, now=now)
     grant.check_active(now=now)
     recipient = PartyPublicKey.parse(grant.party_public_key)
     if recipient.fingerprint != grant.party_fingerprint:
         raise ShareError(f"grant {grant.grant_id}: its party key does not match its fingerprint")
-    store = SegmentStore(store_dir)
-    reader = Reader(store_dir, keys=owner)
-    rows = scope_rows(store_dir, grant, reader)
+    reader = Reader(store, keys=owner)
+    rows = scope_rows(store, grant, reader)
     unsigned = [r for r in rows if r.get("leaf_index") is None]
     if unsigned:
         raise ShareError(f"{len(unsigned)} records in scope have no ledger leaf yet: try again in a few seconds")
@@ -154,7 +152,7 @@ def export_bundle(store_dir: Path | str, grant_id: str, *, owner: Any, signer: S
             secrets.append({"values": values})
 
     consent = []
-    events = [r for r in consent_rows(store_dir) if r["grant_id"] == grant.grant_id]
+    events = [r for r in consent_rows(store) if r["grant_id"] == grant.grant_id]
     if events:
         note, tree = _newest_tree(store, LOG_TABLE, LOG_PARTITION, max(r["leaf_index"] for r in events))
         checkpoints.append(note)
@@ -176,14 +174,14 @@ def export_bundle(store_dir: Path | str, grant_id: str, *, owner: Any, signer: S
     return data, summary
 
 
-def _newest_tree(store: SegmentStore, table: str, partition: int, max_leaf: int) -> tuple[str, Tree]:
-    notes = FileCheckpoints(store.checkpoint_dir(table, partition)).all()
+def _newest_tree(store: Store, table: str, partition: int, max_leaf: int) -> tuple[str, Tree]:
+    notes = store.checkpoint_store(table, partition).all()
     if not notes or Checkpoint.from_note(notes[-1]).size <= max_leaf:
         raise ShareError(f"records of {table}/p{partition} up to leaf {max_leaf} are not under a signed checkpoint "
                          "yet: try again in a few seconds (the worker signs every METERSEAL_CHECKPOINT_S)")
     note = notes[-1]
     cp = Checkpoint.from_note(note)
-    hashes = FileHashStore(store.hash_path(table, partition)).read()
+    hashes = store.hash_store(table, partition).read()
     tree = Tree(hashes[: cp.size])
     if tree.root() != cp.root:
         raise ShareError(f"the ledger of {table}/p{partition} does not reproduce its checkpoint: run "

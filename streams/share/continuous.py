@@ -46,9 +46,11 @@ def _info(grant_id: str) -> bytes:
 class ShareTap:
     """Collects in-scope sealed readings per active grant during a seal batch; ``take()`` makes the messages."""
 
-    def __init__(self, store_dir: Path | str, index_key: bytes, *, clock: Callable[[], float] = time.time,
+    def __init__(self, store_dir: Path | str | Any, index_key: bytes, *, clock: Callable[[], float] = time.time,
                  refresh_s: float = 2.0) -> None:
-        self.store_dir, self._index_key, self.clock, self.refresh_s = Path(store_dir), index_key, clock, refresh_s
+        # a directory, s3://... or a ``Store`` (the worker's own: the consent log is read through it)
+        self.store_dir = Path(store_dir) if isinstance(store_dir, Path) else store_dir
+        self._index_key, self.clock, self.refresh_s = index_key, clock, refresh_s
         self._grants: list[tuple[Grant, PartyPublicKey]] = []
         self._loaded_at = float("-inf")
         self._pending: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}

@@ -31,14 +31,14 @@ from typing import Any, Iterable, Sequence
 
 from ledger import leaf as leaf_codec
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints, Log
+from ledger.log import Log
 from ledger.note import Signer
-from ledger.storage import FileHashStore
 
 from streams.crypto import _primitives
 from streams.crypto.envelope import DataKey, open_with, seal
 from streams.exceptions import InvalidEnvelope, ShareError
-from streams.store.segments import SegmentStore, log_origin
+from streams.store.base import Store, open_store
+from streams.store.segments import log_origin
 from streams.share.parties import Party
 
 KINDS = ("readings", "bills")
@@ -142,8 +142,7 @@ def _aad(event: str, grant_id: str) -> bytes:
     return f"meterseal/consent/v1|{event}|{grant_id}".encode()
 
 
-def _events_dir(store_dir: Path | str) -> Path:
-    return Path(store_dir) / "consent" / "events"
+EVENTS = "consent/events/"  # one write-once object per event, named by its leaf index, under the store
 
 
 def consent_origin(signer_key_hash_hex: str) -> str:
@@ -154,45 +153,43 @@ def _signers(signer: Signer | Sequence[Signer]) -> list[Signer]:
     return list(signer) if isinstance(signer, (list, tuple)) else [signer]
 
 
-def _append(store_dir: Path | str, signer: Signer | Sequence[Signer], index_key: bytes, event: str, grant_id: str,
-            party_fingerprint: str, body: dict[str, Any], at: float) -> dict[str, Any]:
-    """Seal ``body``, write the event file and append its leaf to the consent log, then sign a checkpoint."""
+def _append(store_dir: Path | str | Store, signer: Signer | Sequence[Signer], index_key: bytes, event: str,
+            grant_id: str, party_fingerprint: str, body: dict[str, Any], at: float) -> dict[str, Any]:
+    """Seal ``body``, write the event object and append its leaf to the consent log, then sign a checkpoint."""
     signers = _signers(signer)
-    store = SegmentStore(store_dir)
+    store = open_store(store_dir, create=False)
     sealed = seal(_body_key(index_key), json.dumps(body, sort_keys=True).encode(), aad=_aad(event, grant_id))
     row = {"event": event, "grant_id": grant_id, "party_fingerprint": party_fingerprint,
            "at_ms": int(at * 1000), "body": sealed}
     with store.locked(LOG_TABLE, LOG_PARTITION):
-        log = Log(consent_origin(signers[0].verifier.key_hash.hex()),
-                  FileHashStore(store.hash_path(LOG_TABLE, LOG_PARTITION)),
-                  FileCheckpoints(store.checkpoint_dir(LOG_TABLE, LOG_PARTITION)))
+        log = Log(consent_origin(signers[0].verifier.key_hash.hex()), store.hash_store(LOG_TABLE, LOG_PARTITION),
+                  store.checkpoint_store(LOG_TABLE, LOG_PARTITION))
         row["leaf_index"] = log.size
-        directory = _events_dir(store_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{row['leaf_index']:010d}.json"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**row, "body": row["body"].hex()}, indent=2))
-        os.replace(tmp, path)
+        key = f"{EVENTS}{row['leaf_index']:010d}.json"
+        # under the log's lock an object at this index has no leaf (a crash between the two writes): replace it
+        store.blobs.put(key, json.dumps({**row, "body": row["body"].hex()}, indent=2).encode())
         log.append([leaf_hash(leaf_codec.encode_consent_event(row))])
         log.checkpoint(*signers)
     return row
 
 
-def consent_rows(store_dir: Path | str) -> list[dict[str, Any]]:
+def consent_rows(store_dir: Path | str | Store) -> list[dict[str, Any]]:
     """Every consent event as stored (sealed body as bytes), by leaf index: the rows ``ledger verify`` audits."""
-    directory = _events_dir(store_dir)
+    blobs = open_store(store_dir, create=False).blobs
     rows = []
-    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
+    for key in blobs.list(EVENTS):
+        if not key.endswith(".json"):
+            continue
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(blobs.get(key) or b"")
             doc["body"] = bytes.fromhex(doc["body"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise ShareError(f"consent event {path} is unreadable ({exc}): run `meterseal ledger verify`") from exc
+        except (ValueError, KeyError) as exc:
+            raise ShareError(f"consent event {key} is unreadable ({exc}): run `meterseal ledger verify`") from exc
         rows.append(doc)
     return sorted(rows, key=lambda r: r.get("leaf_index", -1))
 
 
-def _grants(store_dir: Path | str, index_key: bytes, now: float) -> dict[str, Grant]:
+def _grants(store_dir: Path | str | Store, index_key: bytes, now: float) -> dict[str, Grant]:
     key = {_KEY_ID: _body_key(index_key)}
     grants: dict[str, Grant] = {}
     for row in consent_rows(store_dir):
@@ -215,7 +212,7 @@ def _grants(store_dir: Path | str, index_key: bytes, now: float) -> dict[str, Gr
 # --- the API ---------------------------------------------------------------------------------------------
 
 
-def create_grant(store_dir: Path | str, *, signer: Signer | Sequence[Signer], index_key: bytes, party: Party,
+def create_grant(store_dir: Path | str | Store, *, signer: Signer | Sequence[Signer], index_key: bytes, party: Party,
                  start: dt.date | str, end: dt.date | str, kind: str = "readings", meters: Iterable[str] = (),
                  accounts: Iterable[str] = (), region: str | None = None, fields: Iterable[str] | None = None,
                  purpose: str = "", expires_at: str | None = None, now: float | None = None) -> Grant:
@@ -250,7 +247,7 @@ def create_grant(store_dir: Path | str, *, signer: Signer | Sequence[Signer], in
     return replace(grant, created_leaf=row["leaf_index"], state=state_at(grant, now))
 
 
-def list_grants(store_dir: Path | str, *, index_key: bytes, meters: Iterable[str] | None = None,
+def list_grants(store_dir: Path | str | Store, *, index_key: bytes, meters: Iterable[str] | None = None,
                 party: str | None = None, now: float | None = None) -> list[Grant]:
     """Every grant, oldest first; ``meters``: only grants naming one of these meters; ``party``: only its."""
     grants = list(_grants(store_dir, index_key, time.time() if now is None else now).values())
@@ -262,14 +259,15 @@ def list_grants(store_dir: Path | str, *, index_key: bytes, meters: Iterable[str
     return grants
 
 
-def get_grant(store_dir: Path | str, grant_id: str, *, index_key: bytes, now: float | None = None) -> Grant:
+def get_grant(store_dir: Path | str | Store, grant_id: str, *, index_key: bytes, now: float | None = None) -> Grant:
     grant = _grants(store_dir, index_key, time.time() if now is None else now).get(grant_id.strip())
     if grant is None:
-        raise ShareError(f"no grant {grant_id} in {store_dir}: `meterseal grant list` shows them")
+        where = getattr(store_dir, "location", getattr(store_dir, "root", store_dir))
+        raise ShareError(f"no grant {grant_id} in {where}: `meterseal grant list` shows them")
     return grant
 
 
-def revoke_grant(store_dir: Path | str, grant_id: str, *, signer: Signer | Sequence[Signer], index_key: bytes,
+def revoke_grant(store_dir: Path | str | Store, grant_id: str, *, signer: Signer | Sequence[Signer], index_key: bytes,
                  reason: str = "", now: float | None = None) -> Grant:
     """Revoke a grant (a leaf of the consent log, signed): from now on nothing is released under it.
     Revocation is forward-only: what the party already received stays with it."""

@@ -22,11 +22,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streams.crypto import _primitives
 from streams.crypto.envelope import DataKey, open_with, seal
 from streams.exceptions import InvalidEnvelope, KeystoreError, ShareError
 from streams.keys.keystore import _SCRYPT
+from streams.store.base import open_store
 
 SCHEME = "hpke_mlkem768_x25519"
 FILE_FORMAT = 1
@@ -164,39 +166,37 @@ class Party:
                 "added_at": self.added_at, "public_key": self.public_key.text().strip()}
 
 
-def _registry(store_dir: Path | str) -> Path:
-    return Path(store_dir) / "parties"
+def _key(name: str) -> str:
+    return f"parties/{check_party_name(name)}.json"
 
 
-def add_party(store_dir: Path | str, name: str, public_key: PartyPublicKey, *, now: float | None = None,
+def add_party(store_dir: Path | str | Any, name: str, public_key: PartyPublicKey, *, now: float | None = None,
               replace: bool = False) -> Party:
-    """Register ``public_key`` under ``name`` in the store."""
-    path = _registry(store_dir) / f"{check_party_name(name)}.json"
-    if path.exists() and not replace:
+    """Register ``public_key`` under ``name`` in the store (a directory, ``s3://...`` or a ``Store``)."""
+    blobs = open_store(store_dir, create=False).blobs
+    if blobs.exists(_key(name)) and not replace:
         existing = get_party(store_dir, name)
         if existing.public_key == public_key:
             return existing
         raise ShareError(f"party {name!r} is already registered with another key (fingerprint "
                          f"{existing.fingerprint[:16]}…): pick another name")
     party = Party(name, public_key, time.time() if now is None else now)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(party.to_dict(), indent=2))
-    os.replace(tmp, path)
+    blobs.put(_key(name), json.dumps(party.to_dict(), indent=2).encode())
     return party
 
 
-def get_party(store_dir: Path | str, name: str) -> Party:
-    path = _registry(store_dir) / f"{check_party_name(name)}.json"
+def get_party(store_dir: Path | str | Any, name: str) -> Party:
+    data = open_store(store_dir, create=False).blobs.get(_key(name))
+    if data is None:
+        raise ShareError(f"no party {name!r}: register it with `meterseal party add {name} --public-key FILE`")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(data)
         return Party(doc["name"], PartyPublicKey.parse(doc["public_key"]), doc["added_at"])
-    except FileNotFoundError:
-        raise ShareError(f"no party {name!r}: register it with `meterseal party add {name} --public-key FILE`") from None
     except (ValueError, KeyError) as exc:
-        raise ShareError(f"party file {path} is unreadable: {exc}") from exc
+        raise ShareError(f"party {_key(name)} in the store is unreadable: {exc}") from exc
 
 
-def list_parties(store_dir: Path | str) -> list[Party]:
-    directory = _registry(store_dir)
-    return [get_party(store_dir, p.stem) for p in sorted(directory.glob("*.json"))] if directory.exists() else []
+def list_parties(store_dir: Path | str | Any) -> list[Party]:
+    store = open_store(store_dir, create=False)
+    return [get_party(store, k[len("parties/"):-5]) for k in store.blobs.list("parties/")
+            if k.endswith(".json") and k.count("/") == 1]

@@ -20,7 +20,7 @@ from ledger.proof import inclusion_proof
 
 from streams.exceptions import StoreError
 from streams.store.base import Store, open_store
-from streams.store.segments import LEDGERED, log_origin
+from streams.store.segments import LEDGERED, SegmentStore, log_origin
 
 
 def origin(verifier: Verifier, table: str, partition: int) -> str:
@@ -54,12 +54,15 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
     store = open_store(store_dir, create=False)
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     results = []
-    every = logs(store)
-    for table, p in every:
+    every = [(store, t, p) for t, p in logs(store)]
+    if not isinstance(store, SegmentStore):  # DP budgets stay in this machine's data dir: their log is audited too
+        local = SegmentStore(store.root)
+        every += [(local, t, p) for t, p in local.log_keys() if t == "privacy"]
+    for log_store, table, p in every:
         if progress:
             progress(len(results), len(every))
-        hashes = store.hash_store(table, p).read()
-        notes = store.checkpoint_store(table, p).all()
+        hashes = log_store.hash_store(table, p).read()
+        notes = log_store.checkpoint_store(table, p).all()
         name = log_origin(_origin_key(verifiers, notes), table, p)
         if table == "deks":
             results.append(audit(name, hashes, store.dek_rows(p), notes, verifiers,
@@ -67,7 +70,7 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
         elif table == "consent":
             from streams.share.grants import consent_rows  # the consent log of data-sharing grants
 
-            results.append(audit(name, hashes, consent_rows(store.root), notes, verifiers,
+            results.append(audit(name, hashes, consent_rows(store), notes, verifiers,
                                  encode=leaf_codec.encode_consent_event))
         elif table == "models":
             from fl.provenance import model_rows  # (numpy only: no torch, no Flower
@@ -81,7 +84,7 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
         elif table == "privacy":  # DP budget events (streams.privacy.budget): spends and budgets set
             from streams.privacy.budget import read_events
 
-            results.append(audit(name, hashes, read_events(store.root), notes, verifiers,
+            results.append(audit(name, hashes, read_events(log_store.root), notes, verifiers,
                                  encode=leaf_codec.encode_privacy_event))
         else:
             results.append(audit(name, hashes, store.rows(table, p), notes, verifiers))

@@ -26,6 +26,7 @@ class Store(Protocol):
     """What the worker (``streams.pipeline``), the readers and the audits need from a store."""
 
     root: Path  # this process's own local files (the detector's models); the whole store when local
+    blobs: Any  # small named objects in the store (get/exists/create/put/list): ``streams.store.objects``
 
     # writing, idempotent by record id, one writer per (table, partition) inside ``locked``
     def fresh(self, table: str, partition: int, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]: ...

@@ -175,7 +175,7 @@ class DirBlobs:
         os.replace(tmp, path)
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root
-        found = [str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")] \
-            if base.exists() else []
+        start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root  # walk only the prefix's folder
+        found = [str(p.relative_to(self.root)) for p in start.rglob("*") if p.is_file() and not p.name.startswith(".")] \
+            if start.exists() else []
         return sorted(k for k in found if k.startswith(prefix))

@@ -81,6 +81,13 @@ class SegmentStore:
         self.root = Path(root)
         self._states: dict[tuple[str, int], _PartitionState] = {}
 
+    @property
+    def blobs(self):
+        """Small named objects under the store (consent events, parties): files here, objects on S3."""
+        from streams.store.objects import DirBlobs
+
+        return DirBlobs(self.root)
+
     def partition_dir(self, table: str, partition: int) -> Path:
         return self.root / table / f"p{partition:03d}"
 

@@ -25,7 +25,10 @@ from fl.rounds import RegionClient
 def _region_data(data_dir: str, region: str, interval_min: int, region_key: str = ""):
     from fl.data import region_data, region_readings, region_readings_with_key
 
-    store_dir = os.path.join(data_dir, "store")
+    from streams.settings import Settings
+
+    settings = Settings.from_env(data_dir=data_dir)  # METERSEAL_STORE / METERSEAL_CATALOG / AWS_* of the SuperNode
+    store_dir = settings.store_location
     if region_key:  # the region's own capability: opens this region's records, no other's
         from streams.keys.regions import RegionKey
 

@@ -13,12 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from streams.store.query import Query, Reader
 from streams.keys.regions import RegionKey, RegionKeyring
 from streams.seal import SEALED_COLUMNS, open_table
-from streams.store.segments import SegmentStore, connect
+from streams.store.base import connect, open_store
 
 from fl import task
 
@@ -41,13 +42,18 @@ def region_readings_with_key(store_dir: Any, key: RegionKey) -> list[dict[str, A
     """Every reading of ``key.region``, opened with the region's own key (``streams.keys.regions``): no owner key
     and no index key. Raises ``InvalidEnvelope`` if a row of the region does not open with it (a DEK made
     before the region had a key and not granted: ``meterseal keys region grant``)."""
-    con = connect(store_dir)
+    store = open_store(store_dir, create=False)  # a directory, s3://... or a Store
+    con = duckdb.connect()
+    if hasattr(store, "pruned"):  # object storage: Iceberg reads only the files whose region bounds match
+        con.register("readings", store.pruned("readings", region=key.region))
+    else:
+        con = connect(store, con)
     try:
         table = con.sql(f"SELECT {', '.join(SEALED_COLUMNS)} FROM readings WHERE region = ? "
                         "ORDER BY topic_partition, leaf_index", params=[key.region]).to_arrow_table()
     finally:
         con.close()
-    return open_table(table, RegionKeyring(SegmentStore(store_dir), key))
+    return open_table(table, RegionKeyring(store, key))
 
 
 def windows_of(readings: list[dict[str, Any]], *, step_s: float) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], int]:

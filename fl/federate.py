@@ -21,14 +21,15 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
 
     from streams.keys.keystore import Keystore
     from streams.store.query import Reader
-    from streams.store.segments import SegmentStore
+    from streams.store.base import open_store
 
     from fl import plot, provenance, rounds as fed, task
     from fl.data import region_data, region_readings, region_readings_with_key
 
     keystore = Keystore.load(settings.data_dir)
     keys = keystore.unlock(passphrase)
-    reader = Reader(settings.store_dir, keys)
+    store = open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir, create=False)
+    reader = Reader(store, keys)
     model_fn = task.Forecaster
     if task_name == "bills":  # the prototype's task: one client per category, TinyNet, prev bill -> next
         from fl.bills import category_bills, category_data
@@ -44,7 +45,7 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
             for region in settings.regions:
                 if region in keystore.region_names:  # the client gets its region's key, nothing more
                     key = keystore.region_key(passphrase, region)
-                    readings[region] = region_readings_with_key(settings.store_dir, key)
+                    readings[region] = region_readings_with_key(store, key)
                     capabilities[region] = f"region key {key.fingerprint[:16]}"
                 else:
                     readings[region] = region_readings(reader, region)
@@ -60,7 +61,6 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
     if not any(len(d.train[1]) for d in datas):
         raise MeterSealError("the store has too few consecutive readings per meter for a forecasting window "
                                    "(ingest some: meterseal ingest uci)")
-    store = SegmentStore(settings.store_dir)
     signer = keystore.ledger_signer(passphrase)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{strategy}-{os.urandom(2).hex()}"
 

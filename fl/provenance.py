@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ import numpy as np
 
 from ledger import leaf
 from ledger.hashing import leaf_hash
-from ledger.log import FileCheckpoints, Log
+from ledger.log import Log
 from ledger.note import Signer
-from ledger.storage import FileHashStore
-from streams.store.segments import SegmentStore, log_origin
+from streams.store.base import Store
+from streams.store.segments import log_origin
 
 _MAGIC = b"MSWEIGHTS1\n"
 
@@ -59,41 +58,40 @@ def model_row(blob: bytes, *, run_id: str, round_: int, strategy: str, metrics: 
             "metrics": json.dumps(metrics, sort_keys=True, separators=(",", ":")), "created_at_ms": created_at_ms}
 
 
-def run_dir(store: SegmentStore, run_id: str) -> Path:
+def run_dir(store: Store, run_id: str) -> Path:
+    """This machine's folder of a run (history.json, metrics.png): under the local store, or the data dir's."""
     return store.root / "models" / run_id
 
 
-def record_model(store: SegmentStore, signer: Signer, weights: list[np.ndarray], *, run_id: str, round_: int,
+def record_model(store: Store, signer: Signer, weights: list[np.ndarray], *, run_id: str, round_: int,
                  strategy: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Save one global model version and append its hash to the model log (signed checkpoint); returns the row."""
+    """Save one global model version (store objects ``models/<run>/round-NNN.*``: files locally, S3 objects
+    on ``s3://``) and append its hash to the model log (signed checkpoint); returns the row."""
     blob = weights_bytes(weights)
     row = model_row(blob, run_id=run_id, round_=round_, strategy=strategy, metrics=metrics,
                     created_at_ms=int(time.time() * 1000))
-    directory = run_dir(store, run_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    _write(directory / f"round-{round_:03d}.weights", blob)
+    run_dir(store, run_id).mkdir(parents=True, exist_ok=True)  # the run's local history and plot go here
+    prefix = f"models/{run_id}/round-{round_:03d}"
+    store.blobs.put(prefix + ".weights", blob)
     with store.locked("models", 0):
-        log = Log(log_origin(signer.verifier.key_hash.hex(), "models", 0), FileHashStore(store.hash_path("models", 0)),
-                  FileCheckpoints(store.checkpoint_dir("models", 0)))
+        log = Log(log_origin(signer.verifier.key_hash.hex(), "models", 0), store.hash_store("models", 0),
+                  store.checkpoint_store("models", 0))
         row["leaf_index"] = log.size
-        _write(directory / f"round-{round_:03d}.json", json.dumps(row, indent=2).encode())
+        store.blobs.put(prefix + ".json", json.dumps(row, indent=2).encode())
         log.append([leaf_hash(leaf.encode_model_event(row))])
         log.checkpoint(signer)
     return row
 
 
-def model_rows(store: SegmentStore) -> list[dict[str, Any]]:
-    """Every saved model version's provenance row, by leaf index; ``weights_ok`` says if its file still hashes right."""
+def model_rows(store: Store) -> list[dict[str, Any]]:
+    """Every saved model version's provenance row, by leaf index; ``weights_ok`` says if its weights still hash right."""
     rows = []
-    for path in sorted((store.root / "models").glob("*/round-*.json")):
-        row = json.loads(path.read_text())
-        weights = path.with_suffix(".weights")
-        row["weights_ok"] = weights.exists() and hashlib.sha256(weights.read_bytes()).hexdigest() == row["model_sha256"]
+    for key in store.blobs.list("models/"):
+        name = key.rsplit("/", 1)[-1]
+        if key.count("/") != 2 or not (name.startswith("round-") and name.endswith(".json")):
+            continue
+        row = json.loads(store.blobs.get(key))
+        weights = store.blobs.get(key[: -len(".json")] + ".weights")
+        row["weights_ok"] = weights is not None and hashlib.sha256(weights).hexdigest() == row["model_sha256"]
         rows.append(row)
     return sorted(rows, key=lambda r: r.get("leaf_index", -1))
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -13,7 +13,7 @@ True
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 
 def due(since_s: float, counts: dict[str, int], last: dict[str, int], *, every_s: float,
@@ -29,9 +29,10 @@ def due(since_s: float, counts: dict[str, int], last: dict[str, int], *, every_s
     return None
 
 
-def region_counts(store_dir: Path) -> dict[str, int]:
-    """Readings per region in the store, counted by DuckDB over the sealed segments (nothing opened)."""
-    from streams.store.segments import connect
+def region_counts(store_dir: Any) -> dict[str, int]:
+    """Readings per region in the store (a directory, ``s3://...`` or a ``Store``), counted by DuckDB over the
+    sealed rows (nothing opened)."""
+    from streams.store.base import connect
 
     con = connect(store_dir)
     try:

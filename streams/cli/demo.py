@@ -28,8 +28,8 @@ from streams.keys.keystore import Keystore
 from streams.store.audit import audit_store
 from streams.seal import open_record
 from streams.settings import Settings
-from streams.cli.common import passphrase_for
-from streams.store.segments import SegmentStore, connect
+from streams.cli.common import open_settings_store, passphrase_for
+from streams.store.base import connect
 from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy, check_bill, check_reading, decode_raw, next_state
 
@@ -151,12 +151,13 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
 def _wait(settings: Settings, want_readings: set[str], want_bills: set[str], want_dead: int, since: float,
           worker: subprocess.Popen, timeout: float) -> dict:
     total = len(want_readings) + len(want_bills) + want_dead
+    store = open_settings_store(settings)
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("waiting for the worker to seal and store"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("", total=total)
         while True:
-            con = connect(settings.store_dir)
+            con = connect(store)  # a fresh snapshot each time (either backend)
             got_r = {r for (r,) in con.execute("SELECT record_id FROM readings").fetchall()} & want_readings
             got_b = {r for (r,) in con.execute("SELECT record_id FROM bills").fetchall()} & want_bills
             dead = con.execute("SELECT count(*) FROM dlq WHERE received_at_ms >= ?", [int(since * 1000)]).fetchone()[0]
@@ -173,8 +174,8 @@ def _wait(settings: Settings, want_readings: set[str], want_bills: set[str], wan
 
 
 def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: int, n_readings: int, elapsed: float) -> None:
-    store = SegmentStore(settings.store_dir)
-    con = connect(settings.store_dir)
+    store = open_settings_store(settings)
+    con = connect(store)
     summary = Table(title="sealed into the store", show_lines=False)
     for col in ("input", "produced", "sealed", "dead letters"):
         summary.add_column(col, justify="right" if col != "input" else "left")
@@ -205,7 +206,7 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
                   f"{con.execute('SELECT count(*) FROM bills').fetchone()[0]} bills, "
                   f"{con.execute('SELECT count(*) FROM dlq').fetchone()[0]} dead letters")
     con.close()
-    results = audit_store(settings.store_dir, Keystore.load(settings.data_dir).ledger_verifier)
+    results = audit_store(store, Keystore.load(settings.data_dir).ledger_verifier)
     problems = [f for _, findings in results for f in findings]
     console.print(f"ledger: {len(results)} Merkle logs, {sum(s.leaves for s, _ in results)} leaves, "
                   f"{sum(s.checkpoints for s, _ in results)} signed checkpoints — "
@@ -267,14 +268,15 @@ def _share(settings: Settings, passphrase: str) -> None:
 
     keystore = Keystore.load(settings.data_dir)
     keys, signer = keystore.unlock(passphrase), keystore.ledger_signer(passphrase)
-    reader = Reader(settings.store_dir, keys)
+    store = open_settings_store(settings)
+    reader = Reader(store, keys)
     hits = reader.search(Query(meter="UCI-00000"), kinds=["readings"])
     if not hits:
         return
     day = dt.date.fromisoformat(reader.open(hits[0])["ts"][:10])
     recipient = PartyKey.generate()  # made by the recipient; only its public half reaches the owner
-    party = add_party(settings.store_dir, "demo-recipient", recipient.public_key, replace=True)
-    grant = create_grant(settings.store_dir, signer=signer, index_key=keys.index_key, party=party,
+    party = add_party(store, "demo-recipient", recipient.public_key, replace=True)
+    grant = create_grant(store, signer=signer, index_key=keys.index_key, party=party,
                          meters=["UCI-00000"], start=day, end=day, purpose="demo: one meter, one day")
     from streams.exceptions import ShareError
 
@@ -282,7 +284,7 @@ def _share(settings: Settings, passphrase: str) -> None:
     while True:
         started = time.perf_counter()
         try:
-            blob, summary = export_bundle(settings.store_dir, grant.grant_id, owner=keys, signer=signer)
+            blob, summary = export_bundle(store, grant.grant_id, owner=keys, signer=signer)
             break
         except ShareError as exc:
             if "not under a signed checkpoint" not in str(exc) or time.monotonic() > deadline:

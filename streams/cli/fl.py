@@ -12,7 +12,7 @@ import click
 from streams.settings import Settings
 
 from fl.federate import STEPS_MIN, federate
-from streams.cli.common import passphrase_for, region_passphrase
+from streams.cli.common import open_settings_store, passphrase_for, region_passphrase
 
 
 @click.group("fl")
@@ -81,9 +81,10 @@ def fl_schedule(settings: Settings, every_min: float, after_readings: int, round
     err = Console(stderr=True)
     last_at, last_counts, runs = time.monotonic(), {}, 0
     err.print(f"fl schedule: every {every_min:g} min or after {after_readings} new readings per region; "
-              f"looking at {settings.store_dir} every {poll_s:g} s")
+              f"looking at {settings.store_location} every {poll_s:g} s")
+    store = open_settings_store(settings)
     while not max_runs or runs < max_runs:
-        counts = region_counts(settings.store_dir)
+        counts = region_counts(store)
         reason = due(time.monotonic() - last_at, counts, last_counts, every_s=every_min * 60,
                      after_readings=after_readings)
         if reason:

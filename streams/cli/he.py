@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console
+from streams.cli.common import console, open_settings_store
 from streams.cli.dp import _cell, _fmt, _signer_and_keys, _table
 from streams.settings import Settings
 
@@ -28,7 +28,7 @@ def bill_cmd(settings: Settings, encrypted: bool, kind: str, period: str | None,
 
     keystore, _, passphrase = _signer_and_keys(settings)
     tar = tariff.load_tariff(tariff_path)
-    usage = billrun.usage_from_store(settings.store_dir, keystore.unlock(passphrase), kind=kind, period=period)
+    usage = billrun.usage_from_store(open_settings_store(settings), keystore.unlock(passphrase), kind=kind, period=period)
     if encrypted:
         result = billrun.run_encrypted(usage, tar)
     else:
@@ -62,7 +62,7 @@ def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, m
     if not encrypted:
         raise click.UsageError("only --encrypted forecasts are served here (plaintext: `meterseal fl run`)")
     keystore, _, passphrase = _signer_and_keys(settings)
-    out = he_forecast.forecast_from_store(settings.store_dir, keystore.unlock(passphrase), meter=meter,
+    out = he_forecast.forecast_from_store(open_settings_store(settings), keystore.unlock(passphrase), meter=meter,
                                           regions=settings.regions, rounds=rounds, model=model)
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))

@@ -22,25 +22,29 @@ def store() -> None:
 
 
 @store.command("rebuild")
-@click.option("--into", type=click.Path(file_okay=False, path_type=Path),
-              help="A new, empty directory for the rebuilt store (default: <data-dir>/store-rebuilt-<time>).")
+@click.option("--into", help="A new, empty store for the rebuilt records: a directory (default: "
+              "<data-dir>/store-rebuilt-<time>) or s3://BUCKET/PREFIX (with METERSEAL_CATALOG and AWS_*).")
 @click.pass_obj
-def store_rebuild(settings: Settings, into: Path | None) -> None:
+def store_rebuild(settings: Settings, into: str | None) -> None:
     """Replay readings.sealed, bills.sealed, dlq and keys.deks from the broker into a fresh store.
 
     The result is a store like the one the worker wrote (same records, same ledger leaves). Point
-    METERSEAL_DATA_DIR's store at it (rename the directory) once you have compared them.
+    METERSEAL_STORE (or the data dir's store) at it once you have compared them.
     """
     from streams.pipeline import Pipeline
+    from streams.store.base import is_remote, open_store
     from streams.store.rebuild import rebuild
-    from streams.store.segments import SegmentStore
 
     keystore = Keystore.load(settings.data_dir)
     passphrase = passphrase_for(settings)
-    into = into or settings.data_dir / f"store-rebuilt-{time.strftime('%Y%m%dT%H%M%S')}"
-    if into.exists() and any(into.iterdir()):
+    into = into or str(settings.data_dir / f"store-rebuilt-{time.strftime('%Y%m%dT%H%M%S')}")
+    if not is_remote(into) and Path(into).exists() and any(Path(into).iterdir()):
         raise MeterSealError(f"{into} is not empty: rebuild into a new directory")
-    pipeline = Pipeline(settings, keystore.index_key(passphrase), keystore.owner_public, SegmentStore(into),
+    target = open_store(into if is_remote(into) else Path(into), catalog=settings.catalog,
+                        work_dir=settings.data_dir / "store-rebuild-work", create=True)
+    if is_remote(into) and (target.log_keys() or not all(target.is_empty(t) for t in ("readings", "bills", "dlq"))):
+        raise MeterSealError(f"{into} already holds records or ledger logs: rebuild into a new prefix")
+    pipeline = Pipeline(settings, keystore.index_key(passphrase), keystore.owner_public, target,
                         keystore.ledger_signer(passphrase))
     from rich.progress import Progress, SpinnerColumn, TextColumn
 

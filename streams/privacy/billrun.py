@@ -39,7 +39,7 @@ def _month_query(period: str | None) -> Query:
     return Query(start=first, end=dt.date(year, month, calendar.monthrange(year, month)[1]))
 
 
-def usage_from_store(store_dir: Path | str, owner: UnlockedKeys, *, kind: str = "bills",
+def usage_from_store(store_dir: Path | str | Any, owner: UnlockedKeys, *, kind: str = "bills",
                      period: str | None = None) -> list[dict[str, Any]]:
     """Per bill (``kind="bills"``) or per meter-month (``"readings"``): id, period and units (0.01 kWh).
     ``owner`` (the data owner's keys) opens the records."""

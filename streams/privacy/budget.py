@@ -67,6 +67,9 @@ class BudgetState:
 
 
 def _dir(store_root: Path) -> Path:
+    if str(store_root).startswith("s3:/"):  # Path() would make "s3:/..." a local folder: refuse instead
+        raise DPError(f"DP budgets are local files in the data owner's data dir, not in an object store ({store_root}): "
+                      "pass the data dir's store folder (`meterseal dp` does); the readings may still be on s3://")
     return Path(store_root) / "privacy"
 
 
@@ -93,6 +96,7 @@ def read_events(store_root: Path | str) -> list[dict[str, Any]]:
 
 
 def _hashes(store_root: Path) -> FileHashStore:
+    _dir(store_root)
     return FileHashStore(SegmentStore(store_root).hash_path(*LOG))
 
 
@@ -171,6 +175,7 @@ def set_budget(store_root: Path | str, signer: Signer, *, rho: float, analyst: s
              "dataset": _check_name("dataset", dataset) if dataset else "", "rho": float(rho), "query": "",
              "created_at_ms": int(clock() * 1000)}
     store_root = Path(store_root)
+    _dir(store_root)  # refuses s3:// before the lock file is made
     with SegmentStore(store_root).locked(*LOG):
         load(store_root)  # refuse to build on a log that does not check out
         return _append(store_root, signer, event)
@@ -205,6 +210,7 @@ def spend(store_root: Path | str, signer: Signer, *, analyst: str, dataset: str,
     Returns the spend event and the state after it."""
     _check_name("analyst", analyst)
     store_root = Path(store_root)
+    _dir(store_root)  # refuses s3:// before the lock file is made
     with SegmentStore(store_root).locked(*LOG):
         state = load(store_root)
         _check(state, analyst=analyst, dataset=dataset, rho=rho, default_dataset_rho=default_dataset_rho)

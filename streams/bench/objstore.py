@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import multiprocessing
 import os
 import statistics
@@ -85,6 +86,21 @@ def _writer(location: str, catalog: str, partition: int, batches: list[bytes], o
     out.put((rows, time.perf_counter() - start))
 
 
+def _get(queue: Any, procs: list, timeout: float) -> Any:
+    """The next message from the writers; fails at once if a writer died instead of waiting out ``timeout``."""
+    import queue as queues
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return queue.get(timeout=1)
+        except queues.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a writer process exited with code {dead[0]} (its traceback is above)")
+    raise TimeoutError(f"no word from the writer processes in {timeout:g} s")
+
+
 def _append_throughput(location: str, catalog: str, batches: list[pa.Table], writers: int) -> float:
     """Rows/s of ``writers`` processes appending concurrently (each its own partition, same table)."""
     ctx = multiprocessing.get_context("spawn")
@@ -99,10 +115,10 @@ def _append_throughput(location: str, catalog: str, batches: list[pa.Table], wri
     procs = [ctx.Process(target=_writer, args=(location, catalog, p, per[p], out, go)) for p in range(writers)]
     for p in procs:
         p.start()
-    assert [out.get(timeout=300) for _ in procs] == ["ready"] * writers
+    assert [_get(out, procs, 300) for _ in procs] == ["ready"] * writers
     start = time.perf_counter()
     go.set()
-    results = [out.get(timeout=900) for _ in procs]
+    results = [_get(out, procs, 900) for _ in procs]
     wall = time.perf_counter() - start
     for p in procs:
         p.join(30)
@@ -149,6 +165,7 @@ def bench_objstore(n: int = 1_000_000, *, trial: bool = False, specs: tuple[str,
         start = time.perf_counter()
         open_table(hits, ring)
         out["local"]["unseal_per_s"] = round(hits.num_rows / (time.perf_counter() - start))
+        progress(f"local: {json.dumps(out['local'])}")  # each phase's figures as soon as they exist
         data = pa.concat_tables([pq.read_table(p) for p in local.segments("readings")])
         bucket = _bucket()
         for spec in specs:
@@ -178,6 +195,7 @@ def bench_objstore(n: int = 1_000_000, *, trial: bool = False, specs: tuple[str,
                 res[name] = {"ms": round(ms, 1), "hits": got.num_rows, "vs_local": round(ms / out["local"][name]["ms"], 2)}
                 assert got.num_rows == out["local"][name]["hits"], (spec, name)
             out["s3"][spec] = res
+            progress(f"{spec}: {json.dumps(res)}")
         # unseal over what S3 returned for the 42-day range (same CPU work: AEAD opens)
         first = out["s3"][specs[0]]
         store = IcebergStore(f"s3://{bucket}/{specs[0].replace('+', '-')}", catalog, work_dir=Path(tmp) / "w", spec=specs[0])
@@ -199,10 +217,76 @@ def bench_objstore(n: int = 1_000_000, *, trial: bool = False, specs: tuple[str,
             location = f"s3://{bucket}/append-{writers}"
             IcebergStore(location, catalog, work_dir=Path(tmp) / "w")  # tables made once (default spec), before the race
             out["append_rows_per_s"][writers] = round(_append_throughput(location, catalog, batches, writers))
+            progress(f"append with {writers} writer(s): {out['append_rows_per_s'][writers]:,} rows/s")
         base = out["append_rows_per_s"][1]
         out["append_vs_1_writer"] = {w: round(r / base, 2) for w, r in out["append_rows_per_s"].items()}
         out["note"] = ("local: DuckDB over Parquet segments (Bloom filters); s3: Iceberg scan pruned by partition and "
                        "column bounds, read through pyarrow's S3 filesystem, then the same SQL in DuckDB over Arrow; "
                        "median of 3; append: writer processes each on its own sealed-topic partition of one table, "
                        "dedup against the snapshot + optimistic commit with retry, 2,000-row batches")
+        return out
+
+
+def bench_compaction(n: int = 200_000, *, batch: int = 500, meters: int = 1000, trial: bool = False,
+                     trial_port: int = 15420, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Query times over an Iceberg table written the way workers write it (many small commits, so several
+    small files per day partition), before and after ``streams.store.compact``, in one run."""
+    from streams.bench.store import build_reading_store
+    from streams.seal import SEALED_COLUMNS
+    from streams.store.compact import compact
+    from streams.store.iceberg import DEFAULT_SPEC, IcebergStore
+    from streams.store.query import Query, where
+    from streams.store.segments import SegmentStore
+
+    with tempfile.TemporaryDirectory(prefix="meterseal-bench-compact-") as tmp, _servers(trial, Path(tmp), trial_port):
+        catalog = os.environ.get("METERSEAL_CATALOG")
+        if not catalog:
+            raise SystemExit("set METERSEAL_CATALOG and AWS_* (or use --trial)")
+        progress(f"sealing {n:,} readings ({meters:,} meters)")
+        index, _, _ = build_reading_store(Path(tmp) / "local", n, meters=meters)
+        data = pa.concat_tables([pq.read_table(p) for p in SegmentStore(Path(tmp) / "local").segments("readings")])
+        data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
+        store = IcebergStore(f"s3://{_bucket()}/compact", catalog, work_dir=Path(tmp) / "w")
+        tbl = store._table("readings")
+        progress(f"appending them in {n // batch:,} commits of {batch:,} rows (spec {DEFAULT_SPEC})")
+        start = time.perf_counter()
+        for offset in range(0, data.num_rows, batch):
+            tbl.append(data.slice(offset, batch))
+        out: dict[str, Any] = {"readings": n, "commit_rows": batch, "commits": -(-n // batch), "spec": DEFAULT_SPEC,
+                               "append_rows_per_s": round(n / (time.perf_counter() - start))}
+        cols = ", ".join(SEALED_COLUMNS)
+
+        def queries() -> dict:
+            res = {}
+            for name, q in QUERIES.items():
+                query = Query(**q)
+                condition, params = where(query, index)
+                first_day, last_day = (query.date, query.date) if query.date else (query.start, query.end)
+                dates = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+
+                def run():
+                    cand = store.pruned("readings", day_toks=[index.day(d.isoformat()) for d in dates],
+                                        month_toks=sorted({index.month(d.year, d.month) for d in dates}),
+                                        meter_tok=index.meter(query.meter) if query.meter else None)
+                    c = duckdb.connect()
+                    c.register("candidates", cand)
+                    return c.sql(f"SELECT {cols} FROM candidates WHERE {condition}", params=params).to_arrow_table()
+                ms, got = _median_ms(run)
+                res[name] = {"ms": round(ms, 1), "hits": got.num_rows}
+            return res
+
+        progress("queries before compaction")
+        out["before"] = {"files": len(list(store._table("readings").scan().plan_files())), **queries()}
+        progress("compacting")
+        start = time.perf_counter()
+        out["compact"] = compact(store, "readings", min_files=2)
+        out["compact"]["seconds"] = round(time.perf_counter() - start, 1)
+        progress("queries after compaction")
+        out["after"] = {"files": out["compact"]["files_after"], **queries()}
+        for name in QUERIES:
+            assert out["after"][name]["hits"] == out["before"][name]["hits"], name
+            out["after"][name]["vs_before"] = round(out["after"][name]["ms"] / out["before"][name]["ms"], 2)
+        out["note"] = ("one Iceberg table (default spec) written in small commits like the workers' seal batches; "
+                       "queries as in `bench store --s3` (scan pruned by partition and bounds, then DuckDB), median of "
+                       "3, before and after `meterseal store compact` (min 2 files per partition) in the same run")
         return out

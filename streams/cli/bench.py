@@ -125,18 +125,26 @@ def bench_ledger_cmd(leaves: int, fmt: str) -> None:
               "queries per partition spec, unseal, append with 1-3 writer processes.")
 @click.option("--trial", is_flag=True, help="With --s3: start PostgreSQL and SeaweedFS on 127.0.0.1 for the run.")
 @click.option("--append-rows", type=int, default=60_000, show_default=True, help="With --s3: rows each append run writes.")
+@click.option("--compaction", is_flag=True, help="With --s3: only the compaction figures (--readings rows in "
+              "500-row commits, queries before and after `meterseal store compact`).")
 @click.option("--trial-port", type=int, default=15420, show_default=True,
               help="With --trial: SeaweedFS uses this port and the next 15, PostgreSQL the one after.")
 @click.option("--specs", default="day+bucket,month+bucket,day,none", show_default=True,
               help="With --s3: Iceberg partition specs to compare (day, month, bucketN joined by '+', or none).")
 @_bench_fmt
-def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, trial_port: int, specs: str,
-                    fmt: str) -> None:
+def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, compaction: bool, trial_port: int,
+                    specs: str, fmt: str) -> None:
     """Range-query latency and unseal throughput over a store built directly, vs the prototype's per-record RSA."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from streams.bench.store import bench_store
 
+    if s3 and compaction:
+        from streams.bench.objstore import bench_compaction
+
+        print_result(bench_compaction(readings, trial=trial, trial_port=trial_port,
+                                      progress=lambda text: console.print(f"{time.strftime('%H:%M:%S')} {text}")), fmt)
+        return
     if s3:
         from streams.bench.objstore import bench_objstore
 

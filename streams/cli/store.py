@@ -73,3 +73,20 @@ def store_migrate(settings: Settings, to: str) -> None:
     click.echo(json.dumps({"to": to, **report.__dict__}, indent=2))
     click.echo(f"ok: {report.logs} logs, {report.leaves} leaves verified in the copy; point METERSEAL_STORE at {to}",
                err=True)
+
+
+@store.command("compact")
+@click.option("--table", "tables", multiple=True, type=click.Choice(["readings", "bills", "dlq"]),
+              help="Only this table (repeat for several; default all three).")
+@click.option("--min-files", type=int, default=8, show_default=True,
+              help="Rewrite a partition only when it holds at least this many data files.")
+@click.pass_obj
+def store_compact(settings: Settings, tables: tuple[str, ...], min_files: int) -> None:
+    """Rewrite each partition's small files (one per streaming commit) of the S3 store's Iceberg tables as one
+    file, while workers keep appending (an optimistic commit deleting exactly the files it read)."""
+    from streams.cli.common import open_settings_store
+    from streams.store.compact import compact_store
+
+    report = compact_store(open_settings_store(settings), tables=tables or ("readings", "bills", "dlq"),
+                           min_files=min_files, progress=lambda text: console.print(text))
+    click.echo(json.dumps(report, indent=2))

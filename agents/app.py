@@ -99,7 +99,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             await send_to["dlq"].send(key=outcome.key, value=outcome.record)
         if not first_sealed and isinstance(outcome, Sealed):
             first_sealed.append(time.monotonic())
-            log.warning("first record sealed %.1f s after worker start", first_sealed[0] - started)
+            log.warning("first record sealed %.1f s after worker start (at %.4f)", first_sealed[0] - started, time.time())
 
     def source(event) -> Source:
         return Source(event.message.topic, event.message.partition, event.message.offset)

@@ -22,9 +22,9 @@ from streams.bench.micro import rate
 
 
 @contextlib.contextmanager
-def _bench_worker(workers: int = 1, **env: str):
+def _bench_worker(workers: int = 1, *, before: Callable | None = None, **env: str):
     """A temporary data dir, a fresh embedded broker and ``workers`` ready worker processes in one group:
-    yields (data dir, broker)."""
+    yields (data dir, broker). ``before(broker)`` runs once the topics exist, before any worker starts."""
     import subprocess
     import sys
     import tempfile
@@ -38,6 +38,8 @@ def _bench_worker(workers: int = 1, **env: str):
         Keystore.init(data, "bench")
         with EmbeddedBroker() as broker:
             ensure_topics(broker.bootstrap, 4)
+            if before is not None:
+                before(broker)
             environ = {**os.environ, "METERSEAL_DATA_DIR": str(data), "METERSEAL_BROKER": broker.url,
                        "METERSEAL_PASSPHRASE": "bench", **env}
             procs, logs = [], [data / f"worker{i}.log" for i in range(workers)]
@@ -70,51 +72,104 @@ def _uci_messages(n: int, meters: int = 20) -> list[tuple[bytes, bytes]]:
 
 
 def bench_pipeline(n: int = 20_000, *, workers: int = 1, meters: int = 20, timeout: float = 600.0,
-                   messages: list[tuple[bytes, bytes]] | None = None, batch: int = 0) -> dict:
+                   messages: list[tuple[bytes, bytes]] | None = None, batch: int = 0, preproduced: bool = False) -> dict:
     """End to end on the embedded broker with ``workers`` worker processes: n UCI readings produced as fast as
-    possible, timed from the first message produced until the last sealed reading is in the store. ``batch``:
-    head-end batch messages of that many readings (JSON arrays keyed by collector id) instead of one a message."""
+    possible, timed from the first message produced until the last sealed reading is in the store (the newest
+    segment's write time; ``end_to_end_polled_s`` is the older figure, the first 0.5 s poll that counted them
+    all). ``batch``: head-end batch messages of that many readings (JSON arrays keyed by collector id) instead
+    of one a message. ``preproduced``: every message is on the broker before the worker starts, and the time
+    runs from the worker's first sealed reading (how the bare Faust agent is timed by default)."""
     if batch:
         from streams.ingest.produce import batch_readings
         from streams.ingest.sources import uci_readings
 
         messages = list(batch_readings(uci_readings(meters=meters, limit=n), batch))
     messages = messages or _uci_messages(n, meters)
-    with _bench_worker(workers) as (data, broker):
-        produced_s, elapsed, stored = _drive(data, broker, messages, timeout, expected=n)
+    if preproduced:
+        with _bench_worker(workers, before=lambda broker: _produce(broker, messages)) as (data, broker):
+            produced_s = 0.0  # (before the worker started)
+            _, stored, last = _wait_stored(data, time.time(), n, timeout)
+            first = _first_sealed_at(data, workers)
+        elapsed = polled = last - first  # (no poll figure: the start is read from the log)
+    else:
+        with _bench_worker(workers) as (data, broker):
+            start = time.time()
+            produced_s = _produce(broker, messages)
+            polled, stored, last = _wait_stored(data, start, n, timeout)
+        elapsed = last - start
     key = f"readings_per_s{'_batched' if batch else ''}_{workers}_worker{'s' if workers > 1 else ''}"
     return {"readings": n, "workers": workers, "readings_per_message": batch or 1, "messages": len(messages),
             "stored": stored, "produce_s": round(produced_s, 2), "end_to_end_s": round(elapsed, 2),
-            key: round(stored / elapsed),
+            "end_to_end_polled_s": round(polled, 2), "preproduced": preproduced,
+            key: round(stored / elapsed), key + "_polled": round(stored / polled),
             "note": f"UCI readings as JSON{f' arrays of {batch} by collector' if batch else ''}, {workers} worker "
-                    "process(es) in one group, embedded Tansu broker; from the first message produced to the last "
-                    "reading stored (sealed, tokenized, ledgered)"}
+                    "process(es) in one group, embedded Tansu broker; "
+                    + ("all produced before the worker starts, from its first sealed reading"
+                       if preproduced else "from the first message produced (while producing)")
+                    + " to the last reading stored (sealed, tokenized, ledgered; the newest segment's write time)"}
 
 
-def _drive(data, broker, messages: list[tuple[bytes, bytes]], timeout: float,
-           progress: Callable[[int], None] | None = None, expected: int | None = None) -> tuple[float, float, int]:
-    """Produce ``messages`` to readings.raw as fast as possible and wait until the store holds them all:
-    returns (seconds producing, seconds until all stored, readings stored)."""
+def _produce(broker, messages: list[tuple[bytes, bytes]]) -> float:
+    """Produce ``messages`` to readings.raw as fast as possible; returns the seconds it took."""
     from streams.ingest.broker import Producer
-    from streams.store.segments import connect
 
     producer = Producer(broker.bootstrap)
     start = time.perf_counter()
     for key, value in messages:
         producer.send("readings.raw", value, key)
     producer.close()
-    produced_s = time.perf_counter() - start
-    expected = len(messages) if expected is None else expected
-    stored, poll = 0, 0.5 if expected < 200_000 else 5.0  # counting a big store costs CPU the workers need
-    while stored < expected and time.perf_counter() - start < timeout:
-        time.sleep(poll)
-        con = connect(data / "store")
-        now = con.execute("SELECT count(*) FROM readings").fetchone()[0]
-        con.close()
+    return time.perf_counter() - start
+
+
+class _RowCounter:
+    """Readings in the store, counted from the Parquet footers of segments not seen before (cheap enough to
+    poll while the workers run: a DuckDB count re-reads every footer each time), and the newest one's mtime."""
+
+    def __init__(self, store) -> None:
+        self.root, self.rows, self.newest, self._seen = store / "readings", 0, 0.0, set()
+
+    def poll(self) -> int:
+        import pyarrow.parquet as pq
+
+        for path in self.root.glob("p*/*.parquet") if self.root.exists() else ():
+            if path not in self._seen:
+                self._seen.add(path)
+                self.rows += pq.read_metadata(path).num_rows
+                self.newest = max(self.newest, path.stat().st_mtime)
+        return self.rows
+
+
+def _wait_stored(data, start: float, expected: int, timeout: float,
+                 progress: Callable[[int], None] | None = None) -> tuple[float, int, float]:
+    """Wait until the store holds ``expected`` readings (polled every 0.5 s): returns (seconds from ``start``, a
+    wall time, to the poll that saw them all; readings stored; wall time the newest segment was written)."""
+    counter, stored = _RowCounter(data / "store"), 0
+    while stored < expected and time.time() - start < timeout:
+        time.sleep(0.5)
+        now = counter.poll()
         if progress:
             progress(now - stored)
         stored = now
-    return produced_s, time.perf_counter() - start, stored
+    return time.time() - start, stored, counter.newest
+
+
+def _first_sealed_at(data, workers: int) -> float:
+    """The wall time of the first sealed reading, from the workers' logs (``agents.app`` logs it)."""
+    found = [float(m[1]) for i in range(workers)
+             for m in re.finditer(r"first record sealed .*\(at ([\d.]+)\)", (data / f"worker{i}.log").read_text())]
+    if not found:
+        raise RuntimeError("no worker logged its first sealed record")
+    return min(found)
+
+
+def _drive(data, broker, messages: list[tuple[bytes, bytes]], timeout: float,
+           progress: Callable[[int], None] | None = None, expected: int | None = None) -> tuple[float, float, int]:
+    """Produce ``messages`` to readings.raw as fast as possible and wait until the store holds them all:
+    returns (seconds producing, seconds until all stored, readings stored)."""
+    start = time.time()
+    produced_s = _produce(broker, messages)
+    _, stored, last = _wait_stored(data, start, len(messages) if expected is None else expected, timeout, progress)
+    return produced_s, last - start, stored
 
 
 def bench_replay(*, workers: int = 2, limit: int | None = None, timeout: float = 7200.0,
@@ -148,27 +203,49 @@ def bench_replay(*, workers: int = 2, limit: int | None = None, timeout: float =
             "note": "UCI household power as 20 meters, JSON, produced up front; wall = first produced to last stored"}
 
 
-def bench_bare_faust(n: int = 20_000, *, forward: bool = False, messages: list[tuple[bytes, bytes]] | None = None) -> dict:
-    """The ceiling: a bare Faust agent (``agents.bare``) reading the same messages on a fresh embedded broker."""
+def bench_bare_faust(n: int = 20_000, *, forward: bool = False, messages: list[tuple[bytes, bytes]] | None = None,
+                     concurrent: bool = False) -> dict:
+    """The ceiling: a bare Faust agent (``agents.bare``) reading the same messages on a fresh embedded broker,
+    produced before it starts and timed from its first batch to its last (the default), or (``concurrent``)
+    produced as fast as possible once it is ready and timed from the first message produced to its last batch:
+    the conditions ``bench_pipeline`` times the worker under."""
     import subprocess
     import sys
+    import tempfile
 
-    from streams.ingest.broker import EmbeddedBroker, Producer, ensure_topics
+    from streams.ingest.broker import EmbeddedBroker, ensure_topics
 
     messages = messages or _uci_messages(n)
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker, tempfile.TemporaryFile("w+") as out:
         ensure_topics(broker.bootstrap, 4, ["readings.raw", "bench.forward"])
-        producer = Producer(broker.bootstrap)
-        for key, value in messages:
-            producer.send("readings.raw", value, key)
-        producer.close()
+        if not concurrent:
+            _produce(broker, messages)
         cmd = [sys.executable, "-m", "agents.bare", "--broker", broker.url, "--count", str(len(messages))]
-        done = subprocess.run(cmd + (["--forward"] if forward else []), capture_output=True, text=True, timeout=600)
-    found = re.search(r"bare: (\d+) messages in ([\d.]+) s", done.stdout + done.stderr)  # Faust logs what a worker prints
+        proc = subprocess.Popen(cmd + (["--forward"] if forward else []), stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            start = None
+            if concurrent:
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and proc.poll() is None:
+                    out.seek(0)
+                    if "bare ready" in out.read():
+                        break
+                    time.sleep(0.2)
+                start = time.time()
+                _produce(broker, messages)
+            proc.wait(600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        text = out.read()
+    found = re.search(r"bare: (\d+) messages in ([\d.]+) s, first at ([\d.]+), last at ([\d.]+)", text)
     if found is None:
-        raise RuntimeError(f"the bare Faust agent did not finish: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    count, seconds = int(found[1]), float(found[2])
-    return {"messages": count, "seconds": round(seconds, 2), "per_s": round(count / seconds)}
+        raise RuntimeError(f"the bare Faust agent did not finish: {text[-4000:]}")
+    count = int(found[1])
+    seconds = float(found[4]) - start if concurrent else float(found[2])
+    return {"messages": count, "seconds": round(seconds, 2), "per_s": round(count / seconds), "concurrent": concurrent}
 
 
 def bench_seed_style(messages: list[tuple[bytes, bytes]], baseline_n: int = 1_000) -> dict:
@@ -272,8 +349,12 @@ def bench_all(*, quick: bool = False, progress: Callable[[str], None] = lambda s
     bare = bench_bare_faust(n, messages=messages)
     progress(f"bare Faust agent forwarding each message, {n} messages")
     bare_fwd = bench_bare_faust(n, forward=True, messages=messages)
+    progress(f"bare Faust agent reading {n} messages while they are produced")
+    bare_conc = bench_bare_faust(n, messages=messages, concurrent=True)
     progress(f"meterseal, 1 worker, {n} readings")
     one = bench_pipeline(n, workers=1, messages=messages)
+    progress(f"meterseal, 1 worker, {n} readings produced before it starts")
+    one_pre = bench_pipeline(n, workers=1, messages=messages, preproduced=True)
     progress(f"meterseal, 1 worker, {n} readings in head-end batches of 100")
     batched = bench_pipeline(n, workers=1, batch=100)
     progress(f"meterseal, 2 workers, {n} readings")
@@ -295,6 +376,9 @@ def bench_all(*, quick: bool = False, progress: Callable[[str], None] = lambda s
         "readings_per_s_1_worker": r1, "readings_per_s_2_workers": r2,
         "readings_per_s_batched_1_worker": batched["readings_per_s_batched_1_worker"],
         "faust_bare_per_s": bare["per_s"], "faust_bare_forward_per_s": bare_fwd["per_s"],
+        "faust_bare_concurrent_per_s": bare_conc["per_s"],
+        "readings_per_s_1_worker_polled": one["readings_per_s_1_worker_polled"],
+        "readings_per_s_1_worker_preproduced": one_pre["readings_per_s_1_worker"],
         "seed_style_per_s": seed["seed_style_per_s"], "seed_style_seal_per_s": seed["seed_style_seal_per_s"],
         "seed_style_open_per_s": seed["seed_style_open_per_s"], "meterseal_seal_open_per_s": seed["meterseal_per_s"],
         "latency_rate_per_s": rate, "latency_achieved_rate": lat["achieved_rate"],
@@ -305,11 +389,18 @@ def bench_all(*, quick: bool = False, progress: Callable[[str], None] = lambda s
         "latency_ms_p99_5000_2_workers": lat5k2["latency_ms_p99"],
         "alert_latency_ms_p99_5000_2_workers": lat5k2["alert_latency_ms_p99"],
         "ratio_1_worker_vs_faust_bare": round(r1 / bare["per_s"], 3),
+        # like for like: both read while the messages are produced, or both from messages produced beforehand
+        "ratio_concurrent_1_worker_vs_faust_bare": round(r1 / bare_conc["per_s"], 3),
+        "ratio_preproduced_1_worker_vs_faust_bare": round(one_pre["readings_per_s_1_worker"] / bare["per_s"], 3),
+        "ratio_polled_1_worker_vs_faust_bare": round(one["readings_per_s_1_worker_polled"] / bare["per_s"], 3),
         "ratio_1_worker_vs_faust_bare_forward": round(r1 / bare_fwd["per_s"], 3),
         "ratio_2_workers_vs_1": round(r2 / r1, 2),
         "ratio_meterseal_vs_seed_style": round(seed["meterseal_per_s"] / seed["seed_style_per_s"], 1),
-        "note": "throughput: UCI readings as JSON produced up front, from the first produced to the last stored; bare = "
-                "a Faust agent that only reads (forward: and sends each message on); seed style = the prototype's "
+        "note": "throughput: UCI readings as JSON produced as fast as possible while the worker reads, from the first "
+                "produced to the newest segment written (polled: to the 0.5 s poll that counted them all, the figure "
+                "before session 8; preproduced: all produced before the worker starts, from its first sealed reading); "
+                "bare = a Faust agent that only reads, timed from its first batch to its last with the messages produced "
+                "before it starts (concurrent: from the first produced, while producing; forward: sends each message on); seed style = the prototype's "
                 "per-record RSA-2048-OAEP wrap + AES-CFB, then unwrap, in-process (meterseal_seal_open: seal + open "
                 "in-process on the same readings); batched: JSON arrays of 100 readings keyed by collector id; latency: "
                 "one worker, readings produced at latency_rate (80 % of readings_per_s_1_worker), then at 5,000/s with "

@@ -6,8 +6,10 @@ Agents::
                                                                     + alerts from the anomaly detector)
     bills.raw     --seal_bills----->  bills.sealed    | dlq
                   (one SealedBatch message per seal batch and raw partition, to the same partition number)
-    readings.sealed, bills.sealed, dlq  --store_*-->  Parquet segments in the store
-                                        (+ a Merkle log per partition, signed checkpoints on ledger.checkpoints)
+    seal_readings (its batch, in a thread) ->  Parquet segments in the store (StoreBehind; readings.sealed is
+                                               still produced, for other consumers and ``store rebuild``)
+    bills.sealed, dlq  --store_*-->  Parquet segments in the store
+                       (+ a Merkle log per partition, signed checkpoints on ledger.checkpoints)
     keys.deks     --store_keys----->  <store>/deks
 
 Delivery is at-least-once (the embedded broker has no transactions); record ids and the store's
@@ -69,7 +71,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                          value_serializer=codec_name(schema) if schema else "raw")
 
     readings_raw, bills_raw = topic("readings.raw"), topic("bills.raw")
-    readings_sealed, bills_sealed, dlq, deks = (topic(t) for t in ("readings.sealed", "bills.sealed", "dlq", "keys.deks"))
+    bills_sealed, dlq, deks = (topic(t) for t in ("bills.sealed", "dlq", "keys.deks"))
     # the same topics, for sending records through the fastavro codec
     # (sealed records go straight to the producer, already encoded: see publish)
     send_to = {"dlq": topic("dlq", "dead_letter"), "keys.deks": topic("keys.deks", "wrapped_key"),
@@ -93,7 +95,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             counts["deks"] += 1
             await send_to["keys.deks"].send(key=key, value=record)
         if isinstance(outcome, Sealed):
-            batch.seal(event.message.partition, event.message.offset, outcome.body)  # sent at the batch's end
+            batch.seal(event.message.partition, event.message.offset, outcome.body, outcome.record)  # sent at the end
         else:
             counts["dead letters:" + outcome.record["rule"]] += 1
             await send_to["dlq"].send(key=outcome.key, value=outcome.record)
@@ -147,7 +149,15 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     counts["shared"] += 1
                     await batch.send(app.producer, share_topic, key, value)
                 await batch.confirm(app.producer)
+                await store_behind.submit(batch.stored_rows, events)  # stored while the next batch is sealed
             batch_seconds.append(time.perf_counter() - began)
+
+    async def stored_readings(written: int) -> None:
+        counts["stored readings.sealed"] += written
+        await publish_checkpoints()
+
+    store_behind = StoreBehind(lambda partition, rows: pipeline.store_sealed("readings", partition, rows),
+                               stored_readings, min_rows=settings.store_batch, max_wait_s=settings.store_flush_s)
 
     share_topics: set[str] = set()
     bootstrap = bootstrap_servers(broker)
@@ -225,7 +235,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     # a sealed-topic message holds a seal batch's records of one partition (tens to hundreds; at most 1,000):
     # take up to store_batch / 10 of them, or what came within store_flush_s
     batches = max(8, settings.store_batch // 10)
-    sink(readings_sealed, "store_readings", batches)
+    # (readings are stored by the seal agent itself: StoreBehind)
     sink(bills_sealed, "store_bills", batches)
     sink(dlq, "store_dlq", settings.store_batch)
 
@@ -280,7 +290,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     @app.on_partitions_revoked.connect
     async def checkpoint_before_handing_over(sender, revoked, **kwargs) -> None:
-        """Sign what this worker appended, and save its detectors, before another worker takes over."""
+        """Store the seal batch in flight, sign what this worker appended, and save its detectors, before another
+        worker takes over."""
+        await store_behind.drain()
         pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
         in_order.forget(revoked)  # another worker reads on from here
         if pipeline.checkpoint_due(force=True):
@@ -288,6 +300,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     @app.on_before_shutdown.connect
     async def checkpoint_on_shutdown(sender, **kwargs) -> None:
+        await store_behind.drain()
         pipeline.alerting.save()
         if pipeline.checkpoint_due(force=True):
             await publish_checkpoints()
@@ -325,33 +338,47 @@ class Batch:
 
     def __init__(self, events) -> None:
         self.events = events
-        self.sealed: dict[int, list[tuple[int, bytes]]] = {}  # raw partition -> (offset, encoded sealed record)
+        # raw partition -> (offset, encoded sealed record, the record's fields)
+        self.sealed: dict[int, list[tuple[int, bytes, dict | None]]] = {}
         self.sent: list[tuple[Any, str, bytes, bytes, int | None]] = []  # (delivery future, topic, key, value, partition)
+        self._carried: list[tuple[int, int, list[dict]]] = []  # (index in sent, partition, the message's records)
+        self.stored_rows: dict[int, list[tuple[int, dict]]] = {}  # after confirm: partition -> (sealed offset, record)
 
-    def seal(self, partition: int, offset: int, body: bytes) -> None:
-        self.sealed.setdefault(partition, []).append((offset, body))
+    def seal(self, partition: int, offset: int, body: bytes, record: dict | None = None) -> None:
+        self.sealed.setdefault(partition, []).append((offset, body, record))
 
     async def send_sealed(self, producer, topic: str, source_topic: str) -> None:
         for partition, items in self.sealed.items():
             key = f"{source_topic}/{partition}/{items[0][0]}".encode()
-            for value in batch_bodies([body for _, body in items]):
+            done = 0
+            for value in batch_bodies([body for _, body, _ in items]):
                 await self.send(producer, topic, key, value, partition)
+                count = _batch_count(value)
+                self._carried.append((len(self.sent) - 1, partition, [r for _, _, r in items[done:done + count]]))
+                done += count
         self.sealed.clear()
 
     async def send(self, producer, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         self.sent.append((await producer.send(topic, key, value, partition, None, None), topic, key, value, partition))
 
     async def confirm(self, producer) -> None:
+        """Wait until the broker has every message of the batch (sending again what it refused); then
+        ``stored_rows`` holds each sealed record with the offset of the sealed-topic message that carries it."""
+        offsets = []
         for future, topic, key, value, partition in self.sent:
             while True:
                 try:
-                    await future
+                    offsets.append(getattr(await future, "offset", None))
                     break
                 except Exception as exc:  # noqa: BLE001 - a record the broker refused is sent again, never dropped
                     log.error("broker did not take a sealed record on %s (%s: %s): sending it again in 1 s",
                               topic, type(exc).__name__, exc)
                     await asyncio.sleep(1.0)
                     future = await producer.send(topic, key, value, partition, None, None)
+        for index, partition, records in self._carried:
+            if records and records[0] is not None:
+                self.stored_rows.setdefault(partition, []).extend((offsets[index], r) for r in records)
+        self._carried.clear()
         self.sent.clear()
 
     async def __aenter__(self) -> "Batch":
@@ -368,6 +395,118 @@ class Batch:
                      "committed; restart it", kind.__name__, exc, exc_info=(kind, exc, tb))
         logging.shutdown()
         os._exit(EXIT_SOFTWARE)
+
+
+def _batch_count(value: bytes) -> int:
+    """How many records a ``SealedBatch`` message from ``batch_bodies`` holds: its array block's count (an Avro
+    long after the 10-byte single-object header)."""
+    shift = result = 0
+    for byte in value[10:20]:
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    return (result >> 1) ^ -(result & 1)
+
+
+class StoreBehind:
+    """Stores the seal agent's sealed records in a thread while the agent seals the next batches.
+
+    The store (Parquet segment, ledger leaves, checkpoints) is written straight from the records the seal
+    agent just made — no second Faust consume and Avro decode of ``readings.sealed``, which is still produced
+    for other consumers and for ``store rebuild``; each row keeps the partition and offset of the sealed-topic
+    message that carries it, as when a store agent read them. Seal batches queue up and are written together
+    once ``min_rows`` are queued or the oldest has waited ``max_wait_s`` (a segment per partition per write,
+    not per seal batch: a segment's fixed cost — DuckDB's COPY, the hash file's fsync — is paid per write), and
+    the agent waits only when ``max_rows`` are queued. The raw events are acked only once their records are
+    stored (an extra reference until then), so a crash before that reads them again and the idempotent store
+    drops what it already has: delivery stays at-least-once. One thread writes, in queue order, so a
+    partition's records are stored in order. A store that raises stops the worker (exit 70) before anything of
+    the batch is acked, as a failed seal batch does. DuckDB's Parquet writer and the fsyncs release the GIL, so
+    that part runs beside the event loop on a second core.
+    """
+
+    def __init__(self, store, on_stored, *, min_rows: int = 2000, max_wait_s: float = 0.5,
+                 max_rows: int = 50_000) -> None:
+        import concurrent.futures
+
+        self._store, self._on_stored = store, on_stored  # store(partition, rows) -> written; on_stored(written)
+        self.min_rows, self.max_wait_s, self.max_rows = min_rows, max_wait_s, max_rows
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterseal-store")
+        self._queue: list[tuple[dict[int, list[tuple[int, dict]]], Any]] = []  # (rows by partition, events)
+        self._queued_rows, self._oldest = 0, 0.0
+        self._task: asyncio.Task | None = None
+        self._changed: asyncio.Event | None = None
+        self._flush_now = self._writing = False
+
+    async def submit(self, rows: dict[int, list[tuple[int, dict]]], events) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._changed = asyncio.Event()
+            self._task = loop.create_task(self._run())
+        while self._queued_rows >= self.max_rows:  # the writer is behind: wait for it
+            await self._wait_changed()
+        for event in events:
+            event.message.incref()  # take_events' ack leaves them referenced: acked once stored
+        if not self._queue:
+            self._oldest = loop.time()
+        self._queue.append((rows, events))
+        self._queued_rows += sum(len(items) for items in rows.values())
+        self._changed.set()
+
+    async def _wait_changed(self, timeout: float | None = None) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                await self._wait_changed()
+            while (self._queued_rows < self.min_rows and not self._flush_now
+                   and loop.time() < self._oldest + self.max_wait_s):
+                await self._wait_changed(self._oldest + self.max_wait_s - loop.time())
+            taken, self._queue, self._queued_rows = self._queue, [], 0
+            self._writing = True
+            self._changed.set()
+            merged: dict[int, list[tuple[int, dict]]] = {}
+            for rows, _ in taken:
+                for partition, items in rows.items():
+                    merged.setdefault(partition, []).extend(items)
+            try:
+                if os.environ.get("MS_STORE_THREAD", "1") == "1":
+                    written = await loop.run_in_executor(self._pool, self._store_all, merged)
+                else:
+                    written = self._store_all(merged)
+            except Exception as exc:  # noqa: BLE001 - stop before anything of the batch is acked
+                log.critical("storing sealed readings failed (%s: %s): stopping the worker (exit 70) so that nothing "
+                             "of the batch is committed; restart it", type(exc).__name__, exc, exc_info=exc)
+                logging.shutdown()
+                os._exit(EXIT_SOFTWARE)
+            for _, events in taken:
+                for event in events:
+                    event.ack()
+            self._writing = False
+            self._changed.set()
+            await self._on_stored(written)
+
+    def _store_all(self, rows: dict[int, list[tuple[int, dict]]]) -> int:
+        return sum(self._store(partition, items) for partition, items in rows.items())
+
+    async def drain(self) -> None:
+        """Store (and ack) everything queued now, without waiting for more."""
+        if self._task is None:
+            return
+        self._flush_now = True
+        try:
+            while self._queue or self._writing:
+                self._changed.set()
+                await self._wait_changed(0.05)
+        finally:
+            self._flush_now = False
 
 
 class InOrder:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -75,6 +76,7 @@ class Pipeline:
         self.unreadable_keys = 0
         self._logs: dict[tuple[str, int], Log] = {}
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
+        self._checkpoints_lock = threading.Lock()  # the seal agent stores readings in a thread (agents.app.StoreBehind)
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
         self.share_tap: ShareTap | None = ShareTap(self.store.root, self.index_key, clock=self.clock)
 
@@ -211,13 +213,16 @@ class Pipeline:
         if not force and not log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):
             return 0
         note = log.checkpoint(self.signer)
-        self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,
-                                         "root_hash": log.root(), "note": note, "created_at_ms": int(self.clock() * 1000)})
+        with self._checkpoints_lock:
+            self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,
+                                             "root_hash": log.root(), "note": note,
+                                             "created_at_ms": int(self.clock() * 1000)})
         return 1
 
     def take_checkpoints(self) -> list[tuple[bytes, dict[str, Any]]]:
-        out = [(c["origin"].encode(), c) for c in self.pending_checkpoints]
-        self.pending_checkpoints.clear()
+        with self._checkpoints_lock:
+            out = [(c["origin"].encode(), c) for c in self.pending_checkpoints]
+            self.pending_checkpoints.clear()
         return out
 
     def store_key(self, value: bytes, partition: int = 0) -> bool:

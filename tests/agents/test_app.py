@@ -18,7 +18,7 @@ def test_build_app_declares_topics_table_and_agents(tmp_path):
     settings = Settings.from_env({}, data_dir=tmp_path, partitions=3)
     pipeline = Pipeline(settings, bytes(32), OwnerKeyPair.generate().public_key, SegmentStore(tmp_path / "store"))
     app = build_app(settings, pipeline, broker="kafka://127.0.0.1:1")
-    assert set(app.agents) >= {"seal_readings", "seal_bills", "store_readings", "store_bills", "store_dlq", "store_keys"}
+    assert set(app.agents) >= {"seal_readings", "seal_bills", "store_bills", "store_dlq", "store_keys"}
     sources = {name: set(agent.channel.topics) for name, agent in app.agents.items()}
     assert sources["seal_readings"] == {"readings.raw"} and sources["store_keys"] == {"keys.deks"}
     assert "meter-state" in app.tables

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from typing import Callable
@@ -56,8 +55,6 @@ def run_worker(settings: Settings, passphrase: str) -> None:
 
         serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor)
         log.warning("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
-    if os.environ.get("MS_SWITCH"):
-        sys.setswitchinterval(float(os.environ["MS_SWITCH"]))
     tune_gc()  # after everything long-lived is loaded (and the metrics server started)
     logging.getLogger("meterseal").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

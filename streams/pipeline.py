@@ -76,7 +76,9 @@ class Pipeline:
         self.unreadable_keys = 0
         self._logs: dict[tuple[str, int], Log] = {}
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
-        self._checkpoints_lock = threading.Lock()  # the seal agent stores readings in a thread (agents.app.StoreBehind)
+        self._checkpoints_lock = threading.Lock()  # the seal agent stores readings in a thread (agents.batches)
+        self._thread_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._thread_locks_guard = threading.Lock()
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
         self.share_tap: ShareTap | None = ShareTap(self.store.root, self.index_key, clock=self.clock)
 
@@ -183,7 +185,7 @@ class Pipeline:
 
     def _store_ledgered(self, table: str, partition: int, rows: list[tuple[int, dict]]) -> int:
         """Dedup, give each new record its leaf index and per-meter sequence, write the segment, then append."""
-        with self.store.locked(table, partition):
+        with self.locked(table, partition):
             log = self.log(table, partition)
             fresh = self.store.fresh(table, partition, rows)
             self.store.number(table, partition, fresh, log.size)
@@ -201,7 +203,7 @@ class Pipeline:
             if only is not None and key != only:
                 continue
             # ``only`` is given from inside the log's lock (an append); otherwise take it here
-            with contextlib.nullcontext() if only is not None else self.store.locked(*key):
+            with contextlib.nullcontext() if only is not None else self.locked(*key):
                 made += self._checkpoint(key, force)
         return made
 
@@ -219,6 +221,16 @@ class Pipeline:
                                              "created_at_ms": int(self.clock() * 1000)})
         return 1
 
+    @contextlib.contextmanager
+    def locked(self, table: str, partition: int):
+        """The store's lock on a partition's rows and log, also between this process's threads (the seal agent
+        stores readings in a thread while timers sign checkpoints on the event loop; a PostgreSQL advisory
+        lock is per session, so the Iceberg store's own lock does not keep two threads of one worker apart)."""
+        with self._thread_locks_guard:
+            local = self._thread_locks.setdefault((table, partition), threading.Lock())
+        with local, self.store.locked(table, partition):
+            yield
+
     def take_checkpoints(self) -> list[tuple[bytes, dict[str, Any]]]:
         with self._checkpoints_lock:
             out = [(c["origin"].encode(), c) for c in self.pending_checkpoints]
@@ -233,7 +245,7 @@ class Pipeline:
             self.unreadable_keys += 1
             return False
         self.store.put_dek(record)  # the seal agent usually stored it already
-        with self.store.locked("deks", partition):
+        with self.locked("deks", partition):
             if self.store.get_dek(record["key_id"]).get("leaf_index") is not None:
                 return False  # redelivered: already a leaf
             log = self.key_log(partition)

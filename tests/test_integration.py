@@ -175,7 +175,7 @@ def snapshot(store):
 def test_store_rebuild_from_the_sealed_topics_is_identical(rig, seed_csv, tmp_path):
     """The store is a projection of the log: replaying the sealed topics gives the same records and leaves."""
     rig.wait_for(lambda: rig.query("SELECT count(*) FROM bills")[0][0] >= 1000, "sealed bills")
-    rig.wait_for(lambda: rig.consumed("bills.sealed") and rig.consumed("readings.sealed"), "the sinks to catch up")
+    rig.wait_for(lambda: rig.consumed("bills.sealed") and rig.consumed("readings.raw"), "the sinks to catch up")
     into = tmp_path / "rebuilt"
     result = rig.cli("store", "rebuild", "--into", str(into))
     assert result.returncode == 0, result.stderr

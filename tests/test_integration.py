@@ -194,7 +194,7 @@ def test_store_rebuild_into_s3_gives_the_same_records_and_ledger(rig, seed_csv, 
     from streams.store.base import open_store
 
     rig.wait_for(lambda: rig.query("SELECT count(*) FROM bills")[0][0] >= 1000, "sealed bills")
-    rig.wait_for(lambda: rig.consumed("bills.sealed") and rig.consumed("readings.sealed"), "the sinks to catch up")
+    rig.wait_for(lambda: rig.consumed("bills.sealed") and rig.consumed("readings.raw"), "the sinks to catch up")
     done = subprocess.run([sys.executable, "-m", "streams.cli", "store", "rebuild", "--into", s3_location],
                           env={**rig.env, **objectstore.env()}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -19,6 +19,7 @@ offset/id checks make every sink idempotent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -117,14 +118,16 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 states = MeterStates(pipeline.states, meter_state)
                 profiles = BatchState(pipeline.alerting.profiles, meter_profile)
                 seen = []  # (outcome, raw partition, event, ingested ms): the detector looks at them all at once
-                for event in events:
-                    if not await in_order.admit(event, app.consumer):
-                        continue  # after a hole: held until the consumer has re-read the hole (InOrder)
-                    src = source(event)
+                # after a hole, events are held until the consumer has re-read the hole (InOrder)
+                admitted = [event for event in events if await in_order.admit(event, app.consumer)]
+                sources = [source(event) for event in admitted]
+                # one list of outcomes per message (a head-end batch message holds many readings), sealed together
+                per_message = seal_all(admitted, sources, states)
+                for n, (event, src) in enumerate(zip(admitted, sources)):
                     ingested_ms = int(event.message.timestamp * 1000)
-                    # one outcome per reading: a head-end batch message holds many (Sealer.message)
-                    for outcome in guarded_all(pipeline.sealer.message(event.value, src, states.get, key=event.key),
-                                               event.value, src):
+                    outcomes = per_message[n] if per_message is not None else guarded_all(
+                        pipeline.sealer.message(event.value, src, states.get, key=event.key), event.value, src)
+                    for outcome in outcomes:
                         counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
                         share(outcome, src)
                         states.update(outcome, event)
@@ -147,8 +150,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                         share_topics.add(share_topic)
                     counts["shared"] += 1
                     await batch.send(app.producer, share_topic, key, value)
-                await batch.confirm(app.producer)
-                await store_behind.submit(batch.stored_rows, events)  # stored while the next batch is sealed
+                # confirmed and stored while the next batch is sealed; the events are acked once stored
+                await store_behind.submit(functools.partial(batch.confirmed, app.producer), events,
+                                          count=batch.pending_rows)
             batch_seconds.append(time.perf_counter() - began)
 
     async def stored_readings(written: int) -> None:
@@ -195,6 +199,16 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src), event, batch)
                 await batch.send_sealed(app.producer, "bills.sealed", "bills.raw")
                 await batch.confirm(app.producer)
+
+    def seal_all(events, sources: list[Source], states: MeterStates) -> list | None:
+        """The outcomes of a seal batch's messages (``Sealer.messages``), or None if a bug made that raise:
+        then the agent seals message after message (``guarded_all``), so the bug costs its own message only."""
+        try:
+            return pipeline.sealer.messages([e.value for e in events], sources, states.get,
+                                            keys=[e.key for e in events])
+        except Exception:  # noqa: BLE001 - the worker must not die on data
+            log.exception("unexpected error sealing a batch of %d message(s); sealing them one by one", len(events))
+            return None
 
     def guarded_all(outcomes, data: bytes, src: Source):
         """``guarded`` for the outcomes of one message: if a bug makes the sealer raise, the message's readings

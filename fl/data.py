@@ -18,7 +18,7 @@ import numpy as np
 
 from streams.store.query import Query, Reader
 from streams.keys.regions import RegionKey, RegionKeyring
-from streams.seal import SEALED_COLUMNS, open_table
+from streams.unseal import SEALED_COLUMNS, open_table
 from streams.store.base import connect, open_store
 
 from fl import task

@@ -26,7 +26,8 @@ from streams.crypto.envelope import DataKey, DekRing
 from streams.exceptions import InvalidInput, MeterSealError
 from streams.keys.owner import OwnerPublicKey
 from streams.keys.regions import wrap_for_region
-from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key, sealed_records
+from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
+from streams.sealed_batch import sealed_records
 from streams.settings import Settings
 from streams.crypto.record_keys import record_key
 from streams.share.continuous import ShareTap
@@ -80,7 +81,7 @@ class Pipeline:
         self._thread_locks: dict[tuple[str, int], threading.Lock] = {}
         self._thread_locks_guard = threading.Lock()
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
-        self.share_tap: ShareTap | None = ShareTap(self.store.root, self.index_key, clock=self.clock)
+        self.share_tap: ShareTap | None = ShareTap(self.store, self.index_key, clock=self.clock)
 
     def region_ring(self, region: str) -> DekRing:
         """The DEK ring of one region: records of different regions never share a DEK (``streams.keys.regions``)."""
@@ -140,7 +141,7 @@ class Pipeline:
     def store_batch(self, topic: str, messages: Iterable[tuple[int, int, bytes]]) -> tuple[int, list[Rejected]]:
         """Store ``(partition, offset, value)`` messages of a sealed topic; returns (rows written, dead letters).
 
-        A message of readings.sealed or bills.sealed holds a batch of sealed records (``seal.batch_messages``;
+        A message of readings.sealed or bills.sealed holds a batch of sealed records (``sealed_batch.batch_messages``;
         a single record is read too); its records are stored with the message's offset. A message that is
         not a valid record of the topic's schema becomes a dead letter instead of a crash or a silent drop.
         """

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple
 
-import fastavro
 import orjson
 
 import schemas
 from streams.crypto import _primitives
 from streams.crypto import envelope as env
-from streams.crypto import record_keys
 from streams.crypto.envelope import DataKey, DekRing
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
-from streams.exceptions import InvalidEnvelope, InvalidInput
+from streams.exceptions import InvalidInput
 from streams.validate import MeterState, Policy, Reading, _json_loads, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
@@ -61,52 +58,6 @@ class Sealed(NamedTuple):
 
     def encode(self) -> bytes:
         return schemas.encode("sealed", self.record)
-
-
-MAX_BATCH_RECORDS = 1000
-MAX_BATCH_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
-
-
-def batch_messages(records: list[dict[str, Any]], *, max_records: int = MAX_BATCH_RECORDS,
-                   max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
-    """Sealed records as ``SealedBatch`` messages for a sealed topic, in order, each holding at most
-    ``max_records`` records and about ``max_bytes`` bytes (an envelope plus ~200 bytes of ids and tokens
-    a record).
-
-    >>> rec = {"format": 1, "record_id": "r", "kind": "reading", "schema_version": 2, "key_id": "k",
-    ...        "meter_tok": "m", "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x" * 100,
-    ...        "sealed_at_ms": 0}
-    >>> [len(sealed_records(m)) for m in batch_messages([rec] * 5, max_records=2)]
-    [2, 2, 1]
-    """
-    sealed = schemas.get("sealed")
-    return batch_bodies([schemas.encode_body(sealed, r) for r in records], max_records=max_records, max_bytes=max_bytes)
-
-
-def batch_bodies(bodies: list[bytes], *, max_records: int = MAX_BATCH_RECORDS,
-                 max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
-    """``batch_messages`` for records already encoded (``Sealed.body``): a ``SealedBatch`` is its single-object
-    header, one Avro array block (count, then the record bodies) and the array's closing zero, so records are
-    joined as they are, not encoded again (a test checks the bytes equal fastavro's)."""
-    prefix = schemas.MARKER + schemas.get("sealed_batch").fingerprint
-    out, start, size = [], 0, 0
-    for i, body in enumerate(bodies):
-        cost = len(body) + 50
-        if i > start and (i - start >= max_records or size + cost > max_bytes):
-            out.append(b"".join((prefix, _zigzag(i - start), *bodies[start:i], b"\x00")))
-            start, size = i, 0
-        size += cost
-    if start < len(bodies):
-        out.append(b"".join((prefix, _zigzag(len(bodies) - start), *bodies[start:], b"\x00")))
-    return out
-
-
-def sealed_records(value: bytes) -> list[dict[str, Any]]:
-    """The sealed records in one message of a sealed topic: a ``SealedBatch`` (what workers write), or a
-    single ``SealedRecord``. Raises ``schemas.SchemaError`` on anything else."""
-    if schemas.writer_of(value).name == "sealed_batch":
-        return schemas.decode("sealed_batch", value)["records"]
-    return [schemas.decode("sealed", value)]
 
 
 class Rejected(NamedTuple):
@@ -305,6 +256,41 @@ class Sealer:
                 outcomes[i] = self.reject(messages[i], sources[i], outcome,
                                           decoded=record if type(record) is dict else None)
         return outcomes
+
+    def messages(self, messages: list[bytes], sources: list[Source],
+                 state_of: Callable[[str], MeterState | None] = _no_state, *,
+                 keys: list[bytes | None] | None = None) -> list[list[Sealed | Rejected]]:
+        """``message`` for a worker's batch of raw messages: each message's outcomes, in order. A run of
+        single-reading messages is sealed in one ``readings`` loop, a head-end batch message on its own; a
+        meter's later reading is checked against its earlier one throughout, as if the caller had updated
+        ``state_of`` after each message."""
+        newer: dict[str, MeterState] = {}
+
+        def state(meter_tok: str) -> MeterState | None:
+            found = newer.get(meter_tok)
+            return found if found is not None else state_of(meter_tok)
+
+        def batched(data: bytes) -> bool:  # what ``message`` treats as a head-end batch
+            return len(data) <= self.max_message_bytes and _is_batch(data)
+
+        out: list[list[Sealed | Rejected]] = []
+        i = 0
+        while i < len(messages):
+            j = i + 1
+            if batched(messages[i]):
+                found = [list(self.message(messages[i], sources[i], state, key=ANY_KEY if keys is None else keys[i]))]
+            else:
+                while j < len(messages) and not batched(messages[j]):
+                    j += 1
+                found = [[o] for o in self.readings(messages[i:j], sources[i:j], state,
+                                                    keys=None if keys is None else keys[i:j])]
+            for outcomes in found:
+                for outcome in outcomes:
+                    if type(outcome) is Sealed:
+                        newer[outcome.record["meter_tok"]] = outcome.state
+                out.append(outcomes)
+            i = j
+        return out
 
     def _one_by_one(self, decoded: list[Any], state_of: Callable[[str], MeterState | None],
                     keys: list[bytes | None] | None) -> list[Any]:
@@ -576,6 +562,8 @@ def _avro_reading(item: Any, message: bytes) -> bytes:
         return schemas.encode("reading", item)
     except schemas.SchemaError:
         return message
+
+
 _KEY_ID_LEN = _zigzag(2 * env.KEY_ID_LEN)
 # a SealedRecord's kind (enum) and schema version, which follow its format and record id
 _KIND_VERSION = {(kind, v): _zigzag(i) + _zigzag(v) for i, kind in enumerate(schemas.get("sealed").fields[2]["type"]["symbols"])
@@ -610,129 +598,6 @@ class StateCodec:
         if blob is None:
             return None
         return self._unpack(self._key.open(blob, aad=self._aad_prefix + meter_tok.encode()))
-
-
-# --- the owner's side: opening -----------------------------------------------------------------
-
-
-def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index: BlindIndex | None = None) -> dict[str, Any]:
-    """The plaintext raw record inside a sealed record (raises ``InvalidEnvelope``).
-
-    With ``index``, also checks that the plaintext's meter and time hash to the row's record id and
-    tokens, so a row whose clear columns were edited does not open as if nothing happened.
-    """
-    body = env.open_with(keys, record["envelope"], aad=record_aad(record), record_id=record["record_id"])
-    kind = record["kind"]
-    writer = schemas.get(kind, record["schema_version"])
-    plain = schemas.decode_body(body, writer, schemas.get(kind))
-    if index is not None:
-        if kind == "reading":
-            expected = index.record_id("reading", plain["meter_id"], plain["ts"])
-            meter = plain["meter_id"]
-        else:
-            expected = index.record_id("bill", plain["bill_no"])
-            meter = plain["meter_no"]
-        if expected != record["record_id"] or index.meter(meter) != record["meter_tok"]:
-            raise InvalidEnvelope("envelope could not be opened")
-    return plain
-
-
-def _fastavro_reader(kind: str, version: int) -> Callable[[bytes], dict[str, Any]]:
-    pair = (schemas.get(kind, version).parsed, schemas.get(kind).parsed)
-    return lambda body: fastavro.schemaless_reader(io.BytesIO(body), *pair)
-
-
-def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
-              index: BlindIndex | None = None) -> list[dict[str, Any]]:
-    """``open_record`` for many records (dicts of the sealed columns); ``open_table`` for an Arrow table."""
-    boxes = [r["envelope"] for r in records]
-    aads = [record_aad(r) for r in records]
-    return _open_all(boxes, aads, [r["kind"] for r in records], [r["schema_version"] for r in records], keys,
-                     index, [r["record_id"] for r in records], [r["meter_tok"] for r in records] if index else None)
-
-
-# the store columns a sealed record is opened from: what ``record_aad`` binds, in its order, and the envelope
-SEALED_COLUMNS = ("record_id", "kind", "schema_version", "region", "category", "meter_tok", "account_tok", "day_tok",
-                  "month_tok", "year_tok", "envelope")
-
-
-def open_table(table: Any, keys: Callable[[bytes], DataKey], index: BlindIndex | None = None) -> list[dict[str, Any]]:
-    """``open_many`` for a ``pyarrow.Table`` of the ``SEALED_COLUMNS``, as DuckDB returns them: Arrow compute
-    joins every row's associated data in one pass, so Python only decrypts and decodes (1.7x ``open_many``
-    on ``table.to_pylist()``, with the same result). The bulk path of ``unseal()``, the FL clients and
-    ``meterseal bench store``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    envelopes = table.column("envelope")
-    bound = SEALED_COLUMNS[:-1]
-    parts = [pc.cast(table.column(c), pa.string()) for c in bound]
-    for i in (bound.index("region"), bound.index("category"), bound.index("account_tok")):
-        parts[i] = pc.fill_null(parts[i], "")  # record_aad writes a missing one as ""; any other null: no aad
-    aads = pc.cast(pc.binary_join_element_wise("meterseal/record/v1", *parts, "|"), pa.binary())
-
-    def column(name: str) -> list[Any]:
-        return table.column(name).to_pylist()
-
-    return _open_all(envelopes.to_pylist(), aads.to_pylist(), column("kind"), column("schema_version"), keys, index,
-                     column("record_id"), column("meter_tok") if index else None)
-
-
-def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[str], versions: list[int],
-              keys: Callable[[bytes], DataKey], index: BlindIndex | None, record_ids: list[str],
-              meter_toks: list[str] | None) -> list[dict[str, Any]]:
-    """The loop ``open_many`` and ``open_table`` share: one decoder per (kind, schema version); a version-1
-    envelope is opened with one AES-GCM object per data key, a version-2 one under its record key, derived
-    from its DEK and record id. ``aads`` are the clear columns' associated data (``record_aad``), without
-    the envelope header. Raises ``InvalidEnvelope``."""
-    header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _primitives.NONCE_LEN
-    header2, nonce_end2 = env.HEADER_LEN_2, env.HEADER_LEN_2 + _primitives.NONCE_LEN
-    label, hmac_sha256, aes_gcm_open = record_keys.RECORD_KEY_LABEL, _primitives.hmac_sha256, _primitives.aes_gcm_open
-    ciphers: dict[bytes, Any] = {}
-    secrets: dict[bytes, bytes] = {}
-    decoders: dict[tuple[str, int], Callable[[bytes], dict[str, Any]]] = {}
-    out = []
-    for box, aad, kind, version, record_id in zip(boxes, aads, kinds, versions, record_ids):
-        if box is None or aad is None or record_id is None:
-            raise InvalidEnvelope("envelope could not be opened")
-        try:
-            if box[0] == env.VERSION_2 and len(box) >= env.OVERHEAD_2:
-                key_id = box[1:header]
-                secret = secrets.get(key_id)
-                if secret is None:
-                    secret = secrets[key_id] = keys(key_id).secret
-                body = aes_gcm_open(hmac_sha256(secret, label + record_id.encode()), box[header2:nonce_end2],
-                                    box[nonce_end2:], box[:header2] + aad)
-            elif box[0] == env.VERSION and len(box) >= env.OVERHEAD:
-                key_id = box[1:header]
-                cipher = ciphers.get(key_id)
-                if cipher is None:
-                    cipher = ciphers[key_id] = _primitives.aead(keys(key_id).secret)
-                body = cipher.decrypt(box[header:nonce_end], box[nonce_end:], box[:header] + aad)
-            else:
-                raise InvalidEnvelope("envelope could not be opened")
-        except (KeyError, _primitives.InvalidTag) as exc:
-            raise InvalidEnvelope("envelope could not be opened") from exc
-        decode = decoders.get((kind, version))  # (after opening: kind and version are authenticated now)
-        if decode is None:
-            decode = decoders[(kind, version)] = schemas.fast_reader(kind, version) or _fastavro_reader(kind, version)
-        out.append(decode(body))
-    if index is not None:
-        _recheck(out, kinds, record_ids, meter_toks, index)
-    return out
-
-
-def _recheck(plains: list[dict[str, Any]], kinds: list[str], record_ids: list[str], meter_toks: list[str],
-             index: BlindIndex) -> None:
-    """Each plaintext's meter and time (bill number) hash to its row's record id and meter token, so a row
-    whose clear columns were edited does not open as if nothing happened."""
-    for plain, kind, record_id, meter_tok in zip(plains, kinds, record_ids, meter_toks):
-        if kind == "reading":
-            expected, meter = index.record_id("reading", plain["meter_id"], plain["ts"]), plain["meter_id"]
-        else:
-            expected, meter = index.record_id("bill", plain["bill_no"]), plain["meter_no"]
-        if expected != record_id or index.meter(meter) != meter_tok:  # (BlindIndex caches meter tokens)
-            raise InvalidEnvelope("envelope could not be opened")
 
 
 def derive_state_key(index_root: bytes) -> bytes:

@@ -11,7 +11,8 @@ import pytest
 
 import schemas
 from streams.keys.keyring import Keyring
-from streams.seal import open_record, sealed_records
+from streams.sealed_batch import sealed_records
+from streams.unseal import open_record
 from streams.ingest.sources import read_bills_csv
 from streams.store.segments import SegmentStore, connect
 from streams.validate import check_bill

@@ -152,7 +152,7 @@ def test_every_malformed_reading_lands_in_dlq_and_the_worker_keeps_going(tmp_pat
 def test_head_end_batches_through_a_live_worker(tmp_path):
     """JSON-array and Avro batch messages keyed by collector: every good reading sealed once, each bad one its own
     dead letter with its index, and each meter's records in reading order (its per-meter sequence)."""
-    from streams.seal import open_many
+    from streams.unseal import open_many
 
     readings = _uci(6_000)
     messages = list(batch_readings(readings[:3_000], 100)) + list(batch_readings(readings[3_000:], 100, fmt="avro"))

@@ -15,7 +15,8 @@ from typing import Callable
 
 from streams.crypto import _primitives
 from streams.crypto.envelope import DekRing
-from streams.seal import Sealer, Source, open_record
+from streams.seal import Sealer, Source
+from streams.unseal import open_record
 from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy
 
@@ -92,7 +93,8 @@ def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
     run, and both beside the prototype's per-record RSA + AES-CFB."""
     from streams.crypto.envelope import open_with, open_with_record_key
     from streams.crypto.record_keys import record_key
-    from streams.seal import open_many, record_aad
+    from streams.seal import record_aad
+    from streams.unseal import open_many
 
     made = []
     ring = DekRing(max_records=100_000, max_age_s=3600, on_new_key=made.append)

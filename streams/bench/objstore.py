@@ -130,7 +130,7 @@ def bench_objstore(n: int = 1_000_000, *, trial: bool = False, specs: tuple[str,
                    progress: Callable[[str], None] = lambda _: None) -> dict:
     from streams.bench.store import build_reading_store
     from streams.keys.keyring import Keyring
-    from streams.seal import SEALED_COLUMNS, open_table
+    from streams.unseal import SEALED_COLUMNS, open_table
     from streams.store.iceberg import IcebergStore
     from streams.store.query import Query, where
     from streams.store.segments import SegmentStore, connect
@@ -233,7 +233,7 @@ def bench_compaction(n: int = 200_000, *, batch: int = 500, meters: int = 1000, 
     """Query times over an Iceberg table written the way workers write it (many small commits, so several
     small files per day partition), before and after ``streams.store.compact``, in one run."""
     from streams.bench.store import build_reading_store
-    from streams.seal import SEALED_COLUMNS
+    from streams.unseal import SEALED_COLUMNS
     from streams.store.compact import compact
     from streams.store.iceberg import DEFAULT_SPEC, IcebergStore
     from streams.store.query import Query, where

@@ -14,7 +14,8 @@ from typing import Callable
 
 from streams.crypto import _primitives
 from streams.crypto.envelope import DekRing
-from streams.seal import Sealed, Sealer, Source, sealed_records
+from streams.seal import Sealed, Sealer, Source
+from streams.sealed_batch import sealed_records
 from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy, utc_ts
 
@@ -251,7 +252,7 @@ def bench_bare_faust(n: int = 20_000, *, forward: bool = False, messages: list[t
 def bench_seed_style(messages: list[tuple[bytes, bytes]], baseline_n: int = 1_000) -> dict:
     """The earlier prototype's per-record approach on the same readings (AES-CFB + RSA-2048-OAEP wrap per
     record, then unwrap to read) beside meterseal's seal and open of the same readings, in-process."""
-    from streams.seal import open_many
+    from streams.unseal import open_many
 
     sample = [v for _, v in messages[:baseline_n]]
     private, public = _primitives.rsa_keypair(2048)

@@ -87,7 +87,7 @@ def bench_store(n: int = 1_000_000, store_dir=None, progress: Callable[[int], No
 
     from streams.keys.keyring import Keyring
     from streams.store.query import Query, register_functions, where
-    from streams.seal import SEALED_COLUMNS, open_table
+    from streams.unseal import SEALED_COLUMNS, open_table
     from streams.store.segments import SegmentStore, connect
 
     if store_dir is None:

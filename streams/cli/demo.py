@@ -26,7 +26,7 @@ from streams.ingest.produce import encode_bill, encode_reading, produce
 from streams.keys.keyring import Keyring
 from streams.keys.keystore import Keystore
 from streams.store.audit import audit_store
-from streams.seal import open_record
+from streams.unseal import open_record
 from streams.settings import Settings
 from streams.cli.common import open_settings_store, passphrase_for
 from streams.store.base import connect

@@ -20,7 +20,7 @@ import pyarrow as pa
 from streams.exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from streams.keys.keyring import Keyring
 from streams.keys.keystore import UnlockedKeys
-from streams.seal import SEALED_COLUMNS, open_many, open_record, open_table
+from streams.unseal import SEALED_COLUMNS, open_many, open_record, open_table
 from streams.store.base import connect, open_store
 from streams.crypto.tokens import BlindIndex
 from streams.validate import BILL_COLUMNS

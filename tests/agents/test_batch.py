@@ -8,7 +8,7 @@ import schemas
 
 from agents import app as app_module
 from agents.app import Batch
-from streams.seal import sealed_records
+from streams.sealed_batch import sealed_records
 
 
 class Message:

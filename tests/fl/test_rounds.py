@@ -9,7 +9,7 @@ import pytest
 from fl.data import region_data, region_readings, region_readings_with_key
 from streams.exceptions import InvalidEnvelope, KeystoreError
 from streams.keys.regions import RegionKey, RegionKeyring
-from streams.seal import SEALED_COLUMNS, open_many
+from streams.unseal import SEALED_COLUMNS, open_many
 from streams.store.segments import connect
 from streams.cli.main import main
 from streams.keys.keystore import Keystore

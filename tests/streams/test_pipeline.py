@@ -53,7 +53,7 @@ def test_store_batch_writes_once_and_dead_letters_garbage(tmp_path):
 
 
 def test_store_batch_reads_sealed_batches_and_a_redelivered_batch_adds_nothing(tmp_path):
-    from streams.seal import batch_messages
+    from streams.sealed_batch import batch_messages
 
     p = make(tmp_path)
     sealed = [p.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 1, i)) for i in range(7)]

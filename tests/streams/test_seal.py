@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 import schemas
 from streams.crypto import envelope
 from streams.exceptions import InvalidEnvelope
-from streams.seal import Rejected, Sealed, Source, StateCodec, dlq_aad, open_record, record_aad
+from streams.seal import Rejected, Sealed, Source, StateCodec, dlq_aad, record_aad
+from streams.unseal import open_record
 from streams.validate import MeterState
 
 from .test_validate import GOOD, SEED_ROW
@@ -131,7 +132,7 @@ def test_sealer_never_raises_on_json_shaped_data(record):
 
 
 def test_open_many_equals_open_record_and_fails_closed(sealer, made_keys, index):
-    from streams.seal import open_many
+    from streams.unseal import open_many
 
     recs = [sealer.reading(json.dumps({**GOOD, "ts": f"2024-03-01T10:{i:02d}:00Z", "register_kwh": 12.5 + i}).encode(),
                            SRC).record for i in range(20)]
@@ -145,7 +146,7 @@ def test_open_many_equals_open_record_and_fails_closed(sealer, made_keys, index)
 
 
 def test_batch_messages_split_by_count_and_size_and_read_back_in_order():
-    from streams.seal import batch_messages, sealed_records
+    from streams.sealed_batch import batch_messages, sealed_records
 
     recs = [{"format": 1, "record_id": f"r{i}", "kind": "reading", "schema_version": 2, "key_id": "k",
              "meter_tok": "m", "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x" * 1000,
@@ -161,7 +162,7 @@ def test_a_single_sealed_record_still_reads_and_anything_else_is_a_schema_error(
     import pytest
 
     import schemas
-    from streams.seal import sealed_records
+    from streams.sealed_batch import sealed_records
 
     rec = {"format": 1, "record_id": "r", "kind": "bill", "schema_version": 1, "key_id": "k", "meter_tok": "m",
            "day_tok": "d", "month_tok": "mo", "year_tok": "y", "envelope": b"x", "sealed_at_ms": 0}

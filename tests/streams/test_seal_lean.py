@@ -17,7 +17,9 @@ import schemas
 from streams.crypto import _primitives as _crypto
 from streams.crypto.envelope import DekRing
 from streams.exceptions import InvalidInput
-from streams.seal import Rejected, Sealed, Sealer, Source, batch_bodies, open_record, sealed_records
+from streams.seal import Rejected, Sealed, Sealer, Source
+from streams.sealed_batch import batch_bodies, sealed_records
+from streams.unseal import open_record
 from streams.crypto.tokens import BlindIndex
 from streams.validate import Policy, _check_reading_slowly, check_reading
 
@@ -208,6 +210,42 @@ def test_readings_at_once_are_reading_after_reading():
     assert [o.record.get("record_id") or o.record["rule"] for o in got] == \
         [o.record.get("record_id") or o.record["rule"] for o in expected]
     assert [o.record.get("dlq_id") for o in got] == [o.record.get("dlq_id") for o in expected]
+
+
+def test_a_workers_batch_of_messages_is_message_after_message():
+    """``Sealer.messages`` (the seal agent's call): runs of single readings sealed together, head-end batches on
+    their own, each message's outcomes as ``message`` gives them one message after another, a meter's state
+    carried across single readings and batches alike."""
+    def reading(m, minute, register, **extra):
+        return {"meter_id": m, "ts": f"2025-01-01T00:{minute:02d}:00Z", "kwh": 0.5, "register_kwh": register,
+                "region": "north", "category": "Domestic", **extra}
+
+    messages = [json.dumps(reading("a", 1, 1.0)).encode(), json.dumps(reading("b", 2, 5.0)).encode(),
+                json.dumps([reading("a", 3, 2.0), reading("a", 4, 0.5), reading("c", 4, 1.0)]).encode(),
+                json.dumps(reading("a", 5, 1.5)).encode(),  # below the batch's last accepted register: rejected
+                b"[]", json.dumps(reading("a", 6, 3.0)).encode(), b"{not json",
+                json.dumps([reading("b", 7, 6.0)]).encode()]
+    keys = [b"a", b"b", b"hes-1", b"a", b"hes-1", b"a", b"a", b"hes-1"]
+    one, _ = _sealer()
+    states: dict = {}
+    expected = []
+    for data, key in zip(messages, keys):
+        outcomes = list(one.message(data, SRC, states.get, key=key))
+        for out in outcomes:
+            if isinstance(out, Sealed):
+                states[out.record["meter_tok"]] = out.state
+        expected.append(outcomes)
+    many, _ = _sealer()
+    got = many.messages(messages, [SRC] * len(messages), keys=keys)
+
+    def summary(per_message):
+        return [[o.record.get("record_id") or (o.record["rule"], o.record.get("batch_index")) for o in outcomes]
+                for outcomes in per_message]
+
+    assert summary(got) == summary(expected)
+    assert [[type(o).__name__ for o in outcomes] for outcomes in got] == [
+        ["Sealed"], ["Sealed"], ["Sealed", "Rejected", "Sealed"], ["Rejected"], ["Rejected"], ["Sealed"], ["Rejected"],
+        ["Sealed"]]
 
 
 def test_an_integer_beyond_any_float_is_a_dead_letter_not_an_error():

@@ -76,7 +76,7 @@ def test_keys_region_add_export_grant(tmp_path):
     """The region-key commands end to end: add (key file + keystore entry), show, export, grant on a store."""
     from streams.keys.keystore import Keystore
     from streams.keys.regions import RegionKey, RegionKeyring
-    from streams.seal import SEALED_COLUMNS, open_many
+    from streams.unseal import SEALED_COLUMNS, open_many
     from streams.store.segments import SegmentStore, connect
     from tests.streams.keys.test_regions import _seal_some
 

@@ -11,7 +11,8 @@ from streams.keys.keystore import Keystore
 from streams.keys.owner import HPKE, OwnerKeyPair
 from streams.pipeline import Pipeline
 from streams.keys.regions import RegionKey, RegionKeyring, grant_existing
-from streams.seal import SEALED_COLUMNS, Source, open_many
+from streams.seal import Source
+from streams.unseal import SEALED_COLUMNS, open_many
 from streams.settings import Settings
 from streams.store.segments import SegmentStore, connect
 

@@ -49,18 +49,20 @@ def test_same_query_twice_gives_different_noise():
 
 
 @pytest.mark.parametrize("metric", ["sum", "count", "mean"])
-def test_large_rho_answer_is_within_its_interval_in_90_of_100_runs(metric):
+def test_large_rho_answer_is_within_its_interval_in_90_percent_of_400_runs(metric):
+    """95 % intervals: at least 360 hits of 400 (mean 380, sd 4.4: a chance failure ~1e-5; 90 of 100 failed ~1 %
+    of runs per metric, and did once in a full run)."""
     q = query(metric)
     sums, counts = dp.bounded_aggregates(fleet(), q)
     truth = dp.true_values(q, sums, counts)
     p = dp.plan(q, 50.0)
     hits = 0
-    for _ in range(100):
+    for _ in range(400):
         row = dp.release(p, sums, counts)[5]  # one group, fresh noise each run
         hits += row["low"] <= truth[5] <= row["high"]
         assert row["noise_scale"] == (p.sum_scale if metric == "sum" else p.count_scale if metric == "count"
                                       else [p.sum_scale, p.count_scale])
-    assert hits >= 90, hits
+    assert hits >= 360, hits
 
 
 def test_noise_scale_matches_rho_and_sensitivity():

@@ -121,7 +121,7 @@ def test_open_table_equals_open_many_and_fails_closed(seeded):
 
     from streams.exceptions import InvalidEnvelope
     from streams.keys.keyring import Keyring
-    from streams.seal import SEALED_COLUMNS, open_many, open_table
+    from streams.unseal import SEALED_COLUMNS, open_many, open_table
 
     data, keys, rows = seeded
     reader = Reader(data / "store", keys)

@@ -5,7 +5,8 @@ import pytest
 from streams.exceptions import StoreError
 from streams.keys.keyring import Keyring
 from streams.keys.owner import OwnerKeyPair
-from streams.seal import Source, open_record
+from streams.seal import Source
+from streams.unseal import open_record
 from streams.store.segments import SegmentStore, arrow_schema, connect
 
 from tests.streams.test_validate import GOOD

@@ -11,7 +11,8 @@ import threading
 import time
 from typing import Any
 
-LAG_TOPICS = ("readings.raw", "bills.raw", "readings.sealed", "bills.sealed")
+# (not readings.sealed: the seal agent stores its own readings, and no worker consumes that topic)
+LAG_TOPICS = ("readings.raw", "bills.raw", "bills.sealed")
 _CACHE_S = 3.0
 _cache: dict[str, Any] = {}
 _lock = threading.Lock()

@@ -19,7 +19,6 @@ offset/id checks make every sink idempotent.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -150,9 +149,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                         share_topics.add(share_topic)
                     counts["shared"] += 1
                     await batch.send(app.producer, share_topic, key, value)
-                # confirmed and stored while the next batch is sealed; the events are acked once stored
-                await store_behind.submit(functools.partial(batch.confirmed, app.producer), events,
-                                          count=batch.pending_rows)
+                await batch.confirm(app.producer)
+                await store_behind.submit(batch.stored_rows, events)  # stored while the next batch is sealed
             batch_seconds.append(time.perf_counter() - began)
 
     async def stored_readings(written: int) -> None:

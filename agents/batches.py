@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from streams.sealed_batch import batch_bodies
 
@@ -76,16 +76,6 @@ class Batch:
         self._carried.clear()
         self.sent.clear()
 
-    @property
-    def pending_rows(self) -> int:
-        """Records sent in this batch's sealed messages, not yet confirmed into ``stored_rows``."""
-        return sum(len(records) for _, _, records in self._carried)
-
-    async def confirmed(self, producer) -> dict[int, list[tuple[int, dict]]]:
-        """``confirm``, then ``stored_rows``: what ``StoreBehind`` awaits, so the agent seals on meanwhile."""
-        await self.confirm(producer)
-        return self.stored_rows
-
     async def __aenter__(self) -> "Batch":
         return self
 
@@ -144,14 +134,7 @@ class StoreBehind:
         self._changed: asyncio.Event | None = None
         self._flush_now = self._writing = False
 
-    async def submit(self, rows: dict[int, list[tuple[int, dict]]] | Callable[[], Awaitable[dict]], events, *,
-                     count: int | None = None) -> None:
-        """Queue a seal batch's records (raw partition -> (sealed offset, record)) and hold its events until
-        they are stored. ``rows`` may be a coroutine function giving them (``Batch.confirmed``: once the broker
-        has acknowledged the batch's sealed messages, whose offsets the rows carry), then ``count`` says how
-        many: the agent seals the next batches while the broker answers, and the writer awaits the answers in
-        queue order before it stores. (A sealed message the broker refused is sent again from there, so on
-        ``readings.sealed`` it can land after a later batch's messages; the store keeps the seal order.)"""
+    async def submit(self, rows: dict[int, list[tuple[int, dict]]], events) -> None:
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._changed = asyncio.Event()
@@ -163,7 +146,7 @@ class StoreBehind:
         if not self._queue:
             self._oldest = loop.time()
         self._queue.append((rows, events))
-        self._queued_rows += count if callable(rows) else sum(len(items) for items in rows.values())
+        self._queued_rows += sum(len(items) for items in rows.values())
         self._changed.set()
 
     async def _wait_changed(self, timeout: float | None = None) -> None:
@@ -186,8 +169,6 @@ class StoreBehind:
             self._changed.set()
             merged: dict[int, list[tuple[int, dict]]] = {}
             for rows, _ in taken:
-                if callable(rows):  # (the batch's sends, confirmed: its raw events are not acked before this)
-                    rows = await rows()
                 for partition, items in rows.items():
                     merged.setdefault(partition, []).extend(items)
             try:

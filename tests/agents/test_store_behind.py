@@ -2,7 +2,6 @@
 each record with its sealed-topic offset, raw events acked only once stored, seal batches written together."""
 
 import asyncio
-import functools
 from types import SimpleNamespace
 
 import pytest
@@ -106,34 +105,3 @@ def test_a_store_that_fails_stops_the_worker_before_anything_is_acked(monkeypatc
 
     asyncio.run(run())
     assert exits == [batches.EXIT_SOFTWARE] and events[0].message.refcount == 2
-
-
-def test_a_batch_is_confirmed_behind_the_agent_and_stored_with_its_offsets_before_its_events_are_acked():
-    """The seal agent queues ``Batch.confirmed`` instead of awaiting the broker: the writer awaits the answers in
-    queue order, stores the records with the offsets the broker gave their messages, then acks the events."""
-    calls, stored = [], []
-
-    def store(partition, rows):
-        calls.append((partition, [(o, r["record_id"]) for o, r in rows]))
-        return len(rows)
-
-    async def on_stored(written):
-        stored.append(written)
-
-    async def run():
-        producer, behind = Producer(), StoreBehind(store, on_stored, min_rows=1_000, max_wait_s=30.0)
-        events = [[AckEvent()], [AckEvent(), AckEvent()]]
-        for n, group in enumerate(events):
-            batch = Batch(group)
-            for i in range(n + 1):
-                batch.seal(0, 10 * n + i, record(f"{n}-{i}"), {"record_id": f"{n}-{i}"})
-            await batch.send_sealed(producer, "readings.sealed", "readings.raw")
-            assert batch.pending_rows == n + 1 and not batch.stored_rows
-            await behind.submit(functools.partial(batch.confirmed, producer), group, count=batch.pending_rows)
-        held = [e.message.refcount for group in events for e in group]
-        await behind.drain()
-        return held, [e.message.refcount for group in events for e in group]
-
-    held, after = asyncio.run(run())
-    assert held == [2, 2, 2] and after == [1, 1, 1]
-    assert calls == [(0, [(100, "0-0"), (101, "1-0"), (101, "1-1")])] and stored == [3]

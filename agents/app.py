@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from collections import Counter, deque
 
@@ -32,7 +33,7 @@ from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
 
-from . import tansu
+from . import diagnose, rewind, tansu
 from .batches import EXIT_SOFTWARE, Batch, InOrder, StoreBehind  # noqa: F401 - EXIT_SOFTWARE: part of the worker's exits
 from .codecs import codec_name, register_all
 
@@ -43,6 +44,7 @@ EXIT_BROKER_RESET = 75  # EX_TEMPFAIL: the broker lost its data; restart the wor
 def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None) -> faust.App:
     started = time.monotonic() if started is None else started
     tansu.install()  # whole changelogs on recovery, short fetch waits (see agents/tansu.py)
+    rewind.install()  # partitions with no commit read from their start after a rebalance (agents/rewind.py)
     app = faust.App(
         settings.app_id,
         broker=faust_url(broker),
@@ -257,8 +259,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     @app.timer(interval=max(1.0, settings.checkpoint_s / 2))
     async def checkpoint_quiet_logs() -> None:
-        """Logs that stopped growing still get a checkpoint of their last leaves within checkpoint_s."""
-        if pipeline.checkpoint_due():
+        """Logs that stopped growing still get a checkpoint of their last leaves within checkpoint_s. (In a thread:
+        it takes each log's lock, which the seal agent's store thread or another worker may hold for a while.)"""
+        if await asyncio.to_thread(pipeline.checkpoint_due):
             await publish_checkpoints()
 
     last = {"at": time.monotonic(), "counts": Counter()}
@@ -306,14 +309,14 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         await store_behind.drain()
         pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
         in_order.forget(revoked)  # another worker reads on from here
-        if pipeline.checkpoint_due(force=True):
+        if await asyncio.to_thread(pipeline.checkpoint_due, force=True):
             await publish_checkpoints()
 
     @app.on_before_shutdown.connect
     async def checkpoint_on_shutdown(sender, **kwargs) -> None:
         await store_behind.drain()
         pipeline.alerting.save()
-        if pipeline.checkpoint_due(force=True):
+        if await asyncio.to_thread(pipeline.checkpoint_due, force=True):
             await publish_checkpoints()
 
     @app.agent(deks, name="store_keys")
@@ -324,6 +327,12 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             if pipeline.unreadable_keys:
                 log.error("%d unreadable message(s) on keys.deks skipped", pipeline.unreadable_keys)
                 pipeline.unreadable_keys = 0
+
+    @app.task
+    async def state_on_sigusr2() -> None:
+        """``kill -USR2 <pid>`` logs what the worker is waiting on (agents/diagnose.py)."""
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR2, lambda: diagnose.log_state(app, in_order, store_behind))
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs) -> None:

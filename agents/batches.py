@@ -157,6 +157,19 @@ class StoreBehind:
             pass
 
     async def _run(self) -> None:
+        """The writer task. Anything it raises (a store error, a bug in acking or in ``on_stored``) stops the
+        worker with exit 70: a writer task that died quietly would leave the agent waiting for it for ever."""
+        try:
+            await self._write_forever()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - stop before anything of the queued batches is acked
+            log.critical("storing sealed readings failed (%s: %s): stopping the worker (exit 70) so that nothing "
+                         "of the batch is committed; restart it", type(exc).__name__, exc, exc_info=exc)
+            logging.shutdown()
+            os._exit(EXIT_SOFTWARE)
+
+    async def _write_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
@@ -171,13 +184,7 @@ class StoreBehind:
             for rows, _ in taken:
                 for partition, items in rows.items():
                     merged.setdefault(partition, []).extend(items)
-            try:
-                written = await loop.run_in_executor(self._pool, self._store_all, merged)
-            except Exception as exc:  # noqa: BLE001 - stop before anything of the batch is acked
-                log.critical("storing sealed readings failed (%s: %s): stopping the worker (exit 70) so that nothing "
-                             "of the batch is committed; restart it", type(exc).__name__, exc, exc_info=exc)
-                logging.shutdown()
-                os._exit(EXIT_SOFTWARE)
+            written = await loop.run_in_executor(self._pool, self._store_all, merged)
             for _, events in taken:
                 for event in events:
                     event.ack()
@@ -188,13 +195,23 @@ class StoreBehind:
     def _store_all(self, rows: dict[int, list[tuple[int, dict]]]) -> int:
         return sum(self._store(partition, items) for partition, items in rows.items())
 
-    async def drain(self) -> None:
-        """Store (and ack) everything queued now, without waiting for more."""
+    async def drain(self, *, warn_after_s: float = 30.0) -> None:
+        """Store (and ack) everything queued now, without waiting for more. A drain that takes longer than
+        ``warn_after_s`` says so in the log every ``warn_after_s`` (a slow or unreachable store), and goes on
+        waiting: returning early would hand over partitions whose records are not stored yet."""
         if self._task is None:
             return
         self._flush_now = True
+        loop = asyncio.get_running_loop()
+        began = warned = loop.time()
         try:
             while self._queue or self._writing:
+                if self._task.done():  # (cannot happen: _run exits the process on any error)
+                    raise RuntimeError("the store writer stopped with records still queued")
+                if loop.time() - warned > warn_after_s:
+                    warned = loop.time()
+                    log.warning("still storing %d queued row(s) before handing partitions over (%.0f s)",
+                                self._queued_rows, warned - began)
                 self._changed.set()
                 await self._wait_changed(0.05)
         finally:

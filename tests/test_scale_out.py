@@ -32,6 +32,11 @@ def _worker(home, env, name):
                             stderr=subprocess.STDOUT)
 
 
+def _tails(homes, chars: int = 2500) -> str:
+    """The end of every worker's log, for a failure message (what a stalled worker was doing)."""
+    return "\n".join(f"--- {home.name}/worker.log:\n{(home / 'worker.log').read_text()[-chars:]}" for home, _ in homes)
+
+
 def _count(location) -> tuple[int, int]:
     return connect(location).execute("SELECT count(*), count(DISTINCT record_id) FROM readings").fetchone()
 
@@ -66,14 +71,14 @@ def test_three_workers_without_shared_files_one_killed_store_every_reading_once(
         producer.flush()
         deadline = time.monotonic() + 120
         while _count(s3_location)[0] < READINGS // 4:
-            assert time.monotonic() < deadline, "no progress"
+            assert time.monotonic() < deadline, f"no progress\n{_tails(homes)}"
             time.sleep(0.5)
         workers[1].kill()  # SIGKILL mid-ingest: nothing flushed, its partitions move to the other two
         workers[1].wait(10)
         deadline = time.monotonic() + 400
         while _count(s3_location)[0] < READINGS:
-            assert time.monotonic() < deadline, f"stored {_count(s3_location)} of {READINGS}"
-            assert workers[0].poll() is None and workers[2].poll() is None, "a surviving worker died"
+            assert time.monotonic() < deadline, f"stored {_count(s3_location)} of {READINGS}\n{_tails(homes)}"
+            assert workers[0].poll() is None and workers[2].poll() is None, f"a surviving worker died\n{_tails(homes)}"
             time.sleep(1)
         time.sleep(3)
         for w in (workers[0], workers[2]):

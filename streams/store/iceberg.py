@@ -30,6 +30,7 @@ import json
 import os
 import re
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,9 @@ class IcebergStore:
         self.namespace = "meterseal_" + re.sub(r"[^a-z0-9]+", "_", f"{self.bucket}_{self.prefix}".lower()).strip("_")
         self._states: dict[tuple[str, int], _State] = {}
         self._tables: dict[str, Any] = {}
-        self._lock_con = None
+        self._lock_cons = threading.local()  # one lock connection per thread: see ``locked``
+        self._all_lock_cons: list[Any] = []
+        self._lock_cons_guard = threading.Lock()
         self._logs_known: set[str] = set()
         self._hash_stores: dict[tuple[str, int], TileHashStore] = {}
         self._check()
@@ -411,17 +414,31 @@ class IcebergStore:
 
     @contextlib.contextmanager
     def locked(self, table: str, partition: int) -> Iterator[None]:
-        """A PostgreSQL session advisory lock on one partition's rows and log (released if we die)."""
-        import psycopg
+        """A PostgreSQL session advisory lock on one partition's rows and log (released if we die).
 
-        if self._lock_con is None or self._lock_con.closed:
-            self._lock_con = psycopg.connect(_plain_uri(self.catalog_uri), autocommit=True, connect_timeout=5)
+        Each thread takes its locks on its own connection. With one connection per process, the CI run of
+        2026-12-01 deadlocked two workers after a rebalance: worker A's event loop waited on the server for
+        partition 2 (held by B) while holding the connection, so A's store thread could not send the unlock
+        of partition 1 it held, and B was stuck the same way the other way round — a wait inside the client
+        that PostgreSQL's deadlock detector cannot see."""
+        con = self._lock_connection()
         key = int.from_bytes(hashlib.sha256(f"{self.location}/{table}/{partition}".encode()).digest()[:8], "big", signed=True)
-        self._lock_con.execute("SELECT pg_advisory_lock(%s)", (key,))
+        con.execute("SELECT pg_advisory_lock(%s)", (key,))
         try:
             yield
         finally:
-            self._lock_con.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            con.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _lock_connection(self):
+        import psycopg
+
+        con = getattr(self._lock_cons, "con", None)
+        if con is None or con.closed:
+            con = psycopg.connect(_plain_uri(self.catalog_uri), autocommit=True, connect_timeout=5)
+            self._lock_cons.con = con
+            with self._lock_cons_guard:
+                self._all_lock_cons = [c for c in self._all_lock_cons if not c.closed] + [con]
+        return con
 
     # -- wrapped DEKs and grants: write-once JSON objects ---------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:
@@ -483,6 +500,7 @@ class IcebergStore:
         return sorted(k.rsplit("/", 1)[1][:-5] for k in self.blobs.list(f"grants/{region}/"))
 
     def close(self) -> None:
-        if self._lock_con is not None:
-            self._lock_con.close()
-            self._lock_con = None
+        with self._lock_cons_guard:
+            cons, self._all_lock_cons = self._all_lock_cons, []
+        for con in cons:
+            con.close()

@@ -4,6 +4,8 @@ file is found by the audit."""
 
 from __future__ import annotations
 
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -132,3 +134,37 @@ def test_a_pinned_snapshot_reads_the_same_rows_while_writers_commit(objectstore,
         pipeline.store_batch("bills.sealed", messages[p])
     assert store.arrow("bills", snapshot_id=pinned).equals(before) and before.num_rows == 20
     assert store.arrow("bills").num_rows == 80 and store.snapshot_id("bills") != pinned
+
+
+
+def test_partition_locks_of_two_threads_never_wait_on_each_other_across_workers(objectstore, s3_location, tmp_path):
+    """Two workers (two stores), each with one thread holding a partition's lock while its other thread waits
+    for the partition the other worker holds: both holders must still be able to unlock. (With one lock
+    connection per process this deadlocked — the CI run of 2026-12-01 stalled both surviving workers of the
+    scale-out test after a rebalance.)"""
+    a = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "a")
+    b = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "b")
+    everyone_holds = threading.Barrier(4)  # both holders hold, both waiters are about to ask
+    done: list[str] = []
+
+    def hold(store, partition, name):
+        with store.locked("readings", partition):
+            everyone_holds.wait(10)
+            time.sleep(0.5)  # meanwhile the other thread of this worker waits on the server
+        done.append(name)
+
+    def wait_for(store, partition, name):
+        everyone_holds.wait(10)
+        with store.locked("readings", partition):
+            done.append(name)
+
+    threads = [threading.Thread(target=hold, args=(a, 1, "a held 1"), daemon=True),
+               threading.Thread(target=hold, args=(b, 2, "b held 2"), daemon=True),
+               threading.Thread(target=wait_for, args=(a, 2, "a got 2"), daemon=True),
+               threading.Thread(target=wait_for, args=(b, 1, "b got 1"), daemon=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sorted(done) == ["a got 2", "a held 1", "b got 1", "b held 2"], f"deadlocked: only {done}"
+    a.close(), b.close()

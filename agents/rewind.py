@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable
 
+from aiokafka import TopicPartition
 from faust.transport import consumer as faust_consumer
 
 log = logging.getLogger("meterseal.worker")
@@ -37,13 +38,14 @@ async def perform_seek(self) -> None:
     fresh = uncommitted(self.assignment(), self._committed_offset, self._is_changelog_tp)
     if not fresh:
         return
-    try:
-        await self._thread.seek_to_beginning(*fresh)
+    try:  # (aiokafka wants its own TopicPartition, not Faust's TP)
+        await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in fresh))
     except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the next rebalance seeks again
         log.warning("could not rewind %d uncommitted partition(s) (%s: %s)", len(fresh), type(exc).__name__, exc)
         return
     for tp in fresh:
         self._read_offset[tp] = None
+    log.info("no committed offset on %s: reading from the start", ", ".join(f"{tp.topic}/{tp.partition}" for tp in fresh))
 
 
 def install() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import os
 import subprocess
 import sys
@@ -106,6 +108,13 @@ def test_json_reading_from_confluent_kafka_is_sealed(rig):
     rig.wait_for(lambda: rig.query("SELECT count(*) FROM readings WHERE record_id = ?", [rid])[0][0] == 1, "the reading")
     (meter_tok, day_tok, region) = rig.query("SELECT meter_tok, day_tok, region FROM readings WHERE record_id = ?", [rid])[0]
     assert (meter_tok, day_tok, region) == (rig.index.meter("CK-0001"), rig.index.day("2025-01-02"), "central")
+    # kill -USR2 logs what the worker waits on (agents/diagnose.py): its partitions and positions, its queues
+    rig.worker.send_signal(signal.SIGUSR2)
+    rig.wait_for(lambda: "worker state (SIGUSR2)" in (rig.data_dir / "worker.log").read_text(), "the state dump", 30)
+    state = (rig.data_dir / "worker.log").read_text().split("worker state (SIGUSR2):", 1)[1]
+    assert "could not read" not in state
+    assert re.search(r"aiokafka positions: .*readings\.raw/\d@\d+", state), state[:2000]
+    assert "agent seal_readings: 0 event(s) queued" in state and "store behind: 0 batch(es)" in state, state[:2000]
 
 
 def test_malformed_input_lands_in_dlq_with_a_reason(rig):

@@ -4,6 +4,7 @@
 import asyncio
 from collections import defaultdict
 
+from aiokafka import TopicPartition
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
@@ -21,6 +22,9 @@ class Thread:
         return dict(self.committed)
 
     async def seek_to_beginning(self, *tps):
+        if not all(isinstance(tp, TopicPartition) for tp in tps):  # as aiokafka's own check
+            raise TypeError("partitions must be TopicPartition instances")
+        tps = [TP(tp.topic, tp.partition) for tp in tps]
         self.rewound.extend(tps)
         for tp in tps:
             self.positions[tp] = 0

@@ -247,9 +247,12 @@ class Pipeline:
             return False
         self.store.put_dek(record)  # the seal agent usually stored it already
         with self.locked("deks", partition):
+            # caught up first: a worker killed between marking a DEK and appending its leaf left a marked DEK the
+            # log lacks, and the redelivery that follows finds the DEK marked (the CI check of 2026-12-01 found
+            # one such DEK in `ledger verify` after the two-worker kill test)
+            log = self.key_log(partition)
             if self.store.get_dek(record["key_id"]).get("leaf_index") is not None:
                 return False  # redelivered: already a leaf
-            log = self.key_log(partition)
             row = self.store.mark_dek(record["key_id"], partition=partition, leaf_index=log.size)
             log.append([leaf_hash(leaf.encode_key_event(row))])
             self.checkpoint_due(only=("deks", partition))

@@ -92,6 +92,35 @@ def test_key_events_are_leaves_once_each_and_audit_clean(tmp_path):
     assert p.store_key(b"garbage", 1) is False and p.unreadable_keys == 1
 
 
+def test_a_key_marked_by_a_killed_worker_gets_its_leaf_when_redelivered(tmp_path):
+    """A worker killed between marking a DEK (its leaf index) and appending the leaf: the worker that gets the
+    redelivery finds the DEK marked and must still append the missing leaf, or `ledger verify` reports it."""
+    from ledger import leaf
+    from ledger.audit import audit
+    from ledger.log import FileCheckpoints
+    from ledger.note import Signer
+    from ledger.storage import FileHashStore
+
+    signer = Signer.generate("meterseal-ledger")
+    s = Settings.from_env({}, data_dir=tmp_path, dek_max_records=1)
+    killed = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer, clock=lambda: 1.8e9)
+    for i in range(2):
+        killed.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 0, i))
+    (_, first), (_, second) = killed.take_new_keys()
+    assert killed.store_key(schemas.encode("wrapped_key", first), 1) is True
+    killed.store.put_dek(second)  # the kill: marked as leaf 1, the leaf never appended
+    killed.store.mark_dek(second["key_id"], partition=1, leaf_index=1)
+    taker = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer, clock=lambda: 1.8e9)
+    assert taker.store_key(schemas.encode("wrapped_key", second), 1) is False  # marked already: no second leaf
+    store = taker.store
+    assert len(FileHashStore(store.hash_path("deks", 1)).read()) == 2  # but its leaf appended now
+    taker.checkpoint_due(force=True)
+    summary, findings = audit(taker.origin("deks", 1), FileHashStore(store.hash_path("deks", 1)).read(),
+                              store.dek_rows(1), FileCheckpoints(store.checkpoint_dir("deks", 1)).all(),
+                              signer.verifier, encode=leaf.encode_key_event)
+    assert findings == [] and summary.signed_size == 2
+
+
 def test_two_writers_on_one_partition_keep_one_consistent_log(tmp_path):
     """A worker that lost a partition and its new owner both append: the lock and re-reads keep one log."""
     from ledger import leaf

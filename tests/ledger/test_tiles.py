@@ -10,6 +10,7 @@ from ledger.compact import root
 from ledger.hashing import leaf_hash, subtree_root
 from ledger.log import Log
 from ledger.note import Signer
+from ledger.exceptions import LedgerError
 from ledger.tiles import WIDTH, Fenced, MemoryBlobs, TileCheckpoints, TileHashStore, tile_path
 
 
@@ -64,6 +65,26 @@ def test_repeating_the_same_append_after_a_crash_is_idempotent():
     again._size = 0  # a writer that crashed before learning its own append went through
     again.append(_hashes(300))
     assert TileHashStore(blobs, "log").read() == _hashes(300)
+
+
+def test_a_writer_killed_between_a_full_tile_and_its_lift_leaves_a_gap_the_next_writer_fills():
+    """The kill test on S3 once stopped the next writer: tile/0/002 was full but tile/1/000.p/3 never written."""
+    want = MemoryBlobs()
+    TileHashStore(want, "log").append(_hashes(1100))
+    blobs = MemoryBlobs()
+    TileHashStore(blobs, "log").append(_hashes(768))
+    del blobs.objects["log/tile/1/000.p/3"]  # killed after writing the third full tile, before lifting it
+    TileHashStore(blobs, "log").append(_hashes(1100)[768:])
+    assert {k: v for k, v in blobs.objects.items() if "/tile/" in k} == {k: v for k, v in want.objects.items() if "/tile/" in k}
+    assert TileHashStore(blobs, "log").read() == _hashes(1100)
+
+
+def test_a_wrong_length_upper_tile_is_an_error_not_rebuilt():
+    blobs = MemoryBlobs()
+    TileHashStore(blobs, "log").append(_hashes(768))
+    blobs.objects["log/tile/1/000.p/3"] = blobs.objects["log/tile/1/000.p/3"][:-1]
+    with pytest.raises(LedgerError, match="wrong length"):
+        TileHashStore(blobs, "log").append(_hashes(1024)[768:])
 
 
 def test_checkpoints_are_write_once_and_a_log_over_tiles_signs_and_reloads():

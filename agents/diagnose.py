@@ -12,10 +12,14 @@ from typing import Any
 log = logging.getLogger("meterseal.worker")
 
 
+def _name(tp) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
 def _tps(tps) -> str:
     if tps is None:
         return "None"
-    return ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in tps)) or "-"
+    return ", ".join(sorted(_name(tp) for tp in tps)) or "-"
 
 
 def consumer_state(app, in_order=None, store_behind=None) -> list[str]:
@@ -28,9 +32,9 @@ def consumer_state(app, in_order=None, store_behind=None) -> list[str]:
     for name in ("_read_offset", "_committed_offset"):
         offsets: dict[Any, Any] = getattr(consumer, name, {}) or {}
         lines.append(f"{name.strip('_')}: " + ", ".join(
-            f"{tp.topic}/{tp.partition}={off}" for tp, off in sorted(offsets.items()) if not tp.topic.startswith("meterseal-")))
+            f"{_name(tp)}={off}" for tp, off in sorted(offsets.items()) if not tp.topic.startswith("meterseal-")))
     acked: dict[Any, Any] = getattr(consumer, "_acked", {}) or {}
-    lines.append("acked, not yet committed: " + ", ".join(f"{tp.topic}/{tp.partition}={len(v)}" for tp, v in sorted(acked.items()) if v))
+    lines.append("acked, not yet committed: " + ", ".join(f"{_name(tp)}={len(v)}" for tp, v in sorted(acked.items()) if v))
     aio = getattr(getattr(consumer, "_thread", None), "_consumer", None)
     sub = getattr(getattr(aio, "_subscription", None), "subscription", None)
     assignment = getattr(sub, "assignment", None)
@@ -41,7 +45,7 @@ def consumer_state(app, in_order=None, store_behind=None) -> list[str]:
                 continue
             state = assignment.state_value(tp)
             position = state.position if state.has_valid_position else "none"
-            states.append(f"{tp.topic}/{tp.partition}@{position}{' paused' if state.paused else ''}")
+            states.append(f"{_name(tp)}@{position}{' paused' if state.paused else ''}")
         lines.append("aiokafka positions: " + ", ".join(states))
     for agent in app.agents.values():
         queue = getattr(getattr(agent, "channel", None), "queue", None)
@@ -55,7 +59,7 @@ def consumer_state(app, in_order=None, store_behind=None) -> list[str]:
 
 
 def _offsets(mapping) -> str:
-    return ", ".join(f"{tp.topic}/{tp.partition}={v}" for tp, v in sorted(mapping.items())) or "-"
+    return ", ".join(f"{_name(tp)}={v}" for tp, v in sorted(mapping.items())) or "-"
 
 
 def log_state(app, in_order=None, store_behind=None) -> None:

@@ -123,8 +123,8 @@ class TileHashStore:
             self._size, self._tail = size, []
         return size
 
-    def _tile(self, level: int, index: int, width: int) -> list[bytes]:
-        data = self.blobs.get(self._key(tile_path(level, index, width)))
+    def _tile(self, level: int, index: int, width: int, data: bytes | None = None) -> list[bytes]:
+        data = self.blobs.get(self._key(tile_path(level, index, width))) if data is None else data
         if data is None or len(data) != width * HASH_LEN:
             raise LedgerError(f"{self.prefix}: tile {tile_path(level, index, width)} is missing or has the wrong length")
         return [data[i:i + HASH_LEN] for i in range(0, len(data), HASH_LEN)]
@@ -184,11 +184,9 @@ class TileHashStore:
         """Tile ``index`` of ``level`` (>= 1) with ``width`` hashes; if a writer was killed after writing the full
         tiles below it but before lifting them, it is missing: made again from the roots of those tiles (and
         written, once). The CI run of 2026-12-01 killed a worker in exactly that gap; the next writer stopped."""
-        try:
-            return self._tile(level, index, width)
-        except LedgerError:
-            if self.blobs.get(self._key(tile_path(level, index, width))) is not None:
-                raise  # there, but the wrong length: not a gap a crash leaves
+        data = self.blobs.get(self._key(tile_path(level, index, width)))
+        if data is not None:
+            return self._tile(level, index, width, data)  # (there, but the wrong length: an error, not a crash's gap)
         below = [self._tile(0, index * WIDTH + i, WIDTH) if level == 1 else self._upper(level - 1, index * WIDTH + i, WIDTH)
                  for i in range(width)]
         hashes = [_root(tile) for tile in below]

@@ -137,7 +137,7 @@ class IcebergStore:
         self.blobs = S3Blobs(s3_client(endpoint=self.endpoint), self.bucket, self.prefix)
         self.namespace = "meterseal_" + re.sub(r"[^a-z0-9]+", "_", f"{self.bucket}_{self.prefix}".lower()).strip("_")
         self._states: dict[tuple[str, int], _State] = {}
-        self._tables: dict[str, Any] = {}
+        self._local = threading.local()  # each thread its own pyiceberg Table objects: see ``_tables``
         self._lock_cons = threading.local()  # one lock connection per thread: see ``locked``
         self._all_lock_cons: list[Any] = []
         self._lock_cons_guard = threading.Lock()
@@ -206,6 +206,18 @@ class IcebergStore:
         return S3FileSystem(endpoint_override=endpoint, scheme=scheme, region=os.environ.get("AWS_REGION", "us-east-1"),
                             access_key=os.environ.get("AWS_ACCESS_KEY_ID"), secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
                             connect_timeout=5, request_timeout=30)
+
+    @property
+    def _tables(self) -> dict[str, Any]:
+        """This thread's pyiceberg ``Table`` objects. A ``Table`` is not safe to share: an append builds its
+        manifest list on the metadata it started from but takes the commit's requirement (the branch head) from
+        ``table.metadata`` when it commits, so another thread's ``refresh()`` in between makes the catalog accept
+        a snapshot that drops every commit since — the CI run of 2026-12-01 lost a 569-row group write of a
+        never-killed worker that way (its checkpoint thread read the table while its store thread appended)."""
+        tables = getattr(self._local, "tables", None)
+        if tables is None:
+            tables = self._local.tables = {}
+        return tables
 
     def _table(self, table: str, *, create: bool = False):
         from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError

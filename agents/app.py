@@ -309,15 +309,24 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         await store_behind.drain()
         pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
         in_order.forget(revoked)  # another worker reads on from here
-        if await asyncio.to_thread(pipeline.checkpoint_due, force=True):
-            await publish_checkpoints()
+        await sign_what_we_appended("before handing partitions over")
 
     @app.on_before_shutdown.connect
     async def checkpoint_on_shutdown(sender, **kwargs) -> None:
         await store_behind.drain()
         pipeline.alerting.save()
-        if await asyncio.to_thread(pipeline.checkpoint_due, force=True):
-            await publish_checkpoints()
+        await sign_what_we_appended("at shutdown")
+
+    async def sign_what_we_appended(when: str) -> None:
+        """A last checkpoint of every log this worker appended to. It must not raise: an error in a rebalance or
+        shutdown signal stops Faust half way (the trial of 2026-12-01 left a worker hanging after SIGTERM when its
+        catalog went down first). Its leaves are stored already; whoever appends to the log next signs them."""
+        try:
+            if await asyncio.to_thread(pipeline.checkpoint_due, force=True):
+                await publish_checkpoints()
+        except Exception as exc:  # noqa: BLE001 - store, catalog or broker gone: log it and go on stopping
+            log.error("could not sign a checkpoint %s (%s: %s): the leaves are stored, the next append to each log "
+                      "signs them", when, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
 
     @app.agent(deks, name="store_keys")
     async def store_keys(stream):

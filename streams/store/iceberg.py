@@ -439,7 +439,20 @@ class IcebergStore:
         try:
             yield
         finally:
+            self._unlock(con, key)
+
+    @staticmethod
+    def _unlock(con, key: int) -> None:
+        """Release a partition lock. If the connection died meanwhile (the server restarted or stopped) the server
+        has released the lock with the session: nothing to undo, and raising here would hide what the block did."""
+        import psycopg
+
+        try:
             con.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except psycopg.OperationalError:
+            if not con.closed and not con.broken:
+                raise
+            con.close()  # the next lock opens a new connection
 
     def _lock_connection(self):
         import psycopg

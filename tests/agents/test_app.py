@@ -23,3 +23,23 @@ def test_build_app_declares_topics_table_and_agents(tmp_path):
     assert sources["seal_readings"] == {"readings.raw"} and sources["store_keys"] == {"keys.deks"}
     assert "meter-state" in app.tables
     assert app.conf.broker_session_timeout <= 10  # joins the group in seconds, not ~30 s
+
+
+def test_a_failing_last_checkpoint_does_not_stop_the_shutdown(tmp_path, caplog):
+    """The shutdown (and rebalance) signals never raise: an error there stops Faust half way and the worker hangs
+    after SIGTERM (seen when the catalog stopped before a worker)."""
+    import asyncio
+
+    from agents.app import build_app
+    from streams.exceptions import StoreError
+
+    settings = Settings.from_env({}, data_dir=tmp_path, partitions=3)
+    pipeline = Pipeline(settings, bytes(32), OwnerKeyPair.generate().public_key, SegmentStore(tmp_path / "store"))
+
+    def catalog_gone(**kwargs):
+        raise StoreError("cannot reach the Iceberg catalog")
+
+    pipeline.checkpoint_due = catalog_gone
+    app = build_app(settings, pipeline, broker="kafka://127.0.0.1:1")
+    asyncio.run(app.on_before_shutdown.send())
+    assert "could not sign a checkpoint at shutdown (StoreError: cannot reach the Iceberg catalog)" in caplog.text

@@ -213,3 +213,29 @@ def test_a_reader_thread_never_makes_a_concurrent_append_lose_another_writers_ro
     got = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "c").scan("dlq").column("topic_partition").to_pylist()
     assert (got.count(0), got.count(1)) == (rounds * per, rounds * per)
     a.close(), b.close()
+
+
+def test_a_partition_lock_whose_connection_died_is_released_without_an_error(objectstore, s3_location, tmp_path):
+    """The server dropped the lock connection (restarted, or stopped before a worker's shutdown checkpoint): the
+    lock went with the session, so leaving the block must not raise, and the next lock works on a new connection."""
+    import psycopg
+
+    a = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "a")
+    b = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "b")
+    with a.locked("readings", 5):
+        pid = a._lock_connection().info.backend_pid
+        with psycopg.connect(objectstore.catalog.replace("+psycopg", ""), autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    got = []
+
+    def take():
+        with b.locked("readings", 5):
+            got.append("b")
+
+    t = threading.Thread(target=take, daemon=True)
+    t.start()
+    t.join(10)
+    assert got == ["b"], "the lock of the dead session was not released"
+    with a.locked("readings", 6):
+        assert a._lock_connection().info.backend_pid != pid
+    a.close(), b.close()

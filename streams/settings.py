@@ -42,6 +42,9 @@ class Settings:
     store_flush_s: float = 0.5
     checkpoint_leaves: int = 1000
     checkpoint_s: float = 10.0
+    snapshot_keep_s: float = 3600.0
+    """On an ``s3://`` store, workers expire Iceberg snapshots older than this (one worker at a time, checked every
+    tenth of it, at most every 10 minutes); 0: never (``meterseal store expire`` by hand)."""
     log_level: str = "warn"
     alert_quantile: float = 0.995
     flatline_readings: int = 20
@@ -81,6 +84,7 @@ class Settings:
         "METERSEAL_STORE_FLUSH_S": "store_flush_s",
         "METERSEAL_CHECKPOINT_LEAVES": "checkpoint_leaves",
         "METERSEAL_CHECKPOINT_S": "checkpoint_s",
+        "METERSEAL_SNAPSHOT_KEEP_S": "snapshot_keep_s",
         "METERSEAL_LOG_LEVEL": "log_level",
         "METERSEAL_ALERT_QUANTILE": "alert_quantile",
         "METERSEAL_FLATLINE_READINGS": "flatline_readings",
@@ -106,6 +110,9 @@ class Settings:
                               "(the Iceberg catalog)")
         if self.console_session_s <= 0 or (self.metrics_port is not None and not 0 < self.metrics_port < 65536):
             raise ConfigError("METERSEAL_CONSOLE_SESSION_S must be > 0 and METERSEAL_METRICS_PORT a port number")
+        if not (self.snapshot_keep_s == 0 or self.snapshot_keep_s >= 60):
+            raise ConfigError("METERSEAL_SNAPSHOT_KEEP_S must be 0 (workers never expire snapshots) or at least 60 "
+                              "seconds (a reader or writer slower than that could lose the snapshot it started from)")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):

@@ -90,3 +90,27 @@ def store_compact(settings: Settings, tables: tuple[str, ...], min_files: int) -
     report = compact_store(open_settings_store(settings), tables=tables or ("readings", "bills", "dlq"),
                            min_files=min_files, progress=lambda text: console.print(text))
     click.echo(json.dumps(report, indent=2))
+
+
+@store.command("expire")
+@click.option("--older-than", "older_than_s", type=float, default=None,
+              help="Expire snapshots committed more than this many seconds ago [default: METERSEAL_SNAPSHOT_KEEP_S, 3600].")
+@click.option("--table", "tables", multiple=True, type=click.Choice(["readings", "bills", "dlq"]),
+              help="Only this table (repeat for several; default all three).")
+@click.pass_obj
+def store_expire(settings: Settings, older_than_s: float | None, tables: tuple[str, ...]) -> None:
+    """Drop old snapshots of the S3 store's Iceberg tables and delete the files only they used (manifest lists,
+    merged or rewritten manifests, files compaction replaced). Every streaming commit adds a snapshot and each
+    commit rewrites the list of them all, so commits slow down as it grows; workers do this every so often
+    themselves (METERSEAL_SNAPSHOT_KEEP_S). Readers lose time travel to expired snapshots."""
+    from streams.cli.common import open_settings_store
+    from streams.store.expire import expire_store
+
+    keep = settings.snapshot_keep_s if older_than_s is None else older_than_s
+    if keep < 0:
+        raise click.BadParameter("must be 0 or more seconds", param_hint="--older-than")
+    report = expire_store(open_settings_store(settings), older_than_s=keep, tables=tables or ("readings", "bills", "dlq"),
+                          progress=lambda text: console.print(text))
+    if report is None:
+        raise click.ClickException("another process is expiring this store's snapshots now: try again later")
+    click.echo(json.dumps(report, indent=2))

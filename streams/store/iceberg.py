@@ -25,7 +25,6 @@ Pure data movement: the worker's dedup/number/write/append sequence is ``streams
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -34,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, ContextManager, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +42,7 @@ from ledger.tiles import TileCheckpoints, TileHashStore
 
 from streams.exceptions import StoreError
 from streams.store.objects import S3Blobs, parse_s3, s3_client
+from streams.store.pglocks import AdvisoryLocks
 from streams.store.segments import LEDGERED, REGION_NAME, TABLES, arrow_schema, fresh_rows
 
 SPECS = ("day+bucket", "day+bucket4", "month+bucket", "month+bucket2", "day", "none")  # what the bench compared
@@ -52,7 +52,11 @@ DEFAULT_SPEC = "day"  # the best of those measured (README "Scale out", BENCHMAR
 # compaction (``streams.store.compact``) deletes the files it rewrote by name: concurrent appends do not conflict
 # with it (snapshot isolation); a file another compactor deleted meanwhile still does (pyiceberg checks that)
 COMPACTION_ISOLATION = "write.delete.isolation-level"
-TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd", "commit.retry.num-retries": "30",
+# manifests merged once 100 pile up (each streaming commit adds one: a scan would read them all), old metadata
+# files deleted after each commit (``streams.store.expire`` also sets these on tables made before)
+MAINTENANCE_PROPERTIES = {"commit.manifest-merge.enabled": "true", "write.metadata.delete-after-commit.enabled": "true",
+                          "write.metadata.previous-versions-max": "20"}
+TABLE_PROPERTIES = {**MAINTENANCE_PROPERTIES, "write.parquet.compression-codec": "zstd", "commit.retry.num-retries": "30",
                     "commit.retry.min-wait-ms": "20", "commit.retry.max-wait-ms": "2000",
                     "commit.retry.total-timeout-ms": "120000", **{COMPACTION_ISOLATION: "snapshot"}}
 BUCKETS = 8
@@ -138,9 +142,7 @@ class IcebergStore:
         self.namespace = "meterseal_" + re.sub(r"[^a-z0-9]+", "_", f"{self.bucket}_{self.prefix}".lower()).strip("_")
         self._states: dict[tuple[str, int], _State] = {}
         self._local = threading.local()  # each thread its own pyiceberg Table objects: see ``_tables``
-        self._lock_cons = threading.local()  # one lock connection per thread: see ``locked``
-        self._all_lock_cons: list[Any] = []
-        self._lock_cons_guard = threading.Lock()
+        self._locks = AdvisoryLocks(_plain_uri(catalog), location)
         self._logs_known: set[str] = set()
         self._hash_stores: dict[tuple[str, int], TileHashStore] = {}
         self._check()
@@ -244,6 +246,15 @@ class IcebergStore:
 
     # -- the dedup state of one partition, read incrementally from new manifests ---------------------
     def _state(self, table: str, partition: int) -> _State:
+        for attempt in range(3):
+            try:
+                return self._read_state(table, partition)
+            except FileNotFoundError:  # the snapshot we refreshed to was expired while we read it: read again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_state(self, table: str, partition: int) -> _State:
         tbl = self._table(table)
         tbl.refresh()
         state = self._states.setdefault((table, partition), _State())
@@ -292,7 +303,7 @@ class IcebergStore:
 
     def write(self, table: str, partition: int, rows: list[dict[str, Any]], *, attempts: int = 20) -> int:
         """Append rows (from ``fresh``) in one Iceberg commit, retried over newer snapshots on conflict."""
-        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.exceptions import CommitFailedException, ValidationException
 
         if not rows:
             return 0
@@ -303,7 +314,10 @@ class IcebergStore:
             try:
                 tbl.append(data)
                 break
-            except CommitFailedException:
+            except (CommitFailedException, ValidationException, FileNotFoundError):
+                # a conflict, or the snapshot the append started from was expired meanwhile (pyiceberg's retry
+                # cannot find it; ``streams.store.expire`` deleted its manifest list): only a parent that stopped
+                # being the head can be expired, so this append was losing its commit anyway — start it again
                 if attempt == attempts - 1:
                     raise StoreError(f"{table}: {attempts} commits in a row lost to other writers; try again") from None
                 time.sleep(min(1.0, 0.02 * 2 ** attempt) * (0.5 + int.from_bytes(os.urandom(1), "big") / 255))
@@ -424,46 +438,13 @@ class IcebergStore:
             out.append((table, int(p)))
         return sorted(out)
 
-    @contextlib.contextmanager
-    def locked(self, table: str, partition: int) -> Iterator[None]:
-        """A PostgreSQL session advisory lock on one partition's rows and log (released if we die).
+    def locked(self, table: str, partition: int) -> ContextManager[None]:
+        """A PostgreSQL session advisory lock on one partition's rows and log (released if we die)."""
+        return self._locks.held(f"{table}/{partition}")
 
-        Each thread takes its locks on its own connection. With one connection per process, the CI run of
-        2026-12-01 deadlocked two workers after a rebalance: worker A's event loop waited on the server for
-        partition 2 (held by B) while holding the connection, so A's store thread could not send the unlock
-        of partition 1 it held, and B was stuck the same way the other way round — a wait inside the client
-        that PostgreSQL's deadlock detector cannot see."""
-        con = self._lock_connection()
-        key = int.from_bytes(hashlib.sha256(f"{self.location}/{table}/{partition}".encode()).digest()[:8], "big", signed=True)
-        con.execute("SELECT pg_advisory_lock(%s)", (key,))
-        try:
-            yield
-        finally:
-            self._unlock(con, key)
-
-    @staticmethod
-    def _unlock(con, key: int) -> None:
-        """Release a partition lock. If the connection died meanwhile (the server restarted or stopped) the server
-        has released the lock with the session: nothing to undo, and raising here would hide what the block did."""
-        import psycopg
-
-        try:
-            con.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        except psycopg.OperationalError:
-            if not con.closed and not con.broken:
-                raise
-            con.close()  # the next lock opens a new connection
-
-    def _lock_connection(self):
-        import psycopg
-
-        con = getattr(self._lock_cons, "con", None)
-        if con is None or con.closed:
-            con = psycopg.connect(_plain_uri(self.catalog_uri), autocommit=True, connect_timeout=5)
-            self._lock_cons.con = con
-            with self._lock_cons_guard:
-                self._all_lock_cons = [c for c in self._all_lock_cons if not c.closed] + [con]
-        return con
+    def try_locked(self, name: str) -> ContextManager[bool]:
+        """A store-wide lock taken only if free (snapshot expiry: one process at a time)."""
+        return self._locks.tried(f"job/{name}")
 
     # -- wrapped DEKs and grants: write-once JSON objects ---------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:
@@ -525,7 +506,4 @@ class IcebergStore:
         return sorted(k.rsplit("/", 1)[1][:-5] for k in self.blobs.list(f"grants/{region}/"))
 
     def close(self) -> None:
-        with self._lock_cons_guard:
-            cons, self._all_lock_cons = self._all_lock_cons, []
-        for con in cons:
-            con.close()
+        self._locks.close()

@@ -42,3 +42,9 @@ def test_migrate_then_verify_and_prove_answer_the_same_on_both_backends(tmp_path
     assert json.loads(_invoke(remote, "status")) == json.loads(_invoke(local, "status"))
     record_id = _invoke(local, "ledger", "records", "--limit", "1").split("\t")[0]
     assert json.loads(_invoke(remote, "ledger", "prove", record_id)) == json.loads(_invoke(local, "ledger", "prove", record_id))
+    # expiring every snapshot but the current one changes no answer; the local store has none to expire
+    expired = json.loads(_invoke(remote, "store", "expire", "--older-than", "0"))
+    assert expired["tables"]["bills"]["kept"] == 1 and expired["tables"]["bills"]["expired"] >= 1
+    assert _invoke(remote, "ledger", "verify") == verified
+    refused = CliRunner().invoke(main, ["store", "expire"], env=local)
+    assert refused.exit_code != 0 and "for a store on object storage" in refused.output

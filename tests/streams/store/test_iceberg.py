@@ -223,7 +223,7 @@ def test_a_partition_lock_whose_connection_died_is_released_without_an_error(obj
     a = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "a")
     b = IcebergStore(s3_location, objectstore.catalog, work_dir=tmp_path / "b")
     with a.locked("readings", 5):
-        pid = a._lock_connection().info.backend_pid
+        pid = a._locks.connection().info.backend_pid
         with psycopg.connect(objectstore.catalog.replace("+psycopg", ""), autocommit=True) as admin:
             assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
     got = []
@@ -237,5 +237,5 @@ def test_a_partition_lock_whose_connection_died_is_released_without_an_error(obj
     t.join(10)
     assert got == ["b"], "the lock of the dead session was not released"
     with a.locked("readings", 6):
-        assert a._lock_connection().info.backend_pid != pid
+        assert a._locks.connection().info.backend_pid != pid
     a.close(), b.close()

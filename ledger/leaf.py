@@ -38,8 +38,33 @@ def _field(value: Any) -> bytes:
 
 
 def encode(record: Mapping[str, Any]) -> bytes:
-    """Leaf bytes of a stored sealed record (missing fields count as absent)."""
-    return bytes([VERSION]) + b"".join(_field(record.get(name)) for name in FIELDS)
+    """Leaf bytes of a stored sealed record (missing fields count as absent).
+
+    The store thread encodes every reading it stores, so the usual field types (str, int, bytes, None) are
+    written inline, without a call per field; any other type takes ``_field`` (same bytes, same errors)."""
+    parts, get = [_VERSION_BYTE], record.get
+    add = parts.append
+    for name in FIELDS:
+        value = get(name)
+        kind = type(value)
+        if kind is str:
+            data = value.encode()
+        elif kind is bytes:
+            data = value
+        elif value is None:
+            add(_ABSENT)
+            continue
+        elif kind is int:  # (not bool: its type is bool)
+            data = str(value).encode()
+        else:
+            add(_field(value))
+            continue
+        add(_LENGTH(len(data)))
+        add(data)
+    return b"".join(parts)
+
+
+_VERSION_BYTE, _LENGTH = bytes([VERSION]), struct.Struct(">I").pack
 
 
 # Key events (a data key created — and so the previous one rotated out) are leaves of the key log.

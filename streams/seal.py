@@ -343,10 +343,12 @@ class Sealer:
         for n, record in enumerate(records):
             get = record.get
             meter_id, ts, kwh, register = get("meter_id"), get("ts"), get("kwh"), get("register_kwh")
-            region, category = get("region"), get("category")
+            region, category, account_id = get("region"), get("category"), get("account_id")
             r = last = meter = None
             if (type(meter_id) is str and type(ts) is str and type(region) is str and type(category) is str
-                    and type(kwh) in _NUMBER_TYPES and type(register) in _NUMBER_TYPES and get("account_id") is None
+                    and type(kwh) in _NUMBER_TYPES and type(register) in _NUMBER_TYPES
+                    and (account_id is None
+                         or type(account_id) is str and 0 < len(account_id := account_id.strip()) <= 256)
                     and get("label") is None and (parsed := times.get(ts)) is not None):
                 meter_id, region, category = meter_id.strip(), region.strip(), category.strip()
                 meter = meters.get(meter_id) or self._meter(meter_id)
@@ -361,7 +363,7 @@ class Sealer:
                 if (0 <= kwh <= max_kwh and 0 <= register < _INF and min_ts <= epoch <= latest and region in regions
                         and 0 < len(meter_id) <= 256 and 0 < len(region) <= 256 and 0 < len(category) <= 256
                         and (last is None or (epoch > last[0] and register >= last[1]))):
-                    r = _new_tuple(Reading, (meter_id, utc, epoch, kwh, register, region, category, None, None))
+                    r = _new_tuple(Reading, (meter_id, utc, epoch, kwh, register, region, category, account_id, None))
             try:
                 if r is None:  # anything unusual: the validator itself
                     if meter is None:

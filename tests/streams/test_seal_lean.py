@@ -143,7 +143,8 @@ _ROWS = st.lists(st.tuples(st.sampled_from(["m-1", " m-1 ", "m-2"]),
                            st.sampled_from(["2024-03-01T10:00:00Z", "2024-03-01T10:15:00+00:00", "2024-03-01T09:00:00Z",
                                             "2024-03-01T10:15:00Z", "2024-03-01T11:00:00+01:00"]),
                            st.floats(0, 50), st.integers(0, 30), st.sampled_from(["north", " south"]),
-                           st.sampled_from([None, "a-1"]), st.sampled_from([None, "spike"]),
+                           st.sampled_from([None, "a-1", " a-1 ", "a" * 257, "  ", "é"]),
+                           st.sampled_from([None, "spike"]),
                            st.sampled_from([None, None, None, *_BAD]), st.integers(0, 6)), min_size=1, max_size=25)
 
 

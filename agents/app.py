@@ -267,7 +267,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     if settings.snapshot_keep_s > 0 and hasattr(pipeline.store, "try_locked"):  # an s3:// store (Iceberg)
         from streams.store.expire import expire_in_worker
 
-        @app.timer(interval=min(600.0, max(10.0, settings.snapshot_keep_s / 10)))
+        @app.timer(interval=min(600.0, max(5.0, settings.snapshot_keep_s / 6)))
         async def expire_snapshots() -> None:
             """Old Iceberg snapshots dropped (one worker at a time): each commit rewrites the list of them all."""
             await asyncio.to_thread(expire_in_worker, pipeline.store, older_than_s=settings.snapshot_keep_s, log=log)

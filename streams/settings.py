@@ -42,9 +42,10 @@ class Settings:
     store_flush_s: float = 0.5
     checkpoint_leaves: int = 1000
     checkpoint_s: float = 10.0
-    snapshot_keep_s: float = 3600.0
+    snapshot_keep_s: float = 60.0
     """On an ``s3://`` store, workers expire Iceberg snapshots older than this (one worker at a time, checked every
-    tenth of it, at most every 10 minutes); 0: never (``meterseal store expire`` by hand)."""
+    sixth of it, at least every 5 s and at most every 10 minutes); 0: never (``meterseal store expire`` by hand).
+    Each snapshot kept costs every commit ~1 ms (the metadata listing them all is rewritten): keep it short."""
     log_level: str = "warn"
     alert_quantile: float = 0.995
     flatline_readings: int = 20
@@ -110,9 +111,9 @@ class Settings:
                               "(the Iceberg catalog)")
         if self.console_session_s <= 0 or (self.metrics_port is not None and not 0 < self.metrics_port < 65536):
             raise ConfigError("METERSEAL_CONSOLE_SESSION_S must be > 0 and METERSEAL_METRICS_PORT a port number")
-        if not (self.snapshot_keep_s == 0 or self.snapshot_keep_s >= 60):
-            raise ConfigError("METERSEAL_SNAPSHOT_KEEP_S must be 0 (workers never expire snapshots) or at least 60 "
-                              "seconds (a reader or writer slower than that could lose the snapshot it started from)")
+        if not (self.snapshot_keep_s == 0 or self.snapshot_keep_s >= 10):
+            raise ConfigError("METERSEAL_SNAPSHOT_KEEP_S must be 0 (workers never expire snapshots) or at least 10 "
+                              "seconds (a reader slower than that could lose files compaction replaced)")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):

@@ -63,7 +63,7 @@ def test_three_workers_without_shared_files_one_killed_store_every_reading_once(
             shutil.copy(keys_home / "keystore.json", home / "keystore.json")
             env = {**os.environ, "METERSEAL_DATA_DIR": str(home), "METERSEAL_BROKER": broker.url,
                    "METERSEAL_PASSPHRASE": PASSPHRASE, "METERSEAL_STORE": s3_location, "METERSEAL_LOG_LEVEL": "info",
-                   "METERSEAL_CHECKPOINT_S": "2", "METERSEAL_SNAPSHOT_KEEP_S": "60"}  # expiry runs every 10 s
+                   "METERSEAL_CHECKPOINT_S": "2", "METERSEAL_SNAPSHOT_KEEP_S": "10"}  # expiry every 5 s
             homes.append((home, env))
             workers.append(_worker(home, env, "worker"))
         for (home, _), w in zip(homes, workers):

@@ -291,3 +291,50 @@ def bench_compaction(n: int = 200_000, *, batch: int = 500, meters: int = 1000, 
                        "queries as in `bench store --s3` (scan pruned by partition and bounds, then DuckDB), median of "
                        "3, before and after `meterseal store compact` (min 2 files per partition) in the same run")
         return out
+
+
+def bench_expiry(commits: int = 600, *, keep_s: float = 20.0, every: int = 100, rows: int = 10, trial: bool = False,
+                 trial_port: int = 15420, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Commit time as snapshots pile up, with and without ``streams.store.expire``, in one run: two tables on the
+    same servers, small commits alternating between them (the same load for both); one expires snapshots older
+    than ``keep_s`` every ``every`` commits."""
+    from streams.store.expire import expire
+    from streams.store.iceberg import IcebergStore
+
+    def batch(first: int) -> list[dict[str, Any]]:
+        return [{"format": 1, "dlq_id": f"b{i:09d}", "source_topic": "readings.raw", "source_partition": 0,
+                 "source_offset": i, "reason": "bench", "rule": "bench", "key_id": "k", "envelope": b"x",
+                 "received_at_ms": 0, "batch_index": None, "topic_partition": 0, "topic_offset": i}
+                for i in range(first, first + rows)]
+
+    with tempfile.TemporaryDirectory(prefix="meterseal-bench-expire-") as tmp, _servers(trial, Path(tmp), trial_port):
+        catalog = os.environ.get("METERSEAL_CATALOG")
+        if not catalog:
+            raise SystemExit("set METERSEAL_CATALOG and AWS_* (or use --trial)")
+        bucket = _bucket()
+        expiring = IcebergStore(f"s3://{bucket}/expiring", catalog, work_dir=Path(tmp) / "a")
+        plain = IcebergStore(f"s3://{bucket}/plain", catalog, work_dir=Path(tmp) / "b")
+        windows, spent, expiries = [], {"expiring": 0.0, "plain": 0.0}, []
+        for k in range(commits):
+            for name, store in (("expiring", expiring), ("plain", plain)):
+                start = time.perf_counter()
+                store.write("dlq", 0, batch(k * rows))
+                spent[name] += time.perf_counter() - start
+            if k % every == every - 1:
+                start = time.perf_counter()
+                report = expire(expiring, "dlq", older_than_s=keep_s)
+                expiries.append({"after_commit": k + 1, "expired": report["expired"], "kept": report["kept"],
+                                 "files_deleted": report["files_deleted"], "ms": round((time.perf_counter() - start) * 1000)})
+                windows.append({"commits": f"{k + 1 - every}-{k}",
+                                "ms_with_expiry": round(spent["expiring"] * 1000 / every),
+                                "ms_without": round(spent["plain"] * 1000 / every),
+                                "ratio": round(spent["plain"] / spent["expiring"], 2)})
+                progress(f"commits {windows[-1]['commits']}: {windows[-1]['ms_with_expiry']} ms a commit with expiry, "
+                         f"{windows[-1]['ms_without']} ms without")
+                spent = {"expiring": 0.0, "plain": 0.0}
+        snapshots = {name: len(store._table("dlq").refresh().metadata.snapshots)
+                     for name, store in (("expiring", expiring), ("plain", plain))}
+        return {"commits": commits, "rows_per_commit": rows, "keep_s": keep_s, "windows": windows, "expiries": expiries,
+                "snapshots_at_end": snapshots,
+                "note": "mean commit time per window of commits, two tables written alternately in one process "
+                        "(same servers, same load); ratio = without / with expiry"}

@@ -127,18 +127,27 @@ def bench_ledger_cmd(leaves: int, fmt: str) -> None:
 @click.option("--append-rows", type=int, default=60_000, show_default=True, help="With --s3: rows each append run writes.")
 @click.option("--compaction", is_flag=True, help="With --s3: only the compaction figures (--readings rows in "
               "500-row commits, queries before and after `meterseal store compact`).")
+@click.option("--expiry", is_flag=True, help="With --s3: only the snapshot-expiry figures (commit time as snapshots pile "
+              "up, with and without `meterseal store expire`, in --commits commits of 10 rows each).")
+@click.option("--commits", type=int, default=600, show_default=True, help="With --expiry: commits to each table.")
 @click.option("--trial-port", type=int, default=15420, show_default=True,
               help="With --trial: SeaweedFS uses this port and the next 15, PostgreSQL the one after.")
 @click.option("--specs", default="day+bucket,month+bucket,day,none", show_default=True,
               help="With --s3: Iceberg partition specs to compare (day, month, bucketN joined by '+', or none).")
 @_bench_fmt
-def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, compaction: bool, trial_port: int,
-                    specs: str, fmt: str) -> None:
+def bench_store_cmd(readings: int, s3: bool, trial: bool, append_rows: int, compaction: bool, expiry: bool,
+                    commits: int, trial_port: int, specs: str, fmt: str) -> None:
     """Range-query latency and unseal throughput over a store built directly, vs the prototype's per-record RSA."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from streams.bench.store import bench_store
 
+    if s3 and expiry:
+        from streams.bench.objstore import bench_expiry
+
+        print_result(bench_expiry(commits, trial=trial, trial_port=trial_port,
+                                  progress=lambda text: console.print(f"{time.strftime('%H:%M:%S')} {text}")), fmt)
+        return
     if s3 and compaction:
         from streams.bench.objstore import bench_compaction
 

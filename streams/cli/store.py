@@ -94,7 +94,7 @@ def store_compact(settings: Settings, tables: tuple[str, ...], min_files: int) -
 
 @store.command("expire")
 @click.option("--older-than", "older_than_s", type=float, default=None,
-              help="Expire snapshots committed more than this many seconds ago [default: METERSEAL_SNAPSHOT_KEEP_S, 3600].")
+              help="Expire snapshots committed more than this many seconds ago [default: METERSEAL_SNAPSHOT_KEEP_S, 60].")
 @click.option("--table", "tables", multiple=True, type=click.Choice(["readings", "bills", "dlq"]),
               help="Only this table (repeat for several; default all three).")
 @click.pass_obj

@@ -1,8 +1,8 @@
-"""Snapshot expiry of the Iceberg tables (``meterseal store expire``; workers run it every ``expire_every_s``).
+"""Snapshot expiry of the Iceberg tables (``meterseal store expire``; workers run it every sixth of ``METERSEAL_SNAPSHOT_KEEP_S``).
 
 Every streaming commit adds a snapshot, and each commit rewrites the table's metadata file, which lists every
-snapshot: without expiry a commit costs more the older the table is (measured 2026-12-01, one writer, 10-row
-commits on SeaweedFS: 91 ms at the first commit, 209 ms at the 250th, 495 ms at the 500th, metadata 0.32 MB).
+snapshot: without expiry a commit costs more the older the table is (measured 2026-12-01 on SeaweedFS, 10-row
+commits: ~1 ms more a commit per snapshot kept; 657 ms a commit around the 550th without expiry, 151 ms with).
 A worker commits every ``store_flush_s`` per partition, so that is minutes, not months.
 
 ``expire`` removes the snapshots older than the retention from the metadata — always a prefix of the chain,
@@ -19,7 +19,8 @@ reach, which is only:
 
 Old metadata files go by the tables' ``write.metadata.delete-after-commit.enabled``, and appends merge their
 manifests once 100 pile up (``commit.manifest-merge.enabled``): both set here on tables made before them.
-Readers pinned to a snapshot older than the retention lose it; the default retention is an hour.
+Readers pinned to a snapshot older than the retention lose it (workers keep a minute: ``METERSEAL_SNAPSHOT_KEEP_S``);
+a writer's append or dedup read whose snapshot was expired under it starts again (``IcebergStore``).
 """
 
 from __future__ import annotations

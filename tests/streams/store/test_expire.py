@@ -103,4 +103,5 @@ def test_one_process_expires_at_a_time(objectstore, s3_location, tmp_path):
 def test_the_retention_setting_refuses_a_window_no_reader_could_use():
     with pytest.raises(ConfigError, match="METERSEAL_SNAPSHOT_KEEP_S"):
         Settings.from_env({"METERSEAL_SNAPSHOT_KEEP_S": "5"})
+    assert Settings.from_env({}).snapshot_keep_s == 60
     assert Settings.from_env({"METERSEAL_SNAPSHOT_KEEP_S": "0"}).snapshot_keep_s == 0

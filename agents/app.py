@@ -354,5 +354,21 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs) -> None:
         log.warning("worker ready: %d partition(s) assigned %.1f s after start", len(assigned), time.monotonic() - started)
+        logs = sorted({("readings", tp.partition) for tp in assigned if tp.topic == "readings.raw"}
+                      | {("bills", tp.partition) for tp in assigned if tp.topic == "bills.sealed"})
+        catching_up.add(asyncio.get_running_loop().create_task(asyncio.to_thread(catch_up_logs, logs)))
+
+    catching_up: set[asyncio.Task] = set()
+
+    def catch_up_logs(logs: list[tuple[str, int]]) -> None:
+        """The logs of partitions just taken over: a writer killed between storing rows and logging them left
+        their leaves out (in a thread: it waits for each partition's lock). Never raises: the next store of the
+        partition catches up too."""
+        for table, partition in logs:
+            try:
+                if added := pipeline.catch_up(table, partition):
+                    log.warning("%s/%d: logged %d leaves a stopped writer had stored but not logged", table, partition, added)
+            except Exception as exc:  # noqa: BLE001 - store trouble: the store thread reports it on its next write
+                log.error("%s/%d: could not catch the log up (%s: %s)", table, partition, type(exc).__name__, exc)
 
     return app

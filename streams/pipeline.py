@@ -184,6 +184,13 @@ class Pipeline:
             log.append([leaf_hash(leaf.encode(r)) for r in behind])
         return log
 
+    def catch_up(self, table: str, partition: int) -> int:
+        """Append the hashes of rows a stopped writer stored but did not log (killed between the two); returns how
+        many. A worker runs it for the partitions it is given, so the log does not wait for the next record."""
+        with self.locked(table, partition):
+            before = self._open_log(table, partition).size
+            return self.log(table, partition).size - before
+
     def _store_ledgered(self, table: str, partition: int, rows: list[tuple[int, dict]]) -> int:
         """Dedup, give each new record its leaf index and per-meter sequence, write the segment, then append."""
         with self.locked(table, partition):

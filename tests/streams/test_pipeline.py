@@ -141,3 +141,24 @@ def test_two_writers_on_one_partition_keep_one_consistent_log(tmp_path):
     rows = a.store.rows("bills", 0)
     assert [r["leaf_index"] for r in rows] == list(range(30))
     assert FileHashStore(a.store.hash_path("bills", 0)).read() == [leaf_hash(leaf.encode(r)) for r in rows]
+
+
+def test_catch_up_logs_rows_a_killed_writer_stored_but_did_not_log(tmp_path):
+    """Killed between writing rows and appending their hashes: the next owner of the partition catches the log up
+    when it takes the partition, before any new record arrives."""
+    from ledger.note import Signer
+    from streams.store.audit import audit_store
+
+    signer = Signer.generate("meterseal-ledger")
+    s = Settings.from_env({}, data_dir=tmp_path)
+    killed = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer)
+    bills = [killed.seal_bill(json.dumps({**SEED_ROW, "Bill No.": str(i)}).encode(), Source("bills.raw", 0, i)) for i in range(9)]
+    assert killed.store_batch("bills.sealed", [(0, i, b.encode()) for i, b in enumerate(bills[:5])])[0] == 5
+    rows = killed.store.fresh("bills", 0, [(5 + i, b.record) for i, b in enumerate(bills[5:])])
+    killed.store.number("bills", 0, rows, 5)
+    killed.store.write("bills", 0, rows)  # ... and killed before ``log.append``
+    assert [f.kind for _, fs in audit_store(SegmentStore(tmp_path / "store"), signer.verifier) for f in fs] == ["inserted"] * 4
+    owner = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer)
+    assert owner.catch_up("bills", 0) == 4 and owner.catch_up("bills", 0) == 0
+    owner.checkpoint_due(force=True)
+    assert all(not fs for _, fs in audit_store(SegmentStore(tmp_path / "store"), signer.verifier))

@@ -334,7 +334,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 await publish_checkpoints()
         except Exception as exc:  # noqa: BLE001 - store, catalog or broker gone: log it and go on stopping
             log.error("could not sign a checkpoint %s (%s: %s): the leaves are stored, the next append to each log "
-                      "signs them", when, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                      "signs them", when, type(exc).__name__, (str(exc).strip().splitlines() or [""])[0])
 
     @app.agent(deks, name="store_keys")
     async def store_keys(stream):
@@ -356,7 +356,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         log.warning("worker ready: %d partition(s) assigned %.1f s after start", len(assigned), time.monotonic() - started)
         logs = sorted({("readings", tp.partition) for tp in assigned if tp.topic == "readings.raw"}
                       | {("bills", tp.partition) for tp in assigned if tp.topic == "bills.sealed"})
-        catching_up.add(asyncio.get_running_loop().create_task(asyncio.to_thread(catch_up_logs, logs)))
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(catch_up_logs, logs))
+        catching_up.add(task)  # (the loop keeps only a weak reference to a task)
+        task.add_done_callback(catching_up.discard)
 
     catching_up: set[asyncio.Task] = set()
 

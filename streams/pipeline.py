@@ -176,20 +176,24 @@ class Pipeline:
     def log(self, table: str, partition: int) -> Log:
         """The partition's log, reloaded if another process appended, caught up if a crash cut an append short."""
         log = self._open_log(table, partition)
-        if self.store.max_leaf(table, partition) >= log.size:  # rows were written, their hashes were not
-            behind = self.store.rows(table, partition, min_leaf=log.size)
-            if [r["leaf_index"] for r in behind] != list(range(log.size, log.size + len(behind))):
-                raise MeterSealError(f"{table}/p{partition}: stored leaf indexes do not follow the ledger; "
-                                     "run `meterseal ledger verify`")
-            log.append([leaf_hash(leaf.encode(r)) for r in behind])
+        self._log_stored_rows(log, table, partition)
         return log
 
     def catch_up(self, table: str, partition: int) -> int:
         """Append the hashes of rows a stopped writer stored but did not log (killed between the two); returns how
         many. A worker runs it for the partitions it is given, so the log does not wait for the next record."""
         with self.locked(table, partition):
-            before = self._open_log(table, partition).size
-            return self.log(table, partition).size - before
+            return self._log_stored_rows(self._open_log(table, partition), table, partition)
+
+    def _log_stored_rows(self, log: Log, table: str, partition: int) -> int:
+        if self.store.max_leaf(table, partition) < log.size:
+            return 0
+        behind = self.store.rows(table, partition, min_leaf=log.size)  # rows were written, their hashes were not
+        if [r["leaf_index"] for r in behind] != list(range(log.size, log.size + len(behind))):
+            raise MeterSealError(f"{table}/p{partition}: stored leaf indexes do not follow the ledger; "
+                                 "run `meterseal ledger verify`")
+        log.append([leaf_hash(leaf.encode(r)) for r in behind])
+        return len(behind)
 
     def _store_ledgered(self, table: str, partition: int, rows: list[tuple[int, dict]]) -> int:
         """Dedup, give each new record its leaf index and per-meter sequence, write the segment, then append."""

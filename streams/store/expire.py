@@ -1,4 +1,5 @@
-"""Snapshot expiry of the Iceberg tables (``meterseal store expire``; workers run it every sixth of ``METERSEAL_SNAPSHOT_KEEP_S``).
+"""Snapshot expiry of the Iceberg tables (``meterseal store expire``; workers run it every sixth of
+``METERSEAL_SNAPSHOT_KEEP_S``).
 
 Every streaming commit adds a snapshot, and each commit rewrites the table's metadata file, which lists every
 snapshot: without expiry a commit costs more the older the table is (measured 2026-12-01 on SeaweedFS, 10-row
@@ -31,7 +32,6 @@ from typing import Any, Callable
 from streams.exceptions import StoreError
 from streams.store.iceberg import MAINTENANCE_PROPERTIES
 from streams.store.segments import TABLES
-
 
 
 def expire(store: Any, table: str, *, older_than_s: float, now: float | None = None,
@@ -70,7 +70,8 @@ def expire(store: Any, table: str, *, older_than_s: float, now: float | None = N
         for manifest in snap.manifests(tbl.io):
             if manifest.manifest_path not in kept_manifests:
                 doomed.add(manifest.manifest_path)
-            if manifest.added_snapshot_id == snap.snapshot_id and (manifest.deleted_files_count is None or manifest.deleted_files_count > 0):
+            deletes = manifest.deleted_files_count is None or manifest.deleted_files_count > 0
+            if manifest.added_snapshot_id == snap.snapshot_id and deletes:
                 doomed.update(e.data_file.file_path for e in manifest.fetch_manifest_entry(tbl.io, discard_deleted=False)
                               if e.status == ManifestEntryStatus.DELETED)
     ids = [s.snapshot_id for s in expired]

@@ -246,13 +246,12 @@ class IcebergStore:
 
     # -- the dedup state of one partition, read incrementally from new manifests ---------------------
     def _state(self, table: str, partition: int) -> _State:
-        for attempt in range(3):
+        for _ in range(2):
             try:
                 return self._read_state(table, partition)
             except FileNotFoundError:  # the snapshot we refreshed to was expired while we read it: read again
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+                pass
+        return self._read_state(table, partition)
 
     def _read_state(self, table: str, partition: int) -> _State:
         tbl = self._table(table)

@@ -56,15 +56,14 @@ class AdvisoryLocks:
         replaced once (its locks went with it)."""
         import psycopg
 
-        for attempt in (0, 1):
-            con = self.connection()
-            try:
-                return con.execute(sql, (key,))
-            except psycopg.OperationalError:
-                if attempt or not (con.closed or con.broken):
-                    raise
-                con.close()
-        raise AssertionError("unreachable")
+        con = self.connection()
+        try:
+            return con.execute(sql, (key,))
+        except psycopg.OperationalError:
+            if not (con.closed or con.broken):
+                raise
+            con.close()
+        return self.connection().execute(sql, (key,))
 
     @staticmethod
     def _unlock(con, key: int) -> None:

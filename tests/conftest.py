@@ -59,13 +59,15 @@ def keystore_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory):
     """A fresh PostgreSQL cluster (port 15442) and SeaweedFS ``weed mini`` (S3 on 15400, its other ports
-    15401-15415), with the AWS_* and METERSEAL_CATALOG variables set for the session; both stopped after."""
+    15401-15415), with the AWS_* and METERSEAL_CATALOG variables set for the session; both stopped after.
+    ``METERSEAL_TEST_PORT_BASE=N`` moves them to N+42 and N (so two checkouts can run their tests at once)."""
     import os
     import shutil
 
     from streams.store.servers import Servers
 
-    servers = Servers(tmp_path_factory.mktemp("objectstore"), pg_port=15442, s3_port=15400)
+    base = int(os.environ.get("METERSEAL_TEST_PORT_BASE", "15400"))
+    servers = Servers(tmp_path_factory.mktemp("objectstore"), pg_port=base + 42, s3_port=base)
     try:
         servers.__enter__()
     except FileNotFoundError as exc:  # .ci/run installs both; a bare checkout may not have them

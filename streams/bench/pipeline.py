@@ -12,6 +12,7 @@ import re
 import time
 from typing import Callable
 
+from streams import capabilities
 from streams.crypto import _primitives
 from streams.crypto.envelope import DekRing
 from streams.seal import Sealed, Sealer, Source
@@ -192,7 +193,7 @@ def bench_replay(*, workers: int = 2, limit: int | None = None, timeout: float =
         rows, distinct = con.execute("SELECT count(*), count(DISTINCT record_id) FROM readings").fetchone()
         con.close()
         start = time.perf_counter()
-        results = audit_store(data / "store", Keystore.load(data).ledger_verifier)
+        results = audit_store(data / "store", Keystore.load(data).ledger_verifier, registry=capabilities.registry())
         verify_s = time.perf_counter() - start
         problems = sum(len(f) for _, f in results)
         leaves = sum(s.leaves for s, _ in results)

@@ -67,10 +67,10 @@ def bench_share(*, meters: int = 2, days: int = 30, interval_min: int = 1) -> di
     return {"store_readings": sealed, "interval_min": interval_min, "seal_s": round(seal_s, 2),
             "bundle_records": n, "bundle_days": days, "bundle_bytes": len(blob),
             "bundle_bytes_per_record": round(len(blob) / n, 1), "bundle_gzip_bytes": len(gzip.compress(blob)),
-            "export_s": round(export_s, 2), "open_s": round(timings["both_keys"], 2),
+            "export_s": round(export_s, 2), "open_s": round(timings["both_keys"], 4),
             "open_records_per_s": round(n / timings["both_keys"]),
-            "open_s_ed25519_only": round(timings["ed25519_only"], 2),
-            "open_s_ml_dsa_65_only": round(timings["ml_dsa_65_only"], 2),
+            "open_s_ed25519_only": round(timings["ed25519_only"], 4),
+            "open_s_ml_dsa_65_only": round(timings["ml_dsa_65_only"], 4),
             "note": "UCI household series as a fleet; one meter's month granted; open = every checkpoint signature, "
                     "inclusion proof, record-key commitment, AES-GCM open, scope check and the owner's signature"}
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streams import capabilities
 from streams.ingest import sources
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, Producer, ensure_topics
 from streams.exceptions import InvalidInput, MeterSealError
@@ -206,7 +207,7 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
                   f"{con.execute('SELECT count(*) FROM bills').fetchone()[0]} bills, "
                   f"{con.execute('SELECT count(*) FROM dlq').fetchone()[0]} dead letters")
     con.close()
-    results = audit_store(store, Keystore.load(settings.data_dir).ledger_verifier)
+    results = audit_store(store, Keystore.load(settings.data_dir).ledger_verifier, registry=capabilities.registry())
     problems = [f for _, findings in results for f in findings]
     console.print(f"ledger: {len(results)} Merkle logs, {sum(s.leaves for s, _ in results)} leaves, "
                   f"{sum(s.checkpoints for s, _ in results)} signed checkpoints — "
@@ -233,7 +234,7 @@ def _console(settings: Settings, passphrase: str, port: int, *, customer_meters:
     console.print(table)
     console.print("broker, worker and console keep running: Ctrl-C stops them all")
     try:
-        serve(settings, passphrase, host="127.0.0.1", port=port,
+        serve(settings, passphrase, host="127.0.0.1", port=port, registry=capabilities.registry(),
               ready=lambda url: console.print(f"[bold green]console[/] {url}"))
     except KeyboardInterrupt:
         pass

@@ -15,6 +15,7 @@ from ledger.hashing import leaf_hash
 from ledger.note import Verifier, open_note
 from ledger.verify import verify_inclusion
 
+from streams import capabilities
 from streams.keys.keystore import Keystore
 from streams.settings import Settings
 from streams.cli.common import open_settings_store
@@ -49,7 +50,7 @@ def checked_text(verifiers: list[Verifier]) -> str:
 def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
     """Recompute every log from the store, check every checkpoint; exit 1 naming the first tampered record."""
     verifiers = trusted_verifiers(vkeys, settings)
-    results = audit_store(open_settings_store(settings), verifiers)
+    results = audit_store(open_settings_store(settings), verifiers, registry=capabilities.registry())
     problems = [f for _, findings in results for f in findings]
     leaves = sum(s.leaves for s, _ in results)
     signed = sum(s.signed_size for s, _ in results)

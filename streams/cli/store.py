@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from streams import capabilities
 from streams.cli.common import console, passphrase_for
 from streams.exceptions import MeterSealError
 from streams.settings import Settings
@@ -69,7 +70,7 @@ def store_migrate(settings: Settings, to: str) -> None:
     source = open_settings_store(settings)
     dest = open_store(to, catalog=settings.catalog, work_dir=settings.store_dir, create=True)
     verifier = Keystore.load(settings.data_dir).ledger_verifier
-    report = migrate(source, dest, verifier, progress=lambda text: console.print(text))
+    report = migrate(source, dest, verifier, registry=capabilities.registry(), progress=lambda text: console.print(text))
     click.echo(json.dumps({"to": to, **report.__dict__}, indent=2))
     click.echo(f"ok: {report.logs} logs, {report.leaves} leaves verified in the copy; point METERSEAL_STORE at {to}",
                err=True)

@@ -46,8 +46,7 @@ class ConsoleState:
     oidc: Any = None
     sharing: Any = None
     privacy: Any = None
-    """``integrations.Privacy`` when issue #18's DP engine is installed, else None ("not configured")."""
-    """``integrations.Sharing`` when issue #16's grants engine is installed, else None ("not configured")."""
+    registry: Any = None  # streams.registry.Registry: what the auditor's ledger check reads every log with
     cookie_name: str = "meterseal_session"
     metrics: Any = field(default_factory=metrics.ConsoleMetrics)
     verify_run: dict = field(default_factory=dict)

@@ -128,7 +128,7 @@ def _verify(state: Any) -> None:
 
     run = state.verify_run
     try:
-        results = audit_store(state.vault.store, state.vault.keystore.ledger_verifier,
+        results = audit_store(state.vault.store, state.vault.keystore.ledger_verifier, registry=state.registry,
                               progress=lambda done, total: run.update(done=done, total=total))
         problems = [str(f) for _, findings in results for f in findings]
         run.update(state="tampered" if problems else "ok", problems=problems[:20], logs=len(results),

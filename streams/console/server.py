@@ -28,7 +28,8 @@ def alert_source(bootstrap: str) -> Callable[[Callable[[], bool]], Iterator[dict
     return follow
 
 
-def build_state(settings: Settings, passphrase: str, *, broker: str | None = None, oidc: Any = None) -> ConsoleState:
+def build_state(settings: Settings, passphrase: str, *, broker: str | None = None, oidc: Any = None,
+                registry: Any = None) -> ConsoleState:
     """Unlock the keystore (the console is in the owner's trust zone) and start the alert feed if a broker is known."""
     from ..ingest.broker import resolve
 
@@ -43,7 +44,8 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
             broker = None  # no broker: the pages say so; the store is still served
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir),
                          sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
-                         vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc)
+                         vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc,
+                         registry=registry)
     state.sharing = sharing_for(vault)
     state.privacy = privacy_for(vault, settings)
     if broker:
@@ -52,10 +54,10 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
 
 
 def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port: int = 8800,
-          ready: Callable[[str], None] | None = None, oidc: Any = None) -> None:
+          ready: Callable[[str], None] | None = None, oidc: Any = None, registry: Any = None) -> None:
     import uvicorn
 
-    state = build_state(settings, passphrase, oidc=oidc)
+    state = build_state(settings, passphrase, oidc=oidc, registry=registry)
     app = create_app(state)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)

@@ -1,7 +1,8 @@
 """The store's ledger audit: every Merkle log of a store checked against its records and signed checkpoints.
 
-Plain functions over a ``Store`` (either backend) and a checkpoint ``Verifier``; ``meterseal ledger verify``, the demo
-and the benchmarks call them.
+Plain functions over a ``Store`` (either backend), a checkpoint ``Verifier`` and the ``Registry`` of logs (each
+capability registers its own: ``streams.capabilities``); ``meterseal ledger verify``, the demo and the
+benchmarks call them. The store registers its own logs here (``store_logs``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ledger import leaf as leaf_codec
-from ledger.audit import Finding, audit
+from ledger.audit import Finding, Summary, audit
 from ledger.checkpoint import Checkpoint
 from ledger.exceptions import NoteError
 from ledger.hashing import leaf_hash
@@ -19,6 +20,7 @@ from ledger.note import Verifier, open_note
 from ledger.proof import inclusion_proof
 
 from streams.exceptions import StoreError
+from streams.registry import LedgerLog, Registry
 from streams.store.base import Store, open_store
 from streams.store.segments import LEDGERED, SegmentStore, log_origin
 
@@ -46,48 +48,56 @@ def _origin_key(verifiers: list[Verifier], notes: list[str]) -> str:
     return "unknown"
 
 
+def store_logs(registry: Registry) -> None:
+    """Register the store's own logs: readings, bills and dead letters (leaf ``ledger.leaf.encode``) and the
+    key log of wrapped DEKs (``encode_key_event``)."""
+    for table in LEDGERED:
+        registry.add_log(LedgerLog(table, rows=lambda store, p, table=table: store.rows(table, p),
+                                   encode=leaf_codec.encode))
+    registry.add_log(LedgerLog("deks", rows=lambda store, p: store.dek_rows(p), encode=leaf_codec.encode_key_event))
+
+
+def _store_only() -> Registry:
+    registry = Registry()
+    store_logs(registry)
+    return registry
+
+
 def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Verifier], *,
-                progress: Callable[[int, int], None] | None = None) -> list:
+                registry: Registry | None = None, progress: Callable[[int, int], None] | None = None) -> list:
     """Audit every log of the store (a location or a ``Store``): [(Summary, [Finding, ...]), ...];
     ``progress(logs done, logs)`` after each.
-    With several verifier keys (Ed25519 and ML-DSA-65), every checkpoint must carry a valid signature by each."""
+
+    Each log is read and encoded as its capability registered it (``streams.capabilities.registry()``; without
+    a ``registry``, only the store's own logs are known). A log the registry does not know is a finding
+    (``unregistered``), never skipped. With several verifier keys (Ed25519 and ML-DSA-65), every checkpoint must
+    carry a valid signature by each."""
     store = open_store(store_dir, create=False)
+    registry = registry if registry is not None else _store_only()
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     results = []
     every = [(store, t, p) for t, p in logs(store)]
-    if not isinstance(store, SegmentStore):  # DP budgets stay in this machine's data dir: their log is audited too
+    if not isinstance(store, SegmentStore):  # logs kept in this machine's data dir (DP budgets) are audited too
         local = SegmentStore(store.root)
-        every += [(local, t, p) for t, p in local.log_keys() if t == "privacy"]
+        kept_here = {log.table for log in registry.logs if log.local}
+        every += [(local, t, p) for t, p in local.log_keys() if t in kept_here]
     for log_store, table, p in every:
         if progress:
             progress(len(results), len(every))
         hashes = log_store.hash_store(table, p).read()
         notes = log_store.checkpoint_store(table, p).all()
         name = log_origin(_origin_key(verifiers, notes), table, p)
-        if table == "deks":
-            results.append(audit(name, hashes, store.dek_rows(p), notes, verifiers,
-                                 encode=leaf_codec.encode_key_event))
-        elif table == "consent":
-            from streams.share.grants import consent_rows  # the consent log of data-sharing grants
-
-            results.append(audit(name, hashes, consent_rows(store), notes, verifiers,
-                                 encode=leaf_codec.encode_consent_event))
-        elif table == "models":
-            from fl.provenance import model_rows  # (numpy only: no torch, no Flower
-
-            rows = model_rows(store)
-            summary, findings = audit(name, hashes, rows, notes, verifiers, encode=leaf_codec.encode_model_event)
-            findings += [Finding(summary.log,
-                                 "model-weights", f"run {r['run_id']} round {r['round']}: weights file missing or not "
-                                 f"hashing to {r['model_sha256']}", index=r.get("leaf_index")) for r in rows if not r["weights_ok"]]
-            results.append((summary, findings))
-        elif table == "privacy":  # DP budget events (streams.privacy.budget): spends and budgets set
-            from streams.privacy.budget import read_events
-
-            results.append(audit(name, hashes, read_events(log_store.root), notes, verifiers,
-                                 encode=leaf_codec.encode_privacy_event))
-        else:
-            results.append(audit(name, hashes, store.rows(table, p), notes, verifiers))
+        entry = registry.log(table)
+        if entry is None:
+            results.append((Summary(name, len(hashes), len(notes), 0),
+                            [Finding(name, "unregistered", f"no capability registered the log {table!r}: this "
+                                     "meterseal cannot check it (an older or newer version wrote it?)")]))
+            continue
+        rows = entry.rows(log_store if entry.local else store, p)
+        summary, findings = audit(name, hashes, rows, notes, verifiers, encode=entry.encode)
+        if entry.check is not None:
+            findings += [Finding(summary.log, kind, detail, index=index) for kind, detail, index in entry.check(rows)]
+        results.append((summary, findings))
     return results
 
 

@@ -16,6 +16,7 @@ from ledger.checkpoint import Checkpoint
 from ledger.note import Verifier
 
 from streams.exceptions import StoreError
+from streams.registry import Registry
 from streams.store.audit import audit_store
 from streams.store.base import Store
 from streams.store.segments import TABLES
@@ -45,7 +46,8 @@ def _regions(source: Store) -> list[str]:
     return sorted(p.name for p in base.iterdir() if p.is_dir()) if base is not None and base.exists() else []
 
 
-def migrate(source: Store, dest: Store, verifier: Verifier, *, progress: Callable[[str], None] = lambda _: None) -> MigrationReport:
+def migrate(source: Store, dest: Store, verifier: Verifier, *, registry: Registry | None = None,
+            progress: Callable[[str], None] = lambda _: None) -> MigrationReport:
     report = MigrationReport()
     for key_id in source.dek_ids():  # keys first: a copied record can always be opened
         doc = source.get_dek(key_id)
@@ -85,8 +87,8 @@ def migrate(source: Store, dest: Store, verifier: Verifier, *, progress: Callabl
                 dest.checkpoint_store(table, p).put(Checkpoint.from_note(note).size, note)
                 report.checkpoints += 1
         progress(f"ledger {table}/p{p}: {len(hashes)} hashes")
-    want = [r for r in audit_store(source, verifier) if r[0].log.split("/")[-2] in MIGRATED_LOGS]
-    got = [r for r in audit_store(dest, verifier) if r[0].log.split("/")[-2] in MIGRATED_LOGS]
+    want = [r for r in audit_store(source, verifier, registry=registry) if r[0].log.split("/")[-2] in MIGRATED_LOGS]
+    got = [r for r in audit_store(dest, verifier, registry=registry) if r[0].log.split("/")[-2] in MIGRATED_LOGS]
     problems = [f for _, findings in got for f in findings]
     if problems:
         raise StoreError(f"the copy does not verify: {problems[0]}")

@@ -4,6 +4,7 @@ import json
 from click.testing import CliRunner
 
 from fl import rounds
+from streams import capabilities
 import pytest
 
 from fl.data import region_data, region_readings, region_readings_with_key
@@ -103,12 +104,12 @@ def test_fl_run_cli_json(store):
         assert hashlib.sha256(blob).hexdigest() == h["model_sha256"] and weights_from(blob)
         assert json.loads(rows[h["model_sha256"]]["metrics"]) == {k: h[k] for k in ("mae", "rmse", "r2")}
     verifier = Keystore.load(data).ledger_verifier
-    results = {s.log.split("/")[-2]: (s, f) for s, f in audit_store(data / "store", verifier)}
+    results = {s.log.split("/")[-2]: (s, f) for s, f in audit_store(data / "store", verifier, registry=capabilities.registry())}
     summary, findings = results["models"]
     assert not findings and summary.leaves >= 2 and summary.signed_size == summary.leaves
     # a model file swapped after the fact is caught
     (out / "round-001.weights").write_bytes(b"MSWEIGHTS1\n" + b"\0" * 40)
-    findings = [f for s, f in audit_store(data / "store", verifier) if s.log.endswith("/models/0")][0]
+    findings = [f for s, f in audit_store(data / "store", verifier, registry=capabilities.registry()) if s.log.endswith("/models/0")][0]
     assert [f.kind for f in findings] == ["model-weights"]
     # ...and so is an edited metric
     (out / "round-001.weights").unlink()
@@ -116,5 +117,5 @@ def test_fl_run_cli_json(store):
     row = json.loads(row_path.read_text())
     row["metrics"] = row["metrics"].replace('"mae":', '"mae":0.0001,"was":')
     row_path.write_text(json.dumps(row))
-    findings = [f for s, f in audit_store(data / "store", verifier) if s.log.endswith("/models/0")][0]
+    findings = [f for s, f in audit_store(data / "store", verifier, registry=capabilities.registry()) if s.log.endswith("/models/0")][0]
     assert "model-weights" in {f.kind for f in findings} and len({f.kind for f in findings}) >= 2

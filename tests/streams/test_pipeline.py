@@ -1,3 +1,4 @@
+from streams import capabilities
 import json
 
 import schemas
@@ -157,8 +158,8 @@ def test_catch_up_logs_rows_a_killed_writer_stored_but_did_not_log(tmp_path):
     rows = killed.store.fresh("bills", 0, [(5 + i, b.record) for i, b in enumerate(bills[5:])])
     killed.store.number("bills", 0, rows, 5)
     killed.store.write("bills", 0, rows)  # ... and killed before ``log.append``
-    assert [f.kind for _, fs in audit_store(SegmentStore(tmp_path / "store"), signer.verifier) for f in fs] == ["inserted"] * 4
+    assert [f.kind for _, fs in audit_store(SegmentStore(tmp_path / "store"), signer.verifier, registry=capabilities.registry()) for f in fs] == ["inserted"] * 4
     owner = Pipeline(s, bytes(32), OWNER.public_key, SegmentStore(tmp_path / "store"), signer)
     assert owner.catch_up("bills", 0) == 4 and owner.catch_up("bills", 0) == 0
     owner.checkpoint_due(force=True)
-    assert all(not fs for _, fs in audit_store(SegmentStore(tmp_path / "store"), signer.verifier))
+    assert all(not fs for _, fs in audit_store(SegmentStore(tmp_path / "store"), signer.verifier, registry=capabilities.registry()))

@@ -16,6 +16,7 @@ import pytest
 from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
 from streams.console.feed import AlertHub
+from streams import capabilities
 from streams.console.integrations import privacy_for, sharing_for
 from streams.console.sessions import SessionStore, Throttle
 from streams.console.users import UserStore
@@ -106,7 +107,7 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
     settings = console_data["settings"]
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
                          throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
-                         regions=settings.regions, broker=None)
+                         regions=settings.regions, broker=None, registry=capabilities.registry())
     state.sharing = sharing_for(state.vault)
     state.privacy = privacy_for(state.vault, settings)
     for k, v in overrides.items():

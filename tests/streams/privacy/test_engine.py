@@ -3,6 +3,8 @@ spends survive a restart and are leaves of the privacy log."""
 
 from __future__ import annotations
 
+from streams import capabilities
+
 import datetime as dt
 import json
 import shutil
@@ -138,7 +140,7 @@ def test_ledger_verify_audits_the_privacy_log(store, dp_store):
     ask(store_dir, signer, keys, "alice", 0.5)
 
     def privacy_findings():
-        (summary, findings), = [(s, f) for s, f in audit_store(store_dir, verifier) if s.log.endswith("/privacy/0")]
+        (summary, findings), = [(s, f) for s, f in audit_store(store_dir, verifier, registry=capabilities.registry()) if s.log.endswith("/privacy/0")]
         return summary, findings
 
     summary, findings = privacy_findings()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from streams import capabilities
+
 import shutil
 import uuid
 
@@ -40,7 +42,7 @@ def stores(objectstore, shared_store, tmp_path_factory):
     create_grant(local, signer=signer, index_key=keys.index_key, party=list_parties(local)[0], meters=["M-C"],
                  start=DAYS[0], end=DAYS[-1])
     remote = open_store(f"s3://{bucket}/store", work_dir=tmp_path_factory.mktemp("s3-work"))
-    migrate(local, remote, keystore.ledger_verifier)
+    migrate(local, remote, keystore.ledger_verifier, registry=capabilities.registry())
     return local, remote, data, keystore, keys, signer
 
 
@@ -64,7 +66,7 @@ def test_share_export_on_s3_opens_and_verifies_at_the_recipient(stores):
     assert summary["records"] == len(opened.records) == 2 * 24  # M-A's hourly readings of two days
     assert {r["meter_id"] for r in opened.records} == {"M-A"} and all(r["verified"] is True for r in opened.records)
     assert [c["event"] for c in opened.consent] == ["grant"]
-    problems = [f for _, findings in audit_store(remote, keystore.ledger_verifier) for f in findings]
+    problems = [f for _, findings in audit_store(remote, keystore.ledger_verifier, registry=capabilities.registry()) for f in findings]
     assert problems == []  # the new grant's consent leaf is in the S3 tile log, signed
 
 
@@ -103,5 +105,5 @@ def test_fl_region_counts_and_model_provenance_on_s3(stores):
                        metrics={"mae": 0.1})
     assert [(r["model_sha256"], r["weights_ok"]) for r in model_rows(remote)] == [(row["model_sha256"], True)]
     assert remote.blobs.exists("models/r1/round-001.weights") and not (local.root / "models" / "r1").exists()
-    results = audit_store(remote, keystore.ledger_verifier)
+    results = audit_store(remote, keystore.ledger_verifier, registry=capabilities.registry())
     assert any("/models/" in s.log for s, _ in results) and not [f for _, fs in results for f in fs]

@@ -4,6 +4,8 @@ whose dedup state predates the compaction still recognises every stored id."""
 
 from __future__ import annotations
 
+from streams import capabilities
+
 import datetime as dt
 import json
 
@@ -65,7 +67,7 @@ def test_compaction_keeps_every_row_once_while_a_writer_appends(objectstore, s3_
     assert writer.store_batch("readings.sealed", msgs)[0] == 0  # warm dedup state: every id still known
     writer.checkpoint_due(force=True)  # signs the log's 96 leaves (the other writer's too: one log)
     verifier = keys[1].ledger_verifier
-    assert [f for _, fs in audit_store(open_store(s3_location, work_dir=tmp_path / "r"), verifier) for f in fs] == []
+    assert [f for _, fs in audit_store(open_store(s3_location, work_dir=tmp_path / "r"), verifier, registry=capabilities.registry()) for f in fs] == []
 
 
 def test_compaction_refuses_a_local_store_by_name(tmp_path):

@@ -4,6 +4,8 @@ the seed CSV, snapshot reads during writes, replay (rebuild) and ledger audits."
 
 from __future__ import annotations
 
+from streams import capabilities
+
 import datetime as dt
 import json
 import random
@@ -145,8 +147,8 @@ def test_replay_into_a_fresh_store_rebuilds_the_same_ledger(location, keys, tmp_
     assert load(rebuilt, messages, wrapped) == 300
     assert load(rebuilt, messages, wrapped) == 0
     verifier = keys[1].ledger_verifier
-    want = audit_store(first.store, verifier)
-    got = audit_store(rebuilt.store, verifier)
+    want = audit_store(first.store, verifier, registry=capabilities.registry())
+    got = audit_store(rebuilt.store, verifier, registry=capabilities.registry())
     assert [f for _, fs in got for f in fs] == []
     summary = lambda results: sorted((s.log, s.leaves, s.signed_size) for s, _ in results)  # noqa: E731
     assert summary(got) == summary(want) and sum(s.leaves for s, _ in got) == 300 + len(wrapped)

@@ -4,6 +4,8 @@ file is found by the audit."""
 
 from __future__ import annotations
 
+from streams import capabilities
+
 import threading
 import time
 
@@ -84,7 +86,7 @@ def test_a_tampered_tile_or_data_file_is_found(objectstore, s3_location, keys, t
     pipeline = pipeline_for(s3_location, keys, tmp_path)
     load(pipeline, *sealed_bills(pipeline, seed_rows[:40]))
     store, verifier = pipeline.store, keys[1].ledger_verifier
-    assert [f for _, fs in audit_store(store, verifier) for f in fs] == []
+    assert [f for _, fs in audit_store(store, verifier, registry=capabilities.registry()) for f in fs] == []
     # a data file rewritten in place with one ciphertext byte changed
     tbl = store._table("bills")
     path = next(iter(tbl.scan().plan_files())).file.file_path.removeprefix("s3://")
@@ -95,7 +97,7 @@ def test_a_tampered_tile_or_data_file_is_found(objectstore, s3_location, keys, t
     original = fs.open_input_file(path).read()
     i = data.schema.get_field_index("envelope")  # same field (and Iceberg field id), one byte changed
     pq.write_table(data.set_column(i, data.schema.field(i), pa.array(env, pa.binary())), path, filesystem=fs)
-    kinds = {f.kind for _, fs_ in audit_store(open_store(s3_location, work_dir=tmp_path / "r"), verifier) for f in fs_}
+    kinds = {f.kind for _, fs_ in audit_store(open_store(s3_location, work_dir=tmp_path / "r"), verifier, registry=capabilities.registry()) for f in fs_}
     assert "modified" in kinds
     with fs.open_output_stream(path) as out:
         out.write(original)
@@ -104,7 +106,7 @@ def test_a_tampered_tile_or_data_file_is_found(objectstore, s3_location, keys, t
     tile = next(k for k in blobs.list("ledger/bills/p000/tile/0/"))
     hashes = blobs.get(tile)
     blobs.put(tile, hashes[:-1] + bytes([hashes[-1] ^ 1]))
-    findings = [f for _, fs_ in audit_store(open_store(s3_location, work_dir=tmp_path / "r2"), verifier) for f in fs_]
+    findings = [f for _, fs_ in audit_store(open_store(s3_location, work_dir=tmp_path / "r2"), verifier, registry=capabilities.registry()) for f in fs_]
     assert findings and findings[0].log.endswith("bills/0")
 
 
@@ -115,9 +117,9 @@ def test_migrate_copies_a_local_store_and_the_copy_verifies(objectstore, s3_loca
     local = pipeline_for(tmp_path / "local-store", keys, tmp_path, dek_max_records=100)
     load(local, *sealed_bills(local, seed_rows[:300]))
     dest = open_store(s3_location, work_dir=tmp_path / "w")
-    report = migrate(local.store, dest, keys[1].ledger_verifier)
+    report = migrate(local.store, dest, keys[1].ledger_verifier, registry=capabilities.registry())
     assert report.rows["bills"] == 300 and report.deks == 3 and report.logs == len(local.store.log_keys())
-    assert migrate(local.store, dest, keys[1].ledger_verifier).rows["bills"] == 0  # again: nothing missing
+    assert migrate(local.store, dest, keys[1].ledger_verifier, registry=capabilities.registry()).rows["bills"] == 0  # again: nothing missing
     reader_local, reader_s3 = Reader(local.store, keys[2]), Reader(dest, keys[2])
     meter = seed_rows[5]["Meter No."]
     assert reader_s3.open_hits(reader_s3.search(Query(meter=meter))) == reader_local.open_hits(reader_local.search(Query(meter=meter)))

@@ -1,0 +1,27 @@
+"""The installed capabilities, like Django's ``INSTALLED_APPS``: one place that imports each capability's
+``register`` and builds the ``Registry`` (``streams.registry``) that the lower floors iterate — the store's
+ledger audit, erasure and retention.
+
+A capability that keeps a Merkle log, holds a data subject's data or has data under retention adds its
+``register`` here; ``tests/test_capabilities.py`` fails when one that holds subject data is missing. The CLI,
+the console, the worker and the benchmarks take the registry from ``registry()``; nothing below them imports
+this module.
+"""
+
+from __future__ import annotations
+
+from fl import registration as fl_registration
+from streams.privacy import registration as privacy_registration
+from streams.registry import Registry
+from streams.share import registration as share_registration
+from streams.store.audit import store_logs
+
+REGISTER = (store_logs, share_registration.register, privacy_registration.register, fl_registration.register)
+
+
+def registry() -> Registry:
+    """A fresh registry with every installed capability registered."""
+    found = Registry()
+    for register in REGISTER:
+        register(found)
+    return found

@@ -19,16 +19,14 @@ from streams.share.espi import parse_feed, raw_readings
 from streams.share.grants import create_grant, revoke_grant
 from streams.share.parties import PartyKey, add_party
 
-from .conftest import SHARED
+from .conftest import DATA
 from .rig import PASSPHRASE, running_rig
 
 pytestmark = pytest.mark.broker
-FEED = SHARED / "vectors" / "greenbutton" / "test_usage_data.xml"
+FEED = DATA / "vectors" / "greenbutton" / "test_usage_data.xml"
 
 
 def test_continuous_share_delivers_the_scope_and_stops_on_revoke(tmp_path):
-    if not FEED.exists():
-        pytest.skip("../shared/vectors/greenbutton not present")
     with running_rig(tmp_path / "data") as rig:
         store = rig.data_dir / "store"
         keystore = Keystore.load(rig.data_dir)

@@ -179,7 +179,7 @@ def bench_billing(*, customers: int = 100_000, prototype_sample: int = 2_000,
         from streams.ingest import sources
 
         seed_units = [tariff.units_of(r["Billed Unit"]) for r in sources.generated_bills(1000)]
-        seed_source = "generated seed-format bills (../shared not found)"
+        seed_source = "generated seed-format bills (no checkout: tests/data not found)"
     t0 = time.perf_counter()
     holder = billing.KeyHolder.generate()
     keygen_s = time.perf_counter() - t0

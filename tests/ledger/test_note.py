@@ -7,13 +7,11 @@ from ledger.checkpoint import Checkpoint
 from ledger.exceptions import NoteError
 from ledger.note import Signer, Verifier, open_note, sign
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "signed_note_examples.json"
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "vectors" / "signed_note_examples.json"
 
 
 @pytest.fixture(scope="module")
 def examples():
-    if not EXAMPLES.exists():
-        pytest.skip("shared vectors not present")
     return json.loads(EXAMPLES.read_text())
 
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import main
-from tests.conftest import SHARED
+from tests.conftest import DATA
 from tests.streams.share.conftest import PASS
 
 
@@ -55,7 +55,7 @@ def test_grant_export_open_revoke(shared_store, tmp_path):
     assert run(main, ["export", "espi", "--meter", "M-B", "--from", "2024-03-01", "--to", "2024-03-02", "-o", str(own_out)],
                env=owner).exit_code == 0
     xmlschema = pytest.importorskip("xmlschema")
-    schema = xmlschema.XMLSchema(str(SHARED / "vectors" / "greenbutton" / "espi.xsd"))
+    schema = xmlschema.XMLSchema(str(DATA / "vectors" / "greenbutton" / "espi.xsd"))
     for path in (espi_out, own_out):
         assert list(schema.iter_errors(path.read_text())) == []
 

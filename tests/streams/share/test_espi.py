@@ -15,16 +15,14 @@ from streams.seal import Sealed, Source
 from streams.settings import Settings
 from streams.share.espi import DstRule, LocalTime, feed, parse_feed, raw_readings
 from streams.store.segments import SegmentStore
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-GB = SHARED / "vectors" / "greenbutton"
+GB = DATA / "vectors" / "greenbutton"
 xmlschema = pytest.importorskip("xmlschema")
 
 
 @pytest.fixture(scope="module")
 def schema():
-    if not (GB / "espi.xsd").exists():
-        pytest.skip("../shared/vectors/greenbutton not present")
     return xmlschema.XMLSchema(str(GB / "espi.xsd"))
 
 

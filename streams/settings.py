@@ -65,6 +65,13 @@ class Settings:
     """DP contribution bound: kWh per reading clamped to [0, this] (`dp query --clamp-kwh`)."""
     dp_per_hour: int = 4
     """DP contribution bound: readings per meter per clock hour counted (`dp query --per-hour`)."""
+    # retention and erasure (streams/erasure)
+    erasure_grace_s: float = 5.0
+    """How long an erasure waits after fencing a subject before destroying anything: workers see the fence within
+    2 s and stop sealing under its keys."""
+    retention_every_s: float = 86_400.0
+    """Workers enforce the retention policy this often (the first run one period after start); 0: never (run
+    `meterseal store enforce-retention` yourself)."""
 
     # environment variable -> field
     ENV = {
@@ -97,6 +104,8 @@ class Settings:
         "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
         "METERSEAL_DP_CLAMP_KWH": "dp_clamp_kwh",
         "METERSEAL_DP_PER_HOUR": "dp_per_hour",
+        "METERSEAL_ERASURE_GRACE_S": "erasure_grace_s",
+        "METERSEAL_RETENTION_EVERY_S": "retention_every_s",
     }
 
     def __post_init__(self) -> None:
@@ -116,6 +125,8 @@ class Settings:
                               "seconds (a reader slower than that could lose files compaction replaced)")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
+        if self.erasure_grace_s < 0 or self.retention_every_s < 0:
+            raise ConfigError("METERSEAL_ERASURE_GRACE_S and METERSEAL_RETENTION_EVERY_S must be >= 0")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
             raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
 

@@ -25,6 +25,7 @@ from streams.cli.ledger import ledger_group
 from streams.cli.search import search_cmd, sql_cmd
 from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
+from streams.cli.subject import subject_group
 from streams.exceptions import MeterSealError
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, ensure_topics
 from streams.settings import Settings
@@ -132,3 +133,4 @@ main.add_command(console_group)
 main.add_command(dp_group)
 main.add_command(bill_cmd)
 main.add_command(forecast_cmd)
+main.add_command(subject_group)

@@ -157,14 +157,20 @@ class Pipeline:
             self.checkpoint_due(only=(SUBJECT_LOG, 0))
         return len(rows)
 
+    def read_fence(self) -> list:
+        """New erasure fence entries since the last call (store I/O: the worker calls it in a thread)."""
+        return self.fence.refresh()
+
+    def forget_erased(self, hashes: set[str]) -> None:
+        """Forget the erased subjects' cached keys and tokens: their next reading gets the next token epoch."""
+        if hashes:
+            self.subjects.forget(hashes)
+            self.sealer.forget(lambda token: subject_hash(token) in hashes)
+
     def refresh_erasures(self) -> set[str]:
-        """Read new erasure fence entries; forget the erased subjects' cached keys and tokens (their next reading
-        gets the next token epoch). Returns the new entries' subject hashes (the worker drops the per-meter state
-        and profile kept under those tokens)."""
-        new = {entry.subject_hash for entry in self.fence.refresh()}
-        if new:
-            self.subjects.forget(new)
-            self.sealer.forget(lambda token: subject_hash(token) in new)
+        """``read_fence`` then ``forget_erased``; returns the new entries' subject hashes."""
+        new = {entry.subject_hash for entry in self.read_fence()}
+        self.forget_erased(new)
         return new
 
     def take_shares(self) -> list[tuple[str, bytes, bytes]]:

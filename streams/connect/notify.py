@@ -176,8 +176,8 @@ def new_data_due(grants: Sequence[Any], *, block_s: Callable[[Any], int], latest
     since it (at most one notice per BlockDuration). Pure; the caller records ``last_sent[grant_id] = now``."""
     out = []
     for grant in grants:
-        sent = last_sent.get(grant.grant_id, 0.0)
+        sent = last_sent.get(grant.grant_id)
         newest = latest(grant)
-        if newest is not None and newest > sent and now - sent >= block_s(grant):
+        if newest is not None and (sent is None or (newest > sent and now - sent >= block_s(grant))):
             out.append(grant)
     return out

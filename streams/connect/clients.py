@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, replace
@@ -76,6 +77,8 @@ def check_uri(uri: str, what: str) -> str:
     parts = urlsplit(uri)
     if parts.fragment or "#" in uri or not parts.hostname or parts.username or parts.password:
         raise ConnectError(f"bad {what} {uri!r}: absolute, with a host, no user info and no fragment")
+    if not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?", parts.netloc):
+        raise ConnectError(f"bad {what} {uri!r}: the host must be a plain name or address")
     if parts.scheme == "https":
         return uri
     if parts.scheme == "http" and _loopback(parts.hostname):

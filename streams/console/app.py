@@ -24,11 +24,9 @@ from . import metrics
 from .roles import ACCESS, HOME, CsrfFailed, Forbidden, NotFound, NotLoggedIn, Principal, allow
 from .sessions import SessionStore, Throttle
 from .users import UserStore
-from .web import ms, set_session_cookie
+from .web import CSP, ms, set_session_cookie
 
 HERE = Path(__file__).parent
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 @dataclass
@@ -66,7 +64,8 @@ def create_app(state: ConsoleState) -> FastAPI:
     async def headers(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
+        if "Content-Security-Policy" not in response.headers:  # the consent page widens form-action by itself
+            response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from ..connect.oauth import HttpRequest
 from ..connect.service import Refused, Reply
 from ..exceptions import MeterSealError
+from .web import CSP
 from .roles import NotFound, Principal, allow
 
 router = APIRouter()
@@ -66,20 +68,27 @@ async def authorize(request: Request, who: Principal = Depends(allow("GET", "/oa
         return _refusal(request, who, view)
     from .pages import render
 
-    return render(request, who, "consent.html", client=view.client, scope=view.scope, meters=who.user.meters,
-                  action=f"/oauth/authorize?{request.url.query}")
+    response = render(request, who, "consent.html", client=view.client, scope=view.scope, meters=who.user.meters,
+                      action=f"/oauth/authorize?{request.url.query}")
+    # the form's answer redirects to the client's registered URI: CSP form-action must allow that origin only
+    target = urlsplit(view.redirect_uri)
+    response.headers["Content-Security-Policy"] = CSP.replace(
+        "form-action 'self'", f"form-action 'self' {target.scheme}://{target.netloc}")
+    return response
 
 
 @router.post("/oauth/authorize")
-async def decide(request: Request, decision: str = Form(...),
+async def decide(request: Request, decision: str = Form(""),
                  who: Principal = Depends(allow("POST", "/oauth/authorize"))) -> Response:
+    from .api import BadRequest
+
     connect = _connect(request)
     form = await request.form()
     chosen = [m for m in form.getlist("meter") if isinstance(m, str)]
     for meter in chosen:
         who.check_meter(meter)  # a meter that is not this customer's: 404, nothing granted
     if decision not in ("approve", "deny"):
-        raise NotFound()
+        raise BadRequest("decision must be approve or deny")
     reply = await run_in_threadpool(lambda: connect.decide(
         HttpRequest("GET", f"{_base(request)}/oauth/authorize?{request.url.query}", dict(request.headers),
                     tuple(request.query_params.multi_items())),
@@ -240,7 +249,7 @@ def customer_revoke(grant_id: str, request: Request,
 
 # -- the admin's third parties -----------------------------------------------------------------------------
 @router.post("/admin/parties")
-def admin_register(request: Request, name: str = Form(...), redirect_uri: str = Form(...), scope: str = Form(...),
+def admin_register(request: Request, name: str = Form(""), redirect_uri: str = Form(""), scope: str = Form(""),
                    notify_uri: str = Form(""), purpose: str = Form(""), status: str = Form("production"),
                    who: Principal = Depends(allow("POST", "/admin/parties"))) -> Response:
     from .pages import admin_page
@@ -259,12 +268,22 @@ def admin_rotate(name: str, request: Request, who: Principal = Depends(allow("PO
                  ) -> Response:
     from .pages import admin_page
 
-    client, secret = _connect(request).rotate(name)
+    client, secret = _party(request, name).rotate(name)
     return admin_page(request, who, issued={"name": client.name, "client_id": client.client_id, "secret": secret})
 
 
 @router.post("/admin/parties/{name}/status")
-def admin_status(name: str, request: Request, status: str = Form(...),
+def admin_status(name: str, request: Request, status: str = Form(""),
                  who: Principal = Depends(allow("POST", "/admin/parties/{name}/status"))) -> Response:
-    _connect(request).set_party_status(name, status, base=_base(request))
+    _party(request, name).set_party_status(name, status, base=_base(request))
     return RedirectResponse("/admin#third-parties", status_code=303)
+
+
+def _party(request: Request, name: str) -> Any:
+    """The service, once ``name`` is a registered third party (404 otherwise)."""
+    connect = _connect(request)
+    try:
+        connect.client(name)
+    except MeterSealError:
+        raise NotFound() from None
+    return connect

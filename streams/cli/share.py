@@ -241,8 +241,12 @@ def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
     if grant.client_id:
         connect = _connect(settings)
         grant = connect.revoke(grant_id, by="operator" + (f": {reason}" if reason else ""))
-        delivered = connect.outbox.run_due()  # one quick try; the console's notifier retries for 24 h
-        console.print(f"third party {grant.party} {'told' if delivered else 'will be told (queued)'}")
+        client = connect.find_client(grant.client_id)
+        if client is not None and client.notify_uri:
+            delivered = connect.outbox.run_due()  # one quick try; the console's notifier retries for 24 h
+            console.print(f"third party {grant.party} {'told' if delivered else 'will be told (queued)'}")
+        else:
+            console.print(f"third party {grant.party} registered no notify-uri: its next call answers 401")
     else:
         grant = revoke_grant(store, grant_id, signer=keystore.ledger_signer(passphrase),
                              index_key=keystore.index_key(passphrase), reason=reason)

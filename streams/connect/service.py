@@ -201,6 +201,20 @@ class Connect:
             raise Refused(403, "insufficient_scope", "this token is for another subscription")
         return Access(row, grant, client, Scope.parse(row["scope"]))
 
+    def authorization_of(self, authorization: str | None, authorization_id: str) -> Grant:
+        """The Authorization a bearer token names. Unlike data, it stays readable with a token that a revocation
+        of its grant ended, so a party told of the revocation can see status 0; any other dead token is 401."""
+        scheme, _, token = (authorization or "").partition(" ")
+        row = self.tokens.find(token.strip(), "access") if scheme.lower() == "bearer" else None
+        if row is None or (row["revoked_at"] is None and row["expires_at"] <= self.clock()):
+            raise Refused(401, "invalid_token", "the access token is unknown or expired")
+        grant = self.grant(row["grant_id"])
+        if row["revoked_at"] is not None and grant.state == "active":
+            raise Refused(401, "invalid_token", "the access token was revoked")
+        if grant.grant_id != authorization_id:
+            raise Refused(403, "insufficient_scope", "this token is for another authorization")
+        return grant
+
     def feed(self, access: Access, *, base: str, published_min: str | None = None,
              published_max: str | None = None, meters: Sequence[str] | None = None) -> tuple[bytes, int]:
         if self.readings_of is None:

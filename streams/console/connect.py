@@ -175,15 +175,13 @@ async def usage_point(subscription_id: str, usage_point_id: str, request: Reques
 
 @router.get(ESPI + "/Authorization/{authorization_id}")
 async def authorization(authorization_id: str, request: Request) -> Response:
-    """The party's Authorization: readable after revocation too (status 0), with the token it held."""
+    """The party's Authorization: status 1, or 0 after a revocation (kept, never deleted)."""
     connect = _connect(request)
-    row = await run_in_threadpool(connect.tokens.find, _bearer(request), "access")
-    if row is None or (row["revoked_at"] is None and row["expires_at"] <= connect.clock()) \
-            or (row["revoked_at"] is not None and not str(row["reason"] or "").startswith("revoked by")):
-        return _refused(Refused(401, "invalid_token", "the access token is unknown or expired"))
-    if row["grant_id"] != authorization_id:
-        return _refused(Refused(403, "insufficient_scope", "this token is for another authorization"))
-    grant = await run_in_threadpool(connect.grant, authorization_id)
+    try:
+        grant = await run_in_threadpool(connect.authorization_of, request.headers.get("authorization"),
+                                        authorization_id)
+    except Refused as exc:
+        return _refused(exc)
     return Response(connect.authorization_entry(grant, base=_base(request) + ESPI), media_type=ATOM)
 
 
@@ -197,11 +195,6 @@ async def delete_authorization(authorization_id: str, request: Request) -> Respo
         return _refused(exc)
     await run_in_threadpool(lambda: connect.revoke(authorization_id, by="third party", base=_base(request)))
     return Response(status_code=200)
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
 
 
 @router.get(ESPI + "/ReadServiceStatus")

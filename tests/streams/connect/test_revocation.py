@@ -164,3 +164,20 @@ def test_new_data_is_notified_at_most_once_per_block_duration():
     due = new_data_due(grants, block_s=lambda g: 86400, latest=lambda g: 990.0, last_sent=last, now=1000.0)
     assert [g.grant_id for g in due] == ["a"]  # b was told 50 s ago: not again within a day
     assert new_data_due(grants, block_s=lambda g: 86400, latest=lambda g: None, last_sent={}, now=1000.0) == []
+
+
+def test_an_expired_authorization_answers_401_and_gets_an_expiry_receipt(served_connect, party):
+    from streams.connect.service import Connect, Refused
+
+    live = served_connect.state.connect
+    tokens = new_tokens(served_connect.url, party, meters=["M-A1"])
+    grant_id = tokens["resourceURI"].rsplit("/", 1)[1]
+    later = Connect(live.store, live.data_dir, signer=live.signer, index_key=live.index_key,
+                    meter_token=live.meter_token, clock=lambda: time.time() + 366 * 86400)  # past the 365-day consent
+    with pytest.raises(Refused) as refused:
+        later.access(f"Bearer {tokens['access_token']}")
+    assert refused.value.status == 401
+    receipts = later.receipts(later.grant(grant_id))
+    assert [r["meterseal"]["event"] for r in receipts] == ["consent", "expiry"]
+    assert receipts[1]["endsReceipt"] == receipts[0]["consentReceiptID"]
+    assert verify_receipt(receipts[1], [served_connect.state.vault.keystore.ledger_verifier])

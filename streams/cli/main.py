@@ -14,6 +14,7 @@ import click
 from streams.cli.alerts import alerts_cmd, eval_group
 from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
+from streams.cli.connect import connect_group
 from streams.cli.console import console_group
 from streams.cli.demo import demo
 from streams.cli.dp import dp_group
@@ -119,6 +120,7 @@ main.add_command(ingest)
 main.add_command(store)
 main.add_command(demo)
 main.add_command(bench)
+main.add_command(connect_group)
 main.add_command(ledger_group)
 main.add_command(alerts_cmd)
 main.add_command(eval_group)

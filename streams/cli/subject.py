@@ -60,7 +60,7 @@ def subject_erase(settings: Settings, meter: str | None, account: str | None, re
     report = erase(open_settings_store(settings), owner=Owner(unlocked.index_key, unlocked.unwrappers()),
                    signers=[keystore.ledger_signer(passphrase)], registry=capabilities.registry(), kind=kind,
                    subject_id=subject_id, reason=reason, grace_s=settings.erasure_grace_s, data_dir=settings.data_dir,
-                   extra={"settings": settings}, confirm=confirm,
+                   extra={"settings": settings, "connect_public_url": settings.connect_public_url}, confirm=confirm,
                    progress=lambda stage, detail: console.print(f"erasure: {stage} done — {detail}"))
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))

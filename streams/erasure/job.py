@@ -225,7 +225,8 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
             "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)},
             "records": {t: counts.get(t, 0) for t in (*LEDGERED, "dlq")},
             "subject_key_objects": counts.get("subject_key_objects", 0), "derived": holders,
-            "grants_revoked": holders.get("grants", 0), "parties_notified": holders.get("party notices", 0),
+            "grants_revoked": holders.get("grants", 0) + holders.get("connect-authorizations", 0),
+            "parties_notified": holders.get("connect-authorizations", 0),
             "leaf_index": job.doc.get("leaf_index"), "resumed": found is not None, "erased": True}
 
 

@@ -116,6 +116,9 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
     store = open_store(store_dir, create=False)  # a directory, s3://... or a Store: one store for every read
     grant = get_grant(store, grant_id, index_key=owner.index_key, now=now)
     grant.check_active(now=now)
+    if not grant.party_public_key:
+        raise ShareError(f"grant {grant.grant_id}: party {grant.party} registered no public key, so it gets no "
+                         "bundle (ESPI feeds only): register it again with `meterseal party add --public-key`")
     recipient = PartyPublicKey.parse(grant.party_public_key)
     if recipient.fingerprint != grant.party_fingerprint:
         raise ShareError(f"grant {grant.grant_id}: its party key does not match its fingerprint")

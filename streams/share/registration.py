@@ -16,6 +16,8 @@ def revoke_subject_grants(context: ErasureContext, subject: Subject) -> int:
     meters, accounts = set(subject.meters), set(subject.accounts)
     revoked = 0
     for grant in list_grants(context.store, index_key=context.index_key, now=context.now):
+        if grant.client_id:
+            continue  # a third party's OAuth authorization: Connect My Data revokes it with its tokens, and tells it
         if grant.revoked_at is None and (meters & set(grant.meters) or accounts & set(grant.accounts)):
             revoke_grant(context.store, grant.grant_id, signer=context.signer, index_key=context.index_key,
                          reason=f"the data subject's data was erased (erasure {context.erasure_id})", now=context.now)

@@ -22,7 +22,7 @@ from tests.streams.erasure.conftest import Rig, reading
 
 def _erase(rig: Rig, **kw):
     return erase(rig.pipeline.store, owner=Owner(rig.keys.index_key, rig.keys.unwrappers()), signers=[rig.signer],
-                 registry=capabilities.registry(), grace_s=0, **kw)
+                 registry=capabilities.registry(), grace_s=0, data_dir=rig.data, **kw)
 
 
 def _rows(rig: Rig, where: str = "TRUE") -> list[dict]:

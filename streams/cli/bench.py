@@ -41,10 +41,25 @@ _bench_fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]
 @click.option("--records", type=int, default=20_000, show_default=True)
 @_bench_fmt
 def bench_seal_cmd(records: int, fmt: str) -> None:
-    """Seal/open rate: envelope v2 (per-record keys) vs v1 in the same run, and the prototype's RSA-OAEP + AES-CFB."""
+    """Seal/open rate: envelope v3 (subject keys, what workers write) and v2 (per-record keys) vs v1 in the same
+    run, and the prototype's RSA-OAEP + AES-CFB."""
     from streams.bench.micro import bench_seal
 
     print_result(bench_seal(records, max(200, records // 20)), fmt)
+
+
+@bench.command("erase")
+@click.option("--readings", type=int, default=10_000_000, show_default=True)
+@click.option("--meters", type=int, default=1000, show_default=True)
+@click.option("--s3", "s3", is_flag=True, help="On Iceberg + S3 (the AWS_* and METERSEAL_CATALOG servers) instead of local.")
+@click.option("--trial", is_flag=True, help="With --s3: start PostgreSQL and SeaweedFS on 127.0.0.1 for the run.")
+@_bench_fmt
+def bench_erase_cmd(readings: int, meters: int, s3: bool, trial: bool, fmt: str) -> None:
+    """Erase one meter from a store of READINGS sealed readings (built by the worker's code): time per stage,
+    segment bytes rewritten, and the ledger audit afterwards. Goal: under 60 s locally at 10M."""
+    from streams.bench.erase import bench_erase
+
+    print_result(bench_erase(readings, meters, s3=s3, trial=trial, progress=console.log), fmt)
 
 
 @bench.command("detect")

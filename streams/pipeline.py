@@ -84,6 +84,7 @@ class Pipeline:
         self.states = StateCodec(derive_state_key(self.index_key))
         self.unreadable_dead_letters = 0
         self.unreadable_keys = 0
+        self.erased_dropped = 0  # sealed records of erased subjects the sink refused (a redelivery, a rebuild)
         self._logs: dict[tuple[str, int], Log] = {}
         self.pending_checkpoints: list[dict[str, Any]] = []  # Checkpoint records for ledger.checkpoints
         self._checkpoints_lock = threading.Lock()  # the seal agent stores readings in a thread (agents.batches)
@@ -227,7 +228,20 @@ class Pipeline:
         self.log_new_subjects()  # subject keys get their leaves before records sealed under them are stored
         if table not in LEDGERED:
             return self.store.append(table, partition, rows)
-        return self._store_ledgered(table, partition, rows)
+        return self._store_ledgered(table, partition, self._not_erased(rows))
+
+    def _not_erased(self, rows: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+        """The rows whose subject was not erased: a sealed topic keeps an erased customer's records (re-read after a
+        restart, a rebalance or by ``store rebuild``, or sealed by a worker that had not seen the fence yet), and
+        the store must not take them back. Dropped ones are counted in ``erased_dropped``."""
+        if not self.fence:
+            return rows
+        fenced = self.fence.fenced_tokens([r[t] for _, r in rows for t in ("meter_tok", "account_tok")])
+        if not fenced:
+            return rows
+        kept = [(o, r) for o, r in rows if r["meter_tok"] not in fenced and r["account_tok"] not in fenced]
+        self.erased_dropped += len(rows) - len(kept)
+        return kept
 
     # -- the ledger ------------------------------------------------------------------------------
     def origin(self, table: str, partition: int) -> str:

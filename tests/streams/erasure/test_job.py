@@ -181,3 +181,15 @@ def test_erasing_a_meter_reaches_the_customer_its_records_name(rig):
     report = _erase(rig, kind="meter", subject_id="M1")
     assert report["reach"] == {"meters": 2, "accounts": 1} and report["records"]["readings"] == 8
     assert len(_rows(rig)) == 4
+
+
+def test_the_store_refuses_an_erased_customers_records_read_again_from_the_sealed_topic(rig):
+    outcomes = rig.ingest([reading("A", m, account="ACC-A") for m in range(4)] + [reading("B", m) for m in range(4)])
+    topic = [(0, 100 + i, o.encode()) for i, o in enumerate(outcomes)]  # what readings.sealed keeps after the erasure
+    _erase(rig, kind="meter", subject_id="A")
+    rig.pipeline = rig.new_pipeline()  # a restarted worker re-reading the topic, or `store rebuild`
+    written, _ = rig.pipeline.store_batch("readings.sealed", topic)
+    assert written == 0 and rig.pipeline.erased_dropped == 4  # B's records are known already; A's are refused
+    assert _rows(rig, f"meter_tok = '{rig.pipeline.index.meter('A')}'") == []
+    _, problems = _audit(rig)
+    assert problems == []

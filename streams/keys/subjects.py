@@ -231,6 +231,8 @@ class SubjectKeyTable:
         found = self.load(token)
         if found is not None:
             return found, False
+        if self.blobs.exists(f"{FENCE}{subject_hash(token)}.json"):  # fenced since this table last read the fence
+            raise SubjectErased(subject_hash(token))
         made = SubjectKey.generate(now=now)
         key = SubjectKey(made.key_id, made.secret, int(made.created_at * 1000) / 1000)  # as stored: milliseconds
         doc = {"kind": kind, "key_id": key.key_id.hex(), "created_at_ms": int(key.created_at * 1000),

@@ -23,7 +23,7 @@ from streams.crypto import _primitives
 from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
-from streams.exceptions import InvalidInput
+from streams.exceptions import InvalidInput, SubjectErased
 from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
@@ -395,7 +395,12 @@ class Sealer:
                     meter_id, region, category, epoch, register = r[0], r[5], r[6], r[2], r[4]
                     meter = meters.get(meter_id) or self._meter(meter_id)
                 if keys is not None:
-                    check_key(keys[n], meter_id)
+                    try:
+                        check_key(keys[n], meter_id)
+                    except InvalidInput:
+                        if self._erased(record, meter):  # (nor for a wrong message key)
+                            raise _ERASED from None
+                        raise
             except InvalidInput as exc:
                 out.append(exc)
                 continue
@@ -421,12 +426,16 @@ class Sealer:
                              account[1], b"\x00" if label is None else b"\x02" + _avro_string(label)))
             aad = (f"meterseal/record/v1|{record_id}|reading|{version}|{region}|{category}|{meter_tok}|"
                    f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
-            if subject_key is None:
-                envelope = place[2].seal_record(body, aad, rid)
-            elif account_tok is None:
-                envelope = place[2].seal_record_v3(body, aad, rid, subject_key(meter_tok, "meter"))
-            else:
-                envelope = place[2].seal_record_v3(body, aad, rid, subject_key(account_tok, "account"))
+            try:
+                if subject_key is None:
+                    envelope = place[2].seal_record(body, aad, rid)
+                elif account_tok is None:
+                    envelope = place[2].seal_record_v3(body, aad, rid, subject_key(meter_tok, "meter"))
+                else:
+                    envelope = place[2].seal_record_v3(body, aad, rid, subject_key(account_tok, "account"))
+            except SubjectErased:  # erased since this worker last read the fence (it does every 2 s)
+                out.append(_ERASED)
+                continue
             key_bytes = envelope[1:_KEY_ID_END]
             key_id = key_hex.get(key_bytes) or self._key_id(key_bytes)
             size = len(envelope)
@@ -449,9 +458,13 @@ class Sealer:
         meter, account = self._meter(bill["meter_no"]), self._account(bill["account_id"] or None)
         if day * 86400 <= max(meter[4], account[3]):
             return self.reject(data, source, _ERASED)
-        return self._seal("bill", self.index.record_id("bill", bill["bill_no"]), self._bill_version,
-                          schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
-                          self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None, None)
+        try:
+            return self._seal("bill", self.index.record_id("bill", bill["bill_no"]), self._bill_version,
+                              schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
+                              self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None,
+                              None)
+        except SubjectErased:  # erased since this worker last read the fence
+            return self.reject(data, source, _ERASED)
 
     # -- the one seal path -------------------------------------------------------------------------
     def _seal(self, kind: str, record_id: str, version: int, body: bytes, now: float, day: int,

@@ -193,3 +193,19 @@ def test_the_store_refuses_an_erased_customers_records_read_again_from_the_seale
     assert _rows(rig, f"meter_tok = '{rig.pipeline.index.meter('A')}'") == []
     _, problems = _audit(rig)
     assert problems == []
+
+
+def test_an_erased_customers_reading_never_reaches_a_dead_letter_whatever_else_is_wrong(sealed):
+    rig = sealed
+    stale = rig.new_pipeline()  # a second worker: it read the fence before the erasure and has not read it since
+    _erase(rig, kind="meter", subject_id="A")
+    rig.pipeline.refresh_erasures()
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    from streams.crypto.envelope import open_with
+    from streams.seal import Source, dlq_aad
+
+    wrong_key = rig.pipeline.sealer.reading(reading("A", 7, account="ACC-A"), Source("readings.raw", 0, 900), key=b"B")
+    unseen = stale.sealer.readings([reading("A", 8, account="ACC-A")], [Source("readings.raw", 0, 901)])[0]
+    for dead in (wrong_key, unseen):
+        assert dead.record["rule"] == "erased", dead.record["reason"]
+        assert open_with(keyring, dead.record["envelope"], aad=dlq_aad(dead.record["dlq_id"])) == b""

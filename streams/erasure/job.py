@@ -35,7 +35,7 @@ from ledger.redaction import Redaction, indexes_of
 from streams.crypto import _primitives
 from streams.crypto.envelope import DataKey, open_with, seal
 from streams.crypto.tokens import BlindIndex
-from streams.erasure.log import JOBS, append_event, find_event
+from streams.erasure.log import JOBS, append_event, find_event, tombstones_note
 from streams.erasure.subjects import Reach, has_data, resolve
 from streams.exceptions import ErasureError, InvalidEnvelope, SubjectErased
 from streams.keys.keyring import Keyring
@@ -75,6 +75,7 @@ class Owner:
 class Job:
     store: Store
     doc: dict[str, Any]
+    signers: Sequence[Signer] = ()  # sign the tombstones (``log.tombstones_note``)
 
     @property
     def key(self) -> str:
@@ -131,7 +132,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     keyring = Keyring(store, owner.unwrappers, index_key=owner.index_key)
     found = running_job(store, index, kind, subject_id)
     if found is not None:
-        job = Job(store, found)
+        job = Job(store, found, signers)
         reach = _open_reach(owner.index_key, found["erasure_id"], found["sealed"])
         progress("resume", f"erasure {found['erasure_id']} was cut short after {', '.join(found['stages']) or 'its start'}: "
                            "finishing it")
@@ -146,7 +147,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
                           "reason": reason, "started_at_ms": int(clock() * 1000), "status": "running", "stages": [],
                           "counts": {}, "holders": {}, "tombstones": {},
                           "sealed": _seal_reach(owner.index_key, erasure_id, reach),
-                          "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)}})
+                          "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)}}, signers)
         job.save()
     subject = reach.subject()
     meters, accounts = sorted(reach.meters.values()), sorted(reach.accounts.values())
@@ -263,6 +264,7 @@ def _tombstone(job: Job, store: Store, table: str, partition: int, indexes: list
     merged = set(indexes) | (set(indexes_of(earlier["ranges"])) if earlier else set())
     hashes = store.hash_store(table, partition).read()
     job.doc["tombstones"][key] = Redaction.of(table, partition, merged, hashes, by=job.doc["erasure_id"]).to_dict()
+    job.doc["tombstones_note"] = tombstones_note(job.doc["erasure_id"], list(job.doc["tombstones"].values()), job.signers)
     job.save()
 
 

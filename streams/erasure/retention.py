@@ -148,7 +148,8 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
     _finish_cut_short(store, signers)
     policy = load_policy(store)
     job = Job(store, {"erasure_id": os.urandom(16).hex(), "kind": "retention", "subject_hash": None, "status": "running",
-                      "stages": [], "counts": {}, "holders": {}, "tombstones": {}, "started_at_ms": int(now * 1000)})
+                      "stages": [], "counts": {}, "holders": {}, "tombstones": {}, "started_at_ms": int(now * 1000)},
+              signers)
     job.save()
     context = ErasureContext(store, data_dir, index_key, signers[0], job.doc["erasure_id"], "retention", now,
                              {"tombstone": lambda table, p, indexes: _tombstone(job, store, table, p, indexes)})

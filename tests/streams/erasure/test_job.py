@@ -209,3 +209,31 @@ def test_an_erased_customers_reading_never_reaches_a_dead_letter_whatever_else_i
     for dead in (wrong_key, unseen):
         assert dead.record["rule"] == "erased", dead.record["reason"]
         assert open_with(keyring, dead.record["envelope"], aad=dlq_aad(dead.record["dlq_id"])) == b""
+
+
+def test_a_job_file_excuses_no_deleted_record_unless_the_ledger_key_signed_its_tombstones(sealed):
+    from ledger.redaction import Redaction
+
+    rig = sealed
+    store = rig.pipeline.store
+
+    class Killed(BaseException):
+        pass
+
+    def stop_after_rows(stage: str, detail: str) -> None:
+        if stage == "rows":
+            raise Killed
+
+    with pytest.raises(Killed):  # a job cut short after deleting A's rows: its tombstones are in its file
+        _erase(rig, kind="meter", subject_id="A", progress=stop_after_rows)
+    logs, problems = _audit(rig)
+    assert problems == [] and logs["readings"].redacted == 12
+    victim = _rows(rig, f"meter_tok = '{rig.pipeline.index.meter('B')}'")[0]
+    store.delete_rows("readings", "record_id", [victim["record_id"]])  # someone deletes one of B's records ...
+    hashes = store.hash_store("readings", 0).read()
+    forged = Redaction.of("readings", 0, [victim["leaf_index"]], hashes, by="forged").to_dict()
+    store.blobs.put("erasures/jobs/forged.json", json.dumps({"erasure_id": "forged", "status": "running",
+                                                            "tombstones": {"readings/0": forged}}).encode())
+    _, problems = _audit(rig)  # ... and adds a job file naming its leaf: still a deleted record
+    assert [p for p in problems if "deleted" in p] == [f"{logs['readings'].log}: deleted at leaf {victim['leaf_index']}: "
+                                                       "no record for this leaf"]

@@ -338,8 +338,9 @@ class Pipeline:
             # log lacks, and the redelivery that follows finds the DEK marked (the CI check of 2026-12-01 found
             # one such DEK in `ledger verify` after the two-worker kill test)
             log = self.key_log(partition)
-            if self.store.get_dek(record["key_id"]).get("leaf_index") is not None:
-                return False  # redelivered: already a leaf
+            stored = self.store.get_dek(record["key_id"])
+            if stored is None or stored.get("leaf_index") is not None:
+                return False  # destroyed by retention (never stored again), or redelivered: already a leaf
             row = self.store.mark_dek(record["key_id"], partition=partition, leaf_index=log.size)
             log.append([leaf_hash(leaf.encode_key_event(row))])
             self.checkpoint_due(only=("deks", partition))

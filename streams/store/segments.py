@@ -40,6 +40,9 @@ from streams.exceptions import StoreError
 
 TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
+# a DEK retention destroyed is never stored again (a keys.deks message read again, ``store rebuild``): its id is kept
+# here, beside the erasure log (``store rebuild`` and ``store migrate`` carry erasures/ over)
+DESTROYED_DEKS = "erasures/destroyed-deks/"
 DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id")
 REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.keys.regions), also a directory name
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
@@ -273,6 +276,7 @@ class SegmentStore:
         """Destroy a wrapped DEK and its region grants (retention); returns how many files went."""
         if not re.fullmatch(r"[0-9a-f]{32}", key_id):
             return 0
+        self.blobs.put(f"{DESTROYED_DEKS}{key_id}", b"")
         gone = [self.root / "deks" / f"{key_id}.json", *(self.root / "grants").glob(f"*/{key_id}.json")]
         removed = 0
         for path in gone:
@@ -285,10 +289,10 @@ class SegmentStore:
 
     # -- wrapped DEKs ------------------------------------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:
-        """Keep a wrapped DEK (``WrappedKey`` record); False if it was already there."""
+        """Keep a wrapped DEK (``WrappedKey`` record); False if it was already there, or was destroyed."""
         directory = self.root / "deks"
         path = directory / f"{wrapped['key_id']}.json"
-        if path.exists():
+        if path.exists() or self.blobs.exists(f"{DESTROYED_DEKS}{wrapped['key_id']}"):
             return False
         directory.mkdir(parents=True, exist_ok=True)
         doc = {**wrapped, "wrapped": wrapped["wrapped"].hex()}

@@ -75,3 +75,30 @@ def test_enforcing_deletes_older_rows_destroys_their_deks_and_keeps_the_ledger_c
     again = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
                     registry=capabilities.registry(), now=1.8e9)
     assert again["deleted"]["readings"] == 0 and summary["erasure"].leaves == 1
+
+
+def test_a_destroyed_dek_read_again_from_keys_deks_is_not_stored_again(tmp_path):
+    import schemas
+    from streams.exceptions import InvalidEnvelope
+    from streams.seal import Source
+
+    rig = Rig(tmp_path / "data")
+    rig.now = JAN_2024 + 86400
+    states = {}
+    for m in range(4):
+        rig.pipeline.seal_reading(reading("A", m, day=20), Source("readings.raw", 0, m), states)
+    wrapped = [w for _, w in rig.pipeline.take_new_keys()]  # what keys.deks keeps (a compacted topic: for good)
+    rig.ingest([reading("A", m, day=20) for m in range(4)])
+    backup = _rows(rig)  # copies of the rows elsewhere (a sealed topic, a backup)
+    set_policy(rig.pipeline.store, "readings", "P1Y", known=[k.kind for k in capabilities.registry().retained_kinds])
+    report = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
+                     registry=capabilities.registry(), now=1.8e9)
+    assert report["deleted"]["deks_destroyed"] == len(wrapped) == 1
+    rig.pipeline = rig.new_pipeline()  # a restarted worker reads keys.deks from its start
+    assert not rig.pipeline.store_key(schemas.encode("wrapped_key", wrapped[0]), 0)
+    assert rig.pipeline.store.dek_ids() == []
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    with pytest.raises(InvalidEnvelope):
+        open_many(backup[:1], keyring)
+    results = audit_store(rig.pipeline.store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
+    assert [str(f) for _, fs in results for f in fs] == []

@@ -111,14 +111,16 @@ def _delete_dated(table: str) -> Callable[[ErasureContext, float], int]:
         tokens = {"year_tok": [index.year(y) for y in years], "month_tok": [index.month(y, m) for y, m in months],
                   "day_tok": [index.day(d.isoformat()) for d in days]}
         store = context.store
-        found = rows_matching(store, table, tokens, columns=["topic_partition", "leaf_index"])
+        found = rows_matching(store, table, tokens, columns=["record_id", "topic_partition", "leaf_index"])
         by_partition: dict[int, list[int]] = {}
         for p, i in zip(found.column("topic_partition").to_pylist(), found.column("leaf_index").to_pylist()):
             if i is not None:
                 by_partition.setdefault(p, []).append(i)
         for p, indexes in sorted(by_partition.items()):
             context.extra["tombstone"](table, p, indexes)
-        return sum(store.delete_rows(table, column, values) for column, values in tokens.items())
+        # exactly the rows tombstoned: a late reading of an old date a worker stores meanwhile stays (the next run)
+        ids = found.column("record_id").to_pylist()
+        return sum(store.delete_rows(table, column, values, record_ids=ids) for column, values in tokens.items())
 
     return delete_older
 

@@ -473,9 +473,11 @@ class IcebergStore:
             doc.update(json.loads(mark))
         return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
 
-    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int:
-        """Delete the rows whose ``column`` is one of ``values`` (``streams.store.deletes``); returns how many."""
-        return deletes.delete_rows(self, table, column, values)
+    def delete_rows(self, table: str, column: str, values: Iterable[str], *,
+                    record_ids: Iterable[str] | None = None) -> int:
+        """Delete the rows whose ``column`` is one of ``values`` (and, given ``record_ids``, whose record id is one of
+        them: ``streams.store.deletes``); returns how many."""
+        return deletes.delete_rows(self, table, column, values, record_ids=record_ids)
 
     def delete_dek(self, key_id: str) -> int:
         """Destroy a wrapped DEK, its key-log mark and its region grants (retention); returns objects removed."""

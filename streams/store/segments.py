@@ -240,14 +240,17 @@ class SegmentStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- deleting (erasure, retention) ------------------------------------------------------------
-    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int:
-        """Delete every row of ``table`` whose ``column`` is one of ``values``; returns how many. Each segment
-        holding one is rewritten under its own name (``os.replace``: readers see the old file or the new one,
-        never half of one), under its partition's lock; a segment left with no row stays as an empty one, so
-        writers' dedup state sees the same set of names."""
+    def delete_rows(self, table: str, column: str, values: Iterable[str], *,
+                    record_ids: Iterable[str] | None = None) -> int:
+        """Delete every row of ``table`` whose ``column`` is one of ``values`` (and, given ``record_ids``, whose
+        record id is one of them: exactly the rows a caller found and tombstoned, not one a writer stored since);
+        returns how many. Each segment holding one is rewritten under its own name (``os.replace``: readers see the
+        old file or the new one, never half of one), under its partition's lock; a segment left with no row stays
+        as an empty one, so writers' dedup state sees the same set of names."""
+        ids = None if record_ids is None else pa.array(sorted(set(record_ids)), pa.string())
         wanted = sorted({v for v in values if v is not None})
         segs = self.segments(table)
-        if not wanted or not segs:
+        if not wanted or not segs or ids is not None and not len(ids):
             return 0
         if column not in DELETABLE_BY:
             raise StoreError(f"rows are deleted by {', '.join(DELETABLE_BY)}, not {column!r}")
@@ -263,6 +266,8 @@ class SegmentStore:
             with self.locked(table, int(path.parent.name[1:])):
                 data = pq.read_table(path)
                 hit = pa.compute.fill_null(pa.compute.is_in(data.column(column), value_set=keys), False)
+                if ids is not None:
+                    hit = pa.compute.and_(hit, pa.compute.is_in(data.column("record_id"), value_set=ids))
                 keep = data.filter(pa.compute.invert(hit))
                 if keep.num_rows == data.num_rows:
                     continue

@@ -102,3 +102,28 @@ def test_a_destroyed_dek_read_again_from_keys_deks_is_not_stored_again(tmp_path)
         open_many(backup[:1], keyring)
     results = audit_store(rig.pipeline.store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
     assert [str(f) for _, fs in results for f in fs] == []
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.objectstore)])
+def test_a_late_old_reading_stored_during_a_run_is_not_deleted_without_its_tombstone(tmp_path, backend, request):
+    location = None if backend == "local" else request.getfixturevalue("s3_location")
+    rig = Rig(tmp_path / "data", location=location)
+    rig.ingest([reading("A", m, day=3) for m in range(4)] + [reading("A", m, day=10, month="2027-01") for m in range(4)])
+    set_policy(rig.pipeline.store, "readings", "P2Y", known=[k.kind for k in capabilities.registry().retained_kinds])
+    store = rig.pipeline.store
+    delete_rows = store.delete_rows
+
+    def worker_stores_meanwhile(*args, **kw):  # a head-end's backfill of 2024 lands between the match and the delete
+        if len(_rows(rig)) == 8:
+            rig.ingest([reading("C", 1, day=4)])
+        return delete_rows(*args, **kw)
+
+    store.delete_rows = worker_stores_meanwhile
+    report = enforce(store, index_key=rig.keys.index_key, signers=[rig.signer], registry=capabilities.registry(),
+                     now=1.8e9)
+    assert report["deleted"]["readings"] == 4 and len(_rows(rig)) == 5  # the late one waits for the next run
+    results = audit_store(store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
+    assert [str(f) for _, fs in results for f in fs] == []
+    store.delete_rows = delete_rows
+    assert enforce(store, index_key=rig.keys.index_key, signers=[rig.signer], registry=capabilities.registry(),
+                   now=1.8e9)["deleted"]["readings"] == 1

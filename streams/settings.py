@@ -66,6 +66,16 @@ class Settings:
     dp_per_hour: int = 4
     """DP contribution bound: readings per meter per clock hour counted (`dp query --per-hour`)."""
 
+    # -- rollups (streams/rollups) --
+    rollups: bool = True
+    """The worker keeps hourly/daily rollups as it stores readings (off: only for `bench rollup`'s comparison)."""
+    rollup_min_meters: int = 10
+    """usage_hourly_region suppresses cells of fewer distinct meters than this."""
+    rollup_grace_s: float = 300.0
+    """An hour (day) is closed once the partition's newest reading is this far past its end; later ones are deltas."""
+    rollup_idle_s: float = 30.0
+    """... or once nothing was added to a partition's open cells for this many seconds (the end of a stream)."""
+
     # environment variable -> field
     ENV = {
         "METERSEAL_BROKER": "broker",
@@ -97,6 +107,10 @@ class Settings:
         "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
         "METERSEAL_DP_CLAMP_KWH": "dp_clamp_kwh",
         "METERSEAL_DP_PER_HOUR": "dp_per_hour",
+        "METERSEAL_ROLLUPS": "rollups",
+        "METERSEAL_ROLLUP_MIN_METERS": "rollup_min_meters",
+        "METERSEAL_ROLLUP_GRACE_S": "rollup_grace_s",
+        "METERSEAL_ROLLUP_IDLE_S": "rollup_idle_s",
     }
 
     def __post_init__(self) -> None:
@@ -118,6 +132,9 @@ class Settings:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
             raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
+        if self.rollup_min_meters < 1 or self.rollup_grace_s < 0 or self.rollup_idle_s <= 0:
+            raise ConfigError("rollups need METERSEAL_ROLLUP_MIN_METERS >= 1, METERSEAL_ROLLUP_GRACE_S >= 0 and "
+                              "METERSEAL_ROLLUP_IDLE_S > 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> "Settings":

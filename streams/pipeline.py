@@ -68,6 +68,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.index = BlindIndex(self.index_key)
         self.pending_keys: list[dict[str, Any]] = []  # wrapped DEKs to publish on keys.deks
+        self._keys_lock = threading.Lock()
         self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock)
         self._region_rings: dict[str, DekRing] = {}
         self.sealer = Sealer(self.index, self.ring, Policy.from_settings(self.settings),
@@ -119,7 +120,8 @@ class Pipeline:
             public = self.region_keys().get(region)
             if public is not None:
                 self.store.put_grant(wrap_for_region(public, region, dek))
-        self.pending_keys.append(wrapped)
+        with self._keys_lock:  # (rollups make DEKs in the store thread)
+            self.pending_keys.append(wrapped)
 
     # -- continuous shares (streams.share.continuous) ----------------------------------------------
     def tap(self, outcome: Sealed | Rejected) -> int:
@@ -139,8 +141,9 @@ class Pipeline:
 
     def take_new_keys(self) -> list[tuple[bytes, dict[str, Any]]]:
         """(key, WrappedKey record) messages for keys.deks, once each."""
-        out = [(w["key_id"].encode(), w) for w in self.pending_keys]
-        self.pending_keys.clear()
+        with self._keys_lock:
+            out = [(w["key_id"].encode(), w) for w in self.pending_keys]
+            self.pending_keys.clear()
         return out
 
     # -- seal agents ---------------------------------------------------------------------------

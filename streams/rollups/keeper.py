@@ -101,6 +101,8 @@ class RollupKeeper:
         self._broken: set[int] = set()
         self.rows_written = {"rollup_meter": 0, "rollup_region": 0}
         self.late_cells = 0
+        self.stop_before_counting: int | None = None  # tests: SIGKILL this process at that write (agents/rollups.py)
+        self._writes = 0
 
     # -- the seal agent ----------------------------------------------------------------------------
     def note(self, outcome: Any) -> None:
@@ -129,6 +131,13 @@ class RollupKeeper:
         """Count a write's readings (``rows`` as given to the store, ``fresh`` the ones written, numbered from
         ``first_leaf``), then save the state and write what closed."""
         plains = {record["record_id"]: self._plain.pop(record["record_id"], None) for _, record in rows}
+        self._writes += 1
+        if self._writes == self.stop_before_counting:  # a crash between storing readings and counting them
+            import os
+            import signal
+
+            log.error("test failpoint: killing this worker between storing readings and counting them")
+            os.kill(os.getpid(), signal.SIGKILL)
         if partition in self._broken:
             return
         try:
@@ -175,6 +184,28 @@ class RollupKeeper:
             self.release([partition])
             return 0
         return self._flush(state, force=force, changed=False)
+
+    def replace(self, partition: int, contributions: list[Contribution], size: int) -> int:
+        """The owner's rebuild of one partition (``streams.rollups.rebuild``, inside its lock): rollups
+        recomputed from every stored reading (``contributions``, leaves ``0..size-1``), every bucket closed, the
+        partition's old rows deleted, the new state saved and rows written; returns rows written."""
+        old = self.store.blobs.get(state_codec.blob_name(partition))
+        state = PartitionRollup(partition)
+        if old is not None:  # a new emission number: none of the new rows reuses an old row's id
+            try:
+                state.emissions = state_codec.decode(old, partition, self._state_key).emissions + 1
+            except Exception:  # noqa: BLE001 - a state that does not open is what a rebuild replaces
+                state.emissions = int(self.clock())
+        state.add(sorted(contributions), now=self.monotonic())
+        if state.watermark != size:
+            raise ValueError(f"readings/{partition}: {state.watermark} leaves counted of {size}")
+        state.close(now=self.monotonic(), grace_s=self.grace_s, idle_s=self.idle_s, force=True)
+        for table in ("rollup_meter", "rollup_region"):
+            self.store.delete_rows(table, partition=partition)
+        self._save(state)
+        self.release([partition])
+        self._broken.discard(partition)
+        return self._write_pending(state)
 
     def release(self, partitions: list[int]) -> None:
         """Forget partitions handed to another worker (their state is saved already)."""

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 import schemas
@@ -165,6 +166,34 @@ class SegmentStore:
 
     def max_leaf(self, table: str, partition: int) -> int:
         return self._state(table, partition).max_leaf
+
+    def delete_rows(self, table: str, *, partition: int | None = None, column: str | None = None,
+                    values: Iterable[Any] = ()) -> int:
+        """Delete the rows of a derived table (rollups: never a ledgered one) of one partition (or all) whose
+        ``column`` is one of ``values`` (without ``column``: every row); returns how many. Each segment holding
+        such rows is rewritten without them (a new segment renamed into place, the old one removed)."""
+        if table in LEDGERED:
+            raise StoreError(f"{table} is ledgered: its rows are never deleted this way")
+        wanted = None if column is None else pa.array(list(values))
+        deleted = 0
+        for seg in self.segments(table, partition):
+            data = pq.read_table(seg)
+            hit = (pa.compute.is_in(data.column(column), wanted) if wanted is not None
+                   else pa.array([True] * data.num_rows))
+            n = pa.compute.sum(hit).as_py() or 0
+            if not n:
+                continue
+            keep = data.filter(pa.compute.invert(hit))
+            if keep.num_rows:
+                tmp = seg.parent / f".{seg.name}.{os.getpid()}.tmp"
+                write_segment(keep, tmp)
+                os.replace(tmp, seg)
+            else:
+                seg.unlink()
+            deleted += n
+        for key in [k for k in self._states if k[0] == table]:
+            del self._states[key]  # ids of deleted rows may be written again
+        return deleted
 
     def rows(self, table: str, partition: int, *, min_leaf: int | None = None) -> list[dict[str, Any]]:
         """All rows of a partition (or those at leaf index >= ``min_leaf``), ordered by leaf index."""

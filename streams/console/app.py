@@ -47,6 +47,7 @@ class ConsoleState:
     sharing: Any = None
     privacy: Any = None
     registry: Any = None  # streams.registry.Registry: what the auditor's ledger check reads every log with
+    rollup_min_meters: int = 10  # the region chart leaves out cells of fewer meters (METERSEAL_ROLLUP_MIN_METERS)
     cookie_name: str = "meterseal_session"
     metrics: Any = field(default_factory=metrics.ConsoleMetrics)
     verify_run: dict = field(default_factory=dict)

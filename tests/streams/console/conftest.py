@@ -76,8 +76,10 @@ def console_data(tmp_path_factory) -> dict:
             sealed = pipeline.seal_reading(_reading(meter, start + dt.timedelta(hours=h), kwh, register),
                                            Source("readings.raw", 0, offset), states)
             messages.append((0, offset, sealed.encode()))
+            pipeline.rollups.note(sealed)  # what the seal agent does: the charts read the rollups
             offset += 1
     pipeline.store_batch("readings.sealed", messages)
+    pipeline.rollup_tick(force=True)
     bills = generated_bills(6, seed=5)
     owner = []
     for i, (row, meter) in enumerate(zip(bills, [m for m in REGION_OF for _ in range(2)])):
@@ -107,7 +109,8 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
     settings = console_data["settings"]
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
                          throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
-                         regions=settings.regions, broker=None, registry=capabilities.registry())
+                         regions=settings.regions, broker=None, registry=capabilities.registry(),
+                         rollup_min_meters=1)  # one meter per region here
     state.sharing = sharing_for(state.vault)
     state.privacy = privacy_for(state.vault, settings)
     for k, v in overrides.items():

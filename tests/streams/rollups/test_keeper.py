@@ -179,3 +179,25 @@ def test_readers_see_the_cells_and_suppress_small_groups(location, keys, tmp_pat
     assert con.execute("SELECT count(*), sum(readings) FROM usage_daily_meter WHERE meter_id = 'M001'").fetchone() == (
         1, len(mine))
     assert con.execute("SELECT count(*) FROM usage_hourly_meter").fetchone()[0] == 6 * 24
+
+
+def test_erasure_removes_a_meters_rollups_and_nothing_else(location, keys, tmp_path):
+    from streams import capabilities
+    from streams.registry import ErasureContext, Subject
+
+    readings = fleet(meters=4, days=1)
+    p = pipeline(location, keys, tmp_path)
+    store(p, seal(p, readings, lambda r: 0))
+    p.rollup_tick(force=True)
+    holder = next(h for h in capabilities.registry().holders if h.name == "rollups")
+    index = p.index
+    subject = Subject("meter", "M001", meters=("M001",), accounts=("A001",), meter_toks=(index.meter("M001"),),
+                      account_toks=(index.account("A001"),))
+    context = ErasureContext(open_store(location, create=False), tmp_path, keys[1].index_key, None)
+    con = connect(open_store(location, create=False))
+    before = con.execute("SELECT count(*) FROM rollup_meter").fetchone()[0]
+    mine = con.execute("SELECT count(*) FROM rollup_meter WHERE meter_tok = ?", [index.meter("M001")]).fetchone()[0]
+    assert mine >= 25  # 24 hours and a day, and the deltas of its late readings
+    assert holder.erase(context, subject) == mine and holder.erase(context, subject) == 0
+    con = connect(open_store(location, create=False))
+    assert con.execute("SELECT count(*) FROM rollup_meter").fetchone()[0] == before - mine

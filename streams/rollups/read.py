@@ -98,10 +98,23 @@ def meter_usage(con: duckdb.DuckDBPyConnection, keys: Callable[[bytes], Any], in
     return fold_plains(plains, start, end)
 
 
+def all_meter_usage(con: duckdb.DuckDBPyConnection, keys: Callable[[bytes], Any], index: BlindIndex, period: str,
+                    start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+    """``meter_usage`` for every meter (the DP engine's per-meter hourly sums): rows found by day tokens alone."""
+    cover = index.range_tokens(start.date(), (end - dt.timedelta(microseconds=1)).date())
+    parts, params = [], [period]
+    for column, tokens in (("year_tok", cover.year), ("month_tok", cover.month), ("day_tok", cover.day)):
+        if tokens:
+            parts.append(f"{column} IN ({', '.join('?' * len(tokens))})")
+            params.extend(tokens)
+    table = con.sql(f"SELECT {', '.join(SEALED_COLUMNS)} FROM rollup_meter WHERE period = ? AND "
+                    f"({' OR '.join(parts) or 'TRUE'})", params=params).to_arrow_table()
+    return fold_plains(open_table(table, keys, index) if table.num_rows else [], start, end)
+
+
 def fold_plains(plains: Iterable[dict[str, Any]], start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
     """Opened ``rollup`` bodies added up per (meter, bucket), those in ``[start, end)``, ordered."""
     cells: dict[tuple[str, str], dict[str, Any]] = {}
-    lo, hi = start.isoformat(), end.isoformat()
     for p in plains:
         bucket = dt.datetime.fromisoformat(p["start"])
         if not start <= bucket < end:
@@ -116,7 +129,6 @@ def fold_plains(plains: Iterable[dict[str, Any]], start: dt.datetime, end: dt.da
             cell["kwh_sum"] += p["kwh_sum"]
             cell["kwh_min"] = min(cell["kwh_min"], p["kwh_min"])
             cell["kwh_max"] = max(cell["kwh_max"], p["kwh_max"])
-    del lo, hi
     return [cells[k] for k in sorted(cells, key=lambda k: (k[0], cells[k]["start"]))]
 
 

@@ -201,3 +201,25 @@ def test_erasure_removes_a_meters_rollups_and_nothing_else(location, keys, tmp_p
     assert holder.erase(context, subject) == mine and holder.erase(context, subject) == 0
     con = connect(open_store(location, create=False))
     assert con.execute("SELECT count(*) FROM rollup_meter").fetchone()[0] == before - mine
+
+
+def test_dp_per_hour_clamping_reads_the_hourly_rollups_and_has_the_smaller_sensitivity(location, keys, tmp_path):
+    from streams.privacy import dp
+    from streams.privacy.engine import _columns
+
+    readings = fleet(meters=6, days=1)
+    p = pipeline(location, keys, tmp_path)
+    store(p, seal(p, readings, lambda r: 0))
+    p.rollup_tick(force=True)
+    day = dt.date(2025, 3, 1)
+    per_reading = dp.DPQuery("sum", ("region", "hour"), day, day, ("north", "south"), dp.Bounds(1.5, 4))
+    per_hour = dp.DPQuery("sum", ("region", "hour"), day, day, ("north", "south"), dp.Bounds(1.5, 4, hour_kwh=6.0))
+    a = dp.bounded_aggregates(_columns(location, keys[1], per_reading), per_reading)
+    b = dp.bounded_aggregates(_columns(location, keys[1], per_hour), per_hour)
+    # no reading above 1.5 kWh and no hour above 6: both bounds keep everything, so the two agree exactly
+    assert a[0] == pytest.approx(b[0]) and (a[1] == b[1]).all() and a[0].sum() > 0
+    assert dp.sensitivity(per_hour)[0] == dp.sensitivity(per_reading)[0]  # 6.0 == 4 x 1.5
+    tight = dp.DPQuery("sum", ("region", "hour"), day, day, ("north", "south"), dp.Bounds(1.5, 4, hour_kwh=2.0))
+    c = dp.bounded_aggregates(_columns(location, keys[1], tight), tight)
+    assert dp.sensitivity(tight)[0] == pytest.approx(dp.sensitivity(per_reading)[0] / 3)
+    assert (c[0] <= b[0] + 1e-9).all() and c[0].sum() < b[0].sum()  # clamped hours lose some kWh (bias)

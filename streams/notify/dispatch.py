@@ -111,7 +111,12 @@ class Dispatcher:
 
     @staticmethod
     def _changed(con, key: str, last_notified: float | None, interval: float, now: float) -> None:
-        due = now if last_notified is None else max(now, last_notified + interval)
+        """A group's alerts changed: notify at its next ``group_interval`` tick (a group never notified yet
+        waits for its first flush, ``group_wait`` after it began)."""
+        if last_notified is None:
+            con.execute("UPDATE groups SET next_flush = coalesce(next_flush, ?) WHERE group_key = ?", (now, key))
+            return
+        due = max(now, last_notified + interval)
         con.execute("UPDATE groups SET next_flush = CASE WHEN next_flush IS NULL OR next_flush > ? THEN ? ELSE next_flush "
                     "END WHERE group_key = ?", (due, due, key))
 

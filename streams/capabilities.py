@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from fl import registration as fl_registration
 from streams.privacy import registration as privacy_registration
+from streams.notify import registration as notify_registration
 from streams.registry import Registry
 from streams.rollups import registration as rollups_registration
 from streams.share import registration as share_registration
 from streams.store.audit import store_logs
 
 REGISTER = (store_logs, share_registration.register, privacy_registration.register, fl_registration.register,
-            rollups_registration.register)
+            rollups_registration.register, notify_registration.register)
 
 
 def registry() -> Registry:

@@ -76,6 +76,20 @@ class Settings:
     rollup_idle_s: float = 30.0
     """... or once nothing was added to a partition's open cells for this many seconds (the end of a stream)."""
 
+    # -- alert routing (streams/notify) --
+    alert_rules: str | None = None
+    """The routing rules (TOML, Alertmanager-shaped); None: the worker keeps the alert history, notifies nobody."""
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "meterseal@localhost"
+    smtp_starttls: bool = True
+    smtp_ca_file: str | None = None
+    """Email receivers' relay: STARTTLS unless METERSEAL_SMTP_STARTTLS=false; a private CA's PEM to trust."""
+    console_url: str = ""
+    """The console's address, put in notifications as their externalURL."""
+
     # environment variable -> field
     ENV = {
         "METERSEAL_BROKER": "broker",
@@ -111,6 +125,15 @@ class Settings:
         "METERSEAL_ROLLUP_MIN_METERS": "rollup_min_meters",
         "METERSEAL_ROLLUP_GRACE_S": "rollup_grace_s",
         "METERSEAL_ROLLUP_IDLE_S": "rollup_idle_s",
+        "METERSEAL_ALERT_RULES": "alert_rules",
+        "METERSEAL_SMTP_HOST": "smtp_host",
+        "METERSEAL_SMTP_PORT": "smtp_port",
+        "METERSEAL_SMTP_USER": "smtp_user",
+        "METERSEAL_SMTP_PASSWORD": "smtp_password",
+        "METERSEAL_SMTP_FROM": "smtp_from",
+        "METERSEAL_SMTP_STARTTLS": "smtp_starttls",
+        "METERSEAL_SMTP_CA_FILE": "smtp_ca_file",
+        "METERSEAL_CONSOLE_URL": "console_url",
     }
 
     def __post_init__(self) -> None:

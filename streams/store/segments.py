@@ -41,7 +41,9 @@ from streams.exceptions import StoreError
 TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id"),
           # rollups (streams.rollups): per-meter rows sealed like records, region cells in clear; topic_offset is
           # the partition's rollup watermark when the row was emitted
-          "rollup_meter": ("rollup_meter", "record_id"), "rollup_region": ("rollup_region", "row_id")}
+          "rollup_meter": ("rollup_meter", "record_id"), "rollup_region": ("rollup_region", "row_id"),
+          # the alert history (streams.notify.history): the alerts topic's records, by meter token, kept once by id
+          "alerts": ("alert", "alert_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
 REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.keys.regions), also a directory name
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")

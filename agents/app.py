@@ -33,7 +33,7 @@ from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
 
-from . import diagnose, rewind, rollups, tansu
+from . import diagnose, notify, rewind, rollups, tansu
 from .batches import EXIT_SOFTWARE, Batch, InOrder, StoreBehind  # noqa: F401 - EXIT_SOFTWARE: part of the worker's exits
 from .codecs import codec_name, register_all
 
@@ -279,6 +279,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             await asyncio.to_thread(expire_in_worker, pipeline.store, older_than_s=settings.snapshot_keep_s, log=log)
 
     rollups.install(app, pipeline, interval_s=max(1.0, min(10.0, settings.rollup_idle_s / 3)))
+    app.meterseal_notifier = notify.install(app, pipeline, settings)  # alert history, routing, notifications
 
     last = {"at": time.monotonic(), "counts": Counter()}
 

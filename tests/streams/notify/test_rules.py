@@ -72,3 +72,21 @@ def test_a_rule_loop_is_refused():
         'repeat_interval = "4h"', 'repeat_interval = "4h"\nroutes = ["critical"]')
     with pytest.raises(RulesError, match="rule loop: critical -> all -> critical"):
         parse(text)
+
+
+def test_an_invalid_file_keeps_the_rules_loaded_before(tmp_path, caplog):
+    import os
+
+    from streams.notify.service import RulesFile
+
+    path = tmp_path / "rules.toml"
+    path.write_text(GOOD)
+    watched = RulesFile(str(path))
+    assert watched.error is None and set(watched.rules.receivers) == {"ops", "mail"}
+    path.write_text(GOOD.replace('group_wait = "2s"', 'group_wait = "two seconds"'))
+    os.utime(path, ns=(1, 2))  # a change the watcher sees even within the file system's time resolution
+    assert watched.check() is False
+    assert watched.error.startswith("line 26:") and watched.rules.children["all"].group_wait == 2.0
+    assert "keeping the rules loaded before" in caplog.text
+    path.write_text(GOOD.replace('group_wait = "2s"', 'group_wait = "3s"'))
+    assert watched.check() is True and watched.error is None and watched.rules.children["all"].group_wait == 3.0

@@ -59,6 +59,16 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/status"): STAFF,
     ("GET", "/api/ledger/checkpoints"): _r("admin", "auditor"),
     ("GET", "/api/ledger/proof/{record_id}"): _r("admin", "auditor", "customer"),
+    # alert routing (streams/console/alerting.py)
+    ("GET", "/operator/alerts"): STAFF,
+    ("POST", "/operator/silences"): STAFF,
+    ("POST", "/operator/silences/{silence_id}/expire"): STAFF,
+    ("POST", "/operator/alerts/{fp}/ack"): STAFF,
+    ("GET", "/api/alerts/history"): _r("admin", "operator", "customer"),
+    ("GET", "/customer/alerts"): _r("customer"),
+    ("POST", "/customer/alerts/email"): _r("customer"),
+    ("GET", "/admin/alert-rules"): _r("admin"),
+    ("POST", "/admin/alert-rules"): _r("admin"),
 }
 
 HOME = {"admin": "/admin", "operator": "/operator", "customer": "/customer", "auditor": "/auditor",

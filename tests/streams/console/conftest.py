@@ -88,6 +88,14 @@ def console_data(tmp_path_factory) -> dict:
         sealed = pipeline.seal_bill(json.dumps(row).encode(), Source("bills.raw", 0, i))
         pipeline.store_batch("bills.sealed", [(0, i, sealed.encode())])
     pipeline.checkpoint_due(force=True)
+    from streams.notify import history  # two alerts in the alert history (the notifier keeps it as alerts arrive)
+
+    now_ms = int(time.time() * 1000)
+    history.record(pipeline.store, 0, [(i, {
+        "format": 1, "alert_id": f"fixture-alert-{i}", "meter_tok": pipeline.index.meter(meter),
+        "ts": "2024-03-14T10:00:00+00:00", "kind": kind, "score": 0.97, "severity": "warning",
+        "reason": f"reason {EVIL}", "region": REGION_OF[meter], "kwh": None, "ingested_at_ms": None,
+        "detected_at_ms": now_ms - 60_000 * i}) for i, (meter, kind) in enumerate([("M-ALICE", "theft"), ("M-BOB", "spike")])])
     users = UserStore.for_data_dir(data)
     for role, name in ROLE_USERS.items():
         users.add(name, role, password=PASSWORD, meters=METERS.get(name, ()))

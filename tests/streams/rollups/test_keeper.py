@@ -223,3 +223,34 @@ def test_dp_per_hour_clamping_reads_the_hourly_rollups_and_has_the_smaller_sensi
     c = dp.bounded_aggregates(_columns(location, keys[1], tight), tight)
     assert dp.sensitivity(tight)[0] == pytest.approx(dp.sensitivity(per_reading)[0] / 3)
     assert (c[0] <= b[0] + 1e-9).all() and c[0].sum() < b[0].sum()  # clamped hours lose some kWh (bias)
+
+
+def test_billing_from_rollups_equals_billing_from_readings(location, keys, tmp_path):
+    from streams.privacy.billrun import usage_from_store
+
+    readings = fleet(meters=4, days=2)
+    p = pipeline(location, keys, tmp_path)
+    store(p, seal(p, readings, lambda r: int(r["meter_id"][1:]) % 2))
+    p.rollup_tick(force=True)
+    from_readings = usage_from_store(location, keys[1], kind="readings", period="2025-03")
+    from_rollups = usage_from_store(location, keys[1], kind="rollups", period="2025-03")
+    assert from_rollups == from_readings and len(from_rollups) == 4
+
+
+def test_interval_sums_for_coarser_green_button_feeds(location, keys, tmp_path):
+    from streams.crypto.tokens import BlindIndex
+    from streams.rollups.read import interval_sums
+
+    readings = fleet(meters=2, days=2)
+    p = pipeline(location, keys, tmp_path)
+    store(p, seal(p, readings, lambda r: 0))
+    p.rollup_tick(force=True)
+    store_ = open_store(location, create=False)
+    keyring = Keyring(store_, keys[1].unwrappers())
+    day = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
+    mine = [r for r in readings if r["meter_id"] == "M000"]
+    for interval in (3600, 4 * 3600, 86400):
+        sums = interval_sums(connect(store_), keyring, BlindIndex(keys[1].index_key), "M000", day,
+                             day + dt.timedelta(days=2), interval)
+        assert len(sums) == 2 * 86400 // interval and sum(n for _, _, n in sums) == len(mine)
+        assert sum(k for _, k, _ in sums) == pytest.approx(sum(r["kwh"] for r in mine))

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import schemas
 from streams.crypto.tokens import BlindIndex
 from streams.exceptions import StoreError
+from streams.keys.subjects import SubjectErased
 from streams.rollups import state as state_codec
 from streams.rollups.cells import DAY, Contribution, Emission, PartitionRollup, Who
 from streams.seal import Sealed, Sealer
@@ -66,8 +67,11 @@ def meter_rows(emission: Emission, sealer: Sealer, index: BlindIndex, member_key
             "meter_id": meter_id, "account_id": account_id, "period": cell.period, "start": start, "region": region,
             "category": category, "readings": cell.agg.readings, "kwh_sum": cell.agg.kwh_sum,
             "kwh_min": cell.agg.kwh_min, "kwh_max": cell.agg.kwh_max, "emission": emission.key})
-        sealed = sealer.record("rollup", record_id, body, meter_id=meter_id, account_id=account_id, region=region,
-                               category=category, day=cell.start // DAY)
+        try:
+            sealed = sealer.record("rollup", record_id, body, meter_id=meter_id, account_id=account_id, region=region,
+                                   category=category, day=cell.start // DAY)
+        except SubjectErased:  # the meter's (account's) subject was erased meanwhile: its rollups go with it
+            continue
         out.append({**sealed.record, "period": cell.period,
                     "member": member_token(member_key, cell.start, cell.who) if cell.period == "hour" else None})
     return out

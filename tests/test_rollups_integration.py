@@ -27,7 +27,7 @@ def _opened(rig, table):
     store = SegmentStore(rig.data_dir / "store")
     con = connect(store)
     data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-    return open_table(data, Keyring(store, rig.keys.unwrappers()), BlindIndex(rig.keys.index_key)), con
+    return open_table(data, Keyring(store, rig.keys.unwrappers(), index_key=rig.keys.index_key), BlindIndex(rig.keys.index_key)), con
 
 
 def _counted(rig) -> int:

@@ -143,21 +143,19 @@ def raw_region_series(store_dir: Path, keys, index, start: dt.date, end: dt.date
 
 
 def rollup_region_series(store_dir: Path, start: dt.date, end: dt.date) -> dict[str, Any]:
-    """The chart as the console makes it now (``streams.console.usage.region_series``' query and sums)."""
+    """The chart as the console makes it now: ``streams.rollups.read.region_slots`` (what
+    ``streams.console.usage.region_series`` draws), daily slots."""
+    from streams.rollups.read import region_slots
     from streams.store.segments import connect
 
     lo = dt.datetime(start.year, start.month, start.day, tzinfo=dt.timezone.utc)
-    hi = lo + dt.timedelta(days=(end - start).days + 1)
-    t0 = int(lo.timestamp())
     n = (end - start).days + 1
+    slots, _ = region_slots(connect(store_dir), lo, lo + dt.timedelta(days=n), 86400, min_meters=1)
     series = {r: [0.0] * n for r in REGIONS}
     readings = 0
-    for hour_ms, region, meters, count, kwh in connect(store_dir).execute(
-            "SELECT hour_ms, region, sum(meters), sum(readings), sum(kwh_sum) FROM rollup_region WHERE hour_ms >= ? "
-            "AND hour_ms < ? GROUP BY hour_ms, region, category", [t0 * 1000, int(hi.timestamp()) * 1000]).fetchall():
-        if meters >= 1:
-            series[region][(hour_ms // 1000 - t0) // 86400] += kwh
-            readings += count
+    for slot, region, kwh, count in slots:
+        series[region][slot] += kwh
+        readings += count
     return {"series": series, "readings": readings}
 
 

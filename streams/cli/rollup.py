@@ -25,7 +25,7 @@ def _owner(settings: Settings):
     passphrase = passphrase_for(settings)
     unlocked = keystore.unlock(passphrase)
     store = open_settings_store(settings)
-    return keystore, passphrase, unlocked, store, Keyring(store, unlocked.unwrappers()), BlindIndex(unlocked.index_key)
+    return keystore, passphrase, unlocked, store, Keyring(store, unlocked.unwrappers(), index_key=unlocked.index_key), BlindIndex(unlocked.index_key)
 
 
 @rollup.command("rebuild")

@@ -119,18 +119,11 @@ def region_series(vault: Any, start: dt.date, end: dt.date, *, regions: Iterable
     with vault._lock:
         con = connect(vault.store)
         try:
-            rows = con.execute(
-                "SELECT hour_ms, region, category, sum(meters), sum(readings), sum(kwh_sum) FROM rollup_region "
-                "WHERE hour_ms >= ? AND hour_ms < ? GROUP BY hour_ms, region, category",
-                [t0 * 1000, int(hi.timestamp()) * 1000]).fetchall()
+            slots, suppressed = read.region_slots(con, lo, hi, width, min_meters=min_meters)
         finally:
             con.close()
-    readings, suppressed = 0, 0
-    for hour_ms, region, _category, meters, count, kwh in rows:
-        if meters < min_meters:
-            suppressed += 1
-            continue
-        slot = (hour_ms // 1000 - t0) // width
+    readings = 0
+    for slot, region, kwh, count in slots:
         if region in series and 0 <= slot < n:
             series[region][slot] += kwh
             readings += count

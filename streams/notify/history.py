@@ -50,9 +50,9 @@ def delete_older(store: Any, con: Any, cutoff_s: float) -> int:
     """Retention: delete the alerts detected before ``cutoff_s`` (epoch seconds)."""
     ids = [r[0] for r in con.execute("SELECT alert_id FROM alerts WHERE detected_at_ms < ?",
                                      [int(cutoff_s * 1000)]).fetchall()]
-    return store.delete_rows("alerts", column="alert_id", values=ids) if ids else 0
+    return store.delete_rows("alerts", "alert_id", ids) if ids else 0
 
 
 def erase(store: Any, meter_toks: Iterable[str]) -> int:
     toks = list(meter_toks)
-    return store.delete_rows("alerts", column="meter_tok", values=toks) if toks else 0
+    return store.delete_rows("alerts", "meter_tok", toks) if toks else 0

@@ -5,5 +5,5 @@ opening every reading. ``cells`` is the arithmetic of one partition (pure), ``st
 in, state saved, rows written), ``read`` the readers' side (region cells in clear; per-meter rows opened with
 the owner's keys through ``streams.unseal``), ``rebuild`` the owner's recomputation from raw rows, and
 ``registration`` what they hold for erasure. May import the spine (``streams.seal``, ``streams.unseal``,
-``streams.settings``, ``streams.exceptions``), ``streams.crypto``, ``streams.keys``, ``streams.store`` and ``schemas``; never the
+``streams.settings``, ``streams.exceptions``), ``streams.crypto``, ``streams.store`` and ``schemas``; never the
 pipeline, the console, the CLI or Faust."""

@@ -123,21 +123,36 @@ class PartitionRollup:
 
     def add(self, contributions: Iterable[Contribution], *, now: float) -> None:
         """Count contributions, in leaf order, from the watermark on, without a gap (``ValueError`` otherwise:
-        the caller keeps what does not follow on)."""
-        for c in contributions:
-            if c.leaf != self.watermark:
-                raise ValueError(f"leaf {c.leaf} does not follow the watermark {self.watermark}")
-            who = (c.meter_id, c.account_id, c.region, c.category)
-            hour, day = int(c.epoch // HOUR) * HOUR, int(c.epoch // DAY) * DAY
-            hours = self.hours if hour >= self.closed_hour else self.late_hours
-            days = self.days if day >= self.closed_day else self.late_days
-            for cells, key in ((hours, (hour, who)), (days, (day, who))):
+        the caller keeps what does not follow on). (The worker's store thread runs this for every reading: the
+        aggregate update is written out inline.)"""
+        hours, days, late_hours, late_days = self.hours, self.days, self.late_hours, self.late_days
+        closed_hour, closed_day = self.closed_hour, self.closed_day
+        watermark, max_ts, added = self.watermark, self.max_ts, False
+        for leaf, meter_id, account_id, region, category, epoch, kwh in contributions:
+            if leaf != watermark:
+                self.watermark, self.max_ts = watermark, max_ts
+                raise ValueError(f"leaf {leaf} does not follow the watermark {watermark}")
+            who = (meter_id, account_id, region, category)
+            hour = int(epoch // HOUR) * HOUR
+            day = hour - hour % DAY
+            for cells, key in (((hours if hour >= closed_hour else late_hours), (hour, who)),
+                               ((days if day >= closed_day else late_days), (day, who))):
                 agg = cells.get(key)
                 if agg is None:
-                    agg = cells[key] = Agg()
-                agg.add(c.kwh)
-            self.max_ts = max(self.max_ts, c.epoch)
-            self.watermark += 1
+                    cells[key] = Agg(1, kwh, kwh, kwh)
+                else:
+                    agg.readings += 1
+                    agg.kwh_sum += kwh
+                    if kwh < agg.kwh_min:
+                        agg.kwh_min = kwh
+                    if kwh > agg.kwh_max:
+                        agg.kwh_max = kwh
+            if epoch > max_ts:
+                max_ts = epoch
+            watermark += 1
+            added = True
+        self.watermark, self.max_ts = watermark, max_ts
+        if added:
             self.last_added = now
 
     @property

@@ -33,8 +33,7 @@ import pyarrow.compute as pc
 
 import schemas
 from streams.crypto.tokens import BlindIndex
-from streams.exceptions import StoreError
-from streams.keys.subjects import SubjectErased
+from streams.exceptions import StoreError, SubjectErased
 from streams.rollups import state as state_codec
 from streams.rollups.cells import DAY, Contribution, Emission, PartitionRollup, Who
 from streams.seal import Sealed, Sealer
@@ -90,9 +89,17 @@ class RollupKeeper:
 
     def __init__(self, store: Any, index_key: bytes, sealer: Sealer, *, grace_s: float = 300.0,
                  idle_s: float = 30.0, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, emit_every_s: float = 2.0) -> None:
         self.store, self.sealer = store, sealer
         self.grace_s, self.idle_s = grace_s, idle_s
+        # closed cells are written at most this often per partition (a replay of history closes hours many times a
+        # second: written together, they cost one segment per table instead of one per store write)
+        self.emit_every_s = emit_every_s
+        self._emitted_at: dict[int, float] = {}
+        # member tokens this keeper wrote, per partition and hour: a late reading's meter is looked up here first
+        # (the store only for hours closed before this keeper loaded the partition)
+        self._members: dict[int, dict[int, set[str]]] = {}
+        self._members_from: dict[int, int] = {}
         self.clock, self.monotonic = clock, monotonic
         self.index = BlindIndex(index_key)
         self._state_key = state_codec.state_key(index_key)
@@ -204,12 +211,28 @@ class RollupKeeper:
         if state.watermark != size:
             raise ValueError(f"readings/{partition}: {state.watermark} leaves counted of {size}")
         state.close(now=self.monotonic(), grace_s=self.grace_s, idle_s=self.idle_s, force=True)
-        for table in ("rollup_meter", "rollup_region"):
-            self.store.delete_rows(table, partition=partition)
+        self._clear(partition)
         self._save(state)
         self.release([partition])
         self._broken.discard(partition)
         return self._write_pending(state)
+
+    def _clear(self, partition: int) -> None:
+        """Delete a partition's rollup rows (by their ids: ``Store.delete_rows``)."""
+        for table, id_col in (("rollup_meter", "record_id"), ("rollup_region", "row_id")):
+            if self.store.is_empty(table):
+                continue
+            if hasattr(self.store, "scan"):  # Iceberg
+                from pyiceberg.expressions import EqualTo
+
+                ids = self.store.scan(table, EqualTo("topic_partition", partition)).column(id_col).to_pylist()
+            else:
+                import pyarrow.parquet as pq
+
+                ids = [i for f in self.store.segments(table, partition)
+                       for i in pq.read_table(f, columns=[id_col]).column(id_col).to_pylist()]
+            if ids:
+                self.store.delete_rows(table, id_col, ids)
 
     def release(self, partitions: list[int]) -> None:
         """Forget partitions handed to another worker (their state is saved already)."""
@@ -237,6 +260,7 @@ class RollupKeeper:
         self._parts[partition], self._size[partition] = state, size
         self._held.pop(partition, None)
         self._behind.pop(partition, None)
+        self._members[partition], self._members_from[partition] = {}, state.closed_hour  # later hours: written here
         if state.pending:  # decided by a writer that stopped before writing them all: write them (again)
             self._write_pending(state)
         return state
@@ -252,8 +276,14 @@ class RollupKeeper:
         return found
 
     def _flush(self, state: PartitionRollup, *, force: bool, changed: bool) -> int:
-        emission = state.close(now=self.monotonic(), grace_s=self.grace_s, idle_s=self.idle_s, force=force,
-                               known_members=lambda cells: self._known(state.partition, cells))
+        now = self.monotonic()
+        emission = None
+        if force or now - self._emitted_at.get(state.partition, -1e18) >= self.emit_every_s \
+                or state.open_cells and now - state.last_added >= self.idle_s:
+            emission = state.close(now=now, grace_s=self.grace_s, idle_s=self.idle_s, force=force,
+                                   known_members=lambda cells: self._known(state.partition, cells))
+            if emission:
+                self._emitted_at[state.partition] = now
         if emission or changed:
             self._save(state)
         return self._write_pending(state)
@@ -267,6 +297,7 @@ class RollupKeeper:
             emission = state.pending[0]
             self.late_cells += sum(1 for m in emission.meters if m.late)
             meters = meter_rows(emission, self.sealer, self.index, self._member_key)
+            self._remember(state.partition, emission)
             regions = region_rows(emission, self.index, int(self.clock() * 1000))
             for table, rows in (("rollup_meter", meters), ("rollup_region", regions)):
                 if rows:
@@ -279,8 +310,23 @@ class RollupKeeper:
     def _known(self, partition: int, cells: list[tuple[int, Who]]) -> set[tuple[int, Who]]:
         """Which late (hour, who) cells already have an hourly row in this partition (their meter is counted)."""
         tokens = {member_token(self._member_key, hour, who): (hour, who) for hour, who in cells}
-        present = members_present(self.store, partition, list(tokens))
+        mine = self._members.get(partition, {})
+        since = self._members_from.get(partition, 2**62)
+        present = {t for t, (hour, _) in tokens.items() if hour >= since and t in mine.get(hour, ())}
+        ask = [t for t, (hour, _) in tokens.items() if hour < since]
+        if ask:
+            present |= members_present(self.store, partition, ask)
         return {tokens[t] for t in present}
+
+    def _remember(self, partition: int, emission: Emission) -> None:
+        mine = self._members.setdefault(partition, {})
+        for cell in emission.meters:
+            if cell.period == "hour":
+                mine.setdefault(cell.start, set()).add(member_token(self._member_key, cell.start, cell.who))
+        if len(mine) > 24 * 8:  # a week of hours: older ones are asked of the store
+            for hour in sorted(mine)[:len(mine) - 24 * 8]:
+                del mine[hour]
+            self._members_from[partition] = min(mine)
 
 
 def members_present(store: Any, partition: int, tokens: list[str]) -> set[str]:

@@ -63,6 +63,28 @@ def region_hourly(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.da
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
+def region_slots(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.datetime, width_s: int, *,
+                 min_meters: int) -> tuple[list[tuple[int, str, float, int]], int]:
+    """Region kWh and readings per chart slot of ``width_s`` seconds from ``start`` (hour cells below ``min_meters``
+    meters left out), summed by DuckDB: ``([(slot, region, kwh, readings)], suppressed cells)``. What the
+    operator's chart draws, in one query whatever the range."""
+    t0, t1 = int(start.timestamp()) * 1000, int(end.timestamp()) * 1000
+    rows = con.execute(
+        "WITH cells AS (SELECT hour_ms, region, category, sum(meters) AS meters, sum(readings) AS readings, "
+        "sum(kwh_sum) AS kwh FROM rollup_region WHERE hour_ms >= ? AND hour_ms < ? GROUP BY hour_ms, region, category) "
+        "SELECT CAST((hour_ms - ?) // ? AS BIGINT) AS slot, region, sum(kwh), CAST(sum(readings) AS BIGINT), "
+        "CAST(count(*) FILTER (WHERE meters < ?) AS BIGINT) FROM cells GROUP BY ALL ORDER BY slot, region",
+        [t0, t1, t0, int(width_s) * 1000, int(min_meters)]).fetchall()
+    suppressed = sum(r[4] for r in rows)
+    kept = con.execute(
+        "WITH cells AS (SELECT hour_ms, region, category, sum(meters) AS meters, sum(readings) AS readings, "
+        "sum(kwh_sum) AS kwh FROM rollup_region WHERE hour_ms >= ? AND hour_ms < ? GROUP BY hour_ms, region, category "
+        "HAVING sum(meters) >= ?) SELECT CAST((hour_ms - ?) // ? AS BIGINT) AS slot, region, sum(kwh), "
+        "CAST(sum(readings) AS BIGINT) FROM cells GROUP BY ALL ORDER BY slot, region",
+        [t0, t1, int(min_meters), t0, int(width_s) * 1000]).fetchall() if suppressed else [r[:4] for r in rows]
+    return [tuple(r) for r in kept], suppressed
+
+
 def newest_hour(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
     found = con.execute("SELECT max(hour_ms) FROM rollup_region").fetchone()[0]
     return None if found is None else dt.datetime.fromtimestamp(found / 1000, dt.timezone.utc)

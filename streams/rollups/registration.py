@@ -18,9 +18,9 @@ def erase_rollups(context: ErasureContext, subject: Subject) -> int:
     store = context.store
     deleted = 0
     if subject.meter_toks:
-        deleted += store.delete_rows("rollup_meter", column="meter_tok", values=subject.meter_toks)
+        deleted += store.delete_rows("rollup_meter", "meter_tok", subject.meter_toks)
     if subject.account_toks:
-        deleted += store.delete_rows("rollup_meter", column="account_tok", values=subject.account_toks)
+        deleted += store.delete_rows("rollup_meter", "account_tok", subject.account_toks)
     return deleted
 
 

@@ -339,27 +339,6 @@ class IcebergStore:
     def max_leaf(self, table: str, partition: int) -> int:
         return self._state(table, partition).max_leaf
 
-    def delete_rows(self, table: str, *, partition: int | None = None, column: str | None = None,
-                    values: Iterable[Any] = ()) -> int:
-        """``SegmentStore.delete_rows``: one Iceberg delete (a new snapshot without the rows)."""
-        from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In
-
-        if table in LEDGERED:
-            raise StoreError(f"{table} is ledgered: its rows are never deleted this way")
-        cond = AlwaysTrue() if partition is None else EqualTo("topic_partition", partition)
-        if column is not None:
-            values = list(values)
-            if not values:
-                return 0
-            cond = In(column, values) if partition is None else And(cond, In(column, values))
-        tbl = self._table(table)
-        tbl.refresh()
-        before = len(self.scan(table, cond))
-        if before:
-            tbl.delete(delete_filter=cond)
-        self._states = {k: v for k, v in self._states.items() if k[0] != table}
-        return before
-
     # -- reads: snapshots as Arrow -----------------------------------------------------------------
     def scan(self, table: str, row_filter: Any = None, *, snapshot_id: int | None = None) -> pa.Table:
         """The rows of one snapshot (the current one by default) matching a pyiceberg ``row_filter``, pruned

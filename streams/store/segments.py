@@ -45,7 +45,8 @@ TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"),
           # the alert history (streams.notify.history): the alerts topic's records, by meter token, kept once by id
           "alerts": ("alert", "alert_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
-DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id")
+DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id",
+                "alert_id", "row_id")  # (the last two: the alert history, the region rollups)
 REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.keys.regions), also a directory name
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
 _AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "string": pa.string(), "bytes": pa.binary(),
@@ -170,34 +171,6 @@ class SegmentStore:
 
     def max_leaf(self, table: str, partition: int) -> int:
         return self._state(table, partition).max_leaf
-
-    def delete_rows(self, table: str, *, partition: int | None = None, column: str | None = None,
-                    values: Iterable[Any] = ()) -> int:
-        """Delete the rows of a derived table (rollups: never a ledgered one) of one partition (or all) whose
-        ``column`` is one of ``values`` (without ``column``: every row); returns how many. Each segment holding
-        such rows is rewritten without them (a new segment renamed into place, the old one removed)."""
-        if table in LEDGERED:
-            raise StoreError(f"{table} is ledgered: its rows are never deleted this way")
-        wanted = None if column is None else pa.array(list(values))
-        deleted = 0
-        for seg in self.segments(table, partition):
-            data = pq.read_table(seg)
-            hit = (pa.compute.is_in(data.column(column), wanted) if wanted is not None
-                   else pa.array([True] * data.num_rows))
-            n = pa.compute.sum(hit).as_py() or 0
-            if not n:
-                continue
-            keep = data.filter(pa.compute.invert(hit))
-            if keep.num_rows:
-                tmp = seg.parent / f".{seg.name}.{os.getpid()}.tmp"
-                write_segment(keep, tmp)
-                os.replace(tmp, seg)
-            else:
-                seg.unlink()
-            deleted += n
-        for key in [k for k in self._states if k[0] == table]:
-            del self._states[key]  # ids of deleted rows may be written again
-        return deleted
 
     def rows(self, table: str, partition: int, *, min_leaf: int | None = None) -> list[dict[str, Any]]:
         """All rows of a partition (or those at leaf index >= ``min_leaf``), ordered by leaf index."""

@@ -43,7 +43,10 @@ def pipeline(location, keys, tmp_path, name="w1", **settings):
     keystore, unlocked = keys
     store = open_store(location, work_dir=tmp_path / name / "store")
     s = Settings.from_env({}, data_dir=tmp_path / name, rollup_grace_s=600, rollup_idle_s=3600, **settings)
-    return Pipeline(s, unlocked.index_key, keystore.owner_public, store, clock=lambda: 1.8e9)
+    p = Pipeline(s, unlocked.index_key, keystore.owner_public, store, clock=lambda: 1.8e9)
+    if p.rollups is not None:
+        p.rollups.emit_every_s = 0.0  # close what is due at every write (a worker waits 2 s between closes)
+    return p
 
 
 def fleet(meters=12, days=2, seed=7):
@@ -93,7 +96,7 @@ def store(p, sealed, batch=50):
 def opened(location, keys, table):
     keystore, unlocked = keys
     store = open_store(location, create=False)
-    keyring = Keyring(store, unlocked.unwrappers())
+    keyring = Keyring(store, unlocked.unwrappers(), index_key=unlocked.index_key)
     con = connect(store)
     data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
     from streams.crypto.tokens import BlindIndex
@@ -168,7 +171,7 @@ def test_readers_see_the_cells_and_suppress_small_groups(location, keys, tmp_pat
     from streams.crypto.tokens import BlindIndex
 
     index = BlindIndex(unlocked.index_key)
-    keyring = Keyring(store_, unlocked.unwrappers())
+    keyring = Keyring(store_, unlocked.unwrappers(), index_key=unlocked.index_key)
     hours = meter_usage(con, keyring, index, ["M001"], "hour", day, day + dt.timedelta(days=1))
     mine = [r for r in readings if r["meter_id"] == "M001"]
     assert len(hours) == 24 and sum(h["readings"] for h in hours) == len(mine)
@@ -246,7 +249,7 @@ def test_interval_sums_for_coarser_green_button_feeds(location, keys, tmp_path):
     store(p, seal(p, readings, lambda r: 0))
     p.rollup_tick(force=True)
     store_ = open_store(location, create=False)
-    keyring = Keyring(store_, keys[1].unwrappers())
+    keyring = Keyring(store_, keys[1].unwrappers(), index_key=keys[1].index_key)
     day = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
     mine = [r for r in readings if r["meter_id"] == "M000"]
     for interval in (3600, 4 * 3600, 86400):

@@ -145,12 +145,13 @@ def raw_region_series(store_dir: Path, keys, index, start: dt.date, end: dt.date
 def rollup_region_series(store_dir: Path, start: dt.date, end: dt.date) -> dict[str, Any]:
     """The chart as the console makes it now: ``streams.rollups.read.region_slots`` (what
     ``streams.console.usage.region_series`` draws), daily slots."""
-    from streams.rollups.read import region_slots
-    from streams.store.segments import connect
+    from streams.rollups.read import region_connection, region_slots
+    from streams.store.segments import SegmentStore
 
     lo = dt.datetime(start.year, start.month, start.day, tzinfo=dt.timezone.utc)
     n = (end - start).days + 1
-    slots, _ = region_slots(connect(store_dir), lo, lo + dt.timedelta(days=n), 86400, min_meters=1)
+    slots, _ = region_slots(region_connection(SegmentStore(store_dir)), lo, lo + dt.timedelta(days=n), 86400,
+                            min_meters=1)
     series = {r: [0.0] * n for r in REGIONS}
     readings = 0
     for slot, region, kwh, count in slots:

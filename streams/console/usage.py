@@ -98,7 +98,7 @@ def newest_meter_day(vault: Any, meter_id: str) -> dt.date | None:
 
 def newest_region_day(vault: Any) -> dt.date | None:
     with vault._lock:
-        con = connect(vault.store)
+        con = read.region_connection(vault.store)
         try:
             newest = read.newest_hour(con)
         finally:
@@ -117,7 +117,7 @@ def region_series(vault: Any, start: dt.date, end: dt.date, *, regions: Iterable
     n = int((hi - lo).total_seconds() // width)
     series = {r: [0.0] * n for r in regions}
     with vault._lock:
-        con = connect(vault.store)
+        con = read.region_connection(vault.store)
         try:
             slots, suppressed = read.region_slots(con, lo, hi, width, min_meters=min_meters)
         finally:

@@ -235,3 +235,28 @@ def test_a_flood_of_100000_alerts_is_bounded_by_grouping(tmp_path, hook, env):
     bodies = [json.loads(r["body"]) for r in hook.accepted]
     assert all(len(b["alerts"]) == 200 and b["truncatedAlerts"] == 4800 for b in bodies)
     print(f"100,000 alerts grouped into {len(made)} notifications in {took:.1f} s")
+
+
+def test_a_customer_who_opted_in_gets_email_about_its_own_meter_only(tmp_path):
+    from streams.notify import optins
+    from streams.notify.service import Notifier
+    from streams.store.segments import SegmentStore
+
+    box = Mailbox(tmp_path)
+    try:
+        store = SegmentStore(tmp_path / "store")
+        index_key = bytes(range(32))
+        mine, other = alert(1), alert(2)
+        optins.opt_in(store.blobs, index_key, mine["meter_tok"], "alice@example.org")
+        clock = {"now": T0}
+        rules = tmp_path / "rules.toml"
+        rules.write_text("")  # no staff routes: only the customer's own opt-in
+        n = Notifier(store, index_key, tmp_path / "state.sqlite3", rules_path=str(rules), clock=lambda: clock["now"],
+                     smtp=Smtp(host="127.0.0.1", port=box.port, sender="alerts@utility.example", ca_file=str(box.ca)))
+        n.take([(0, 0, mine), (0, 1, other)])
+        clock["now"] = T0 + 31
+        assert n.tick() == 1
+        (sender, to, content), = box.messages
+        assert to == ["alice@example.org"] and mine["meter_tok"][:12] in content and other["meter_tok"][:12] not in content
+    finally:
+        box.stop()

@@ -168,14 +168,16 @@ class Pipeline:
         table = self.subjects.table
         with self.locked(SUBJECT_LOG, 0):
             log = self._open_log(SUBJECT_LOG, 0)
+            while (left := table.repair(log.size)) is not None:  # a writer stopped between a row and its hash
+                log.append([leaf_hash(leaf.encode_subject_event(left))])
             rows = []
             for token in tokens:
                 if self.fence.entry(token) is not None:
                     continue  # erased meanwhile: no leaf for a key that is gone
-                row = table.mark(token, log.size + len(rows))
-                if row is not None and row["leaf_index"] == log.size + len(rows):
+                row = table.mark(token, log.size + len(rows))  # (its row is written before its hash)
+                if row is not None:
                     rows.append(row)
-            log.append([leaf_hash(leaf.encode_subject_event(r)) for r in rows])
+            log.append([leaf_hash(leaf.encode_subject_event(row)) for row in rows])
             self.checkpoint_due(only=(SUBJECT_LOG, 0))
         return len(rows)
 

@@ -24,7 +24,7 @@ from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
 from streams.exceptions import InvalidInput
-from streams.validate import MeterState, Policy, Reading, _json_loads, check_bill, check_reading, decode_raw
+from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
 _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -386,7 +386,12 @@ class Sealer:
                         last = states.get(meter[0])
                         if last is None and lookup is not None:
                             last = lookup(meter[0])
-                    r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    try:
+                        r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    except InvalidInput:
+                        if self._erased(record, meter):  # an erased subject's reading: never sealed, even in dlq
+                            raise _ERASED from None
+                        raise
                     meter_id, region, category, epoch, register = r[0], r[5], r[6], r[2], r[4]
                     meter = meters.get(meter_id) or self._meter(meter_id)
                 if keys is not None:
@@ -527,6 +532,21 @@ class Sealer:
             return (self.index.meter if kind == "meter" else self.index.account)(subject_id), _NEVER
         epoch = self.epochs(kind, subject_id)
         return epoch.token, epoch.erased_until
+
+    def _erased(self, record: dict[str, Any], meter: tuple | None) -> bool:
+        """Whether a reading the validator refused belongs to an erased subject and is timed before its erasure: then
+        its dead letter must not keep it either."""
+        until = meter[4] if meter is not None else _NEVER
+        account_id = record.get("account_id")
+        if type(account_id) is str and 0 < len(account_id.strip()) <= 256:
+            account_id = account_id.strip()
+            until = max(until, (self._accounts.get(account_id) or self._account(account_id))[3])
+        if until == _NEVER:
+            return False
+        try:
+            return _parse_ts(record.get("ts")).timestamp() <= until
+        except InvalidInput:
+            return False
 
     def forget(self, erased: Callable[[str], bool]) -> int:
         """Drop cached meters and accounts whose token ``erased(token)`` says was erased: their next reading asks

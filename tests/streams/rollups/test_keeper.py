@@ -155,7 +155,8 @@ def test_rollups_equal_recomputation_with_late_readings_redeliveries_and_a_stopp
     assert second.rollups.lag() and all(pending == 0 for pending, _ in second.rollups.lag().values())
 
 
-def test_readers_see_the_cells_and_suppress_small_groups(location, keys, tmp_path):
+def test_readers_see_the_cells_and_suppress_small_groups(keys, tmp_path):
+    location = tmp_path / "store"  # the local store (the exactness test above runs on both backends)
     readings = fleet(meters=6, days=1)
     p = pipeline(location, keys, tmp_path)
     store(p, seal(p, readings, lambda r: 0))
@@ -184,7 +185,8 @@ def test_readers_see_the_cells_and_suppress_small_groups(location, keys, tmp_pat
     assert con.execute("SELECT count(*) FROM usage_hourly_meter").fetchone()[0] == 6 * 24
 
 
-def test_erasure_removes_a_meters_rollups_and_nothing_else(location, keys, tmp_path):
+def test_erasure_removes_a_meters_rollups_and_nothing_else(keys, tmp_path):
+    location = tmp_path / "store"  # the local store (the exactness test above runs on both backends)
     from streams import capabilities
     from streams.registry import ErasureContext, Subject
 
@@ -206,7 +208,8 @@ def test_erasure_removes_a_meters_rollups_and_nothing_else(location, keys, tmp_p
     assert con.execute("SELECT count(*) FROM rollup_meter").fetchone()[0] == before - mine
 
 
-def test_dp_per_hour_clamping_reads_the_hourly_rollups_and_has_the_smaller_sensitivity(location, keys, tmp_path):
+def test_dp_per_hour_clamping_reads_the_hourly_rollups_and_has_the_smaller_sensitivity(keys, tmp_path):
+    location = tmp_path / "store"  # the local store (the exactness test above runs on both backends)
     from streams.privacy import dp
     from streams.privacy.engine import _columns
 
@@ -228,7 +231,8 @@ def test_dp_per_hour_clamping_reads_the_hourly_rollups_and_has_the_smaller_sensi
     assert (c[0] <= b[0] + 1e-9).all() and c[0].sum() < b[0].sum()  # clamped hours lose some kWh (bias)
 
 
-def test_billing_from_rollups_equals_billing_from_readings(location, keys, tmp_path):
+def test_billing_from_rollups_equals_billing_from_readings(keys, tmp_path):
+    location = tmp_path / "store"  # the local store (the exactness test above runs on both backends)
     from streams.privacy.billrun import usage_from_store
 
     readings = fleet(meters=4, days=2)
@@ -240,7 +244,8 @@ def test_billing_from_rollups_equals_billing_from_readings(location, keys, tmp_p
     assert from_rollups == from_readings and len(from_rollups) == 4
 
 
-def test_interval_sums_for_coarser_green_button_feeds(location, keys, tmp_path):
+def test_interval_sums_for_coarser_green_button_feeds(keys, tmp_path):
+    location = tmp_path / "store"  # the local store (the exactness test above runs on both backends)
     from streams.crypto.tokens import BlindIndex
     from streams.rollups.read import interval_sums
 

@@ -127,3 +127,14 @@ def test_a_late_old_reading_stored_during_a_run_is_not_deleted_without_its_tombs
     store.delete_rows = delete_rows
     assert enforce(store, index_key=rig.keys.index_key, signers=[rig.signer], registry=capabilities.registry(),
                    now=1.8e9)["deleted"]["readings"] == 1
+
+
+def test_a_run_over_a_store_with_an_alert_history_destroys_only_unused_deks(rig):
+    rig.ingest([reading("A", m, day=10, month="2027-01") for m in range(8)])
+    alert = {"format": 1, "alert_id": "a1", "meter_tok": rig.pipeline.index.meter("A"), "ts": "2027-01-15T07:00:00Z",
+             "kind": "spike", "score": 0.9, "severity": "warning", "reason": "spike", "region": "north", "kwh": 1.0,
+             "ingested_at_ms": int(1.8e12), "detected_at_ms": int(1.8e12)}
+    rig.pipeline.store.append("alerts", 0, [(0, alert)])  # a table without DEKs (clear, by token)
+    report = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
+                     registry=capabilities.registry(), now=1.8e9 + 3 * 86400)
+    assert report["deleted"]["deks_destroyed"] == 0 and len(rig.pipeline.store.dek_ids()) == 1

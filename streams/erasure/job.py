@@ -10,7 +10,8 @@
     dlq       dead letters whose content names it (opened with the owner's keys) are deleted
     holders   every registered ``SubjectHolder`` erases what it keeps (grants revoked, alerts, rollups, ...)
     cleanup   on S3: snapshots before the deletes are expired and orphaned data files removed
-    sweep     keys and rows again (a worker that had not yet seen the fence may have stored a last batch)
+    sweep     keys, rows and dead letters again (a worker that had not yet seen the fence, or the dead-letter sink,
+              may have stored a last batch)
     log       the erasure's leaf: subject hash, counts, reason code, tombstones' digest — no personal data
 
 The job's state is ``erasures/jobs/<id>.json``: the stages done, counts, tombstones, and the subject's ids and
@@ -205,7 +206,10 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     def do_sweep() -> str:
         late = sum(table.destroy(token) for token in tokens)
         removed = _delete_rows(job, store, meters, accounts)
-        return f"{late} late key object(s), {sum(removed.values())} late row(s)"
+        dead = _delete_dead_letters(store, keyring, set(reach.meters), set(reach.accounts))  # (the dlq sink lags too)
+        counts["dlq"] = counts.get("dlq", 0) + dead
+        job.save()
+        return f"{late} late key object(s), {sum(removed.values())} late row(s), {dead} late dead letter(s)"
 
     def do_log() -> str:
         row = append_event(store, signers, {

@@ -237,3 +237,20 @@ def test_a_job_file_excuses_no_deleted_record_unless_the_ledger_key_signed_its_t
     _, problems = _audit(rig)  # ... and adds a job file naming its leaf: still a deleted record
     assert [p for p in problems if "deleted" in p] == [f"{logs['readings'].log}: deleted at leaf {victim['leaf_index']}: "
                                                        "no record for this leaf"]
+
+
+def test_a_dead_letter_stored_after_the_dlq_stage_goes_in_the_sweep(sealed):
+    rig = sealed
+    from streams.seal import Source
+
+    bad = json.loads(reading("A", 9, account="ACC-A"))
+    bad["kwh"] = "lots"
+    dead = rig.pipeline.sealer.reading(json.dumps(bad).encode(), Source("readings.raw", 0, 950))  # before the fence
+
+    def late_dead_letter(stage: str, detail: str) -> None:  # the dlq sink stores it now: it waited on the topic
+        if stage == "dlq":
+            rig.pipeline.store.append("dlq", 0, [(950, dead.record)])
+
+    report = _erase(rig, kind="meter", subject_id="A", progress=late_dead_letter)
+    assert report["records"]["dlq"] == 1
+    assert connect(rig.pipeline.store).execute("SELECT count(*) FROM dlq").fetchone()[0] == 0

@@ -106,16 +106,20 @@ def _open_reach(index_key: bytes, erasure_id: str, sealed: str) -> Reach:
                                                 aad=erasure_id.encode())))
 
 
-def running_job(store: Store, index: BlindIndex, kind: str, subject_id: str) -> dict[str, Any] | None:
-    """An unfinished job of this subject (any of its epochs), if one was cut short."""
+def running_job(store: Store, index: BlindIndex, fence: Fence, kind: str, subject_id: str) -> dict[str, Any] | None:
+    """An unfinished job of this subject (any of its epochs), if one was cut short: one that set out to erase it, or
+    one that fenced it on its way (it reached it through a linked meter or account)."""
     make = index.meter if kind == "meter" else index.account
-    hashes = {subject_hash(make(subject_id, e)) for e in range(64)}
+    tokens = [make(subject_id, e) for e in range(64)]
+    hashes = {subject_hash(t) for t in tokens}
+    fenced_by = {entry.erasure_id for t in tokens if (entry := fence.entry(t)) is not None}
     for key in store.blobs.list(JOBS):
         raw = store.blobs.get(key)
         if raw is None or not key.endswith(".json"):
             continue
         doc = json.loads(raw)
-        if doc.get("status") == "running" and doc.get("subject_hash") in hashes and doc.get("kind") == kind:
+        if doc.get("status") == "running" and doc.get("kind") in ("meter", "account") and (
+                doc.get("subject_hash") in hashes and doc.get("kind") == kind or doc.get("erasure_id") in fenced_by):
             return doc
     return None
 
@@ -131,7 +135,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     fence = Fence.load(store.blobs)
     table = SubjectKeyTable(store, owner.index_key, fence=fence)
     keyring = Keyring(store, owner.unwrappers, index_key=owner.index_key)
-    found = running_job(store, index, kind, subject_id)
+    found = running_job(store, index, fence, kind, subject_id)
     if found is not None:
         job = Job(store, found, signers)
         reach = _open_reach(owner.index_key, found["erasure_id"], found["sealed"])
@@ -226,7 +230,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     job.doc.pop("sealed", None)  # the ids and tokens leave the store with the job
     job.save()
     holders = job.doc["holders"]
-    return {"erasure_id": job.doc["erasure_id"], "subject": {"kind": kind, "hash": job.doc["subject_hash"]},
+    return {"erasure_id": job.doc["erasure_id"], "subject": {"kind": job.doc["kind"], "hash": job.doc["subject_hash"]},
             "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)},
             "records": {t: counts.get(t, 0) for t in (*LEDGERED, "dlq")},
             "subject_key_objects": counts.get("subject_key_objects", 0), "derived": holders,

@@ -254,3 +254,20 @@ def test_a_dead_letter_stored_after_the_dlq_stage_goes_in_the_sweep(sealed):
     report = _erase(rig, kind="meter", subject_id="A", progress=late_dead_letter)
     assert report["records"]["dlq"] == 1
     assert connect(rig.pipeline.store).execute("SELECT count(*) FROM dlq").fetchone()[0] == 0
+
+
+def test_a_job_cut_short_is_finished_by_erasing_any_subject_it_reaches(sealed):
+    rig = sealed
+
+    class Killed(BaseException):
+        pass
+
+    def stop_after_fence(stage: str, detail: str) -> None:
+        if stage == "fence":
+            raise Killed
+
+    with pytest.raises(Killed):
+        _erase(rig, kind="meter", subject_id="A", progress=stop_after_fence)
+    report = _erase(rig, kind="account", subject_id="ACC-A")  # the operator names the customer's account this time
+    assert report["resumed"] and report["records"]["readings"] == 12 and not report.get("already_erased")
+    assert _rows(rig, f"account_tok = '{rig.pipeline.index.account('ACC-A')}'") == []

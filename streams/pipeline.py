@@ -190,7 +190,9 @@ class Pipeline:
         """Forget the erased subjects' cached keys and tokens: their next reading gets the next token epoch."""
         if hashes:
             self.subjects.forget(hashes)
-            self.sealer.forget(lambda token: subject_hash(token) in hashes)
+            for sealer in (self.sealer, self.rollups.sealer if self.rollups is not None else None):
+                if sealer is not None:  # (the rollups' Sealer caches tokens too)
+                    sealer.forget(lambda token: subject_hash(token) in hashes)
 
     def erased_token(self, token: str) -> bool:
         """Whether a meter or account token is one an erasure fenced (this worker's view of the fence)."""

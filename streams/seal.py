@@ -566,9 +566,9 @@ class Sealer:
         ``epochs`` again and gets the next epoch. Returns how many."""
         gone = 0
         for cache in (self._meters, self._accounts):
-            for key in [k for k, v in cache.items() if k is not None and erased(v[0])]:
-                del cache[key]
-                gone += 1
+            # (a copy first, and pop: the rollups' Sealer is used by the store thread while the worker forgets)
+            for key in [k for k, v in list(cache.items()) if k is not None and erased(v[0])]:
+                gone += cache.pop(key, None) is not None
         return gone
 
     def _dates(self, day: int) -> tuple[str, str, str, bytes]:

@@ -15,6 +15,7 @@ from streams.keys.keyring import Keyring
 from streams.keys.subjects import KEYS, SubjectKeyTable
 from streams.store.audit import audit_store
 from streams.store.base import connect
+from streams.seal import Sealed
 from streams.unseal import open_many
 
 from tests.streams.erasure.conftest import Rig, reading
@@ -271,3 +272,14 @@ def test_a_job_cut_short_is_finished_by_erasing_any_subject_it_reaches(sealed):
     report = _erase(rig, kind="account", subject_id="ACC-A")  # the operator names the customer's account this time
     assert report["resumed"] and report["records"]["readings"] == 12 and not report.get("already_erased")
     assert _rows(rig, f"account_tok = '{rig.pipeline.index.account('ACC-A')}'") == []
+
+
+def test_a_worker_forgets_an_erased_meter_in_every_sealer_it_keeps(sealed):
+    rig = sealed
+    rollups = rig.pipeline.rollups.sealer  # per-meter rollups are sealed by a Sealer of their own (its own caches)
+    assert isinstance(rollups.seal_readings([json.loads(reading("A", 30, account="ACC-A", day=14, month="2027-01"))])[0],
+                      Sealed)
+    old = (rig.pipeline.index.meter("A"), rig.pipeline.index.account("ACC-A"))
+    _erase(rig, kind="meter", subject_id="A")
+    assert rig.pipeline.refresh_erasures()
+    assert rollups.forget(lambda token: token in old) == 0  # nothing of A's old epoch is cached any more

@@ -165,19 +165,20 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
         job.save()
         progress(f"{kind.kind}: {job.doc['counts'][kind.kind]} older than {keep} deleted")
     destroyed = _destroy_unused_deks(job, store, now - max(DEK_MARGIN_S, dek_max_age_s), dek_max_age_s)
-    job.doc["counts"]["deks_destroyed"] = destroyed
-    progress(f"{destroyed} DEK(s) no row uses any more destroyed")
+    job.doc["counts"]["deks_destroyed"] = len(destroyed)
+    progress(f"{len(destroyed)} DEK(s) no row uses any more destroyed")
     row = append_event(store, signers, {"event": "retention", "erasure_id": job.doc["erasure_id"], "subject_hash": None,
                                         "reason": "retention", "at_ms": int(now * 1000), "counts": job.doc["counts"],
                                         "tombstones": list(job.doc["tombstones"].values())})
     job.doc.update(status="done", leaf_index=row["leaf_index"])
     job.save()
     return {"retention_id": job.doc["erasure_id"], "deleted": job.doc["counts"], "leaf_index": row["leaf_index"],
+            "destroyed_deks": destroyed,  # (keys.deks still holds them wrapped: delete these keys there)
             "cutoffs": {k: dt.datetime.fromtimestamp(v, dt.timezone.utc).isoformat(timespec="seconds")
                         for k, v in cutoffs.items() if v != float("-inf")}}
 
 
-def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_age_s: float) -> int:
+def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_age_s: float) -> list[str]:
     """DEKs no remaining row of any table names, retired (past their maximum age) before ``retired_before``: a day
     ago at least, so no record sealed under one can still be on its way to the store."""
     used = set()
@@ -197,7 +198,7 @@ def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_
             by_partition.setdefault(doc["partition"], []).append(doc["leaf_index"])
     for p, indexes in sorted(by_partition.items()):
         _tombstone(job, store, "deks", p, indexes)
-    return sum(1 for doc in doomed if store.delete_dek(doc["key_id"]))
+    return [doc["key_id"] for doc in doomed if store.delete_dek(doc["key_id"])]
 
 
 def _finish_cut_short(store: Store, signers: Sequence[Signer]) -> None:

@@ -93,7 +93,7 @@ def test_a_destroyed_dek_read_again_from_keys_deks_is_not_stored_again(tmp_path)
     set_policy(rig.pipeline.store, "readings", "P1Y", known=[k.kind for k in capabilities.registry().retained_kinds])
     report = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
                      registry=capabilities.registry(), now=1.8e9)
-    assert report["deleted"]["deks_destroyed"] == len(wrapped) == 1
+    assert report["deleted"]["deks_destroyed"] == len(wrapped) == 1 and report["destroyed_deks"] == [wrapped[0]["key_id"]]
     rig.pipeline = rig.new_pipeline()  # a restarted worker reads keys.deks from its start
     assert not rig.pipeline.store_key(schemas.encode("wrapped_key", wrapped[0]), 0)
     assert rig.pipeline.store.dek_ids() == []

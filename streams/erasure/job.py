@@ -40,7 +40,7 @@ from streams.erasure.log import JOBS, append_event, find_event, tombstones_note
 from streams.erasure.subjects import Reach, has_data, resolve
 from streams.exceptions import ErasureError, InvalidEnvelope, SubjectErased
 from streams.keys.keyring import Keyring
-from streams.keys.subjects import MARKS, Fence, SubjectKeyTable, subject_hash
+from streams.keys.subjects import MARKS, MAX_EPOCHS, Fence, SubjectKeyTable, subject_hash
 from streams.registry import ErasureContext, Registry
 from streams.seal import dlq_aad
 from streams.store.base import Store, is_remote, rows_matching
@@ -110,7 +110,7 @@ def running_job(store: Store, index: BlindIndex, fence: Fence, kind: str, subjec
     """An unfinished job of this subject (any of its epochs), if one was cut short: one that set out to erase it, or
     one that fenced it on its way (it reached it through a linked meter or account)."""
     make = index.meter if kind == "meter" else index.account
-    tokens = [make(subject_id, e) for e in range(64)]
+    tokens = [make(subject_id, e) for e in range(MAX_EPOCHS)]
     hashes = {subject_hash(t) for t in tokens}
     fenced_by = {entry.erasure_id for t in tokens if (entry := fence.entry(t)) is not None}
     for key in store.blobs.list(JOBS):
@@ -242,7 +242,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
 def _nothing_held(store: Store, index: BlindIndex, fence: Fence, kind: str, subject_id: str) -> dict:
     """The report for a subject nothing holds: erased before (says when), or unknown (an error, nothing changed)."""
     make = index.meter if kind == "meter" else index.account
-    earlier = [entry for e in range(64) if (entry := fence.entry(make(subject_id, e))) is not None]
+    earlier = [entry for e in range(MAX_EPOCHS) if (entry := fence.entry(make(subject_id, e))) is not None]
     if not earlier:
         raise ErasureError(f"unknown {kind} {subject_id}: no record, subject key or dead letter names it; nothing changed")
     last = max(earlier, key=lambda entry: entry.erased_at_ms)

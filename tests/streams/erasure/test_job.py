@@ -283,3 +283,20 @@ def test_a_worker_forgets_an_erased_meter_in_every_sealer_it_keeps(sealed):
     _erase(rig, kind="meter", subject_id="A")
     assert rig.pipeline.refresh_erasures()
     assert rollups.forget(lambda token: token in old) == 0  # nothing of A's old epoch is cached any more
+
+
+def test_a_meter_erased_many_times_still_opens_and_is_known_at_its_latest_epoch(rig):
+    from streams.keys.subjects import Fence
+
+    fence = Fence.load(rig.pipeline.store.blobs)
+    for epoch in range(20):  # twenty occupants of meter A came and were erased (as `subject erase` fences them)
+        fence.add(rig.pipeline.index.meter("A", epoch), [], erasure_id=f"e{epoch}", at=1.7e9 + epoch)
+    rig.pipeline = rig.new_pipeline()
+    rig.ingest([reading("A", m, day=14, month="2027-01") for m in range(3)])
+    rows = _rows(rig)
+    assert {r["meter_tok"] for r in rows} == {rig.pipeline.index.meter("A", 20)}
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    assert [p["meter_id"] for p in open_many(rows, keyring, rig.pipeline.index)] == ["A"] * 3
+    report = _erase(rig, kind="meter", subject_id="A")
+    assert report["records"]["readings"] == 3
+    assert _erase(rig, kind="meter", subject_id="A")["already_erased"]

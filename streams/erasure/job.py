@@ -213,7 +213,10 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
         dead = _delete_dead_letters(store, keyring, set(reach.meters), set(reach.accounts))  # (the dlq sink lags too)
         counts["dlq"] = counts.get("dlq", 0) + dead
         job.save()
-        return f"{late} late key object(s), {sum(removed.values())} late row(s), {dead} late dead letter(s)"
+        detail = f"{late} late key object(s), {sum(removed.values())} late row(s), {dead} late dead letter(s)"
+        if (sum(removed.values()) or dead) and is_remote(getattr(store, "location", None)):
+            detail += "; " + do_cleanup()  # their files are still reached by the snapshot before these deletes
+        return detail
 
     def do_log() -> str:
         row = append_event(store, signers, {

@@ -24,7 +24,8 @@ from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
 from streams.exceptions import InvalidInput, SubjectErased
-from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
+from streams.validate import (_BILL_BY_HEADER, MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill,
+                              check_reading, decode_raw)
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
 _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -453,7 +454,7 @@ class Sealer:
             self._check_size(data)
             bill = check_bill(decode_raw(data, "bill"))
         except InvalidInput as exc:
-            return self.reject(data, source, exc)
+            return self.reject(data, source, _ERASED if self._bill_erased(data) else exc)
         day = dt.date.fromisoformat(bill["date"]).toordinal() - _EPOCH_ORDINAL
         meter, account = self._meter(bill["meter_no"]), self._account(bill["account_id"] or None)
         if day * 86400 <= max(meter[4], account[3]):
@@ -560,6 +561,21 @@ class Sealer:
             return _parse_ts(record.get("ts")).timestamp() <= until
         except InvalidInput:
             return False
+
+    def _bill_erased(self, data: bytes) -> bool:
+        """Whether a bill the validator refused names an erased meter or account and is dated before its erasure (as
+        ``_erased`` for readings): then its dead letter must not keep it either."""
+        try:
+            fields = {_BILL_BY_HEADER.get(k, k): v for k, v in decode_raw(data, "bill").items()}
+            day = dt.date.fromisoformat(str(fields.get("date")).strip()).toordinal() - _EPOCH_ORDINAL
+        except (InvalidInput, ValueError):
+            return False
+        until = _NEVER
+        for name, cached in (("meter_no", self._meter), ("account_id", self._account)):
+            value = fields.get(name)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and 0 < len(str(value).strip()) <= 256:
+                until = max(until, cached(str(value).strip())[-1])
+        return until != _NEVER and day * 86400 <= until
 
     def forget(self, erased: Callable[[str], bool]) -> int:
         """Drop cached meters and accounts whose token ``erased(token)`` says was erased: their next reading asks

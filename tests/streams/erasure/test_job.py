@@ -300,3 +300,23 @@ def test_a_meter_erased_many_times_still_opens_and_is_known_at_its_latest_epoch(
     report = _erase(rig, kind="meter", subject_id="A")
     assert report["records"]["readings"] == 3
     assert _erase(rig, kind="meter", subject_id="A")["already_erased"]
+
+
+def test_a_refused_bill_of_an_erased_customer_keeps_nothing_of_it(sealed):
+    rig = sealed
+    from streams.crypto.envelope import open_with
+    from streams.seal import Source, dlq_aad
+
+    _erase(rig, kind="meter", subject_id="A")
+    rig.pipeline.refresh_erasures()
+    bill = {"Name": "A. Customer", "Address": "1 High St", "Account ID": "ACC-A", "Phone No.": "555-0100",
+            "Meter No.": "A", "Date": "2024-01-05", "Time": "10:00:00", "Bill No.": "B-1", "Max Demand": 1.0,
+            "Previous Unit": 100, "Present Unit": 150, "Billed Unit": 49,  # (wrong: refused by the validator)
+            "Due Date": "2024-01-20", "Total Due": 10.0, "Sanctioned Load": 5.0, "Fixed Amount": 1.0,
+            "Category": "Domestic", "region": "north"}
+    dead = rig.pipeline.seal_bill(json.dumps(bill).encode(), Source("bills.raw", 0, 1))
+    assert dead.record["rule"] == "erased"
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    assert open_with(keyring, dead.record["envelope"], aad=dlq_aad(dead.record["dlq_id"])) == b""
+    bill["Billed Unit"] = 50
+    assert rig.pipeline.seal_bill(json.dumps(bill).encode(), Source("bills.raw", 0, 2)).record["rule"] == "erased"

@@ -66,6 +66,15 @@ class Settings:
     dp_per_hour: int = 4
     """DP contribution bound: readings per meter per clock hour counted (`dp query --per-hour`)."""
 
+    # key service (streams.kms)
+    kms: str | None = None
+    """Where the owner's keys are: ``local`` (the passphrase keystore), ``openbao://HOST:PORT/MOUNT/KEY`` or
+    ``pkcs11:module=PATH;token=LABEL;key=LABEL``; None: what the keystore names (``local`` for a passphrase one)."""
+    kms_cache_ttl: float = 300.0
+    """Seconds a reader keeps an unwrapped DEK in memory before asking the key service again."""
+    kms_cache_size: int = 10_000
+    """Most unwrapped DEKs a reader keeps in memory (least recently used out first)."""
+
     # environment variable -> field
     ENV = {
         "METERSEAL_BROKER": "broker",
@@ -97,6 +106,9 @@ class Settings:
         "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
         "METERSEAL_DP_CLAMP_KWH": "dp_clamp_kwh",
         "METERSEAL_DP_PER_HOUR": "dp_per_hour",
+        "METERSEAL_KMS": "kms",
+        "METERSEAL_KMS_CACHE_TTL": "kms_cache_ttl",
+        "METERSEAL_KMS_CACHE_SIZE": "kms_cache_size",
     }
 
     def __post_init__(self) -> None:
@@ -116,6 +128,8 @@ class Settings:
                               "seconds (a reader slower than that could lose files compaction replaced)")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
+        if not (self.kms_cache_ttl > 0 and self.kms_cache_size >= 1):
+            raise ConfigError("the DEK cache needs METERSEAL_KMS_CACHE_TTL > 0 and METERSEAL_KMS_CACHE_SIZE >= 1")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
             raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
 

@@ -46,7 +46,7 @@ def console_group(ctx: click.Context, host: str, port: int, oidc_issuer: str | N
     if not UserStore.for_data_dir(settings.data_dir).list() and oidc is None:
         console.print("[yellow]no console accounts yet[/]: add one with `meterseal console user add NAME --role admin`")
     try:
-        serve(settings, passphrase_for(settings), host=host, port=port, oidc=oidc, registry=capabilities.registry(),
+        serve(settings, lambda: passphrase_for(settings), host=host, port=port, oidc=oidc, registry=capabilities.registry(),
               ready=lambda url: console.print(f"[green]console[/] on {url} (Ctrl-C to stop)"))
     except MeterSealError as exc:
         raise click.ClickException(str(exc)) from exc

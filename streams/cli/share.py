@@ -17,10 +17,9 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console, open_settings_store, party_passphrase, passphrase_for
+from streams.cli.common import console, open_settings_store, party_passphrase, process_keys
 from streams.cli.ledger import checked_text, trusted_verifiers
 from streams.exceptions import ShareError
-from streams.keys.keystore import Keystore
 from streams.settings import Settings
 from streams.share import espi
 from streams.share.grants import Grant, create_grant, get_grant, list_grants, revoke_grant
@@ -81,9 +80,8 @@ def grant_group() -> None:
 
 
 def _owner(settings: Settings):
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    return keystore, passphrase
+    """The owner's keys (a passphrase keystore's, or a key service's: ``streams.kms``)."""
+    return process_keys(settings, "console")
 
 
 def _print_grant(grant: Grant, fmt: str) -> None:
@@ -119,10 +117,10 @@ def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, met
     end = until or (dates[0] if dates else None)
     if party_name is None or end is None or len(names) + bool(party) > 1 or len(dates) + bool(until) > 1:
         raise click.UsageError("give the party once (--to NAME) and the last day once (--to YYYY-MM-DD)")
-    keystore, passphrase = _owner(settings)
+    keys = _owner(settings)
     store = open_settings_store(settings)
-    grant = create_grant(store, signer=keystore.ledger_signer(passphrase),
-                         index_key=keystore.index_key(passphrase), party=get_party(store, party_name),
+    grant = create_grant(store, signer=keys.signer(),
+                         index_key=keys.index_key(), party=get_party(store, party_name),
                          start=start, end=end, kind=kind, meters=meters, accounts=accounts, region=region,
                          fields=None if fields is None else fields.split(","), purpose=purpose, expires_at=expires)
     _print_grant(grant, fmt)
@@ -135,8 +133,8 @@ def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, met
 @click.pass_obj
 def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, fmt: str) -> None:
     """Every grant with its state (active, expired, revoked)."""
-    keystore, passphrase = _owner(settings)
-    grants = list_grants(open_settings_store(settings), index_key=keystore.index_key(passphrase), meters=meters or None,
+    keys = _owner(settings)
+    grants = list_grants(open_settings_store(settings), index_key=keys.index_key(), meters=meters or None,
                          party=party)
     if fmt == "json":
         click.echo(json.dumps([{k: v for k, v in g.to_dict().items() if k != "party_public_key"} for g in grants],
@@ -151,8 +149,8 @@ def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, f
 @click.pass_obj
 def grant_show(settings: Settings, grant_id: str) -> None:
     """One grant, with the consent-log leaves where it began (and ended)."""
-    keystore, passphrase = _owner(settings)
-    _print_grant(get_grant(open_settings_store(settings), grant_id, index_key=keystore.index_key(passphrase)), "json")
+    keys = _owner(settings)
+    _print_grant(get_grant(open_settings_store(settings), grant_id, index_key=keys.index_key()), "json")
 
 
 @grant_group.command("revoke")
@@ -161,9 +159,9 @@ def grant_show(settings: Settings, grant_id: str) -> None:
 @click.pass_obj
 def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
     """Revoke a grant: nothing more is released under it (forward-only: what was shared stays shared)."""
-    keystore, passphrase = _owner(settings)
-    grant = revoke_grant(open_settings_store(settings), grant_id, signer=keystore.ledger_signer(passphrase),
-                         index_key=keystore.index_key(passphrase), reason=reason)
+    keys = _owner(settings)
+    grant = revoke_grant(open_settings_store(settings), grant_id, signer=keys.signer(),
+                         index_key=keys.index_key(), reason=reason)
     console.print(f"grant {grant.grant_id} revoked at {grant.revoked_at} (consent-log leaf {grant.revoked_leaf})")
 
 
@@ -184,10 +182,10 @@ def share_export(settings: Settings, grant_id: str, output: Path) -> None:
     """Write the share bundle of an active grant (owner): records, sealed record keys, proofs, checkpoints."""
     from streams.share.bundle import export_bundle
 
-    keystore, passphrase = _owner(settings)
+    keys = _owner(settings)
     started = time.perf_counter()
-    data, summary = export_bundle(open_settings_store(settings), grant_id, owner=keystore.unlock(passphrase),
-                                  signer=keystore.ledger_signer(passphrase))
+    data, summary = export_bundle(open_settings_store(settings), grant_id, owner=keys.unlocked(),
+                                  signer=keys.signer())
     if output.suffix == ".gz":
         import gzip
 
@@ -289,8 +287,8 @@ def export_espi(settings: Settings, meters: tuple[str, ...], start: str, end: st
     """Green Button "Download My Data": the meters' readings as an ESPI Atom feed (owner)."""
     from streams.store.query import Query, Reader
 
-    keystore, passphrase = _owner(settings)
-    reader = Reader(open_settings_store(settings), keystore.unlock(passphrase))
+    keys = _owner(settings)
+    reader = Reader(open_settings_store(settings), keys.unlocked())
     first, last = (dt.date.fromisoformat(d) for d in (start, end))
     rows = []
     for meter in meters:

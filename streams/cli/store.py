@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from streams import capabilities
-from streams.cli.common import console, passphrase_for
+from streams.cli.common import console, process_keys
 from streams.exceptions import MeterSealError
 from streams.settings import Settings
 
@@ -36,8 +36,7 @@ def store_rebuild(settings: Settings, into: str | None) -> None:
     from streams.store.base import is_remote, open_store
     from streams.store.rebuild import rebuild
 
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
+    keys = process_keys(settings, "worker")  # a rebuild writes as a worker does: index key, checkpoint signer
     into = into or str(settings.data_dir / f"store-rebuilt-{time.strftime('%Y%m%dT%H%M%S')}")
     if not is_remote(into) and Path(into).exists() and any(Path(into).iterdir()):
         raise MeterSealError(f"{into} is not empty: rebuild into a new directory")
@@ -45,8 +44,7 @@ def store_rebuild(settings: Settings, into: str | None) -> None:
                         work_dir=settings.data_dir / "store-rebuild-work", create=True)
     if is_remote(into) and (target.log_keys() or not all(target.is_empty(t) for t in ("readings", "bills", "dlq"))):
         raise MeterSealError(f"{into} already holds records or ledger logs: rebuild into a new prefix")
-    pipeline = Pipeline(settings, keystore.index_key(passphrase), keystore.owner_public, target,
-                        keystore.ledger_signer(passphrase))
+    pipeline = Pipeline(settings, keys.index_key(), keys.dek_maker(), target, keys.signer())
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     with Progress(SpinnerColumn(), TextColumn("replaying sealed topics: {task.completed} messages"), console=console) as bar:

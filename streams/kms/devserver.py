@@ -115,8 +115,10 @@ class DevOpenBao:
         if self.persistent:
             status = self._status("GET", "/v1/sys/init")
             if not status or not status.get("initialized"):
-                done = self._status("PUT", "/v1/sys/init", {"secret_shares": 1, "secret_threshold": 1})
-                self._unseal_key, self.root_token = done["keys_b64"][0], done["root_token"]
+                done = self._status("PUT", "/v1/sys/init", {"secret_shares": 1, "secret_threshold": 1}, timeout=60)
+                if not done or "root_token" not in done:
+                    raise KeyServiceUnavailable(f"OpenBao at {self.url} did not initialise: {done}")
+                self._unseal_key, self.root_token = (done.get("keys_base64") or done["keys_b64"])[0], done["root_token"]
             self._status("PUT", "/v1/sys/unseal", {"key": self._unseal_key})
         self._wait(self._active, "active")
         return self
@@ -160,10 +162,10 @@ class DevOpenBao:
             time.sleep(0.1)
         raise KeyServiceUnavailable(f"OpenBao at {self.url} not {what} after {timeout:.0f} s")
 
-    def _status(self, method: str, path: str, body: dict | None = None) -> dict | None:
+    def _status(self, method: str, path: str, body: dict | None = None, *, timeout: float = 5.0) -> dict | None:
         request = urllib.request.Request(self.url + path, method=method, data=json.dumps(body).encode() if body else None)
         try:
-            with urllib.request.urlopen(request, timeout=5, context=self._context()) as reply:
+            with urllib.request.urlopen(request, timeout=timeout, context=self._context()) as reply:
                 return json.loads(reply.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return json.loads(exc.read() or b"{}") if exc.code in (400, 429, 472, 473, 501, 503) else None

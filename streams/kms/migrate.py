@@ -127,12 +127,12 @@ def migrate_to_kms(data_dir: Path | str, store: Any, old: ProcessKeys, uri: KmsU
         names[LEDGER_PQ] = old.keystore.ledger_entry("ledger_pq")["name"]
     staging = data_dir / "keystore-migrating"
     staging.mkdir(exist_ok=True)
-    # a service without ML-DSA-65 (a PKCS#11 token): the old post-quantum key stays, public only, so the checkpoints
-    # it co-signed still verify under it; new checkpoints carry the Ed25519 signature only
-    pq = old.keystore.ledger_verifiers[1] if len(old.keystore.ledger_verifiers) > 1 else None
+    # a service without ML-DSA-65 (a PKCS#11 token): new checkpoints carry the Ed25519 signature only; those the old
+    # ML-DSA-65 key co-signed still verify under its vkey, which the result gives (the keystore no longer lists it)
+    pq = old.keystore.ledger_pq_verifier
+    retired_pq = pq.vkey if pq is not None and created.get(LEDGER_PQ) != "imported" else None
     new_keystore = write_service_keystore(staging, uri, service, created=created, index_key=old.index_key(),
-                                          ledger_names=names, regions=regions, force=True,
-                                          verify_only_pq=pq if created.get(LEDGER_PQ) != "imported" else None)
+                                          ledger_names=names, regions=regions, force=True)
     # every record through the new keys, with the new wraps, before anything is kept
     keyring = ServiceUnwrap(service, [dek_ref])
     by_id = {w["key_id"]: w for w in wraps}
@@ -154,7 +154,7 @@ def migrate_to_kms(data_dir: Path | str, store: Any, old: ProcessKeys, uri: KmsU
     os.replace(staging / FILENAME, current)  # without keep_old the passphrase-sealed owner keys are gone now
     staging.rmdir()
     return {"deks": len(wraps), "records": counts, "keys": created, "regions": sorted(regions or {}),
-            "old_keystore": str(keep_old) if keep_old else "removed"}
+            "old_keystore": str(keep_old) if keep_old else "removed", "retired_pq_vkey": retired_pq}
 
 
 def _import(service: Any, alias: str, signer: Any) -> str:

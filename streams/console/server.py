@@ -47,7 +47,6 @@ def build_state(settings: Settings, passphrase: str | Callable[[], str] | None, 
                          sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
                          vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc,
                          registry=registry)
-    state.metrics.registry.register(vault.keys.usage.collector())  # meterseal_kms_unwraps_total of this console
     state.sharing = sharing_for(vault)
     state.privacy = privacy_for(vault, settings)
     if broker:

@@ -146,6 +146,27 @@ class ProcessKeys:
             needs.append(("update", f"{self.service.uri.mount}/sign/{name}", "sign checkpoints (ML-DSA-65)"))
         self.service.require(needs)
 
+    def check_verifiers(self) -> list[str]:
+        """Confirm the keystore's checkpoint keys against the service's own (an auditor's ``read`` on them): the
+        names of those that match; ``KeystoreError`` if one does not (the keystore file's public key was swapped)."""
+        if self.local:
+            return []
+        checked = []
+        for alias in (LEDGER, LEDGER_PQ):
+            if alias not in self.keystore.kms["keys"]:
+                continue
+            ref = self.ref(alias)
+            if hasattr(self.service, "key_info"):  # OpenBao: the version the keystore pins
+                info = self.service.key_info(alias) or {}
+                public = base64.b64decode(((info.get("keys") or {}).get(str(ref.version)) or {}).get("public_key", ""))
+            else:
+                public = self.service.resolve_alias(alias).public
+            if public != ref.public:
+                raise KeystoreError(f"the {alias} key in {self.keystore.path} is not the one {self.location} holds as "
+                                    f"{ref.name} (version {ref.version}): do not trust this keystore's vkeys")
+            checked.append(ref.name)
+        return checked
+
     # -- region keys (streams.keys.regions): the owner's copy of each region's private key -----------------
     def region_key(self, region: str) -> RegionKey:
         """A region's key pair, its private half opened with the passphrase or through the service."""

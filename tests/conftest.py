@@ -107,8 +107,10 @@ def openbao(tmp_path_factory):
         server = DevOpenBao(work, audit_log=work / "audit.log").start()
     except FileNotFoundError as exc:
         pytest.skip(f"OpenBao not installed: {exc}")
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

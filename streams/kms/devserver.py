@@ -111,6 +111,14 @@ class DevOpenBao:
                 args += ["-dev-tls", f"-dev-tls-cert-dir={self.work_dir / 'tls'}"]
         with open(self.work_dir / "server.log", "ab") as log:
             self._proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._ready()
+        except BaseException:
+            self.stop()  # a server that did not come up is not left running
+            raise
+        return self
+
+    def _ready(self) -> None:
         self._wait(lambda: self._status("GET", "/v1/sys/seal-status") is not None, "listening")
         if self.persistent:
             status = self._status("GET", "/v1/sys/init")
@@ -121,7 +129,6 @@ class DevOpenBao:
                 self._unseal_key, self.root_token = (done.get("keys_base64") or done["keys_b64"])[0], done["root_token"]
             self._status("PUT", "/v1/sys/unseal", {"key": self._unseal_key})
         self._wait(self._active, "active")
-        return self
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -123,7 +123,8 @@ class OpenBaoTransit:
         if not _VERSION.match(wrapped):
             raise KeyServiceError(f"key {key_id.hex()} is not wrapped by OpenBao transit (no vault:vN: prefix)")
         try:
-            data = self._call("POST", self._path("decrypt", key), f"unwrap key {key_id.hex()} under {key.name}",
+            what = "unwrap the index key" if key.alias == INDEX else f"unwrap key {key_id.hex()} under {key.name}"
+            data = self._call("POST", self._path("decrypt", key), what,
                               {"ciphertext": wrapped.decode(), "context": _b64(wrap_context(key_id))})["data"]
         except _Refused:
             raise KeyServiceError(f"wrapped key {key_id.hex()} does not open under transit key {key.name!r} at "

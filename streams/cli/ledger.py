@@ -72,8 +72,8 @@ def _confirm_with_service(settings: Settings) -> list[str]:
     import os
 
     keystore = Keystore.load(settings.data_dir)
-    if keystore.kms is None or not (os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN") or
-                                    os.environ.get("METERSEAL_PKCS11_PIN")):
+    credentials = {"openbao": ("BAO_TOKEN", "VAULT_TOKEN"), "pkcs11": ("METERSEAL_PKCS11_PIN",)}
+    if keystore.kms is None or not any(os.environ.get(v) for v in credentials.get(keystore.kms["provider"], ())):
         return []
     from streams.cli.common import process_keys
 

@@ -20,9 +20,10 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
-from streams.crypto.envelope import DataKey
+from streams.crypto.envelope import DataKey, SubjectKey
 from streams.exceptions import KeyServiceDenied
 from streams.keys.owner import Unwrapper
+from streams.keys.subjects import SubjectKeyTable
 
 WRAPS = "kms/wraps/"  # store blobs: the newest wrap of a DEK re-wrapped after its creation
 
@@ -61,10 +62,13 @@ class Keyring:
 
     ``unwrap``: the owner's ``Unwrapper``s by fingerprint, or anything with ``unwrap_dek(record) -> DataKey`` (a key
     service: ``streams.kms.service.ServiceUnwrap``, whose errors — service down, token refused, a wrapped key that
-    does not open — pass through as ``KeyServiceError``s, not as a bad envelope)."""
+    does not open — pass through as ``KeyServiceError``s, not as a bad envelope).
 
-    def __init__(self, store: Any, unwrap: Mapping[str, Unwrapper] | Any, *, ttl_s: float = 300.0,
-                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    With the index key it also gives subject keys (``subject_key(token, key_id)``, from the store's subject-key
+    table), which version-3 records need besides their DEK; without it a v3 record does not open."""
+
+    def __init__(self, store: Any, unwrap: Mapping[str, Unwrapper] | Any, *, index_key: bytes | None = None,
+                 ttl_s: float = 300.0, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         if ttl_s <= 0 or max_keys < 1:
             raise ValueError("the DEK cache needs ttl_s > 0 and max_keys >= 1")
         self._store = store
@@ -72,6 +76,25 @@ class Keyring:
         self.ttl_s, self.max_keys, self._clock = ttl_s, max_keys, clock
         self._cache: OrderedDict[bytes, tuple[DataKey, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._index_key = index_key
+        self._subjects: SubjectKeyTable | None = None
+        self._subject_cache: dict[tuple[str, bytes], SubjectKey] = {}
+
+    def subject_table(self) -> SubjectKeyTable | None:
+        """The store's subject-key table under this keyring's index key (None without one)."""
+        if self._subjects is None and self._index_key is not None:
+            self._subjects = SubjectKeyTable(self._store, self._index_key)
+        return self._subjects
+
+    def subject_key(self, token: str, key_id: bytes) -> SubjectKey:
+        """The subject key a v3 envelope names; ``KeyError`` if the table lacks it (erased: ``SubjectErased``)."""
+        found = self._subject_cache.get((token, key_id))
+        if found is None:
+            table = self.subject_table()
+            if table is None:
+                raise KeyError("no index key: subject keys need it")
+            found = self._subject_cache[(token, key_id)] = table.get(token, key_id)
+        return found
 
     def __call__(self, key_id: bytes) -> DataKey:
         now = self._clock()

@@ -57,9 +57,15 @@ class UnlockedKeys:
         """Unwrapper per owner-key fingerprint (none when a key service holds the keys)."""
         return {pair.public_key.fingerprint: pair.unwrapper() for pair in self.owners}
 
+    @property
+    def dek_unwrap(self) -> Any:
+        """What unwraps stored DEKs: the key service's ``unwrap``, else the owner key pairs' ``unwrappers()``."""
+        return self.unwrap if self.unwrap is not None else self.unwrappers()
+
     def keyring(self, store: Any) -> Keyring:
-        """The keyring over ``store``'s wrapped DEKs: the one way records are opened with the owner's keys."""
-        return Keyring(store, self.unwrap if self.unwrap is not None else self.unwrappers(), ttl_s=self.cache_ttl_s,
+        """The keyring over ``store``'s wrapped DEKs (and, with the index key, its subject keys): the one way records
+        are opened with the owner's keys."""
+        return Keyring(store, self.dek_unwrap, index_key=self.index_key, ttl_s=self.cache_ttl_s,
                        max_keys=self.cache_size)
 
 

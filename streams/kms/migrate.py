@@ -25,8 +25,8 @@ from typing import Any, Callable
 from streams.crypto.envelope import DataKey, open_with
 from streams.crypto.tokens import BlindIndex
 from streams.exceptions import KeyServiceError, KeystoreError
-from streams.keys.keyring import current_wrap, put_wrap
-from streams.keys.keystore import FILENAME, Keystore
+from streams.keys.keyring import Keyring, current_wrap, put_wrap
+from streams.keys.keystore import FILENAME
 from streams.kms.access import ProcessKeys, connect, write_service_keystore
 from streams.kms.service import DEK, INDEX, LEDGER, LEDGER_PQ, ServiceUnwrap, region_aad, seal_secret
 from streams.kms.uri import LOCAL, KmsUri
@@ -66,9 +66,10 @@ def _fields(record: dict[str, Any]) -> dict[str, Any]:
             if k in record}
 
 
-def verify_opens(store: Any, keyring: Callable[[bytes], DataKey], index_key: bytes, *, chunk: int = 50_000) -> dict[str, int]:
-    """Open every reading, bill and dead letter of ``store`` with ``keyring`` (readings and bills also rechecked
-    against the index); ``InvalidEnvelope`` or a ``KeyServiceError`` at the first that does not open."""
+def verify_opens(store: Any, keyring: Keyring, index_key: bytes, *, chunk: int = 50_000) -> dict[str, int]:
+    """Open every reading, bill and dead letter of ``store`` with ``keyring`` (its DEKs, and its subject keys for
+    version-3 records; readings and bills also rechecked against the index); ``InvalidEnvelope`` or a
+    ``KeyServiceError`` at the first that does not open."""
     index = BlindIndex(index_key)
     counts = {}
     for table in ("readings", "bills"):
@@ -134,17 +135,12 @@ def migrate_to_kms(data_dir: Path | str, store: Any, old: ProcessKeys, uri: KmsU
     new_keystore = write_service_keystore(staging, uri, service, created=created, index_key=old.index_key(),
                                           ledger_names=names, regions=regions, force=True)
     # every record through the new keys, with the new wraps, before anything is kept
-    keyring = ServiceUnwrap(service, [dek_ref])
-    by_id = {w["key_id"]: w for w in wraps}
-
-    def opened(key_id: bytes) -> DataKey:
-        return keyring.unwrap_dek(by_id[key_id.hex()])
-
     new_index = service.unwrap(service.resolve_alias(INDEX), bytes.fromhex(new_keystore.index_wrap["key_id"]),
                                new_keystore.index_wrap["wrapped"])
     if new_index != old.index_key():
         raise KeyServiceError("the index key did not come back from the service unchanged: nothing was migrated")
-    counts = verify_opens(store, opened, new_index)
+    counts = verify_opens(store, Keyring(store, _Pending(ServiceUnwrap(service, [dek_ref]), wraps), index_key=new_index),
+                          new_index)
     say(f"every record opens through the service: {counts}")
     for w in wraps:
         put_wrap(store, {**w, "rewrapped_at_ms": int(time.time() * 1000)})
@@ -155,6 +151,16 @@ def migrate_to_kms(data_dir: Path | str, store: Any, old: ProcessKeys, uri: KmsU
     staging.rmdir()
     return {"deks": len(wraps), "records": counts, "keys": created, "regions": sorted(regions or {}),
             "old_keystore": str(keep_old) if keep_old else "removed", "retired_pq_vkey": retired_pq}
+
+
+class _Pending:
+    """Unwraps each stored DEK from its new wrap, not yet kept: the check before the migration writes anything."""
+
+    def __init__(self, unwrap: ServiceUnwrap, wraps: list[dict[str, Any]]) -> None:
+        self.unwrap, self.wraps = unwrap, {w["key_id"]: w for w in wraps}
+
+    def unwrap_dek(self, record: dict[str, Any]) -> DataKey:
+        return self.unwrap.unwrap_dek(self.wraps[record["key_id"]])
 
 
 def _import(service: Any, alias: str, signer: Any) -> str:

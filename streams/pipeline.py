@@ -1,8 +1,9 @@
 """What the worker does to each message, as plain methods a unit test can call without a broker.
 
 ``agents.app`` wires these to Faust: each agent is ``async for event in stream: pipeline.<step>(...)``
-plus the sends. The worker holds the index key (tokens) and the owner's *public* key (it wraps DEKs
-it creates); it never holds the owner's private key, so a compromised worker cannot read the store.
+plus the sends. The worker holds the index key (tokens) and a way to make wrapped DEKs — the owner's
+*public* key, or a key service it may ask for new DEKs only (``streams.kms``); it never holds the owner's
+private key nor may unwrap a stored DEK, so a compromised worker cannot read the store.
 """
 
 from __future__ import annotations

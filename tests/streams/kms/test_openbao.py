@@ -202,3 +202,13 @@ def test_an_unwrap_error_names_what_went_wrong(deployment, tmp_path):
     unwrap = ServiceUnwrap(console.service, [console.ref(DEK)])
     with pytest.raises(KeyServiceError, match="altered, or wrapped under another service's key"):
         unwrap.unwrap_dek({**record, "wrapped": record["wrapped"][:-2] + b"AA"})
+    # a DEK another service wrapped (another transit key of the same name), passed off under this one's fingerprint
+    other = OpenBaoTransit(parse(deployment.openbao.uri(mount := f"{parse(deployment.uri).mount}x", "meterseal")),
+                           token=deployment.openbao.root_token)
+    deployment.openbao.enable_transit(mount)
+    other.create_keys()
+    _, foreign = other.generate_dek(other.resolve_alias(DEK), dek.key_id)
+    with pytest.raises(KeyServiceError, match="altered, or wrapped under another service's key"):
+        unwrap.unwrap_dek({**record, "wrapped": foreign})
+    with pytest.raises(KeyServiceError, match="not this keystore's"):  # and under its own fingerprint: named before any call
+        unwrap.unwrap_dek({**record, "wrapped": foreign, "owner_fingerprint": other.resolve_alias(DEK).fingerprint})

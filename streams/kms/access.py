@@ -90,8 +90,8 @@ class ProcessKeys:
     def index_key(self) -> bytes:
         """The index root key (tokens, record ids, state and subject-key KEKs): every process needs it."""
         if self._index_key is None:
-            if self.local:
-                self._index_key = self.service.unwrap(self.service.resolve_alias(INDEX), INDEX_KEY_ID, b"")
+            if self.local:  # under the passphrase: the index key alone, no owner key unlocked
+                self._index_key = self.service.index_key()
             else:
                 wrap = self.keystore.index_wrap
                 self._index_key = self.service.unwrap(self.ref(INDEX), bytes.fromhex(wrap["key_id"]), wrap["wrapped"])

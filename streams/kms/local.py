@@ -43,6 +43,10 @@ class LocalKeyService:
             self._unlocked = self.keystore.unlock(self.passphrase())
         return self._unlocked
 
+    def index_key(self) -> bytes:
+        """The index key alone (what a worker unlocks: no owner private key)."""
+        return self._unlocked.index_key if self._unlocked else self.keystore.index_key(self.passphrase())
+
     def ledger_signer(self) -> Signer:
         if self._signer is None:
             self._signer = self.keystore.ledger_signer(self.passphrase())
@@ -75,8 +79,8 @@ class LocalKeyService:
         return owner.wrap(DataKey(key_id, secret))
 
     def unwrap(self, key: KeyRef, key_id: bytes, wrapped: bytes) -> bytes:
-        if key.alias == INDEX and key_id == INDEX_KEY_ID:  # the index key alone: a worker unlocks no owner key
-            return self._unlocked.index_key if self._unlocked else self.keystore.index_key(self.passphrase())
+        if key.alias == INDEX and key_id == INDEX_KEY_ID:
+            return self.index_key()
         unwrapper = self.unlocked().unwrappers().get(key.fingerprint)
         if unwrapper is None:
             raise KeyServiceError(f"{self.location} holds no owner key {key.fingerprint[:16]}…")

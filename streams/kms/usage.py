@@ -3,9 +3,13 @@
 The service's own audit device is the record that counts (OpenBao logs each request with the token that made
 it, whoever runs meterseal); these counts are meterseal's side of it, per process: ``Metered`` wraps a
 ``KeyService`` and counts each ``unwrap`` by key alias and clock hour; ``Usage.collector()`` serves them as
-``meterseal_kms_unwraps_total{process, key}``; with a store attached, the counts are also written to
+``meterseal_kms_unwraps_total{process, key}``; with a store attached, the counts are also added to
 ``kms/usage/<process>.json`` in the store (at most every ``every_s`` seconds, and on ``flush``), where the
-console reads every process's for its "unwraps per hour per process" table (``hourly``).
+console reads every process's for its "unwraps per hour per process" table (``hourly``). A long-running process
+(worker, console) is ``role@host:pid``; short commands share one file per role and host (``reader@host``), so a
+command run every minute adds to a count instead of a file — two of them flushing at the same instant may lose
+one's count (the service's audit log is the exact record). Files of processes silent for a week are removed
+when the table is read.
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ from streams.kms.service import KeyRef, KeyService
 PREFIX = "kms/usage/"
 
 
+LONG_RUNNING = ("worker", "console")
+KEEP_S = 7 * 86_400  # a usage file silent this long is removed by ``hourly``
+
+
 def process_name(role: str) -> str:
-    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+    """``role@host:pid`` for a worker or a console, ``role@host`` for a short command."""
+    host = socket.gethostname()
+    return f"{role}@{host}:{os.getpid()}" if role in LONG_RUNNING else f"{role}@{host}"
 
 
 def _hour(t: float) -> str:
@@ -38,6 +48,8 @@ class Usage:
         self.role, self.process = role, process or process_name(role)
         self.totals: dict[str, int] = {}
         self.hours: dict[str, int] = {}
+        self._new_totals: dict[str, int] = {}  # counted since the last flush (added to the file's)
+        self._new_hours: dict[str, int] = {}
         self._clock, self._every_s = clock, every_s
         self._blobs: Any = None
         self._written_at = 0.0
@@ -54,9 +66,10 @@ class Usage:
     def count(self, alias: str) -> None:
         now = self._clock()
         with self._lock:
-            self.totals[alias] = self.totals.get(alias, 0) + 1
             hour = _hour(now)
-            self.hours[hour] = self.hours.get(hour, 0) + 1
+            for counts, key in ((self.totals, alias), (self._new_totals, alias), (self.hours, hour),
+                                (self._new_hours, hour)):
+                counts[key] = counts.get(key, 0) + 1
             self._dirty = True
             due = self._blobs is not None and now - self._written_at >= self._every_s
         if due:
@@ -68,13 +81,25 @@ class Usage:
         with self._lock:
             if self._blobs is None or not self._dirty:
                 return
-            doc = {"process": self.process, "role": self.role, "hours": dict(sorted(self.hours.items())[-48:]),
-                   "totals": dict(self.totals), "written_at": self._clock()}
+            hours, totals = self._new_hours, self._new_totals
+            self._new_hours, self._new_totals = {}, {}
             self._written_at, self._dirty = self._clock(), False
+        key = PREFIX + self.process.replace("/", "_") + ".json"
         try:
-            self._blobs.put(PREFIX + self.process.replace("/", "_") + ".json", json.dumps(doc, sort_keys=True).encode())
-        except Exception:  # noqa: BLE001 - counting must never stop the process that counts
-            self._dirty = True
+            doc = json.loads(self._blobs.get(key) or b"{}")
+            for name, new in (("hours", hours), ("totals", totals)):
+                merged = doc.get(name, {})
+                for k, n in new.items():
+                    merged[k] = merged.get(k, 0) + n
+                doc[name] = dict(sorted(merged.items())[-48:]) if name == "hours" else merged
+            doc.update(process=self.process, role=self.role, written_at=self._clock())
+            self._blobs.put(key, json.dumps(doc, sort_keys=True).encode())
+        except Exception:  # noqa: BLE001 - counting must never stop the process that counts: next flush adds them
+            with self._lock:
+                for mine, back in ((self._new_hours, hours), (self._new_totals, totals)):
+                    for k, n in back.items():
+                        mine[k] = mine.get(k, 0) + n
+                self._dirty = True
 
     def collector(self) -> Any:
         """A prometheus-client collector of ``meterseal_kms_unwraps_total{process, key}``."""
@@ -125,6 +150,9 @@ def hourly(store: Any, *, hours: int = 24, now: float | None = None) -> list[dic
             doc = json.loads(blobs.get(key) or b"")
         except ValueError:
             continue  # a half-written or foreign file: not a count
+        if now - float(doc.get("written_at", now)) > KEEP_S:
+            blobs.delete(key)  # a process silent for a week: its file goes
+            continue
         for hour, n in doc.get("hours", {}).items():
             if hour >= since and n:
                 rows.append({"process": doc.get("process", key), "role": doc.get("role", ""), "hour": hour, "unwraps": n})

@@ -67,7 +67,8 @@ def run_worker(settings: Settings, passphrase: str | Callable[[], str] | None = 
     if settings.metrics_port:  # off by default
         from .metrics import serve
 
-        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor, extra=[keys.usage.collector()])
+        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor,
+              extra=[*app.meterseal_collectors, keys.usage.collector()])
         log.warning("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     tune_gc()  # after everything long-lived is loaded (and the metrics server started)
     logging.getLogger("meterseal").setLevel(logging.INFO)

@@ -24,7 +24,7 @@ from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
 from streams.exceptions import InvalidInput, KeyServiceError
-from streams.validate import MeterState, Policy, Reading, _json_loads, check_bill, check_reading, decode_raw
+from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
 _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -390,7 +390,12 @@ class Sealer:
                         last = states.get(meter[0])
                         if last is None and lookup is not None:
                             last = lookup(meter[0])
-                    r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    try:
+                        r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    except InvalidInput:
+                        if self._erased(record, meter):  # an erased subject's reading: never sealed, even in dlq
+                            raise _ERASED from None
+                        raise
                     meter_id, region, category, epoch, register = r[0], r[5], r[6], r[2], r[4]
                     meter = meters.get(meter_id) or self._meter(meter_id)
                 if keys is not None:
@@ -452,6 +457,17 @@ class Sealer:
                           schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
                           self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None, None)
 
+    def record(self, kind: str, record_id: str, body: bytes, *, meter_id: str, account_id: str | None,
+               region: str | None, category: str | None, day: int, version: int | None = None) -> Sealed:
+        """Seal a derived record of a meter (a per-meter rollup, ``streams.rollups``) exactly as its readings are
+        sealed: the same ``_seal`` path, tokens, region DEK ring and (with envelope v3) subject key of the meter's
+        account, else of the meter. ``body`` is the Avro body of schema ``kind``; ``day`` the day since 1970-01-01
+        (UTC) the record is tokenized by. Its ``Sealed.body`` is empty (derived records go to the store, not a
+        topic)."""
+        return self._seal(kind, record_id, version or max(schemas.versions(kind)), body, self.clock(), day,
+                          self._meter(meter_id), self._account(account_id), self._place(region, category), region,
+                          category, None, None)
+
     # -- the one seal path -------------------------------------------------------------------------
     def _seal(self, kind: str, record_id: str, version: int, body: bytes, now: float, day: int,
               meter: tuple[str, bytes, bytes, bytes, float], account: tuple[str | None, bytes, bytes, float],
@@ -480,9 +496,10 @@ class Sealer:
                   "account_tok": account_tok, "day_tok": dates[0], "month_tok": dates[1], "year_tok": dates[2],
                   "envelope": envelope, "sealed_at_ms": sealed_at_ms}
         n = len(envelope)
-        encoded = b"".join((_FORMAT_ID, rid, _KIND_VERSION[kind, version], _KEY_ID_LEN, key_id.encode(),
-                            place[1], meter[2], account[2], dates[3], _LENGTHS[n] if n < 1024 else _zigzag(n),
-                            envelope, self._ms[1]))
+        kind_version = _KIND_VERSION.get((kind, version))  # None: a kind no sealed topic carries (``record``)
+        encoded = b"" if kind_version is None else b"".join((
+            _FORMAT_ID, rid, kind_version, _KEY_ID_LEN, key_id.encode(), place[1], meter[2], account[2], dates[3],
+            _LENGTHS[n] if n < 1024 else _zigzag(n), envelope, self._ms[1]))
         return _new_tuple(Sealed, (meter[3], record, state, reading, encoded))
 
     # -- caches of tokens and their Avro encodings --------------------------------------------------
@@ -519,6 +536,21 @@ class Sealer:
             return (self.index.meter if kind == "meter" else self.index.account)(subject_id), _NEVER
         epoch = self.epochs(kind, subject_id)
         return epoch.token, epoch.erased_until
+
+    def _erased(self, record: dict[str, Any], meter: tuple | None) -> bool:
+        """Whether a reading the validator refused belongs to an erased subject and is timed before its erasure: then
+        its dead letter must not keep it either."""
+        until = meter[4] if meter is not None else _NEVER
+        account_id = record.get("account_id")
+        if type(account_id) is str and 0 < len(account_id.strip()) <= 256:
+            account_id = account_id.strip()
+            until = max(until, (self._accounts.get(account_id) or self._account(account_id))[3])
+        if until == _NEVER:
+            return False
+        try:
+            return _parse_ts(record.get("ts")).timestamp() <= until
+        except InvalidInput:
+            return False
 
     def forget(self, erased: Callable[[str], bool]) -> int:
         """Drop cached meters and accounts whose token ``erased(token)`` says was erased: their next reading asks

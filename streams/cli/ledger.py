@@ -61,9 +61,14 @@ def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
         for f in problems[1:20]:
             click.echo(f"  also: {f}", err=True)
         sys.exit(1)
+    redacted = sum(s.redacted for s, _ in results)
+    erasure = next((s for s, _ in results if s.log.split("/")[-2] == "erasure"), None)
     click.echo(f"ok: {len(results)} logs, {leaves} leaves ({signed} under signed checkpoints), "
                f"{sum(s.checkpoints for s, _ in results)} checkpoints verified; keys checked: {checked_text(verifiers)}"
                + (f"; the key service holds them ({', '.join(confirmed)})" if confirmed else ""))
+    if redacted:
+        click.echo(f"{redacted} leaves redacted by {erasure.leaves if erasure else 0} erasure and retention run(s): "
+                   "their records were deleted on purpose, their hashes and tombstones checked")
 
 
 def _confirm_with_service(settings: Settings) -> list[str]:

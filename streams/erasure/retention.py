@@ -5,8 +5,8 @@ calendar; the policy is ``retention/policy.json`` in the store, each kind at its
 its own time — a reading's time, a bill's date (found by their date tokens, which only the index key makes), a
 dead letter's arrival — not when it was sealed. ``enforce`` (the worker daily, ``meterseal store
 enforce-retention`` on demand) deletes the older rows of each kind (the store's own and every registered
-``RetainedKind``, such as alerts), then destroys the DEKs that no remaining row uses and that were retired
-before the oldest cut-off: copies of those rows elsewhere (topics, backups) can then not be opened either. Each
+``RetainedKind``, such as alerts), then destroys the DEKs that no remaining row of any table uses and that were
+retired more than a day ago: copies of those rows elsewhere (topics, backups) can then not be opened either. Each
 run is one event of the erasure log, with the tombstones of the ledgered rows and DEK leaves it deleted.
 """
 
@@ -29,7 +29,7 @@ from streams.erasure.log import JOBS, append_event
 from streams.exceptions import ErasureError
 from streams.registry import ErasureContext, Registry, RetainedKind
 from streams.store.base import Store, distinct_values, rows_matching
-from streams.store.segments import LEDGERED
+from streams.store.segments import TABLES
 
 POLICY = "retention/policy.json"
 # interval data goes first; bills are kept for years (tax and billing disputes); dead letters only long enough to
@@ -37,6 +37,7 @@ POLICY = "retention/policy.json"
 DEFAULTS = {"readings": "P3Y", "bills": "P10Y", "dlq": "P90D", "alerts": "P1Y"}
 _DURATION = re.compile(r"^P(?!$)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 EARLIEST = dt.date(1900, 1, 1)  # date tokens are made from here to the cut-off
+DEK_MARGIN_S = 86_400.0  # a DEK retired less than this ago is kept even if no stored row uses it yet
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
     job.save()
     context = ErasureContext(store, data_dir, index_key, signers[0], job.doc["erasure_id"], "retention", now,
                              {"tombstone": lambda table, p, indexes: _tombstone(job, store, table, p, indexes)})
-    cutoffs = {}
+    cutoffs: dict[str, float] = {}
     for kind in registry.retained_kinds:
         keep = policy.get(kind.kind, {}).get("keep")
         if not keep:
@@ -160,7 +161,7 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
         job.doc["counts"][kind.kind] = kind.delete_older(context, cutoff)
         job.save()
         progress(f"{kind.kind}: {job.doc['counts'][kind.kind]} older than {keep} deleted")
-    destroyed = _destroy_unused_deks(job, store, min(cutoffs.get(t, now) for t in (*LEDGERED, "dlq")), dek_max_age_s)
+    destroyed = _destroy_unused_deks(job, store, now - max(DEK_MARGIN_S, dek_max_age_s), dek_max_age_s)
     job.doc["counts"]["deks_destroyed"] = destroyed
     progress(f"{destroyed} DEK(s) no row uses any more destroyed")
     row = append_event(store, signers, {"event": "retention", "erasure_id": job.doc["erasure_id"], "subject_hash": None,
@@ -173,17 +174,18 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
                         for k, v in cutoffs.items() if v != float("-inf")}}
 
 
-def _destroy_unused_deks(job: Job, store: Store, oldest_cutoff: float, dek_max_age_s: float) -> int:
-    """DEKs retired (made more than their maximum age) before the oldest cut-off that no remaining row names."""
+def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_age_s: float) -> int:
+    """DEKs no remaining row of any table names, retired (past their maximum age) before ``retired_before``: a day
+    ago at least, so no record sealed under one can still be on its way to the store."""
     used = set()
-    for table in (*LEDGERED, "dlq"):
+    for table in TABLES:
         used |= distinct_values(store, table, "key_id")
     doomed = []
     for key_id in store.dek_ids():
         if key_id in used:
             continue
         doc = store.get_dek(key_id)
-        if doc is not None and doc["created_at_ms"] / 1000 + dek_max_age_s < oldest_cutoff:
+        if doc is not None and doc["created_at_ms"] / 1000 + dek_max_age_s < retired_before:
             doomed.append(doc)
     by_partition: dict[int, list[int]] = {}
     for doc in doomed:

@@ -7,7 +7,8 @@ topics, in backups and with share recipients — while every other customer's re
 open. Layout (store blobs: files under the store, or objects on S3)::
 
     subjects/keys/<subject token>.json          the key, wrapped (AES-256-GCM under the subject KEK)
-    subjects/marks/<subject token>.json         its leaf in the subject log (written once the leaf is appended)
+    subjects/leaves/<leaf index>.json           the subject log's row at that leaf (written before its hash)
+    subjects/marks/<subject token>.json         the same row, found by token (erasure deletes both)
     subjects/grants/<region>/<token>.json       the key wrapped for a region's key (federated learning)
     subjects/fence/<sha256 of token>.json       written by erasure *before* the key is destroyed
 
@@ -41,6 +42,7 @@ from streams.exceptions import InvalidEnvelope, KeystoreError, SubjectErased
 from streams.keys.owner import RSA, OwnerPublicKey
 
 KEYS, MARKS, GRANTS, FENCE = "subjects/keys/", "subjects/marks/", "subjects/grants/", "subjects/fence/"
+LEAVES = "subjects/leaves/"
 LOG_TABLE, LOG_PARTITION = "subjects", 0
 KINDS = ("meter", "account")
 _KEK_ID = b"meterseal-subjkek"[:16]  # 16 bytes: the envelope's key id slot
@@ -207,7 +209,8 @@ class SubjectKeyTable:
         found = self.load(token)
         if found is not None:
             return found, False
-        key = SubjectKey.generate(now=now)
+        made = SubjectKey.generate(now=now)
+        key = SubjectKey(made.key_id, made.secret, int(made.created_at * 1000) / 1000)  # as stored: milliseconds
         doc = {"kind": kind, "key_id": key.key_id.hex(), "created_at_ms": int(key.created_at * 1000),
                "wrapped": seal(self._kek, key.secret, aad=_aad(kind, token, key.key_id)).hex(),
                "commitment": commitment(key)}
@@ -215,16 +218,32 @@ class SubjectKeyTable:
             return key, True
         return self.load(token), False  # another writer made it first: theirs is the key
 
+    def leaf_row(self, leaf_index: int) -> dict[str, Any] | None:
+        raw = self.blobs.get(f"{LEAVES}{leaf_index:010d}.json")
+        return None if raw is None else json.loads(raw)
+
     def mark(self, token: str, leaf_index: int) -> dict[str, Any] | None:
-        """Record the subject's leaf in the subject log (write-once); the row the leaf encodes, or None if the key is
-        gone (erased meanwhile: nothing to mark)."""
+        """Record the subject's row at ``leaf_index`` of the subject log, by index and by token (write-once; the
+        caller holds the log's lock and appends the row's hash next). None — and nothing written — if the key is gone
+        (erased meanwhile) or already has a leaf (another writer logged it)."""
         raw = self.blobs.get(f"{KEYS}{token}.json")
-        if raw is None:
+        if raw is None or self.blobs.exists(f"{MARKS}{token}.json"):
             return None
         doc = json.loads(raw)
         row = {"leaf_index": leaf_index, "subject_tok": token, "kind": doc["kind"], "key_id": doc["key_id"],
                "commitment": doc["commitment"], "created_at_ms": doc["created_at_ms"]}
-        self.blobs.create(f"{MARKS}{token}.json", json.dumps(row, sort_keys=True).encode())
+        data = json.dumps(row, sort_keys=True).encode()
+        if not self.blobs.create(f"{LEAVES}{leaf_index:010d}.json", data):
+            raise KeystoreError(f"subject log leaf {leaf_index} is taken: another writer appended without the lock")
+        self.blobs.create(f"{MARKS}{token}.json", data)
+        return row
+
+    def repair(self, leaf_index: int) -> dict[str, Any] | None:
+        """The row a writer stopped between writing a leaf's row and appending its hash left at ``leaf_index`` (its
+        mark made if missing), or None: the caller appends its hash before anything else."""
+        row = self.leaf_row(leaf_index)
+        if row is not None:
+            self.blobs.create(f"{MARKS}{row['subject_tok']}.json", json.dumps(row, sort_keys=True).encode())
         return row
 
     def unmarked(self) -> list[str]:
@@ -252,14 +271,17 @@ class SubjectKeyTable:
         for key in self.blobs.list(GRANTS):
             if key.endswith(f"/{token}.json"):
                 removed += int(self.blobs.delete(key))
+        raw = self.blobs.get(f"{MARKS}{token}.json")
+        if raw is not None:
+            removed += int(self.blobs.delete(f"{LEAVES}{json.loads(raw)['leaf_index']:010d}.json"))
         removed += int(self.blobs.delete(f"{MARKS}{token}.json"))
         return removed
 
 
 def subject_rows(store: Any) -> list[dict[str, Any]]:
-    """The subject log's rows (marked subject keys), by leaf index: what ``ledger verify`` audits."""
+    """The subject log's rows, by leaf index: what ``ledger verify`` audits."""
     rows = []
-    for key in store.blobs.list(MARKS):
+    for key in store.blobs.list(LEAVES):
         raw = store.blobs.get(key)
         if raw is not None and key.endswith(".json"):
             rows.append(json.loads(raw))

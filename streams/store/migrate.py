@@ -95,7 +95,8 @@ def _copy_objects(source: Store, dest: Store, prefixes: tuple[str, ...], report:
     for prefix in prefixes:
         for key in source.blobs.list(prefix):
             name = key.rsplit("/", 1)[-1]
-            if prefix == "models/" and not (name.startswith("round-") and name.endswith((".json", ".weights"))):
+            if prefix == "models/" and not key.startswith("models/exclusions/") and \
+                    not (name.startswith("round-") and name.endswith((".json", ".weights"))):
                 continue  # a run's history.json and plot stay on the machine that ran it
             if not dest.blobs.exists(key):
                 data = source.blobs.get(key)

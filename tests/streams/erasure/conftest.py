@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import schemas
 from streams.keys.keystore import Keystore
 from streams.pipeline import Pipeline
 from streams.seal import Sealed, Source
@@ -33,12 +34,13 @@ class Rig:
         self.settings = Settings.from_env({}, data_dir=data, regions="north,south", partitions=2, **settings)
         self.location = location or self.settings.store_dir
         self.offset = 0
+        self.now = 1.8e9  # 2027-01-15T08:00:00Z: the pipeline's clock
         self.pipeline = self.new_pipeline()
 
     def new_pipeline(self) -> Pipeline:
         store = open_store(self.location, work_dir=self.data / f"work-{self.offset}")
         return Pipeline(self.settings, self.keys.index_key, self.keystore.owner_public, store, self.signer,
-                        clock=lambda: 1.8e9)
+                        clock=lambda: self.now)
 
     def ingest(self, messages: list[bytes], partition: int = 0) -> list:
         table, batch, outcomes = {}, [], []
@@ -48,6 +50,8 @@ class Rig:
             if isinstance(out, Sealed):
                 batch.append((partition, self.offset, out.encode()))
             self.offset += 1
+        for _, wrapped in self.pipeline.take_new_keys():  # what the store_keys agent does with keys.deks
+            self.pipeline.store_key(schemas.encode("wrapped_key", wrapped), 0)
         if batch:
             self.pipeline.store_batch("readings.sealed", batch)
         self.pipeline.checkpoint_due(force=True)

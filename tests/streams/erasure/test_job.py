@@ -149,6 +149,9 @@ def test_a_later_reading_gets_a_new_epoch_and_an_older_one_is_refused(sealed):
     assert new.record["meter_tok"] not in (old_token,) and new.record["meter_tok"] == rig.pipeline.index.meter("A", 1)
     assert new.record["account_tok"] == rig.pipeline.index.account("ACC-A", 1)
     assert replayed.record["rule"] == "erased" and replayed.record["envelope"]  # a dead letter holding nothing
+    bad = json.loads(reading("A", 4, account="ACC-A", day=2))
+    bad["kwh"] = -1  # also invalid: still refused as erased, so its dead letter does not keep it
+    assert rig.ingest([json.dumps(bad).encode()])[0].record["rule"] == "erased"
     keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
     from streams.crypto.envelope import open_with
     from streams.seal import dlq_aad

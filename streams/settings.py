@@ -66,6 +66,13 @@ class Settings:
     dp_per_hour: int = 4
     """DP contribution bound: readings per meter per clock hour counted (`dp query --per-hour`)."""
 
+    # console: where users reach it, and which proxies may say who the client is
+    public_url: str | None = None
+    """The console's URL as its users reach it (``https://console.example.org``): the OIDC redirect URI is built
+    from it (never from the Host header); https turns on ``Secure`` cookies and HSTS. None: ``http://HOST:PORT``."""
+    trusted_proxies: str | None = None
+    """Addresses or networks (comma-separated) whose ``X-Forwarded-For`` the console believes; None: none."""
+
     # environment variable -> field
     ENV = {
         "METERSEAL_BROKER": "broker",
@@ -97,6 +104,8 @@ class Settings:
         "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
         "METERSEAL_DP_CLAMP_KWH": "dp_clamp_kwh",
         "METERSEAL_DP_PER_HOUR": "dp_per_hour",
+        "METERSEAL_PUBLIC_URL": "public_url",
+        "METERSEAL_TRUSTED_PROXIES": "trusted_proxies",
     }
 
     def __post_init__(self) -> None:
@@ -118,6 +127,10 @@ class Settings:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
             raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
+        if self.public_url is not None and not (self.public_url.startswith(("http://", "https://"))
+                                                and "/" not in self.public_url.split("://", 1)[1].rstrip("/")):
+            raise ConfigError(f"METERSEAL_PUBLIC_URL={self.public_url!r}: give the scheme and host only, "
+                              "e.g. https://console.example.org")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> "Settings":

@@ -36,6 +36,8 @@ from streams.validate import Policy, check_bill, check_reading, decode_raw, next
 
 console = Console(soft_wrap=True)
 
+DEMO_ANALYST_RHO = 1.0  # the demo analyst's privacy budget (zCDP rho): some twenty questions at the page's default cost
+
 # deliberately bad input, one per rule, so the dead-letter path is visible
 BAD_READINGS = [
     b"this is not JSON",
@@ -224,14 +226,19 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
 def _console(settings: Settings, passphrase: str, port: int, *, customer_meters: list[str]) -> None:
     """One login per role (random passwords, printed once), then the console until Ctrl-C."""
     from streams.console.server import demo_accounts, serve
+    from streams.privacy import set_budget
 
     accounts = demo_accounts(settings.data_dir, customer_meters=customer_meters)
+    analyst = accounts["analyst"][0]
+    set_budget(settings.store_dir, signer=Keystore.load(settings.data_dir).ledger_signer(passphrase),
+               rho=DEMO_ANALYST_RHO, analyst=analyst)  # a ledgered event, as `dp budget set` writes
     table = Table(title=f"console logins (printed once; the customer owns meters {', '.join(customer_meters)})")
     for col in ("role", "user name", "password"):
         table.add_column(col)
     for role, (name, password) in accounts.items():
         table.add_row(role, name, password)
     console.print(table)
+    console.print(f"{analyst} may spend a privacy budget of rho {DEMO_ANALYST_RHO:g} (`meterseal dp budget set` changes it)")
     console.print("broker, worker and console keep running: Ctrl-C stops them all")
     try:
         serve(settings, passphrase, host="127.0.0.1", port=port, registry=capabilities.registry(),

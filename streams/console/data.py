@@ -80,7 +80,17 @@ class Vault:
 
     def latest_day(self, meter_id: str | None = None) -> dt.date | None:
         """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
-        sql = "SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "") + " ORDER BY sealed_at_ms DESC LIMIT 200"
+        return self._edge_day(meter_id, newest=True)
+
+    def earliest_day(self, meter_id: str | None = None) -> dt.date | None:
+        """The day of the oldest reading (of one meter, or of the fleet)."""
+        return self._edge_day(meter_id, newest=False)
+
+    def _edge_day(self, meter_id: str | None, *, newest: bool) -> dt.date | None:
+        """Days are sealed (only their tokens are in clear): open the 200 readings sealed last (or first) and
+        take their newest (oldest) day — a stream is sealed roughly in time order."""
+        sql = ("SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "")
+               + f" ORDER BY sealed_at_ms {'DESC' if newest else 'ASC'} LIMIT 200")
         with self._lock:
             con = connect(self.store)
             try:
@@ -92,7 +102,8 @@ class Vault:
             finally:
                 con.close()
             plains = self.reader.open_many(rows) if rows else []
-        return max((_day(p["ts"]) for p in plains), default=None)
+        days = [_day(p["ts"]) for p in plains]
+        return (max if newest else min)(days, default=None)
 
     def usage(self, meter_id: str, *, period: str, end: dt.date) -> dict[str, Any]:
         """kWh per hour (day) or per day (week, month) for the period ending ``end``, and the period before it."""

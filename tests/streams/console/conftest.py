@@ -13,12 +13,14 @@ import time
 import httpx
 import pytest
 
+from streams import capabilities
 from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
+from streams.console.engines import Privacy, Sharing
 from streams.console.feed import AlertHub
-from streams import capabilities
-from streams.console.integrations import privacy_for, sharing_for
-from streams.console.sessions import SessionStore, Throttle
+from streams.console.server import uvicorn_config
+from streams.console.sessions import SessionStore
+from streams.console.throttle import Throttle
 from streams.console.users import UserStore
 from streams.ingest.sources import generated_bills
 from streams.keys.keystore import Keystore
@@ -105,11 +107,11 @@ class _Quiet:
 
 def make_state(console_data: dict, **overrides) -> ConsoleState:
     settings = console_data["settings"]
+    vault = Vault.open(settings.data_dir, PASSPHRASE)
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
-                         throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
-                         regions=settings.regions, broker=None, registry=capabilities.registry())
-    state.sharing = sharing_for(state.vault)
-    state.privacy = privacy_for(state.vault, settings)
+                         throttle=Throttle(limit=3, window_s=60), vault=vault, regions=settings.regions, broker=None,
+                         registry=capabilities.registry(), sharing=Sharing(vault),
+                         privacy=Privacy.from_settings(vault, settings))
     for k, v in overrides.items():
         setattr(state, k, v)
     return state
@@ -122,8 +124,9 @@ class Served:
         self.state = state
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
+        if state.public_url is None:
+            state.public_url = self.url
+        self.server = uvicorn.Server(uvicorn_config(create_app(state), host="127.0.0.1", port=self.port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 15
@@ -144,10 +147,9 @@ def served(console_data):
     hub = AlertHub(_Quiet())
     state = make_state(console_data, hub=hub)
     hub.state = "connected"
-    if state.sharing is not None:  # issue #16's engine installed: one party a customer may share with
-        from streams.share.parties import PartyKey, add_party
+    from streams.share.parties import PartyKey, add_party
 
-        add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)
+    add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)  # one party a customer may share with
     s = Served(state)
     yield s
     s.stop()

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from streams.console.feed import AlertHub
-from streams.console.integrations import grants_engine
 
 from .conftest import EVIL, PASSWORD, Served, make_state
 
@@ -69,7 +68,7 @@ def test_each_role_lands_on_its_pages(page_for):
         links = set(page.get_by_role("navigation", name="Main").get_by_role("link").all_inner_texts())
         assert links == nav, name
         if name == "anna":
-            # the DP engine (issue #18) answers here: the remaining budget is on the page before any query
+            # the DP engine answers here: the remaining budget is on the page before any query
             assert page.get_by_role("table", name="Privacy budget").is_visible()
             assert page.get_by_role("button", name="Ask").is_visible()
         if name == "alice":  # a page of another role: refused by the server, not just hidden
@@ -111,7 +110,6 @@ def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served, tmp
     assert not [e for e in page.errors if "dialog" in e], page.errors
 
 
-@pytest.mark.skipif(grants_engine() is None, reason="issue #16's streams.share.grants is not installed yet")
 def test_customer_creates_and_revokes_a_grant(page_for, served):
     page = page_for("alice")
     panel = page.get_by_role("table", name="My data sharing grants")

@@ -223,22 +223,31 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
 
 
 
-def _console(settings: Settings, passphrase: str, port: int, *, customer_meters: list[str]) -> None:
-    """One login per role (random passwords, printed once), then the console until Ctrl-C."""
-    from streams.console.server import demo_accounts, serve
+def console_accounts(settings: Settings, passphrase: str, *, customer_meters: list[str]) -> dict[str, tuple[str, str]]:
+    """What `demo --console` prepares before serving: one ``demo-<role>`` account per role (random passwords,
+    returned once) and a privacy budget for the demo analyst, so every role's first screen has work to do."""
+    from streams.console.server import demo_accounts
     from streams.privacy import set_budget
 
     accounts = demo_accounts(settings.data_dir, customer_meters=customer_meters)
-    analyst = accounts["analyst"][0]
     set_budget(settings.store_dir, signer=Keystore.load(settings.data_dir).ledger_signer(passphrase),
-               rho=DEMO_ANALYST_RHO, analyst=analyst)  # a ledgered event, as `dp budget set` writes
+               rho=DEMO_ANALYST_RHO, analyst=accounts["analyst"][0])  # a ledgered event, as `dp budget set` writes
+    return accounts
+
+
+def _console(settings: Settings, passphrase: str, port: int, *, customer_meters: list[str]) -> None:
+    """One login per role (random passwords, printed once), then the console until Ctrl-C."""
+    from streams.console.server import serve
+
+    accounts = console_accounts(settings, passphrase, customer_meters=customer_meters)
     table = Table(title=f"console logins (printed once; the customer owns meters {', '.join(customer_meters)})")
     for col in ("role", "user name", "password"):
         table.add_column(col)
     for role, (name, password) in accounts.items():
         table.add_row(role, name, password)
     console.print(table)
-    console.print(f"{analyst} may spend a privacy budget of rho {DEMO_ANALYST_RHO:g} (`meterseal dp budget set` changes it)")
+    console.print(f"{accounts['analyst'][0]} may spend a privacy budget of rho {DEMO_ANALYST_RHO:g} "
+                  "(`meterseal dp budget set --analyst NAME --rho R` changes it)")
     console.print("broker, worker and console keep running: Ctrl-C stops them all")
     try:
         serve(settings, passphrase, host="127.0.0.1", port=port, registry=capabilities.registry(),

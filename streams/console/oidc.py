@@ -126,7 +126,7 @@ class OidcConfig:
         try:
             with self._token_lock:  # the client keeps the last token: one exchange at a time
                 token = client.fetch_token(meta["token_endpoint"], code=code, code_verifier=pending["verifier"])
-            keys = JsonWebKey.import_key_set(client.get(meta["jwks_uri"], withhold_token=True).json())
+            keys = JsonWebKey.import_key_set(client.request("GET", meta["jwks_uri"], withhold_token=True).json())
             claims = jwt.decode(token["id_token"], keys, claims_options={
                 "iss": {"essential": True, "value": meta["issuer"]},
                 "aud": {"essential": True, "value": self.client_id},

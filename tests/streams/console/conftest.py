@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -172,3 +174,30 @@ def session_csrf(client: httpx.Client) -> str:
     """The CSRF token of the client's session, from its home page."""
     page = client.get("/", headers={"accept": "text/html"}, follow_redirects=True)
     return re.search(r'data-csrf="([^"]+)"', page.text)[1]
+
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "streams" / "console" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, one for the session (never `playwright install`)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
+                                                               "--disable-component-update"])
+        yield b
+        b.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """A full-page screenshot in streams/console/screenshots/ (the README shows them), or in
+    ``METERSEAL_SCREENSHOT_DIR`` when set."""
+    shot = Path(os.environ.get("METERSEAL_SCREENSHOT_DIR") or SCREENSHOTS) / name
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    return shot

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from streams.console.feed import AlertHub
 
-from .conftest import EVIL, PASSWORD, Served, make_state
+from .conftest import EVIL, PASSWORD, Served, make_state, screenshot
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
-                                                               "--disable-component-update"])
-        yield b
-        b.close()
-
 
 @pytest.fixture
 def page_for(browser, served):
@@ -88,7 +71,7 @@ def test_customer_chart_renders(page_for):
     assert not page.errors, page.errors
 
 
-def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served, tmp_path):
+def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served):
     page = page_for("olga")
     page.locator("#alert-rows[data-live='1']").wait_for(state="attached", timeout=10_000)
     page.locator("#region-chart[data-rendered='1']").wait_for(timeout=10_000)
@@ -102,11 +85,7 @@ def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served, tmp
     row.wait_for(timeout=5_000)
     assert EVIL in row.inner_text()  # shown as text...
     assert page.locator("#alert-rows script").count() == 0  # ...never as an element
-    # the README's picture: METERSEAL_SCREENSHOT_DIR=streams/console/screenshots python -m pytest -m browser ... writes streams/console/screenshots/console-operator.png
-    shot = Path(os.environ.get("METERSEAL_SCREENSHOT_DIR") or tmp_path) / "console-operator.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    assert screenshot(page, "console-operator.png").stat().st_size > 10_000  # the README's picture
     assert not [e for e in page.errors if "dialog" in e], page.errors
 
 

@@ -345,3 +345,32 @@ def test_an_https_public_url_means_secure_cookies_and_hsts(console_data):
         assert "max-age=31536000" in c.get("/api/status", headers={"cookie": session}).headers["strict-transport-security"]
     with _client(make_state(console_data)) as c:  # plain http on loopback: no HSTS
         assert "strict-transport-security" not in c.get("/login").headers
+
+
+def test_an_oidc_login_of_a_linked_account_ends_with_the_account(console_data):
+    """The real local provider (oidc-provider-mock) on loopback, driven over HTTP as a browser would."""
+    from oidc_provider_mock import User, run_server_in_thread
+
+    from streams.console.oidc import OidcConfig
+
+    from .conftest import free_port
+
+    with run_server_in_thread(port=free_port(), user_claims=[User(sub="sso-lina", claims={})]) as idp:
+        state = make_state(console_data, oidc=OidcConfig(f"http://localhost:{idp.server_port}", "meterseal-console",
+                                                         "client-secret"))
+        state.users.add("lina", "operator", subject="sso-lina")
+        served = Served(state)
+        try:
+            with httpx.Client(base_url=served.url, timeout=30) as console, httpx.Client(timeout=30) as provider:
+                start = console.get("/login/oidc")
+                assert start.status_code == 303
+                back = provider.post(start.headers["location"], data={"sub": "sso-lina"})
+                assert back.status_code == 302 and back.headers["location"].startswith(served.url + "/login/oidc/callback")
+                assert console.get(back.headers["location"]).status_code == 200
+                assert console.get("/api/status").status_code == 200
+                state.users.set_role("lina", "auditor")  # `meterseal console user role lina --role auditor`
+                assert console.get("/api/status").status_code == 401
+        finally:
+            served.stop()
+            state.oidc.close()
+            state.users.remove("lina")

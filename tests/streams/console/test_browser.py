@@ -92,20 +92,22 @@ def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served):
 def test_customer_creates_and_revokes_a_grant(page_for, served):
     page = page_for("alice")
     panel = page.get_by_role("table", name="My data sharing grants")
+    rows = panel.get_by_role("row").filter(has_text="tariff-advisor")
+    before = rows.count()  # (other tests may have shared with the party already)
     page.get_by_label("Share with").select_option("tariff-advisor")
     page.get_by_label("Purpose").fill("tariff comparison")
     page.get_by_role("button", name="Share", exact=True).click()
     page.wait_for_url(re.compile("/customer"))
-    row = panel.get_by_role("row").filter(has_text="tariff-advisor")
-    assert row.count() == 1 and "active" in row.inner_text()
+    row = rows.nth(before)  # the newest: grants are listed oldest first
+    assert rows.count() == before + 1 and "active" in row.inner_text()
     row.get_by_role("button", name=re.compile("Revoke grant")).click()
     page.wait_for_url(re.compile("/customer"))
-    row = panel.get_by_role("row").filter(has_text="tariff-advisor")
+    row = rows.nth(before)
     assert "revoked" in row.inner_text()
     assert row.get_by_role("button").count() == 0  # a revoked grant cannot be revoked again
     # the auditor sees both events in the consent log, as leaves
     audrey = page_for("audrey")
-    log = audrey.get_by_role("table", name="Consent log").get_by_role("row").filter(has_text="tariff-advisor")
+    log = audrey.get_by_role("table", name="Consent log").get_by_role("row").filter(has_text="tariff-advisor").last
     assert "revoked" in log.inner_text() and "leaf" in log.inner_text()
     assert not page.errors, page.errors
 

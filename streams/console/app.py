@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -19,18 +20,20 @@ from fastapi.templating import Jinja2Templates
 from starlette.routing import Mount
 
 from ..registry import Registry
-from . import admin, api, errors, login, oidc, pages
+from . import admin, api, errors, login, pages
 from .data import Vault
 from .engines import Privacy, Sharing
 from .feed import AlertHub
 from .metrics import ConsoleMetrics
-from .oidc import OidcConfig
 from .proxies import TrustedProxies
 from .roles import ACCESS, HOME, Principal, allow
 from .sessions import LoginCsrf, SessionStore
 from .throttle import PasswordGate, Throttle
 from .users import UserStore
 from .web import ms, utc
+
+if TYPE_CHECKING:  # OIDC is optional: Authlib is imported only when a console uses it
+    from .oidc import OidcConfig
 
 HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024  # the largest form the console takes (a request over it is refused before it is read)
@@ -112,6 +115,8 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(api.router)
     if state.oidc is not None:
+        from . import oidc
+
         state.oidc.for_public_url(state.public_url)
         app.include_router(oidc.router)
     check_table(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..exceptions import BrokerError, MeterSealError
 from ..registry import Registry
@@ -11,11 +11,13 @@ from .app import ConsoleState, create_app
 from .data import Vault
 from .engines import Privacy, Sharing
 from .feed import AlertHub
-from .oidc import OidcConfig
 from .proxies import TrustedProxies
 from .sessions import SessionStore
 from .throttle import Throttle
 from .users import UserStore
+
+if TYPE_CHECKING:  # OIDC is optional: Authlib is imported only when a console uses it
+    from .oidc import OidcConfig
 
 
 def alert_source(bootstrap: str) -> Callable[[Callable[[], bool]], Iterator[dict[str, Any]]]:

@@ -106,3 +106,26 @@ def encode_privacy_event(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a budget event (``rho`` as its shortest decimal text, ``query`` as canonical JSON)."""
     fields = {**record, "rho": repr(float(record["rho"])) if record.get("rho") is not None else None}
     return bytes([PRIVACY_EVENT_VERSION]) + b"".join(_field(fields.get(name)) for name in PRIVACY_EVENT_FIELDS)
+
+
+# Subject-key events (a customer's key created, ``streams.keys.subjects``) are leaves of the subject log: a commitment
+# to the key, never the key. Erasure deletes the row and leaves its hash, tombstoned.
+SUBJECT_EVENT_VERSION = 16
+SUBJECT_EVENT_FIELDS = ("leaf_index", "subject_tok", "kind", "key_id", "commitment", "created_at_ms")
+
+
+def encode_subject_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a subject key's creation; its own version byte."""
+    return bytes([SUBJECT_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in SUBJECT_EVENT_FIELDS)
+
+
+# Erasure and retention events (``streams.erasure``) are leaves of the erasure log. They name no person: the subject
+# by a hash of its token, what was removed by counts, and the redacted leaves by a digest of their tombstones.
+ERASURE_EVENT_VERSION = 17
+ERASURE_EVENT_FIELDS = ("leaf_index", "event", "erasure_id", "subject_hash", "reason", "counts", "tombstones_sha256",
+                        "at_ms")
+
+
+def encode_erasure_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of an erasure or retention event (``counts`` as canonical JSON text); its own version byte."""
+    return bytes([ERASURE_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in ERASURE_EVENT_FIELDS)

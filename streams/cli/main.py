@@ -14,6 +14,7 @@ import click
 from streams.cli.alerts import alerts_cmd, eval_group
 from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
+from streams.cli.connect import connect_group
 from streams.cli.console import console_group
 from streams.cli.demo import demo
 from streams.cli.dp import dp_group
@@ -25,6 +26,7 @@ from streams.cli.ledger import ledger_group
 from streams.cli.search import search_cmd, sql_cmd
 from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
+from streams.cli.subject import subject_group
 from streams.exceptions import MeterSealError
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, ensure_topics
 from streams.settings import Settings
@@ -118,6 +120,7 @@ main.add_command(ingest)
 main.add_command(store)
 main.add_command(demo)
 main.add_command(bench)
+main.add_command(connect_group)
 main.add_command(ledger_group)
 main.add_command(alerts_cmd)
 main.add_command(eval_group)
@@ -132,3 +135,4 @@ main.add_command(console_group)
 main.add_command(dp_group)
 main.add_command(bill_cmd)
 main.add_command(forecast_cmd)
+main.add_command(subject_group)

@@ -23,17 +23,23 @@ router = APIRouter()
 
 
 def admin_context(state: Any) -> dict[str, Any]:
-    """What the administration page shows: accounts, parties, grants (newest first) and key facts."""
+    """What the administration page shows: accounts, parties, grants (newest first), third parties and keys."""
+    from ..connect.clients import STATUSES
+
     sharing = state.sharing
     return {"users": state.users.list(), "roles": ROLES, "min_password": MIN_PASSWORD,
             "keys": state.vault.key_status() if state.vault else None,
             "parties": sharing.parties() if sharing else [], "sharing": sharing is not None,
-            "grants": list(reversed(sharing.all())) if sharing else [], "form": {}, "error": None}
+            "grants": list(reversed(sharing.all())) if sharing else [],
+            "clients": state.connect.clients() if state.connect else None, "statuses": STATUSES}
 
 
-def _page(request: Request, who: Principal, *, status: int, error: str, form: dict[str, str]) -> Response:
-    return render(request, who, "admin.html", status_code=status,
-                  **{**admin_context(request.app.state.console), "error": error, "form": form})
+def admin_page(request: Request, who: Principal, *, issued: dict | None = None, refused: str | None = None,
+               error: str | None = None, form: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    """The admin page; ``issued``: a third party's new client secret, shown this once; ``refused``: why a third
+    party's registration failed; ``error``/``form``: why an account was not added, and the form as it was sent."""
+    return render(request, who, "admin.html", status_code=status_code, issued=issued, refused=refused, error=error,
+                  form=form or {}, **admin_context(request.app.state.console))
 
 
 @router.post("/admin/users")
@@ -43,12 +49,12 @@ def user_add(request: Request, name: str = Form(""), role: str = Form(""), meter
     """``meterseal console user add NAME --role ROLE [--meter M ...]`` from the page."""
     form = {"name": name[:64], "role": role[:16], "meters": meters[:2000]}
     if password != confirm:
-        return _page(request, who, status=400, error="the two passwords differ", form=form)
+        return admin_page(request, who, status_code=400, error="the two passwords differ", form=form)
     try:
         user = request.app.state.console.users.add(name.strip(), role, password=password,
                                                    meters=[m for m in meters.replace(",", " ").split()])
     except ConfigError as exc:
-        return _page(request, who, status=400, error=str(exc), form=form)
+        return admin_page(request, who, status_code=400, error=str(exc), form=form)
     return RedirectResponse(f"/admin?added={quote(user.name)}#users", status_code=303)
 
 
@@ -58,7 +64,7 @@ def user_remove(name: str, request: Request,
     """``meterseal console user remove NAME`` from the page; its sessions end now."""
     state = request.app.state.console
     if name == who.user.name:
-        return _page(request, who, status=409, error="you cannot remove your own account: ask another admin",
+        return admin_page(request, who, status_code=409, error="you cannot remove your own account: ask another admin",
                      form={})
     try:
         gone = state.users.remove(name)
@@ -78,5 +84,5 @@ def grant_revoke(grant_id: str, request: Request,
     try:
         sharing.revoke(grant_id, reason=f"revoked by admin {who.user.name} in the console")
     except ShareError as exc:  # already revoked (two admins at once): say so
-        return _page(request, who, status=409, error=str(exc), form={})
+        return admin_page(request, who, status_code=409, error=str(exc), form={})
     return RedirectResponse(f"/admin?revoked={quote(grant_id)}#grants", status_code=303)

@@ -19,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.routing import Mount
 
+from ..connect.service import Connect
 from ..registry import Registry
-from . import admin, api, errors, login, pages
+from . import admin, api, connect, errors, login, pages
 from .data import Vault
 from .engines import Privacy, Sharing
 from .feed import AlertHub
@@ -41,8 +42,8 @@ MAX_BODY = 64 * 1024  # the largest form the console takes (a request over it is
 
 @dataclass
 class ConsoleState:
-    """Everything the routes use. ``vault`` (unlocked keys + reader), ``hub`` (the alert feed), ``sharing`` and
-    ``privacy`` may be None: the pages then say what is not configured instead of failing."""
+    """Everything the routes use. ``vault`` (unlocked keys + reader), ``hub`` (the alert feed), ``sharing``,
+    ``privacy`` and ``connect`` may be None: the pages then say what is not configured instead of failing."""
 
     users: UserStore
     sessions: SessionStore
@@ -56,6 +57,7 @@ class ConsoleState:
     sharing: Sharing | None = None
     privacy: Privacy | None = None
     registry: Registry | None = None  # what the auditor's ledger check reads every log with
+    connect: Connect | None = None  # Connect My Data: OAuth 2.0 + ESPI for third parties (None: off)
     public_url: str | None = None
     """Where users reach the console (``METERSEAL_PUBLIC_URL``): the OIDC redirect URI; https turns on
     ``Secure`` cookies and HSTS."""
@@ -114,6 +116,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(admin.router)
     app.include_router(api.router)
+    app.include_router(connect.router)
     if state.oidc is not None:
         from . import oidc
 

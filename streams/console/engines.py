@@ -1,11 +1,12 @@
-"""The sharing and privacy engines with the console's keys: what the customer, admin, auditor and analyst
-pages call. Nothing here copies their logic; it only passes the owner's keys along.
+"""The sharing, privacy and Connect My Data engines with the console's keys: what the customer, admin, auditor
+and analyst pages call. Nothing here copies their logic; it only passes the owner's keys along.
 
 ``Sharing`` wraps ``streams.share.grants`` and ``streams.share.parties`` (the one record of who may receive
 what: every grant and revocation is a leaf of the consent log, signed with the owner's ledger key).
 ``Privacy`` wraps ``streams.privacy`` (differentially private aggregates under persisted zCDP budgets: the
 owner's keys open the readings, its ledger key signs each spend; an analyst gets only noisy rows, noise
-scales, intervals and what is left of its budget).
+scales, intervals and what is left of its budget). ``connect_for`` builds ``streams.connect``'s ``Connect``
+(OAuth 2.0 for third parties and the ESPI resource server) over the vault's store and keys.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import datetime as dt
 from typing import Any
 
 from .. import privacy
+from ..connect.notify import Outbox
+from ..connect.service import Connect
 from ..settings import Settings
 from ..share import grants, parties
 from .data import Vault
@@ -73,3 +76,21 @@ class Privacy:
                                       analyst=analyst, query=query, rho=rho,
                                       default_dataset_rho=self.default_dataset_rho, records=self._vault.store)
         return answer.to_dict()
+
+
+def connect_for(vault: Vault, settings: Settings, *, retry_s: float | None = None,
+                public_url: str | None = None) -> Connect:
+    """Connect My Data over the vault's store and keys, with its notification outbox; the caller starts
+    ``Notifier(connect.outbox)`` (``server.serve`` does). Its public URL: ``METERSEAL_CONNECT_PUBLIC_URL``, else
+    the console's (``METERSEAL_PUBLIC_URL``, or ``public_url``), never a request's Host header."""
+    outbox = Outbox.for_data_dir(vault.data_dir, vault.signer,
+                                 base_s=retry_s if retry_s is not None else settings.connect_retry_s)
+
+    def readings_of(meter: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+        return vault.readings(meter, first, last)
+
+    return Connect(vault.store, vault.data_dir, signer=vault.signer, index_key=vault.index_key,
+                   readings_of=readings_of, outbox=outbox, access_ttl_s=settings.oauth_access_ttl,
+                   authorization_days=settings.oauth_authorization_days,
+                   public_url=settings.connect_public_url or settings.public_url or public_url,
+                   meter_token=vault.meter_token, controller=f"{settings.app_id} data custodian")

@@ -24,11 +24,10 @@ from ..exceptions import MeterSealError
 from .roles import CsrfFailed, Forbidden, NotFound, NotLoggedIn
 from .sessions import SessionLimit
 from .throttle import GateBusy
+from .web import CSP
 
 log = logging.getLogger("meterseal.console")
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HSTS = "max-age=31536000"
 
 
@@ -45,9 +44,11 @@ class TooMany(MeterSealError):
 
 
 def secure(request: Request, response: Response) -> Response:
-    """The security headers: a CSP without ``unsafe-inline``, no framing, no sniffing, no referrer, no caching of
+    """The security headers: a CSP without ``unsafe-inline`` (unless the route set a narrower-purpose one: the
+    consent page widens form-action to the client's origin), no framing, no sniffing, no referrer, no caching of
     anything but static files, and HSTS when the console's public URL is https."""
-    response.headers["Content-Security-Policy"] = CSP
+    if "Content-Security-Policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "no-referrer"

@@ -9,7 +9,7 @@ from ..registry import Registry
 from ..settings import Settings
 from .app import ConsoleState, create_app
 from .data import Vault
-from .engines import Privacy, Sharing
+from .engines import Privacy, Sharing, connect_for
 from .feed import AlertHub
 from .proxies import TrustedProxies
 from .sessions import SessionStore
@@ -53,6 +53,7 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
                          sharing=Sharing(vault), privacy=Privacy.from_settings(vault, settings), registry=registry,
                          public_url=(settings.public_url or public_url or "").rstrip("/") or None,
                          proxies=TrustedProxies.parse(settings.trusted_proxies))
+    state.connect = connect_for(vault, settings, public_url=state.public_url)
     if broker:
         state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc()).start()
     return state
@@ -75,6 +76,11 @@ def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port:
     shown = f"[{host}]" if ":" in host else host
     state = build_state(settings, passphrase, oidc=oidc, registry=registry, public_url=f"http://{shown}:{port}")
     server = uvicorn.Server(uvicorn_config(create_app(state), host=host, port=port))
+    notifier = None
+    if state.connect is not None:  # notifications to third parties: its own thread, never the request's
+        from ..connect.notify import Notifier
+
+        notifier = Notifier(state.connect.outbox, tick=state.connect.notify_new_data).start()
     if ready:
         ready(f"http://{shown}:{port}/")
     try:
@@ -86,6 +92,8 @@ def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port:
             state.hub.stop()
         if state.oidc:
             state.oidc.close()
+        if notifier is not None:
+            notifier.stop()
 
 
 def demo_accounts(data_dir, *, customer_meters: list[str]) -> dict[str, tuple[str, str]]:

@@ -18,7 +18,7 @@ import pytest
 from streams import capabilities
 from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
-from streams.console.engines import Privacy, Sharing
+from streams.console.engines import Privacy, Sharing, connect_for
 from streams.console.feed import AlertHub
 from streams.console.server import uvicorn_config
 from streams.console.sessions import SessionStore
@@ -113,7 +113,7 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
                          throttle=Throttle(limit=3, window_s=60), vault=vault, regions=settings.regions, broker=None,
                          registry=capabilities.registry(), sharing=Sharing(vault),
-                         privacy=Privacy.from_settings(vault, settings))
+                         privacy=Privacy.from_settings(vault, settings), connect=connect_for(vault, settings))
     for k, v in overrides.items():
         setattr(state, k, v)
     return state

@@ -62,6 +62,24 @@ def pytest_configure(config) -> None:
         config.pluginmanager.register(SkipAudit(), "meterseal-skip-audit")
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, one for the whole run (never `playwright install`): every browser
+    test takes this one (a second ``sync_playwright`` in the same thread would refuse to start)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
+                                                               "--disable-component-update"])
+        yield b
+        b.close()
+
+
 @pytest.fixture
 def seed_csv() -> Path:
     return SEED_CSV

@@ -1,8 +1,9 @@
 """Logging in and out: ``GET /login`` (the form, or a redirect home for a live session), ``POST /login``
 (throttled, bounded Argon2 checks, a new session id), ``POST /logout``.
 
-``?next=`` takes the user back where it was going after the login (``/login?next=/oauth/authorize?...``);
-only a same-site relative path is followed (``safe_next``), anything else goes to the role's home page.
+``?next=`` takes the user back where it was going after the login (``/login?next=/oauth/authorize?...``): the
+form repeats it, and a cookie of ``/login`` keeps it for a client that posts only its credentials. Only a
+same-site relative path is followed (``safe_next``), anything else goes to the role's home page.
 The login form's CSRF token is signed and stateless (``sessions.LoginCsrf``): an anonymous visitor leaves
 nothing on the server, and the form never touches the session cookie.
 """
@@ -10,7 +11,7 @@ nothing on the server, and the form never touches the session cookie.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
@@ -23,6 +24,7 @@ from .web import client_address, set_session_cookie
 
 router = APIRouter()
 LOGIN_COOKIE = "meterseal_login"
+NEXT_COOKIE = "meterseal_next"  # the ``next`` of GET /login, for a POST /login that does not repeat it
 MAX_NEXT = 2048
 
 
@@ -58,8 +60,12 @@ def _with_login_cookie(request: Request, error: str | None = None, next_: str | 
     state = request.app.state.console
     cookie, token = state.login_csrf.issue()
     response = _form(request, token=token, error=error, next_=next_, status=status, headers=headers)
+    secure = state.https or request.url.scheme == "https"
     response.set_cookie(LOGIN_COOKIE, cookie, max_age=int(state.login_csrf.ttl_s), path="/login", httponly=True,
-                        samesite="strict", secure=state.https or request.url.scheme == "https")
+                        samesite="strict", secure=secure)
+    if next_:
+        response.set_cookie(NEXT_COOKIE, quote(next_, safe=""), max_age=int(state.login_csrf.ttl_s), path="/login",
+                            httponly=True, samesite="strict", secure=secure)
     return response
 
 
@@ -79,7 +85,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     state = request.app.state.console
     if not state.login_csrf.check(request.cookies.get(LOGIN_COOKIE), csrf_token):
         raise CsrfFailed()
-    target = safe_next(next)
+    target = safe_next(next) or safe_next(unquote(request.cookies.get(NEXT_COOKIE, "")))
     address = client_address(request)
     ticket = state.throttle.reserve(username[:128], address)
     if ticket.refused:
@@ -111,6 +117,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     response = RedirectResponse(target or HOME[user.role], status_code=303)
     set_session_cookie(request, response, state, session.id, state.sessions.ttl_s)
     response.delete_cookie(LOGIN_COOKIE, path="/login")
+    response.delete_cookie(NEXT_COOKIE, path="/login")
     return response
 
 

@@ -176,22 +176,7 @@ def session_csrf(client: httpx.Client) -> str:
     return re.search(r'data-csrf="([^"]+)"', page.text)[1]
 
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "streams" / "console" / "screenshots"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium driven by Playwright, one for the session (never `playwright install`)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
-                                                               "--disable-component-update"])
-        yield b
-        b.close()
 
 
 def screenshot(page, name: str) -> Path:

@@ -84,3 +84,22 @@ def test_an_old_users_file_still_reads(tmp_path):
     assert old.role == "auditor" and old.account_id == "unnamed:ana"
     users.remove("ana")
     assert users.add("ana", "auditor", password="p" * 12).account_id != old.account_id
+
+
+def test_erasing_a_subject_takes_its_meters_out_of_every_account(tmp_path):
+    from streams import capabilities
+    from streams.registry import ErasureContext, Subject
+
+    users = UserStore.for_data_dir(tmp_path)
+    users.add("one-meter", "customer", password="p" * 12, meters=["M-GONE"])
+    users.add("two-meters", "customer", password="p" * 12, meters=["M-GONE", "M-KEPT"])
+    users.add("other", "customer", password="p" * 12, meters=["M-KEPT"])
+    before = users.get("two-meters")
+    holder = next(h for h in capabilities.registry().holders if h.name == "console-accounts")
+    context = ErasureContext(store=None, data_dir=tmp_path, index_key=bytes(32), signer=None)
+    subject = Subject("meter", "M-GONE", meters=("M-GONE",))
+    assert holder.erase(context, subject) == 2 and holder.erase(context, subject) == 0  # idempotent
+    assert users.get("one-meter") is None and users.get("two-meters").meters == ("M-KEPT",)
+    assert users.get("two-meters").auth != before.auth  # its sessions (which showed M-GONE) have ended
+    assert users.get("other").meters == ("M-KEPT",)
+    assert "M-GONE" not in (tmp_path / "console" / "users.json").read_text()

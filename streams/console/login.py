@@ -58,7 +58,7 @@ def _with_login_cookie(request: Request, error: str | None = None, next_: str | 
                        headers: dict[str, str] | None = None) -> Response:
     """The login form with a fresh signed CSRF token and its cookie (path /login, 15 minutes)."""
     state = request.app.state.console
-    cookie, token = state.login_csrf.issue()
+    cookie, token = state.login_csrf.new()
     response = _form(request, token=token, error=error, next_=next_, status=status, headers=headers)
     secure = state.https or request.url.scheme == "https"
     response.set_cookie(LOGIN_COOKIE, cookie, max_age=int(state.login_csrf.ttl_s), path="/login", httponly=True,

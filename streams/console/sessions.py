@@ -162,8 +162,8 @@ class LoginCsrf:
     matching, younger than ``ttl_s``; the key is random per console process.
 
     >>> csrf = LoginCsrf(clock=lambda: 1000.0)
-    >>> cookie, token = csrf.issue()
-    >>> csrf.check(cookie, token), csrf.check(cookie, token[:-1] + "x"), csrf.check(LoginCsrf().issue()[0], token)
+    >>> cookie, token = csrf.new()
+    >>> csrf.check(cookie, token), csrf.check(cookie, token[:-1] + "x"), csrf.check(LoginCsrf().new()[0], token)
     (True, False, False)
     """
 
@@ -175,7 +175,7 @@ class LoginCsrf:
     def _mac(self, issued: str, nonce: str) -> str:
         return hmac.new(self._key, f"{issued}.{nonce}".encode(), hashlib.sha256).hexdigest()
 
-    def issue(self) -> tuple[str, str]:
+    def new(self) -> tuple[str, str]:
         """(cookie value, form token)."""
         nonce, issued = secrets.token_urlsafe(24), str(int(self.clock()))
         return nonce, f"{issued}.{self._mac(issued, nonce)}"

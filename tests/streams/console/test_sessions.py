@@ -81,8 +81,8 @@ def test_the_users_file_changed_by_another_process_is_seen(tmp_path):
 def test_login_csrf_is_signed_short_lived_and_bound_to_its_cookie():
     now = [1_000.0]
     csrf = LoginCsrf(ttl_s=60, clock=lambda: now[0])
-    cookie, token = csrf.issue()
-    other_cookie, other_token = csrf.issue()
+    cookie, token = csrf.new()
+    other_cookie, other_token = csrf.new()
     assert csrf.check(cookie, token) and not csrf.check(cookie, other_token) and not csrf.check(other_cookie, token)
     assert not csrf.check(None, token) and not csrf.check(cookie, None) and not csrf.check(cookie, "1000.00")
     assert not LoginCsrf(clock=lambda: now[0]).check(cookie, token)  # another process's key

@@ -21,7 +21,7 @@ from starlette.routing import Mount
 
 from ..connect.service import Connect
 from ..registry import Registry
-from . import admin, api, connect, errors, login, pages
+from . import admin, alerting, api, connect, errors, login, pages
 from .data import Vault
 from .engines import Privacy, Sharing
 from .feed import AlertHub
@@ -58,6 +58,8 @@ class ConsoleState:
     privacy: Privacy | None = None
     registry: Registry | None = None  # what the auditor's ledger check reads every log with
     connect: Connect | None = None  # Connect My Data: OAuth 2.0 + ESPI for third parties (None: off)
+    alert_rules: str | None = None  # the routing rules file the admin page edits (METERSEAL_ALERT_RULES)
+    rollup_min_meters: int = 10  # the region chart leaves out cells of fewer meters (METERSEAL_ROLLUP_MIN_METERS)
     public_url: str | None = None
     """Where users reach the console (``METERSEAL_PUBLIC_URL``): the OIDC redirect URI; https turns on
     ``Secure`` cookies and HSTS."""
@@ -114,6 +116,7 @@ def create_app(state: ConsoleState) -> FastAPI:
 
     app.include_router(login.router)
     app.include_router(pages.router)
+    app.include_router(alerting.router)
     app.include_router(admin.router)
     app.include_router(api.router)
     app.include_router(connect.router)

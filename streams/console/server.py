@@ -51,6 +51,7 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
                          sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
                          vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc,
                          sharing=Sharing(vault), privacy=Privacy.from_settings(vault, settings), registry=registry,
+                         rollup_min_meters=settings.rollup_min_meters, alert_rules=settings.alert_rules,
                          public_url=(settings.public_url or public_url or "").rstrip("/") or None,
                          proxies=TrustedProxies.parse(settings.trusted_proxies))
     state.connect = connect_for(vault, settings, public_url=state.public_url)

@@ -8,10 +8,14 @@ to an anonymous caller, whatever the new account may do.
 
 from __future__ import annotations
 
+import shutil
+
 import httpx
 import pytest
 
-from .conftest import PASSWORD, login, session_csrf
+from streams.console.feed import AlertHub
+
+from .conftest import PARTY, PASSWORD, Served, _Quiet, login, make_state, session_csrf
 from .test_routes import MATRIX, ROLES, call, concrete
 
 STATES = ("fresh", "removed", "re-added as admin", "role changed")
@@ -26,6 +30,25 @@ def _change(users, name: str, role: str, state: str) -> None:
         users.add(name, "admin", password="a different long password")
     elif state == "role changed":
         users.set_role(name, OTHER_ROLE[role], meters=["M-BOB"] if OTHER_ROLE[role] == "customer" else ())
+
+
+@pytest.fixture(scope="module")
+def served(console_data, tmp_path_factory):
+    """A console of its own, on a copy of the data: the routes' POSTs (grants, silences ...) stay out of the
+    session's shared store, which other tests read."""
+    from streams.share.parties import PartyKey, add_party
+
+    copy = tmp_path_factory.mktemp("account-changes") / "data"
+    shutil.copytree(console_data["dir"], copy)
+    data = {**console_data, "dir": copy, "settings": console_data["settings"].replace(data_dir=copy)}
+    hub = AlertHub(_Quiet())
+    state = make_state(data, hub=hub)
+    hub.state = "connected"
+    if PARTY not in state.sharing.parties():
+        add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)
+    s = Served(state)
+    yield s
+    s.stop()
 
 
 @pytest.mark.parametrize("state", STATES)

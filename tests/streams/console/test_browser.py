@@ -211,6 +211,5 @@ def test_an_operator_silences_an_alert_group_and_acknowledges_an_alert(page_for,
     form.get_by_label("Reason").fill("typo")
     form.get_by_role("button", name="Silence").click()
     assert "matches none of the alerts" in page.get_by_role("status").first.inner_text()
-    page.screenshot(path=str(Path(__file__).parents[3] / "streams/console/screenshots/console-alert-routing.png"),
-                    full_page=True)
+    screenshot(page, "console-alert-routing.png")
     assert not page.errors, page.errors

@@ -1,10 +1,10 @@
 """Each role's main task in Chromium, on demo-like data, with the screenshot the README shows.
 
 The store is built the way ``meterseal demo`` fills it, without the broker: the demo's 5,000 UCI readings of
-10 meters, its five bad messages and 200 generated bills are sealed by the worker's ``Pipeline``; the
-worker's detector turns the readings into alerts; the demo's share step registers ``demo-recipient`` with a
+10 meters, its five bad messages and 200 generated bills are sealed by the worker's ``Pipeline``, which keeps
+their rollups; the worker's detector turns the readings into alerts; the demo's share step registers ``demo-recipient`` with a
 one-day grant; ``console_accounts`` (what ``demo --console`` runs) makes one account per role and gives the
-analyst its budget; ``build_state`` is what ``meterseal console`` serves.
+analyst its budget; ``build_state`` with the demo console's settings is what it serves.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class _NoBroker:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from streams.cli.demo import BAD_READINGS, console_accounts
+    from streams.cli.demo import BAD_READINGS, console_accounts, console_settings
     from streams.ingest import sources
     from streams.ingest.produce import encode_bill, encode_reading
     from streams.keys.keystore import Keystore
@@ -67,7 +67,9 @@ def demo(tmp_path_factory):
         profiles.flush()
         if isinstance(outcome, Sealed):
             sealed.append((0, offset, outcome.encode()))
+            pipeline.rollups.note(outcome)  # what the seal agent does: the charts read the rollups
     pipeline.store_batch("readings.sealed", sealed)
+    pipeline.rollup_tick(force=True)
     bills = list(sources.generated_bills(200))
     for i, row in enumerate(bills):
         outcome = pipeline.seal_bill(encode_bill(row), Source("bills.raw", 0, i))
@@ -79,7 +81,7 @@ def demo(tmp_path_factory):
     create_grant(store, signer=keystore.ledger_signer(PASSPHRASE), index_key=keys.index_key, party=party,
                  meters=[CUSTOMER_METER], start=day, end=day, purpose="demo: one meter, one day")
     accounts = console_accounts(settings, PASSPHRASE, customer_meters=[CUSTOMER_METER, bills[0]["Meter No."]])
-    state = build_state(settings, PASSPHRASE, broker=None, registry=capabilities.registry())
+    state = build_state(console_settings(settings), PASSPHRASE, broker=None, registry=capabilities.registry())
     state.hub = AlertHub(_NoBroker())
     state.hub.state = "connected"
     for alert in alerts:
@@ -119,6 +121,9 @@ def test_customer_downloads_its_espi_feed(log_in, demo, tmp_path):
     page = log_in("customer")
     form = page.get_by_role("form", name="Download my data")
     assert form.get_by_label("To").input_value() == demo["customer_last"]  # its meter's newest data, not today
+    page.locator("#meter-chart[data-rendered='1']").wait_for(timeout=10_000)
+    assert f"to {demo['customer_last']}" in page.locator("#meter-chart").inner_text()  # the chart's week, too
+    assert not page.locator("#usage-total").inner_text().startswith("0 kWh")
     with page.expect_download() as done:
         form.get_by_role("button", name="Download my data").click()
     path = tmp_path / done.value.suggested_filename
@@ -204,5 +209,7 @@ def test_operator_filters_alerts(log_in, demo):
     assert cells and set(cells) == {kind}
     assert all(WHEN.fullmatch(t) for t in table.locator("tbody tr td:nth-child(1)").all_inner_texts())
     page.locator("#region-chart[data-rendered='1']").wait_for(timeout=10_000)
+    assert f"to {demo['last']}" in page.locator("#region-chart").inner_text()  # ends at the newest data
+    assert not page.locator("#usage-note").inner_text().startswith("0 readings")
     assert screenshot(page, "role-operator.png").stat().st_size > 10_000
     assert not page.errors, page.errors

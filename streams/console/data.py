@@ -78,6 +78,22 @@ class Vault:
                for r, p in zip(rows, plains)]
         return sorted(out, key=lambda x: x["ts"])
 
+    def reading_days(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day of the fleet's readings: from the region rollups (every closed hour, in clear)
+        when the worker keeps them, else from the readings sealed first and last; None for an empty store."""
+        from ..rollups.read import region_connection
+
+        with self._lock:
+            con = region_connection(self.store)
+            try:
+                low, high = con.execute("SELECT min(hour_ms), max(hour_ms) FROM rollup_region").fetchone()
+            finally:
+                con.close()
+        if low is not None:
+            return tuple(dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date() for ms in (low, high))
+        last = self.latest_day()
+        return None if last is None else (self.earliest_day() or last, last)
+
     def latest_day(self, meter_id: str | None = None) -> dt.date | None:
         """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
         return self._edge_day(meter_id, newest=True)

@@ -170,9 +170,8 @@ def analyst(request: Request, who: Principal = Depends(allow("GET", "/analyst"))
 def default_range(state: Any, days: int = 7) -> dict[str, str]:
     """The analyst form's dates: the last ``days`` days of the data in the store (not of today), never before
     its first day; today's week when the store is empty."""
-    vault = state.vault
-    last = (vault.latest_day() if vault else None) or dt.date.today()
-    first = (vault.earliest_day() if vault else None) or last - dt.timedelta(days=days - 1)
+    found = state.vault.reading_days() if state.vault else None
+    first, last = found or (dt.date.today() - dt.timedelta(days=days - 1), dt.date.today())
     return {"from": max(first, last - dt.timedelta(days=days - 1)).isoformat(), "to": last.isoformat(),
             "first": first.isoformat(), "last": last.isoformat()}
 

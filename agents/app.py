@@ -190,8 +190,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         return write
 
     key_partitions: dict[bytes, int] = {}  # per-meter state key -> its changelog partition (for erasures)
+    forget_erased: list = []  # the worker's own state of erased subjects, besides its tables (the notifier's)
     erasures.install(app, pipeline, [meter_state, meter_profile], key_partitions,
-                     retention_every_s=settings.retention_every_s, enforce=enforce_retention)
+                     retention_every_s=settings.retention_every_s, enforce=enforce_retention, also=forget_erased)
 
     def detect(seen, profiles) -> list:
         """Anomaly alerts for a batch's outcomes; a detector bug is logged, never a lost reading or a dead worker."""
@@ -287,6 +288,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     rollups.install(app, pipeline, interval_s=max(1.0, min(10.0, settings.rollup_idle_s / 3)))
     app.meterseal_notifier = notify.install(app, pipeline, settings)  # alert history, routing, notifications
+    forget_erased.append(app.meterseal_notifier.forget_erased)
 
     last = {"at": time.monotonic(), "counts": Counter()}
 

@@ -191,6 +191,10 @@ class Pipeline:
             self.subjects.forget(hashes)
             self.sealer.forget(lambda token: subject_hash(token) in hashes)
 
+    def erased_token(self, token: str) -> bool:
+        """Whether a meter or account token is one an erasure fenced (this worker's view of the fence)."""
+        return self.fence.entry(token) is not None
+
     def refresh_erasures(self) -> set[str]:
         """``read_fence`` then ``forget_erased``; returns the new entries' subject hashes."""
         new = {entry.subject_hash for entry in self.read_fence()}

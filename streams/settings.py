@@ -106,6 +106,12 @@ class Settings:
     """Email receivers' relay: STARTTLS unless METERSEAL_SMTP_STARTTLS=false; a private CA's PEM to trust."""
     console_url: str = ""
     """The console's address, put in notifications as their externalURL."""
+    # console: where users reach it, and which proxies may say who the client is
+    public_url: str | None = None
+    """The console's URL as its users reach it (``https://console.example.org``): the OIDC redirect URI is built
+    from it (never from the Host header); https turns on ``Secure`` cookies and HSTS. None: ``http://HOST:PORT``."""
+    trusted_proxies: str | None = None
+    """Addresses or networks (comma-separated) whose ``X-Forwarded-For`` the console believes; None: none."""
 
     # key service (streams.kms)
     kms: str | None = None
@@ -169,6 +175,8 @@ class Settings:
         "METERSEAL_KMS": "kms",
         "METERSEAL_KMS_CACHE_TTL": "kms_cache_ttl",
         "METERSEAL_KMS_CACHE_SIZE": "kms_cache_size",
+        "METERSEAL_PUBLIC_URL": "public_url",
+        "METERSEAL_TRUSTED_PROXIES": "trusted_proxies",
     }
 
     def __post_init__(self) -> None:
@@ -200,6 +208,10 @@ class Settings:
         if self.rollup_min_meters < 1 or self.rollup_grace_s < 0 or self.rollup_idle_s <= 0:
             raise ConfigError("rollups need METERSEAL_ROLLUP_MIN_METERS >= 1, METERSEAL_ROLLUP_GRACE_S >= 0 and "
                               "METERSEAL_ROLLUP_IDLE_S > 0")
+        if self.public_url is not None and not (self.public_url.startswith(("http://", "https://"))
+                                                and "/" not in self.public_url.split("://", 1)[1].rstrip("/")):
+            raise ConfigError(f"METERSEAL_PUBLIC_URL={self.public_url!r}: give the scheme and host only, "
+                              "e.g. https://console.example.org")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> "Settings":

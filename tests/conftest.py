@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,68 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"  # the test data carried in the tree (tests/data/README.md says where each file is from)
 SEED_CSV = DATA / "Electricity_bill_1k.csv"
 REGIONS = frozenset({"north", "south", "east", "west", "central"})
+
+
+# -- skips: only for a missing package, and each says how to install it -------------------------------------
+INSTALL_HINT = re.compile(r"apt-get install|pip install")
+
+
+class SkipAudit:
+    """With ``METERSEAL_STRICT_SKIPS=1`` (``.ci/run`` sets it) the run fails when a test was skipped for any reason
+    that does not name the ``apt-get install ...`` or ``pip install ...`` that fixes it: a skip for missing data, an
+    unfinished feature or a flaky server would otherwise pass unnoticed."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str]] = []
+
+    def _note(self, report) -> None:
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.skipped.append((report.nodeid, reason))
+
+    def pytest_runtest_logreport(self, report) -> None:
+        self._note(report)
+
+    def pytest_collectreport(self, report) -> None:
+        self._note(report)
+
+    def unfixable(self) -> list[tuple[str, str]]:
+        return [(node, reason) for node, reason in self.skipped if not INSTALL_HINT.search(reason)]
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        bad = self.unfixable()
+        if bad:
+            terminalreporter.section("skips that no package install fixes (METERSEAL_STRICT_SKIPS=1)", red=True)
+            for node, reason in bad:
+                terminalreporter.line(f"{node}: {reason}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session) -> None:
+        if self.unfixable() and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("METERSEAL_STRICT_SKIPS") == "1":
+        config.pluginmanager.register(SkipAudit(), "meterseal-skip-audit")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, one for the whole run (never `playwright install`): every browser
+    test takes this one (a second ``sync_playwright`` in the same thread would refuse to start)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
+                                                               "--disable-component-update"])
+        yield b
+        b.close()
 
 
 @pytest.fixture

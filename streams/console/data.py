@@ -111,9 +111,35 @@ class Vault:
                for r, p in zip(rows, plains)]
         return sorted(out, key=lambda x: x["ts"])
 
+    def reading_days(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day of the fleet's readings: from the region rollups (every closed hour, in clear)
+        when the worker keeps them, else from the readings sealed first and last; None for an empty store."""
+        from ..rollups.read import region_connection
+
+        with self._lock:
+            con = region_connection(self.store)
+            try:
+                low, high = con.execute("SELECT min(hour_ms), max(hour_ms) FROM rollup_region").fetchone()
+            finally:
+                con.close()
+        if low is not None:
+            return tuple(dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date() for ms in (low, high))
+        last = self.latest_day()
+        return None if last is None else (self.earliest_day() or last, last)
+
     def latest_day(self, meter_id: str | None = None) -> dt.date | None:
         """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
-        sql = "SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "") + " ORDER BY sealed_at_ms DESC LIMIT 200"
+        return self._edge_day(meter_id, newest=True)
+
+    def earliest_day(self, meter_id: str | None = None) -> dt.date | None:
+        """The day of the oldest reading (of one meter, or of the fleet)."""
+        return self._edge_day(meter_id, newest=False)
+
+    def _edge_day(self, meter_id: str | None, *, newest: bool) -> dt.date | None:
+        """Days are sealed (only their tokens are in clear): open the 200 readings sealed last (or first) and
+        take their newest (oldest) day — a stream is sealed roughly in time order."""
+        sql = ("SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "")
+               + f" ORDER BY sealed_at_ms {'DESC' if newest else 'ASC'} LIMIT 200")
         with self._lock:
             con = connect(self.store)
             try:
@@ -126,7 +152,8 @@ class Vault:
                 con.close()
             with _opening():
                 plains = self.reader.open_many(rows) if rows else []
-        return max((_day(p["ts"]) for p in plains), default=None)
+        days = [_day(p["ts"]) for p in plains]
+        return (max if newest else min)(days, default=None)
 
     def usage(self, meter_id: str, *, period: str, end: dt.date) -> dict[str, Any]:
         """kWh per hour (day) or per day (week, month) for the period ending ``end``, and the period before it,

@@ -23,7 +23,7 @@ from streams.crypto import _primitives
 from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
-from streams.exceptions import InvalidInput, SubjectErased
+from streams.exceptions import InvalidInput, KeyServiceError, SubjectErased
 from streams.validate import (_BILL_BY_HEADER, MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill,
                               check_reading, decode_raw)
 
@@ -260,6 +260,8 @@ class Sealer:
                 for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
                                                                keys=None if keys is None else [keys[i] for i in todo])):
                     outcomes[i] = outcome
+        except KeyServiceError:  # no new DEK to be had (the key service is down): not the data's fault
+            raise
         except Exception:  # noqa: BLE001 - a bug met on one message's data: only that message becomes a dead letter
             outcomes = self._one_by_one(decoded, state_of, keys)
         for i, outcome in enumerate(outcomes):
@@ -320,6 +322,8 @@ class Sealer:
                 continue
             try:
                 outcome = self.seal_readings([record], state, keys=None if keys is None else [keys[i]])[0]
+            except KeyServiceError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 outcome = InvalidInput("internal", f"unexpected {type(exc).__name__} while sealing")
             if type(outcome) is Sealed:

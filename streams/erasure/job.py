@@ -38,7 +38,7 @@ from streams.crypto.envelope import DataKey, open_with, seal
 from streams.crypto.tokens import BlindIndex
 from streams.erasure.log import JOBS, append_event, find_event, tombstones_note
 from streams.erasure.subjects import Reach, has_data, resolve
-from streams.exceptions import ErasureError, InvalidEnvelope, SubjectErased
+from streams.exceptions import ErasureError, InvalidEnvelope, SubjectErased, UnknownSubject
 from streams.keys.keyring import Keyring
 from streams.keys.subjects import MARKS, MAX_EPOCHS, Fence, SubjectKeyTable, subject_hash
 from streams.registry import ErasureContext, Registry
@@ -248,7 +248,7 @@ def _nothing_held(store: Store, index: BlindIndex, fence: Fence, kind: str, subj
     make = index.meter if kind == "meter" else index.account
     earlier = [entry for e in range(MAX_EPOCHS) if (entry := fence.entry(make(subject_id, e))) is not None]
     if not earlier:
-        raise ErasureError(f"unknown {kind} {subject_id}: no record, subject key or dead letter names it; nothing changed")
+        raise UnknownSubject(f"unknown {kind} {subject_id}: no record, subject key or dead letter names it; nothing changed")
     last = max(earlier, key=lambda entry: entry.erased_at_ms)
     event = find_event(store, last.erasure_id)
     return {"erasure_id": last.erasure_id, "subject": {"kind": kind, "hash": last.subject_hash}, "erased": True,

@@ -86,7 +86,7 @@ def test_keys_region_add_export_grant(tmp_path):
     region = {"METERSEAL_REGION_PASSPHRASE": "north-pw"}
     assert run(tmp_path, "keys", "init").exit_code == 0
     keystore = Keystore.load(tmp_path)
-    _seal_some(tmp_path, keystore, keystore.unlock("pw"))  # a store sealed before the region had a key
+    _seal_some(tmp_path, keystore, keystore.unlock(SECRET))  # a store sealed before the region had a key
     added = run(tmp_path, "keys", "region", "add", "north", "--out", str(tmp_path / "north.key"), **region)
     assert added.exit_code == 0 and "stored DEK(s) granted" in added.output, added.output
     assert [r["region"] for r in json.loads(run(tmp_path, "keys", "show").output)["regions"]] == ["north"]

@@ -40,6 +40,7 @@ from streams.crypto.envelope import DataKey, SubjectKey, open_with, seal
 from streams.crypto.tokens import BlindIndex
 from streams.exceptions import InvalidEnvelope, KeystoreError, SubjectErased
 from streams.keys.owner import RSA, OwnerPublicKey
+from streams.store.objects import json_objects
 
 KEYS, MARKS, GRANTS, FENCE = "subjects/keys/", "subjects/marks/", "subjects/grants/", "subjects/fence/"
 LEAVES = "subjects/leaves/"
@@ -303,12 +304,7 @@ class SubjectKeyTable:
 
 def subject_rows(store: Any) -> list[dict[str, Any]]:
     """The subject log's rows, by leaf index: what ``ledger verify`` audits."""
-    rows = []
-    for key in store.blobs.list(LEAVES):
-        raw = store.blobs.get(key)
-        if raw is not None and key.endswith(".json"):
-            rows.append(json.loads(raw))
-    return sorted(rows, key=lambda r: r["leaf_index"])
+    return sorted((doc for _, doc in json_objects(store.blobs, LEAVES)), key=lambda r: r["leaf_index"])
 
 
 def region_subject_key(store: Any, region: str, token: str, key_id: bytes, unwrap: Callable[[bytes, bytes], bytes],

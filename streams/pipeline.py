@@ -22,6 +22,7 @@ from ledger import leaf
 from ledger.hashing import leaf_hash
 from ledger.log import Log
 from ledger.note import Signer
+from ledger.tiles import Fenced
 
 from streams.anomaly.alerting import Alerting
 from streams.crypto.envelope import DataKey, DekRing
@@ -392,6 +393,9 @@ class Pipeline:
         except KeyServiceError as exc:  # down, or refusing: sealing goes on, the checkpoint waits (deferred, not lost)
             self._sign_after = self.clock() + SIGN_RETRY_S
             _log.error("checkpoint of %s deferred: %s", log.origin, exc)
+            return 0
+        except Fenced:  # a log every worker appends to (the subject log): another signed this very tree first
+            self._logs.pop(key, None)  # (re-read from its files next time, with that checkpoint)
             return 0
         with self._checkpoints_lock:
             self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,

@@ -106,3 +106,14 @@ def encode_privacy_event(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a budget event (``rho`` as its shortest decimal text, ``query`` as canonical JSON)."""
     fields = {**record, "rho": repr(float(record["rho"])) if record.get("rho") is not None else None}
     return bytes([PRIVACY_EVENT_VERSION]) + b"".join(_field(fields.get(name)) for name in PRIVACY_EVENT_FIELDS)
+
+
+# Device events (a device key registered for a meter, or revoked: ``streams.devices.registry``) are leaves of the
+# device log.
+DEVICE_EVENT_VERSION = 6
+DEVICE_EVENT_FIELDS = ("leaf_index", "event", "kid", "alg", "public_key", "body", "at_ms")
+
+
+def encode_device_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a device event (``public_key``: DER SubjectPublicKeyInfo; ``body``: the meter id, sealed)."""
+    return bytes([DEVICE_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in DEVICE_EVENT_FIELDS)

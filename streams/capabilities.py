@@ -11,12 +11,14 @@ this module.
 from __future__ import annotations
 
 from fl import registration as fl_registration
+from streams.devices import registration as device_registration
 from streams.privacy import registration as privacy_registration
 from streams.registry import Registry
 from streams.share import registration as share_registration
 from streams.store.audit import store_logs
 
-REGISTER = (store_logs, share_registration.register, privacy_registration.register, fl_registration.register)
+REGISTER = (store_logs, share_registration.register, privacy_registration.register, fl_registration.register,
+            device_registration.register)
 
 
 def registry() -> Registry:

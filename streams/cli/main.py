@@ -16,12 +16,14 @@ from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
 from streams.cli.console import console_group
 from streams.cli.demo import demo
+from streams.cli.device import device_group
 from streams.cli.dp import dp_group
 from streams.cli.fl import fl_group
 from streams.cli.he import bill_cmd, forecast_cmd
 from streams.cli.ingest import ingest
 from streams.cli.keys import keys
 from streams.cli.ledger import ledger_group
+from streams.cli.mqtt import bridge_group, mqtt_group, simulate_group
 from streams.cli.search import search_cmd, sql_cmd
 from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
@@ -132,3 +134,7 @@ main.add_command(console_group)
 main.add_command(dp_group)
 main.add_command(bill_cmd)
 main.add_command(forecast_cmd)
+main.add_command(device_group)
+main.add_command(bridge_group)
+main.add_command(simulate_group)
+main.add_command(mqtt_group)

@@ -102,13 +102,14 @@ def mqtt_group() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="[default <data-dir>/mqtt-pki]")
 @click.option("--meters", type=click.IntRange(min=0), default=50, show_default=True,
               help="Client certificates for the simulator's first N meters.")
+@click.option("--host", "hosts", multiple=True, help="Another DNS name of the broker (e.g. mosquitto in compose).")
 @click.pass_obj
-def mqtt_pki(settings: Settings, out: Path | None, meters: int) -> None:
+def mqtt_pki(settings: Settings, out: Path | None, meters: int, hosts: tuple[str, ...]) -> None:
     """A CA, the broker's and the bridge's certificates, and one client certificate per meter (CN = meter id)."""
     from streams.mqtt.fleet import fleet_meters
     from streams.mqtt.pki import make_pki
 
-    pki = make_pki(out or settings.data_dir / "mqtt-pki", fleet_meters(meters) if meters else [])
+    pki = make_pki(out or settings.data_dir / "mqtt-pki", fleet_meters(meters) if meters else [], hosts=hosts)
     console.print(f"wrote {pki.directory}: ca.crt, server.crt, bridge.crt and {meters} meter certificate(s) "
                   "under meters/")
 

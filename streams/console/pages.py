@@ -52,7 +52,8 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
     bills = vault.bills(meters) if vault else []
     grants, configured = grant_rows(request, who)
     latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
-    return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants,
+    recent = vault.recent_readings(meters) if vault else []
+    return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants, recent=recent,
                   grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
                   month_ago=(latest - dt.timedelta(days=30)).isoformat())
 

@@ -286,9 +286,9 @@ def private_pem(private_der: bytes) -> str:
 # --- X.509 for the MQTT broker's TLS (streams.mqtt.pki): a CA and the certificates it issues --------------------
 
 def x509_issue(common_name: str, *, issuer: tuple[bytes, bytes] | None = None, ca: bool = False,
-               days: int = 825, ip: str | None = None, dns: str | None = None) -> tuple[bytes, bytes]:
+               days: int = 825, ip: str | None = None, dns: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
     """(certificate PEM, private key PEM) of a new ECDSA P-256 key for ``common_name``, signed by ``issuer``
-    ((certificate PEM, private key PEM); None: self-signed, for a CA). ``ip``/``dns``: a server's name."""
+    ((certificate PEM, private key PEM); None: self-signed, for a CA). ``ip``/``dns``: a server's names."""
     import datetime as _dt
     import ipaddress
 
@@ -315,7 +315,7 @@ def x509_issue(common_name: str, *, issuer: tuple[bytes, bytes] | None = None, c
     else:
         usage = ExtendedKeyUsageOID.SERVER_AUTH if (ip or dns) else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        names = ([x509.IPAddress(ipaddress.ip_address(ip))] if ip else []) + ([x509.DNSName(dns)] if dns else [])
+        names = ([x509.IPAddress(ipaddress.ip_address(ip))] if ip else []) + [x509.DNSName(d) for d in dns]
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(issuer_key, hashes.SHA256())

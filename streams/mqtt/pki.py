@@ -48,8 +48,9 @@ def _write(path: Path, cert: bytes, key: bytes) -> None:
         fh.write(key)
 
 
-def make_pki(directory: Path | str, meters: Iterable[str], *, days: int = 825) -> Pki:
-    """A new CA in ``directory`` (kept if one is there) and certificates for the broker, the bridge and ``meters``."""
+def make_pki(directory: Path | str, meters: Iterable[str], *, days: int = 825, hosts: Iterable[str] = ()) -> Pki:
+    """A new CA in ``directory`` (kept if one is there) and certificates for the broker (127.0.0.1, localhost and
+    ``hosts``), the bridge and ``meters``."""
     pki = Pki(Path(directory))
     cert_path, key_path = pki.directory / "ca.crt", pki.directory / "ca.key"
     if cert_path.exists() and key_path.exists():
@@ -57,8 +58,8 @@ def make_pki(directory: Path | str, meters: Iterable[str], *, days: int = 825) -
     else:
         ca = _primitives.x509_issue("meterseal trial CA", ca=True, days=days)
         _write(pki.directory / "ca", *ca)
-    _write(pki.directory / "server", *_primitives.x509_issue("localhost", issuer=ca, ip="127.0.0.1", dns="localhost",
-                                                             days=days))
+    _write(pki.directory / "server", *_primitives.x509_issue("localhost", issuer=ca, ip="127.0.0.1",
+                                                             dns=("localhost", *hosts), days=days))
     _write(pki.directory / "bridge", *_primitives.x509_issue(BRIDGE_USER, issuer=ca, days=days))
     for meter in meters:
         if "/" in meter or "+" in meter or "#" in meter or not meter:

@@ -24,6 +24,7 @@ import os
 import signal
 import time
 from collections import Counter, deque
+from typing import Callable
 
 import faust
 
@@ -34,7 +35,7 @@ from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
 
-from . import diagnose, rewind, tansu
+from . import diagnose, erasures, rewind, tansu
 from .batches import EXIT_SOFTWARE, Batch, InOrder, StoreBehind  # noqa: F401 - EXIT_SOFTWARE: part of the worker's exits
 from .codecs import codec_name, register_all
 
@@ -42,7 +43,8 @@ log = logging.getLogger("meterseal.worker")
 EXIT_BROKER_RESET = 75  # EX_TEMPFAIL: the broker lost its data; restart the worker (systemd, Kubernetes, the rig)
 
 
-def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None) -> faust.App:
+def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: float | None = None,
+              enforce_retention: Callable[[], dict] | None = None) -> faust.App:
     started = time.monotonic() if started is None else started
     tansu.install()  # whole changelogs on recovery, short fetch waits (see agents/tansu.py)
     rewind.install()  # partitions with no commit read from their start after a rebalance (agents/rewind.py)
@@ -185,7 +187,12 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             # name it: the meter's own last event, so state stays co-partitioned with readings.raw
             stream._set_current_event(event)
             table[key] = value
+            key_partitions[key] = event.message.partition
         return write
+
+    key_partitions: dict[bytes, int] = {}  # per-meter state key -> its changelog partition (for erasures)
+    erasures.install(app, pipeline, [meter_state, meter_profile], key_partitions,
+                     retention_every_s=settings.retention_every_s, enforce=enforce_retention)
 
     def detect(seen, profiles) -> list:
         """Anomaly alerts for a batch's outcomes; a detector bug is logged, never a lost reading or a dead worker."""

@@ -9,6 +9,8 @@ from typing import Callable
 
 import faust
 
+from streams import capabilities
+from streams.erasure.retention import enforce
 from streams.ingest.broker import check_partitions, ensure_topics, resolve
 from streams.exceptions import MeterSealError
 from streams.keys.keystore import Keystore
@@ -49,7 +51,13 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     signer = keystore.ledger_signer(passphrase)
     pipeline = Pipeline(settings, index_key, keystore.owner_public, open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir), signer,
                         region_keys=region_keys(settings, index_key))
-    app = build_app(settings, pipeline, broker=broker, started=started)
+    registry = capabilities.registry()
+
+    def enforce_retention() -> dict:
+        return enforce(pipeline.store, index_key=index_key, signers=[signer], registry=registry, data_dir=settings.data_dir,
+                       dek_max_age_s=settings.dek_max_age_s)
+
+    app = build_app(settings, pipeline, broker=broker, started=started, enforce_retention=enforce_retention)
     if settings.metrics_port:  # off by default
         from .metrics import serve
 

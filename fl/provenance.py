@@ -95,3 +95,19 @@ def model_rows(store: Store) -> list[dict[str, Any]]:
         row["weights_ok"] = weights is not None and hashlib.sha256(weights).hexdigest() == row["model_sha256"]
         rows.append(row)
     return sorted(rows, key=lambda r: r.get("leaf_index", -1))
+
+
+EXCLUSIONS = "models/exclusions/"
+
+
+def record_exclusion(store: Store, *, erasure_id: str, subject_hash: str, at: float) -> bool:
+    """Note in the models' provenance that an erased subject is excluded from every model trained from now on (its
+    rows are gone from the store the rounds read); models saved before keep what they learned — a trained model
+    cannot be untrained, only no longer used. False if noted already (a rerun of the erasure)."""
+    doc = {"erasure_id": erasure_id, "subject_hash": subject_hash, "at_ms": int(at * 1000),
+           "models_before": len(model_rows(store))}
+    return store.blobs.create(f"{EXCLUSIONS}{erasure_id}.json", json.dumps(doc, sort_keys=True).encode())
+
+
+def exclusions(store: Store) -> list[dict[str, Any]]:
+    return [json.loads(store.blobs.get(k)) for k in store.blobs.list(EXCLUSIONS) if k.endswith(".json")]

@@ -24,6 +24,7 @@ from .exceptions import LedgerError, NoteError
 from .hashing import leaf_hash
 from .compact import CompactRange
 from .note import Verifier, open_note
+from .redaction import Redaction, indexes_of
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,17 @@ class Summary:
     leaves: int
     checkpoints: int
     signed_size: int
+    redacted: int = 0  # leaves whose records an erasure or retention run deleted (kept as hashes: ``redaction``)
 
 
 def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], notes: Sequence[str],
           verifier: Verifier | Sequence[Verifier],
-          encode: Callable[[dict[str, Any]], bytes] = leaf.encode) -> tuple[Summary, list[Finding]]:
-    """``verifier``: one key, or several — then every checkpoint must carry a valid signature by each."""
+          encode: Callable[[dict[str, Any]], bytes] = leaf.encode,
+          redactions: Sequence[Redaction] = ()) -> tuple[Summary, list[Finding]]:
+    """``verifier``: one key, or several — then every checkpoint must carry a valid signature by each.
+
+    ``redactions``: tombstones of this log (``ledger.redaction``). A leaf they cover may have no record; a
+    tombstone that does not match the hashes, or a record back at a redacted leaf, is a finding."""
     findings: list[Finding] = []
     checkpoints: list[Checkpoint] = []
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
@@ -98,7 +104,14 @@ def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], 
         if by_size.setdefault(cp.size, cp.root) != cp.root:
             findings.append(Finding(origin, "inconsistent-checkpoints", f"two different roots signed at size {cp.size}"))
 
-    # 3. records against the hashes
+    # 3. tombstones against the hashes, then records against the hashes
+    redacted: set[int] = set()
+    for r in redactions:
+        if r.matches(hashes):
+            redacted.update(indexes_of(r.ranges))
+        else:
+            findings.append(Finding(origin, "tombstone", f"the tombstones of {r.by or 'a deletion'} do not match the "
+                                    "log's hashes at the leaves they name", index=r.ranges[0][0] if r.ranges else None))
     seen: dict[int, str] = {}
     mismatched: list[tuple[int, dict[str, Any]]] = []
     for row in rows:
@@ -110,6 +123,10 @@ def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], 
             findings.append(Finding(origin, "inserted", f"a second record at this leaf (first: {seen[index]})", index, rid))
             continue
         seen[index] = rid
+        if index in redacted:
+            findings.append(Finding(origin, "resurrected", "a record is back at a leaf an erasure or retention run "
+                                    "deleted (restored from a backup?)", index, rid))
+            continue
         if leaf_hash(encode(row)) != hashes[index]:
             mismatched.append((index, row))
     # a record that would match another mismatched leaf if it stood there was moved (e.g. two swapped)
@@ -121,11 +138,11 @@ def audit(origin: str, hashes: Sequence[bytes], rows: Iterable[dict[str, Any]], 
         else:
             findings.append(Finding(origin, "modified", "the record's bytes differ from its leaf", index, row.get("record_id")))
     for index in range(len(hashes)):
-        if index not in seen:
+        if index not in seen and index not in redacted:
             findings.append(Finding(origin, "deleted", "no record for this leaf", index))
             break
     findings.sort(key=lambda f: (f.index is None, f.index if f.index is not None else 0))
-    return Summary(origin, len(hashes), len(checkpoints), trusted), findings
+    return Summary(origin, len(hashes), len(checkpoints), trusted, len(redacted)), findings
 
 
 def first_problem(results: Iterable[tuple[Summary, list[Finding]]]) -> Finding | None:

@@ -117,3 +117,26 @@ DEVICE_EVENT_FIELDS = ("leaf_index", "event", "kid", "alg", "public_key", "body"
 def encode_device_event(record: Mapping[str, Any]) -> bytes:
     """Leaf bytes of a device event (``public_key``: DER SubjectPublicKeyInfo; ``body``: the meter id, sealed)."""
     return bytes([DEVICE_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in DEVICE_EVENT_FIELDS)
+
+
+# Subject-key events (a customer's key created, ``streams.keys.subjects``) are leaves of the subject log: a commitment
+# to the key, never the key. Erasure deletes the row and leaves its hash, tombstoned.
+SUBJECT_EVENT_VERSION = 16
+SUBJECT_EVENT_FIELDS = ("leaf_index", "subject_tok", "kind", "key_id", "commitment", "created_at_ms")
+
+
+def encode_subject_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a subject key's creation; its own version byte."""
+    return bytes([SUBJECT_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in SUBJECT_EVENT_FIELDS)
+
+
+# Erasure and retention events (``streams.erasure``) are leaves of the erasure log. They name no person: the subject
+# by a hash of its token, what was removed by counts, and the redacted leaves by a digest of their tombstones.
+ERASURE_EVENT_VERSION = 17
+ERASURE_EVENT_FIELDS = ("leaf_index", "event", "erasure_id", "subject_hash", "reason", "counts", "tombstones_sha256",
+                        "at_ms")
+
+
+def encode_erasure_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of an erasure or retention event (``counts`` as canonical JSON text); its own version byte."""
+    return bytes([ERASURE_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in ERASURE_EVENT_FIELDS)

@@ -43,3 +43,13 @@ class StoreError(MeterSealError):
 class ShareError(MeterSealError):
     """A party, grant or share bundle is missing, malformed, out of scope, or fails a check (the message
     names which)."""
+
+
+class ErasureError(MeterSealError):
+    """An erasure or retention job cannot go on: an unknown subject, a subject already erased, a store it cannot
+    reach. Nothing is changed when the subject is unknown; a job cut short finishes when run again."""
+
+
+class SubjectErased(KeyError):
+    """A subject key asked for was destroyed by an erasure (its id is in the fence): it is never loaded, recreated or
+    restored. A ``KeyError``, so every opener treats it like any missing key (the record does not open)."""

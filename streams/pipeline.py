@@ -29,7 +29,9 @@ from streams.keys.regions import wrap_for_region
 from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
 from streams.sealed_batch import sealed_records
 from streams.settings import Settings
-from streams.crypto.record_keys import record_key
+from streams.crypto.envelope import record_key_for
+from streams.keys.subjects import LOG_TABLE as SUBJECT_LOG, Fence, SubjectKeyTable, SubjectRing, current_epoch, subject_hash
+from streams.unseal import subject_token
 from streams.share.continuous import ShareTap
 from streams.store.base import Store
 from streams.store.segments import LEDGERED, log_origin
@@ -72,9 +74,16 @@ class Pipeline:
         self.pending_keys: list[dict[str, Any]] = []  # wrapped DEKs to publish on keys.deks
         self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock)
         self._region_rings: dict[str, DekRing] = {}
+        # customers' subject keys (envelope v3) and the erasure fence, read again every ``refresh_erasures``
+        self.fence = Fence.load(self.store.blobs)
+        self.subjects = SubjectRing(SubjectKeyTable(self.store, self.index_key, fence=self.fence), self.clock,
+                                    on_new=self._on_new_subject)
+        self._region_publics: dict[str, OwnerPublicKey] = self.region_keys()
+        self._subjects_caught_up = False
         self.sealer = Sealer(self.index, self.ring, Policy.from_settings(self.settings),
                              max_message_bytes=self.settings.max_message_bytes, clock=self.clock,
-                             region_ring=self.region_ring)
+                             region_ring=self.region_ring, subjects=self.subjects.key,
+                             epochs=lambda kind, subject_id: current_epoch(self.index, self.fence, kind, subject_id))
         self.states = StateCodec(derive_state_key(self.index_key))
         self.unreadable_dead_letters = 0
         self.unreadable_keys = 0
@@ -111,7 +120,8 @@ class Pipeline:
                    "wrapped": self.owner.wrap(dek), "created_at_ms": int(dek.created_at * 1000), "worker": self.worker}
         self.store.put_dek(wrapped)
         if region:
-            public = self.region_keys().get(region)
+            self._region_publics = self.region_keys()
+            public = self._region_publics.get(region)
             if public is not None:
                 self.store.put_grant(wrap_for_region(public, region, dek))
         self.pending_keys.append(wrapped)
@@ -124,9 +134,59 @@ class Pipeline:
             return 0
         return self.share_tap.observe(outcome, self._record_key)
 
+    def _on_new_subject(self, token: str, key: Any) -> None:
+        """Wrap a new subject key for every region's key: a region still opens only its own region's records (it
+        holds only its region's DEKs), whichever regions the customer's meters are in."""
+        for region, public in self._region_publics.items():
+            self.subjects.table.grant_region(token, key, region, public)
+
     def _record_key(self, record: dict[str, Any]) -> bytes:
         ring = self.region_ring(record["region"] or "")
-        return record_key(ring.key(bytes.fromhex(record["key_id"])).secret, record["record_id"])
+        dek = ring.key(bytes.fromhex(record["key_id"]))
+        return record_key_for(record["envelope"], dek, record["record_id"], self.subjects.cached(subject_token(record)))
+
+    # -- subject keys and erasure ------------------------------------------------------------------
+    def log_new_subjects(self) -> int:
+        """Append the subject log's leaves of subject keys made since the last call (and, the first time, of keys a
+        stopped writer made but did not log); returns how many. Before any record sealed under a new key is
+        stored: ``store_sealed`` calls it."""
+        tokens = self.subjects.take_new()
+        if not self._subjects_caught_up:
+            self._subjects_caught_up = True
+            tokens = list(dict.fromkeys([*self.subjects.table.unmarked(), *tokens]))
+        if not tokens:
+            return 0
+        table = self.subjects.table
+        with self.locked(SUBJECT_LOG, 0):
+            log = self._open_log(SUBJECT_LOG, 0)
+            while (left := table.repair(log.size)) is not None:  # a writer stopped between a row and its hash
+                log.append([leaf_hash(leaf.encode_subject_event(left))])
+            rows = []
+            for token in tokens:
+                if self.fence.entry(token) is not None:
+                    continue  # erased meanwhile: no leaf for a key that is gone
+                row = table.mark(token, log.size + len(rows))  # (its row is written before its hash)
+                if row is not None:
+                    rows.append(row)
+            log.append([leaf_hash(leaf.encode_subject_event(row)) for row in rows])
+            self.checkpoint_due(only=(SUBJECT_LOG, 0))
+        return len(rows)
+
+    def read_fence(self) -> list:
+        """New erasure fence entries since the last call (store I/O: the worker calls it in a thread)."""
+        return self.fence.refresh()
+
+    def forget_erased(self, hashes: set[str]) -> None:
+        """Forget the erased subjects' cached keys and tokens: their next reading gets the next token epoch."""
+        if hashes:
+            self.subjects.forget(hashes)
+            self.sealer.forget(lambda token: subject_hash(token) in hashes)
+
+    def refresh_erasures(self) -> set[str]:
+        """``read_fence`` then ``forget_erased``; returns the new entries' subject hashes."""
+        new = {entry.subject_hash for entry in self.read_fence()}
+        self.forget_erased(new)
+        return new
 
     def take_shares(self) -> list[tuple[str, bytes, bytes]]:
         """(topic, key, value) messages for the ``shares.<grant_id>`` topics, once each."""
@@ -210,6 +270,7 @@ class Pipeline:
     def store_sealed(self, table: str, partition: int, rows: list[tuple[int, dict[str, Any]]]) -> int:
         """Store decoded records of one partition of a sealed topic, given as ``(offset, record)``; returns rows
         written (deduplicated; ledgered for readings and bills)."""
+        self.log_new_subjects()  # subject keys get their leaves before records sealed under them are stored
         if table not in LEDGERED:
             return self.store.append(table, partition, rows)
         return self._store_ledgered(table, partition, rows)
@@ -267,7 +328,8 @@ class Pipeline:
 
     def _checkpoint(self, key: tuple[str, int], force: bool) -> int:
         # re-read if another worker appended since: never sign a stale tree
-        log = self.key_log(key[1]) if key[0] == "deks" else self.log(*key)
+        log = self.key_log(key[1]) if key[0] == "deks" else self.log(*key) if key[0] in LEDGERED \
+            else self._open_log(*key)
         if force and not log.due(every_leaves=1, every_s=float("inf")):
             return 0  # nothing new since the last checkpoint
         if not force and not log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):

@@ -7,7 +7,7 @@ what it keeps in a ``register(registry)`` function of its own (``streams/share/r
 module above them all, ``streams.capabilities`` (like Django's ``INSTALLED_APPS``), calls every one of them.
 The registry is dumb: it stores entries and lists them; each entry says what it holds and how to act on it.
 
-Three kinds of entry:
+Four kinds of entry:
 
 - ``LedgerLog``: a log's table name, how to read its rows, how to encode a row as its leaf. ``ledger verify``
   audits every log the store holds; a log with no registered entry is a finding, never skipped.
@@ -15,6 +15,8 @@ Three kinds of entry:
   erase it. Erasure calls every holder; a holder's ``erase`` is idempotent (a rerun after a kill finishes).
 - ``RetainedKind``: a kind of data with a retention period (``readings``, ``bills``, ``dlq``, ``alerts``) and how
   to delete what is older than a cut-off.
+- ``Tombstones``: where the tombstones of deleted records are kept (``ledger.redaction``): the audit accepts a
+  missing record only at a leaf a matching tombstone names.
 
 Pure: imports nothing of meterseal's.
 
@@ -108,6 +110,14 @@ class RetainedKind:
     delete_older: Callable[[ErasureContext, float], int]
 
 
+@dataclass(frozen=True)
+class Tombstones:
+    """``read(store)`` returns the ``ledger.redaction.Redaction``s some capability recorded when it deleted records."""
+
+    name: str
+    read: Callable[[Any], list[Any]]
+
+
 class Registry:
     """Entries by name; adding a name twice is an error (two capabilities claiming one log is a bug)."""
 
@@ -115,6 +125,7 @@ class Registry:
         self._logs: dict[str, LedgerLog] = {}
         self._holders: dict[str, SubjectHolder] = {}
         self._kinds: dict[str, RetainedKind] = {}
+        self._tombstones: dict[str, Tombstones] = {}
 
     def add_log(self, log: LedgerLog) -> None:
         _add(self._logs, log.table, log, "log")
@@ -124,6 +135,9 @@ class Registry:
 
     def add_retained(self, kind: RetainedKind) -> None:
         _add(self._kinds, kind.kind, kind, "retained kind")
+
+    def add_tombstones(self, source: Tombstones) -> None:
+        _add(self._tombstones, source.name, source, "tombstone source")
 
     def log(self, table: str) -> LedgerLog | None:
         return self._logs.get(table)
@@ -142,6 +156,10 @@ class Registry:
     @property
     def retained_kinds(self) -> list[RetainedKind]:
         return list(self._kinds.values())
+
+    @property
+    def tombstones(self) -> list[Tombstones]:
+        return list(self._tombstones.values())
 
 
 def _add(entries: dict[str, Any], name: str, entry: Any, what: str) -> None:

@@ -21,10 +21,10 @@ import orjson
 import schemas
 from streams.crypto import _primitives
 from streams.crypto import envelope as env
-from streams.crypto.envelope import DataKey, DekRing
+from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
 from streams.exceptions import InvalidInput
-from streams.validate import MeterState, Policy, Reading, _json_loads, check_bill, check_reading, decode_raw
+from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
 _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -143,11 +143,20 @@ class Sealer:
 
     def __init__(self, index: BlindIndex, ring: DekRing, policy: Policy, *, max_message_bytes: int = 65_536,
                  clock: Callable[[], float] = time.time,
-                 region_ring: Callable[[str], DekRing] | None = None) -> None:
+                 region_ring: Callable[[str], DekRing] | None = None,
+                 subjects: Callable[[str, str], SubjectKey] | None = None,
+                 epochs: Callable[[str, str], Any] | None = None) -> None:
         """``ring`` seals dead letters (and records, unless ``region_ring(region)`` gives each region its own
-        DEKs: then no DEK spans regions, which is what lets a region key open one region only)."""
+        DEKs: then no DEK spans regions, which is what lets a region key open one region only).
+
+        ``subjects(token, kind)`` gives a customer's subject key (``streams.keys.subjects.SubjectRing.key``):
+        records are then sealed in envelope v3, under their DEK *and* their subject's key — the account's where the
+        record names one, else the meter's. Without it, v2 (the benchmarks compare both). ``epochs(kind, id)``
+        gives a meter's or account's current token epoch (``streams.keys.subjects.current_epoch``): a reading of an
+        erased subject timed before its erasure becomes a dead letter with rule ``erased`` and no content."""
         self.index, self.ring, self.policy = index, ring, policy
         self.region_ring = region_ring
+        self.subjects, self.epochs = subjects, epochs
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self._reading_version = UNSIGNED_VERSION
@@ -157,8 +166,10 @@ class Sealer:
             # seal_readings writes v2 bodies, and v3 = v2 + device; a new version needs a new writer
             raise RuntimeError("Sealer writes reading v2 (+ device: v3) bodies; update seal_readings for the new schema")
         self._times: dict[str, tuple[float, str]] = {}  # ts text -> (epoch, UTC ISO), see check_reading
-        self._meters: dict[str, tuple[str, bytes, bytes, bytes]] = {}  # meter id -> (token, Avro id, Avro token, key)
-        self._accounts: dict[str | None, tuple[str | None, bytes, bytes]] = {None: (None, b"\x00", b"\x00")}
+        # meter id -> (token, Avro id, Avro token, key, erased until); the token is the current epoch's, and readings
+        # timed at or before "erased until" (epoch seconds; -inf: never erased) are not sealed again
+        self._meters: dict[str, tuple[str, bytes, bytes, bytes, float]] = {}
+        self._accounts: dict[str | None, tuple[str | None, bytes, bytes, float]] = {None: _NO_ACCOUNT}
         self._days: dict[int, tuple[str, str, str, bytes]] = {}  # day number -> day, month, year tokens, Avro
         self._places: dict[tuple, tuple[bytes, bytes, DekRing]] = {}  # (region, category) -> Avro bodies, ring
         self._ms: tuple[int, bytes] = (-1, b"")  # (sealed_at_ms, its Avro varint)
@@ -362,6 +373,7 @@ class Sealer:
             self._key_hex
         signed_kind_version = _KIND_VERSION["reading", SIGNED_VERSION]
         no_account = accounts[None]
+        subject_key = self.subjects
         sealed_at_ms = int(now * 1000)
         if sealed_at_ms != self._ms[0]:  # the varint of the sealing time, made once per millisecond
             self._ms = (sealed_at_ms, _zigzag(sealed_at_ms))
@@ -403,7 +415,12 @@ class Sealer:
                         last = states.get(meter[0])
                         if last is None and lookup is not None:
                             last = lookup(meter[0])
-                    r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    try:
+                        r = check_reading(record, policy=policy, now=now, last=last, times=times)
+                    except InvalidInput:
+                        if self._erased(record, meter):  # an erased subject's reading: never sealed, even in dlq
+                            raise _ERASED from None
+                        raise
                     meter_id, region, category, epoch, register = r[0], r[5], r[6], r[2], r[4]
                     meter = meters.get(meter_id) or self._meter(meter_id)
                 if keys is not None:
@@ -413,6 +430,9 @@ class Sealer:
                 continue
             ts, label = r[1], r[8]
             account = no_account if r[7] is None else accounts.get(r[7]) or self._account(r[7])
+            if epoch <= meter[4] or epoch <= account[3]:
+                out.append(_ERASED)
+                continue
             place = places.get((region, category)) or self._place(region, category)
             day = int(epoch // 86400)
             dates = days.get(day) or self._dates(day)
@@ -435,7 +455,12 @@ class Sealer:
                 v, kv = version, kind_version
             aad = (f"meterseal/record/v1|{record_id}|reading|{v}|{region}|{category}|{meter_tok}|"
                    f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
-            envelope = place[2].seal_record(body, aad, rid)
+            if subject_key is None:
+                envelope = place[2].seal_record(body, aad, rid)
+            elif account_tok is None:
+                envelope = place[2].seal_record_v3(body, aad, rid, subject_key(meter_tok, "meter"))
+            else:
+                envelope = place[2].seal_record_v3(body, aad, rid, subject_key(account_tok, "account"))
             key_bytes = envelope[1:_KEY_ID_END]
             key_id = key_hex.get(key_bytes) or self._key_id(key_bytes)
             size = len(envelope)
@@ -455,14 +480,16 @@ class Sealer:
         except InvalidInput as exc:
             return self.reject(data, source, exc)
         day = dt.date.fromisoformat(bill["date"]).toordinal() - _EPOCH_ORDINAL
+        meter, account = self._meter(bill["meter_no"]), self._account(bill["account_id"] or None)
+        if day * 86400 <= max(meter[4], account[3]):
+            return self.reject(data, source, _ERASED)
         return self._seal("bill", self.index.record_id("bill", bill["bill_no"]), self._bill_version,
-                          schemas.encode_body(schemas.get("bill"), bill), self.clock(), day,
-                          self._meter(bill["meter_no"]), self._account(bill["account_id"] or None),
+                          schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
                           self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None, None)
 
     # -- the one seal path -------------------------------------------------------------------------
     def _seal(self, kind: str, record_id: str, version: int, body: bytes, now: float, day: int,
-              meter: tuple[str, bytes, bytes, bytes], account: tuple[str | None, bytes, bytes],
+              meter: tuple[str, bytes, bytes, bytes, float], account: tuple[str | None, bytes, bytes, float],
               place: tuple[bytes, bytes, DekRing], region: str | None, category: str | None,
               state: MeterState | None, reading: Reading | None) -> Sealed:
         """Seal one record's Avro ``body``: ``meter``, ``account`` and ``place`` are cache entries (``_meter``,
@@ -472,7 +499,12 @@ class Sealer:
         aad = (f"meterseal/record/v1|{record_id}|{kind}|{version}|{region or ''}|{category or ''}|{meter_tok}|"
                f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
         rid = record_id.encode()
-        envelope = place[2].seal_record(body, aad, rid)
+        if self.subjects is None:
+            envelope = place[2].seal_record(body, aad, rid)
+        elif account_tok is None:
+            envelope = place[2].seal_record_v3(body, aad, rid, self.subjects(meter_tok, "meter"))
+        else:
+            envelope = place[2].seal_record_v3(body, aad, rid, self.subjects(account_tok, "account"))
         key_bytes = envelope[1:_KEY_ID_END]
         key_id = self._key_hex.get(key_bytes) or self._key_id(key_bytes)
         sealed_at_ms = int(now * 1000)
@@ -495,25 +527,58 @@ class Sealer:
         hit = self._key_hex[key_bytes] = key_bytes.hex()
         return hit
 
-    def _meter(self, meter_id: str) -> tuple[str, bytes, bytes, bytes]:
-        """(token, Avro of the id, Avro of the token, the token as the message key)."""
+    def _meter(self, meter_id: str) -> tuple[str, bytes, bytes, bytes, float]:
+        """(token, Avro of the id, Avro of the token, the token as the message key, erased until)."""
         hit = self._meters.get(meter_id)
         if hit is None:
             if len(self._meters) >= CACHE_SIZE:
                 self._meters.clear()
-            token = self.index.meter(meter_id)
-            hit = self._meters[meter_id] = (token, _avro_string(meter_id), _avro_string(token), token.encode())
+            token, erased_until = self._token("meter", meter_id)
+            hit = self._meters[meter_id] = (token, _avro_string(meter_id), _avro_string(token), token.encode(),
+                                            erased_until)
         return hit
 
-    def _account(self, account_id: str | None) -> tuple[str | None, bytes, bytes]:
+    def _account(self, account_id: str | None) -> tuple[str | None, bytes, bytes, float]:
         hit = self._accounts.get(account_id)
         if hit is None:
             if len(self._accounts) >= CACHE_SIZE:
                 self._accounts.clear()
-                self._accounts[None] = (None, b"\x00", b"\x00")
-            token = self.index.account(account_id)
-            hit = self._accounts[account_id] = (token, _avro_optional(account_id), _avro_optional(token))
+                self._accounts[None] = _NO_ACCOUNT
+            token, erased_until = self._token("account", account_id)
+            hit = self._accounts[account_id] = (token, _avro_optional(account_id), _avro_optional(token), erased_until)
         return hit
+
+    def _token(self, kind: str, subject_id: str) -> tuple[str, float]:
+        """A meter's or account's token of its current epoch, and until when earlier epochs were erased."""
+        if self.epochs is None:
+            return (self.index.meter if kind == "meter" else self.index.account)(subject_id), _NEVER
+        epoch = self.epochs(kind, subject_id)
+        return epoch.token, epoch.erased_until
+
+    def _erased(self, record: dict[str, Any], meter: tuple | None) -> bool:
+        """Whether a reading the validator refused belongs to an erased subject and is timed before its erasure: then
+        its dead letter must not keep it either."""
+        until = meter[4] if meter is not None else _NEVER
+        account_id = record.get("account_id")
+        if type(account_id) is str and 0 < len(account_id.strip()) <= 256:
+            account_id = account_id.strip()
+            until = max(until, (self._accounts.get(account_id) or self._account(account_id))[3])
+        if until == _NEVER:
+            return False
+        try:
+            return _parse_ts(record.get("ts")).timestamp() <= until
+        except InvalidInput:
+            return False
+
+    def forget(self, erased: Callable[[str], bool]) -> int:
+        """Drop cached meters and accounts whose token ``erased(token)`` says was erased: their next reading asks
+        ``epochs`` again and gets the next epoch. Returns how many."""
+        gone = 0
+        for cache in (self._meters, self._accounts):
+            for key in [k for k, v in cache.items() if k is not None and erased(v[0])]:
+                del cache[key]
+                gone += 1
+        return gone
 
     def _dates(self, day: int) -> tuple[str, str, str, bytes]:
         hit = self._days.get(day)
@@ -545,6 +610,8 @@ class Sealer:
         # broker restart does not
         where = source.id if index is None else f"{source.id}#{index}"
         dlq_id = self.index.record_id("dlq", where, hashlib.sha256(data).hexdigest())
+        if exc.rule == "erased":
+            data = b""  # an erased subject's reading: the dead letter says one came, and holds nothing of it
         record = {
             "format": DLQ_FORMAT, "dlq_id": dlq_id, "source_topic": source.topic,
             "source_partition": source.partition, "source_offset": source.offset, "reason": exc.reason,
@@ -560,6 +627,9 @@ class Sealer:
 
 
 _DOUBLES = struct.Struct("<dd")
+_NEVER = float("-inf")
+_NO_ACCOUNT = (None, b"\x00", b"\x00", _NEVER)
+_ERASED = InvalidInput("erased", "the subject's data was erased; readings timed before the erasure are not sealed again")
 _new_tuple = tuple.__new__  # a NamedTuple made without its Python-level __new__ (hot path)
 _TOKEN_HEX = 2 * TOKEN_BYTES
 _NUMBER_TYPES = (float, int)

@@ -65,6 +65,23 @@ class Settings:
     """DP contribution bound: kWh per reading clamped to [0, this] (`dp query --clamp-kwh`)."""
     dp_per_hour: int = 4
     """DP contribution bound: readings per meter per clock hour counted (`dp query --per-hour`)."""
+    # retention and erasure (streams/erasure)
+    erasure_grace_s: float = 5.0
+    """How long an erasure waits after fencing a subject before destroying anything: workers see the fence within
+    2 s and stop sealing under its keys."""
+    retention_every_s: float = 86_400.0
+    """Workers enforce the retention policy this often (the first run one period after start); 0: never (run
+    `meterseal store enforce-retention` yourself)."""
+    # Connect My Data (streams/connect): OAuth 2.0 for third parties and the ESPI resource server
+    oauth_access_ttl: int = 3600
+    """Lifetime of an OAuth access token, in seconds (never past its grant's end)."""
+    oauth_authorization_days: int = 365
+    """How long a customer's consent to a third party lasts (the grant's expiry; refresh tokens end with it)."""
+    connect_public_url: str | None = None
+    """The console's public base URL (``https://data.example.com``) in resourceURI/authorizationURI and
+    notifications; None: the URL a request came in on (and ``http://127.0.0.1:8800`` for the CLI)."""
+    connect_retry_s: float = 30.0
+    """First retry delay of a notification to a third party (doubling, at most an hour, for 24 h)."""
 
     # devices and signed readings (streams.devices), and the MQTT bridge (streams.mqtt)
     require_signed: bool = False
@@ -121,6 +138,12 @@ class Settings:
         "METERSEAL_DP_DATASET_RHO": "dp_dataset_rho",
         "METERSEAL_DP_CLAMP_KWH": "dp_clamp_kwh",
         "METERSEAL_DP_PER_HOUR": "dp_per_hour",
+        "METERSEAL_ERASURE_GRACE_S": "erasure_grace_s",
+        "METERSEAL_RETENTION_EVERY_S": "retention_every_s",
+        "METERSEAL_OAUTH_ACCESS_TTL": "oauth_access_ttl",
+        "METERSEAL_OAUTH_AUTHORIZATION_DAYS": "oauth_authorization_days",
+        "METERSEAL_CONNECT_PUBLIC_URL": "connect_public_url",
+        "METERSEAL_CONNECT_RETRY_S": "connect_retry_s",
         "METERSEAL_REQUIRE_SIGNED": "require_signed",
         "METERSEAL_DEVICE_REFRESH_S": "device_refresh_s",
         "METERSEAL_MQTT_URL": "mqtt_url",
@@ -151,8 +174,13 @@ class Settings:
                               "seconds (a reader slower than that could lose files compaction replaced)")
         if self.dek_max_records < 1 or self.dek_max_age_s <= 0:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
+        if self.erasure_grace_s < 0 or self.retention_every_s < 0:
+            raise ConfigError("METERSEAL_ERASURE_GRACE_S and METERSEAL_RETENTION_EVERY_S must be >= 0")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
             raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
+        if self.oauth_access_ttl < 1 or self.oauth_authorization_days < 1 or self.connect_retry_s <= 0:
+            raise ConfigError("Connect My Data needs METERSEAL_OAUTH_ACCESS_TTL >= 1, "
+                              "METERSEAL_OAUTH_AUTHORIZATION_DAYS >= 1 and METERSEAL_CONNECT_RETRY_S > 0")
         if self.device_refresh_s <= 0 or self.mqtt_session_expiry_s < 0 or not 1 <= self.mqtt_in_flight <= 65_535:
             raise ConfigError("METERSEAL_DEVICE_REFRESH_S must be > 0, METERSEAL_MQTT_SESSION_EXPIRY_S >= 0 and "
                               "METERSEAL_MQTT_IN_FLIGHT 1..65535")

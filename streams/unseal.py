@@ -29,7 +29,8 @@ def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index:
     With ``index``, also checks that the plaintext's meter and time hash to the row's record id and
     tokens, so a row whose clear columns were edited does not open as if nothing happened.
     """
-    body = env.open_with(keys, record["envelope"], aad=record_aad(record), record_id=record["record_id"])
+    body = env.open_with(keys, record["envelope"], aad=record_aad(record), record_id=record["record_id"],
+                         subjects=subjects_of(keys, record))
     kind = record["kind"]
     writer = schemas.get(kind, record["schema_version"])
     plain = schemas.decode_body(body, writer, schemas.get(kind))
@@ -40,9 +41,45 @@ def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index:
         else:
             expected = index.record_id("bill", plain["bill_no"])
             meter = plain["meter_no"]
-        if expected != record["record_id"] or index.meter(meter) != record["meter_tok"]:
+        if expected != record["record_id"] or not _is_meter_token(index, meter, record["meter_tok"]):
             raise InvalidEnvelope("envelope could not be opened")
     return plain
+
+
+def record_key_of(keys: Any, record: dict[str, Any]) -> bytes:
+    """The record key of a stored version-2 or -3 record, derived by a keyring that holds its DEK (and, for v3, its
+    subject key): what a share hands a recipient instead of any DEK. ``InvalidEnvelope`` for v1 records, or when
+    a key is missing (a v3 record whose subject was erased)."""
+    box = record["envelope"]
+    try:
+        dek = keys(env.key_id_of(box))
+        subject_id = env.subject_key_id_of(box)
+        subject = None if subject_id is None else keys.subject_key(subject_token(record), subject_id)
+        return env.record_key_for(box, dek, record["record_id"], subject)
+    except (KeyError, AttributeError) as exc:
+        raise InvalidEnvelope("envelope could not be opened") from exc
+
+
+def subject_token(record: dict[str, Any]) -> str:
+    """The token of a record's subject: its account's where it names one, else its meter's."""
+    return record.get("account_tok") or record["meter_tok"]
+
+
+def subjects_of(keys: Any, record: dict[str, Any]) -> Callable[[bytes], Any] | None:
+    """``subjects(subject key id)`` for one record, from a keyring that holds subject keys (the owner's
+    ``Keyring`` or a ``RegionKeyring``: ``subject_key(token, key_id)``); None if it holds none (then a v3
+    envelope does not open)."""
+    lookup = getattr(keys, "subject_key", None)
+    if lookup is None:
+        return None
+    token = subject_token(record)
+    return lambda key_id: lookup(token, key_id)
+
+
+def _is_meter_token(index: BlindIndex, meter_id: str, token: str, epochs: int = 16) -> bool:
+    """Whether ``token`` is the meter's token of some epoch (a meter erased and taken by a new occupant has later
+    epochs' tokens; ``streams.keys.subjects``)."""
+    return any(index.meter(meter_id, e) == token for e in range(epochs))
 
 
 def shown(plain: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +108,8 @@ def open_many(records: list[dict[str, Any]], keys: Callable[[bytes], DataKey],
     boxes = [r["envelope"] for r in records]
     aads = [record_aad(r) for r in records]
     return _open_all(boxes, aads, [r["kind"] for r in records], [r["schema_version"] for r in records], keys,
-                     index, [r["record_id"] for r in records], [r["meter_tok"] for r in records] if index else None)
+                     index, [r["record_id"] for r in records], [r["meter_tok"] for r in records],
+                     [subject_token(r) for r in records])
 
 
 # the store columns a sealed record is opened from: what ``record_aad`` binds, in its order, and the envelope
@@ -97,29 +135,49 @@ def open_table(table: Any, keys: Callable[[bytes], DataKey], index: BlindIndex |
     def column(name: str) -> list[Any]:
         return table.column(name).to_pylist()
 
+    meter_toks = column("meter_tok")
+    subject_toks = [a or m for a, m in zip(column("account_tok"), meter_toks)]
     return _open_all(envelopes.to_pylist(), aads.to_pylist(), column("kind"), column("schema_version"), keys, index,
-                     column("record_id"), column("meter_tok") if index else None)
+                     column("record_id"), meter_toks, subject_toks)
 
 
 def _open_all(boxes: list[bytes | None], aads: list[bytes | None], kinds: list[str], versions: list[int],
               keys: Callable[[bytes], DataKey], index: BlindIndex | None, record_ids: list[str],
-              meter_toks: list[str] | None) -> list[dict[str, Any]]:
+              meter_toks: list[str], subject_toks: list[str]) -> list[dict[str, Any]]:
     """The loop ``open_many`` and ``open_table`` share: one decoder per (kind, schema version); a version-1
     envelope is opened with one AES-GCM object per data key, a version-2 one under its record key, derived
-    from its DEK and record id. ``aads`` are the clear columns' associated data (``record_aad``), without
-    the envelope header. Raises ``InvalidEnvelope``."""
+    from its DEK and record id, a version-3 one under its record key derived from its DEK, its subject's key
+    (``keys.subject_key(subject token, key id)``, the HKDF extract made once per pair) and its record id.
+    ``aads`` are the clear columns' associated data (``record_aad``), without the envelope header. Raises
+    ``InvalidEnvelope``."""
     header, nonce_end = env.HEADER_LEN, env.HEADER_LEN + _primitives.NONCE_LEN
     header2, nonce_end2 = env.HEADER_LEN_2, env.HEADER_LEN_2 + _primitives.NONCE_LEN
+    header3, nonce_end3 = env.HEADER_LEN_3, env.HEADER_LEN_3 + _primitives.NONCE_LEN
     label, hmac_sha256, aes_gcm_open = record_keys.RECORD_KEY_LABEL, _primitives.hmac_sha256, _primitives.aes_gcm_open
+    label3 = record_keys.RECORD_KEY_LABEL_3
+    subject_key = getattr(keys, "subject_key", None)
     ciphers: dict[bytes, Any] = {}
     secrets: dict[bytes, bytes] = {}
+    prks: dict[tuple[bytes, bytes], bytes] = {}  # (DEK id, subject key id) -> HKDF PRK
     decoders: dict[tuple[str, int], Callable[[bytes], dict[str, Any]]] = {}
     out = []
-    for box, aad, kind, version, record_id in zip(boxes, aads, kinds, versions, record_ids):
+    for box, aad, kind, version, record_id, subject in zip(boxes, aads, kinds, versions, record_ids, subject_toks):
         if box is None or aad is None or record_id is None:
             raise InvalidEnvelope("envelope could not be opened")
         try:
-            if box[0] == env.VERSION_2 and len(box) >= env.OVERHEAD_2:
+            if box[0] == env.VERSION_3 and len(box) >= env.OVERHEAD_3:
+                pair = (box[1:header], box[header:header + env.SUBJECT_KEY_ID_LEN])
+                prk = prks.get(pair)
+                if prk is None:
+                    if subject_key is None:
+                        raise KeyError("no subject keys")
+                    secret = secrets.get(pair[0])
+                    if secret is None:
+                        secret = secrets[pair[0]] = keys(pair[0]).secret
+                    prk = prks[pair] = record_keys.subject_prk(secret, subject_key(subject, pair[1]).secret)
+                body = aes_gcm_open(hmac_sha256(prk, label3 + record_id.encode() + b"\x01"), box[header3:nonce_end3],
+                                    box[nonce_end3:], box[:header3] + aad)
+            elif box[0] == env.VERSION_2 and len(box) >= env.OVERHEAD_2:
                 key_id = box[1:header]
                 secret = secrets.get(key_id)
                 if secret is None:
@@ -154,5 +212,5 @@ def _recheck(plains: list[dict[str, Any]], kinds: list[str], record_ids: list[st
             expected, meter = index.record_id("reading", plain["meter_id"], plain["ts"]), plain["meter_id"]
         else:
             expected, meter = index.record_id("bill", plain["bill_no"]), plain["meter_no"]
-        if expected != record_id or index.meter(meter) != meter_tok:  # (BlindIndex caches meter tokens)
+        if expected != record_id or not _is_meter_token(index, meter, meter_tok):  # (BlindIndex caches tokens)
             raise InvalidEnvelope("envelope could not be opened")

@@ -46,7 +46,7 @@ def test_seed_csv_is_sealed_exactly_once(rig, seed_csv):
 
     # every stored bill opens with the owner key and equals its CSV row
     store = SegmentStore(rig.data_dir / "store")
-    ring = Keyring(store, rig.keys.unwrappers())
+    ring = Keyring(store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
     con = connect(rig.data_dir / "store")
     cols = [d[0] for d in con.execute("SELECT * FROM bills").description]
     by_no = {r["Bill No."]: check_bill(r) for r in read_bills_csv(seed_csv)}
@@ -156,12 +156,13 @@ def test_demo_runs_end_to_end(tmp_path, seed_csv):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "demo complete" in out and "opened with the owner's private key" in out
-    # 3000 record leaves (1000 bills + 2000 readings) plus one leaf per data key created
+    # 3000 record leaves (1000 bills + 2000 readings) plus one leaf per data key and per customer's subject key
     import re
 
     m = re.search(r"ledger: \d+ Merkle logs, (\d+) leaves, \d+ signed checkpoints — verified", out)
     keys = int(re.search(r"wrapped DEKs in the store: (\d+)", out).group(1))
-    assert m and int(m.group(1)) == 3000 + keys, out[-2000:]
+    subjects = int(re.search(r"customers' subject keys: (\d+)", out).group(1))
+    assert m and int(m.group(1)) == 3000 + keys + subjects and subjects >= 1000, out[-2000:]
     assert "│ bills.raw    │     1000 │   1000 │            0 │" in out
     assert "│ readings.raw │     2005 │   2000 │            5 │" in out
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleaned up after itself

@@ -135,7 +135,7 @@ def test_every_malformed_reading_lands_in_dlq_and_the_worker_keeps_going(tmp_pat
                             and len(r) >= len(BAD) and r, f"{len(BAD)} dead letters")
         assert len(rows) == len(BAD)
         # each dead letter opens (owner key) to the original bytes, and has the rule the corpus expects
-        ring = Keyring(SegmentStore(tmp_path / "store"), rig.keys.unwrappers())
+        ring = Keyring(SegmentStore(tmp_path / "store"), rig.keys.unwrappers(), index_key=rig.keys.index_key)
         rule_of = {value: rule for _, _, value, rule in BAD}
         for rule, reason, _, dlq_id, sealed in rows:
             original = envelope.open_with(ring, sealed, aad=dlq_aad(dlq_id))
@@ -174,7 +174,7 @@ def test_head_end_batches_through_a_live_worker(tmp_path):
         rows = rig.query("SELECT coalesce(batch_index, -1), rule FROM dlq")
         assert sorted(rows) == dead
         # per-meter order: a meter's sequence numbers follow its readings' times
-        ring = Keyring(SegmentStore(tmp_path / "store"), rig.keys.unwrappers())
+        ring = Keyring(SegmentStore(tmp_path / "store"), rig.keys.unwrappers(), index_key=rig.keys.index_key)
         records = [dict(zip(("record_id", "kind", "schema_version", "region", "category", "meter_tok", "account_tok",
                              "day_tok", "month_tok", "year_tok", "envelope", "meter_seq"), row))
                    for row in rig.query("SELECT record_id, kind, schema_version, region, category, meter_tok, "

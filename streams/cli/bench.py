@@ -247,6 +247,19 @@ def bench_share_cmd(meters: int, days: int, interval_min: int, fmt: str) -> None
     print_result(bench_share(meters=meters, days=days, interval_min=interval_min), fmt)
 
 
+@bench.command("connect")
+@click.option("--readings", type=int, default=35_040, show_default=True, help="15-minute readings of one meter.")
+@click.option("--token-requests", type=int, default=200, show_default=True, help="Refresh-token grants timed.")
+@click.option("--runs", type=int, default=3, show_default=True, help="Feed and export runs (median reported).")
+@_bench_fmt
+def bench_connect_cmd(readings: int, token_requests: int, runs: int, fmt: str) -> None:
+    """Connect My Data: token endpoint requests/s, and Batch/Subscription of one meter-year of 15-minute readings
+    beside `export espi` of the same data (same run; goal: the API within 1.5x)."""
+    from streams.bench.connect import bench_connect
+
+    print_result(bench_connect(readings=readings, token_requests=token_requests, feed_runs=runs), fmt)
+
+
 @bench.command("console")
 @click.option("--viewers", type=int, default=200, show_default=True, help="Concurrent SSE viewers of the live alerts.")
 @click.option("--alerts", type=int, default=20, show_default=True, help="Alerts produced on the broker, one per --gap.")

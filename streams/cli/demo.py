@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streams import capabilities
+from streams.keys.subjects import SubjectKeyTable
 from streams.ingest import sources
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, Producer, ensure_topics
 from streams.exceptions import InvalidInput, MeterSealError
@@ -199,10 +200,11 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
     shown = {k: (v.hex()[:48] + f"… ({len(v)} bytes)" if isinstance(v, bytes) else v) for k, v in record.items()}
     console.print("[bold]one sealed bill, as the store holds it[/] (no name, address, phone, account or meter number):")
     console.print_json(json.dumps(shown))
-    plain = open_record(record, Keyring(store, keys.unwrappers()), index)
+    plain = open_record(record, Keyring(store, keys.unwrappers(), index_key=keys.index_key), index)
     console.print(f"opened with the owner's private key: bill {plain['bill_no']} of {plain['date']}, "
                   f"{plain['billed_unit']} units, category {plain['category']} (AEAD verified, record id checked)")
-    console.print(f"wrapped DEKs in the store: {len(store.dek_ids())}; "
+    console.print(f"wrapped DEKs in the store: {len(store.dek_ids())}; customers' subject keys: "
+                  f"{len(SubjectKeyTable(store, keys.index_key).tokens())}; "
                   f"store totals: {con.execute('SELECT count(*) FROM readings').fetchone()[0]} readings, "
                   f"{con.execute('SELECT count(*) FROM bills').fetchone()[0]} bills, "
                   f"{con.execute('SELECT count(*) FROM dlq').fetchone()[0]} dead letters")

@@ -107,7 +107,8 @@ def keys_region_add(settings: Settings, region: str, out: Path | None, replace: 
     data = open_settings_store(settings) if settings.store_location != settings.store_dir or \
         (settings.store_dir / "readings").exists() or (settings.store_dir / "bills").exists() else None
     if data is not None and not (data.is_empty("readings") and data.is_empty("bills")):
-        keyring = Keyring(data, store.unlock(passphrase).unwrappers())
+        unlocked = store.unlock(passphrase)
+        keyring = Keyring(data, unlocked.unwrappers(), index_key=unlocked.index_key)
         written, refused = grant_existing(data, keyring, key)
         _report_grants(region, written, refused)
 
@@ -136,7 +137,8 @@ def keys_region_grant(settings: Settings, region: str) -> None:
     passphrase = passphrase_for(settings)
     key = store.region_key(passphrase, region)
     data = open_settings_store(settings)
-    keyring = Keyring(data, store.unlock(passphrase).unwrappers())
+    unlocked = store.unlock(passphrase)
+    keyring = Keyring(data, unlocked.unwrappers(), index_key=unlocked.index_key)
     _report_grants(region, *grant_existing(data, keyring, key))
 
 

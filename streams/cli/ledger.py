@@ -60,8 +60,13 @@ def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
         for f in problems[1:20]:
             click.echo(f"  also: {f}", err=True)
         sys.exit(1)
+    redacted = sum(s.redacted for s, _ in results)
+    erasure = next((s for s, _ in results if s.log.split("/")[-2] == "erasure"), None)
     click.echo(f"ok: {len(results)} logs, {leaves} leaves ({signed} under signed checkpoints), "
                f"{sum(s.checkpoints for s, _ in results)} checkpoints verified; keys checked: {checked_text(verifiers)}")
+    if redacted:
+        click.echo(f"{redacted} leaves redacted by {erasure.leaves if erasure else 0} erasure and retention run(s): "
+                   "their records were deleted on purpose, their hashes and tombstones checked")
 
 
 @ledger_group.command("checkpoints")
@@ -108,7 +113,8 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None, device: b
             from streams.devices.proof import device_proof
             from streams.keys.keyring import Keyring
 
-            keyring = Keyring(store, keystore.unlock(passphrase_for(settings)).unwrappers())
+            keys = keystore.unlock(passphrase_for(settings))
+            keyring = Keyring(store, keys.unwrappers(), index_key=keys.index_key)
             try:
                 bundle = device_proof(store, *found, keyring=keyring, vkey=keystore.ledger_verifier.vkey)
             except DeviceError as exc:

@@ -14,6 +14,7 @@ import click
 from streams.cli.alerts import alerts_cmd, eval_group
 from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
+from streams.cli.connect import connect_group
 from streams.cli.console import console_group
 from streams.cli.demo import demo
 from streams.cli.device import device_group
@@ -27,6 +28,7 @@ from streams.cli.mqtt import bridge_group, mqtt_group, simulate_group
 from streams.cli.search import search_cmd, sql_cmd
 from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
+from streams.cli.subject import subject_group
 from streams.exceptions import MeterSealError
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, ensure_topics
 from streams.settings import Settings
@@ -120,6 +122,7 @@ main.add_command(ingest)
 main.add_command(store)
 main.add_command(demo)
 main.add_command(bench)
+main.add_command(connect_group)
 main.add_command(ledger_group)
 main.add_command(alerts_cmd)
 main.add_command(eval_group)
@@ -134,6 +137,7 @@ main.add_command(console_group)
 main.add_command(dp_group)
 main.add_command(bill_cmd)
 main.add_command(forecast_cmd)
+main.add_command(subject_group)
 main.add_command(device_group)
 main.add_command(bridge_group)
 main.add_command(simulate_group)

@@ -50,13 +50,86 @@ def party_keygen(out: Path) -> None:
 
 @party_group.command("add")
 @click.argument("name")
-@click.option("--public-key", "public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The party's party.pub.")
+@click.option("--public-key", "public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The party's party.pub (optional for a third party that only wants ESPI feeds).")
+@click.option("--redirect-uri", help="Register NAME as an OAuth 2.0 client (Connect My Data) with this exact "
+              "redirect URI (https, or http on loopback).")
+@click.option("--notify-uri", help="Where signed ESPI BatchList notifications are POSTed.")
+@click.option("--scope", default="FB=1_3_4_5_13_14_39;IntervalDuration=900;BlockDuration=daily;HistoryLength=34128000",
+              show_default=True, help="The widest ESPI scope the party may ask for (HistoryLength in seconds).")
+@click.option("--purpose", default="", help="Why the party asks (shown on the consent page).")
+@click.option("--status", type=click.Choice(["production", "review"]), default="production", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
-def party_add(settings: Settings, name: str, public_key: Path) -> None:
-    """Register a party's public key under NAME (owner)."""
-    party = add_party(open_settings_store(settings), name, PartyPublicKey.parse(public_key.read_text()))
-    console.print(f"party {party.name} registered (key {party.fingerprint[:16]}…)")
+def party_add(settings: Settings, name: str, public_key: Path | None, redirect_uri: str | None, notify_uri: str | None,
+              scope: str, purpose: str, status: str, fmt: str) -> None:
+    """Register a party (owner): its public key for bundles, and/or --redirect-uri for Connect My Data, which
+    prints client_id and client_secret (shown once, stored only as a hash)."""
+    key = PartyPublicKey.parse(public_key.read_text()) if public_key else None
+    if redirect_uri is None:
+        if key is None:
+            raise click.UsageError("give --public-key FILE (bundles) and/or --redirect-uri URI (Connect My Data)")
+        party = add_party(open_settings_store(settings), name, key)
+        console.print(f"party {party.name} registered (key {party.fingerprint[:16]}…)")
+        return
+    from streams.connect.clients import register_client
+
+    client, secret = register_client(open_settings_store(settings), name, redirect_uri=redirect_uri, scope=scope,
+                                     public_key=key, notify_uri=notify_uri, status=status, purpose=purpose)
+    _print_credentials(client, secret, fmt)
+
+
+def _print_credentials(client, secret: str, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps({**client.public(), "client_secret": secret}, indent=2))
+    else:
+        click.echo(f"client_id\t{client.client_id}\nclient_secret\t{secret}")
+    console.print("the client secret is shown this once and stored only as a hash: hand it to the party now")
+
+
+@party_group.command("credentials")
+@click.argument("name")
+@click.option("--rotate", is_flag=True, required=True, help="Issue a new client secret (the old one stops working).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def party_credentials(settings: Settings, name: str, rotate: bool, fmt: str) -> None:
+    """A new client secret for a third party (owner)."""
+    from streams.connect.clients import rotate_secret
+
+    client, secret = rotate_secret(open_settings_store(settings), name)
+    _print_credentials(client, secret, fmt)
+
+
+@party_group.command("status")
+@click.argument("name")
+@click.argument("status", type=click.Choice(["review", "production", "on-hold", "revoked"]))
+@click.pass_obj
+def party_status(settings: Settings, name: str, status: str) -> None:
+    """Set a third party's status (ESPI ApplicationInformation): only production gets authorizations and data;
+    revoked also revokes every authorization it holds, and tells it."""
+    connect = _connect(settings)
+    client, ended = connect.set_party_status(name, status)
+    connect.outbox.run_due()
+    console.print(f"party {client.name} is {client.status}" + (f"; {len(ended)} authorization(s) revoked" if ended else ""))
+
+
+def _connect(settings: Settings):
+    from streams.connect.notify import Outbox
+    from streams.connect.service import Connect
+
+    keystore, passphrase = _owner(settings)
+    signer = keystore.ledger_signer(passphrase)
+    return Connect(open_settings_store(settings), settings.data_dir, signer=signer,
+                   index_key=keystore.index_key(passphrase),
+                   outbox=Outbox.for_data_dir(settings.data_dir, signer, base_s=settings.connect_retry_s, timeout_s=3),
+                   public_url=settings.connect_public_url, meter_token=lambda m: _token(keystore, passphrase, m),
+                   controller=f"{settings.app_id} data custodian")
+
+
+def _token(keystore, passphrase: str, meter: str) -> str:
+    from streams.crypto.tokens import BlindIndex
+
+    return BlindIndex(keystore.index_key(passphrase)).meter(meter)
 
 
 @party_group.command("list")
@@ -160,11 +233,35 @@ def grant_show(settings: Settings, grant_id: str) -> None:
 @click.option("--reason", default="", help="Kept in the consent log.")
 @click.pass_obj
 def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
-    """Revoke a grant: nothing more is released under it (forward-only: what was shared stays shared)."""
+    """Revoke a grant: nothing more is released under it (forward-only: what was shared stays shared). A third
+    party's authorization also loses its tokens, and the party is sent a signed notice."""
     keystore, passphrase = _owner(settings)
-    grant = revoke_grant(open_settings_store(settings), grant_id, signer=keystore.ledger_signer(passphrase),
-                         index_key=keystore.index_key(passphrase), reason=reason)
+    store = open_settings_store(settings)
+    grant = get_grant(store, grant_id, index_key=keystore.index_key(passphrase))
+    if grant.client_id:
+        connect = _connect(settings)
+        grant = connect.revoke(grant_id, by="operator" + (f": {reason}" if reason else ""))
+        client = connect.find_client(grant.client_id)
+        if client is not None and client.notify_uri:
+            delivered = connect.outbox.run_due()  # one quick try; the console's notifier retries for 24 h
+            console.print(f"third party {grant.party} {'told' if delivered else 'will be told (queued)'}")
+        else:
+            console.print(f"third party {grant.party} registered no notify-uri: its next call answers 401")
+    else:
+        grant = revoke_grant(store, grant_id, signer=keystore.ledger_signer(passphrase),
+                             index_key=keystore.index_key(passphrase), reason=reason)
     console.print(f"grant {grant.grant_id} revoked at {grant.revoked_at} (consent-log leaf {grant.revoked_leaf})")
+
+
+@grant_group.command("receipt")
+@click.argument("grant_id")
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True)
+@click.pass_obj
+def grant_receipt(settings: Settings, grant_id: str, fmt: str) -> None:
+    """The grant's consent receipts (Kantara v1.1 fields, consent-log leaf, inclusion proof, signed checkpoint):
+    its consent, then its revocation or expiry."""
+    connect = _connect(settings)
+    click.echo(json.dumps(connect.receipts(connect.grant(grant_id)), indent=2))
 
 
 # --- shares ------------------------------------------------------------------------------------------------

@@ -45,6 +45,15 @@ def store_rebuild(settings: Settings, into: str | None) -> None:
                         work_dir=settings.data_dir / "store-rebuild-work", create=True)
     if is_remote(into) and (target.log_keys() or not all(target.is_empty(t) for t in ("readings", "bills", "dlq"))):
         raise MeterSealError(f"{into} already holds records or ledger logs: rebuild into a new prefix")
+    from streams.cli.common import open_settings_store
+    from streams.store.migrate import carry_keys
+
+    try:  # subject keys are on no topic: the rebuilt store takes them (and the erasure fence) from this one
+        carried = carry_keys(open_settings_store(settings), target)
+    except MeterSealError as exc:
+        raise MeterSealError(f"the current store's subject keys could not be read ({exc}): without them the "
+                             "rebuilt store's records cannot be opened") from exc
+    console.print(f"subject keys and erasure fence carried over: {carried.objects} objects, {carried.hashes} log hashes")
     pipeline = Pipeline(settings, keystore.index_key(passphrase), keystore.owner_public, target,
                         keystore.ledger_signer(passphrase))
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -115,3 +124,73 @@ def store_expire(settings: Settings, older_than_s: float | None, tables: tuple[s
     if report is None:
         raise click.ClickException("another process is expiring this store's snapshots now: try again later")
     click.echo(json.dumps(report, indent=2))
+
+
+@store.group("retention")
+def retention_group() -> None:
+    """How long each kind of data is kept (ISO 8601 durations such as P2Y, P400D): `show`, `set`."""
+
+
+@retention_group.command("show")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def retention_show(settings: Settings, fmt: str) -> None:
+    """Each kind's retention (the default unless set), and what the workers' daily run will delete before."""
+    from streams.cli.common import open_settings_store
+    from streams.erasure.retention import load_policy, parse_duration
+
+    policy = load_policy(open_settings_store(settings))
+    known = {kind.kind for kind in capabilities.registry().retained_kinds}
+    rows = {kind: {**entry, "cutoff": _iso(parse_duration(entry["keep"]).before(time.time()))}
+            for kind, entry in policy.items() if kind in known}
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for kind, entry in rows.items():
+        click.echo(f"{kind:10} keep {entry['keep']:8} ({'set' if entry['set'] else 'default'}): older than "
+                   f"{entry['cutoff']} is deleted")
+
+
+@retention_group.command("set")
+@click.option("--kind", required=True, help="readings, bills, dlq, alerts (`retention show` lists them).")
+@click.option("--keep", required=True, help="An ISO 8601 duration: P2Y, P400D, P1Y6M, PT12H.")
+@click.pass_obj
+def retention_set(settings: Settings, kind: str, keep: str) -> None:
+    """Keep KIND for KEEP (measured back from now by each row's own time). Workers apply it daily
+    (METERSEAL_RETENTION_EVERY_S); `meterseal store enforce-retention` applies it now."""
+    from streams.cli.common import open_settings_store
+    from streams.erasure.retention import set_policy
+
+    policy = set_policy(open_settings_store(settings), kind, keep,
+                        known=[k.kind for k in capabilities.registry().retained_kinds])
+    click.echo(json.dumps({kind: policy[kind]}, indent=2))
+
+
+@store.command("enforce-retention")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def store_enforce_retention(settings: Settings, fmt: str) -> None:
+    """Delete now what the retention policy no longer covers, destroy the DEKs no remaining row uses, and log the
+    run in the erasure log (the deleted records' leaves stay as hashes: `ledger verify` still passes)."""
+    from streams.cli.common import open_settings_store
+    from streams.erasure.retention import enforce
+
+    keystore = Keystore.load(settings.data_dir)
+    passphrase = passphrase_for(settings)
+    report = enforce(open_settings_store(settings), index_key=keystore.index_key(passphrase),
+                     signers=[keystore.ledger_signer(passphrase)], registry=capabilities.registry(),
+                     dek_max_age_s=settings.dek_max_age_s, data_dir=settings.data_dir,
+                     progress=lambda text: console.print(text))
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        deleted = ", ".join(f"{n} {k}" for k, n in report["deleted"].items())
+        click.echo(f"retention: {deleted}; erasure log leaf {report['leaf_index']}")
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    if ts == float("-inf"):
+        return "(nothing)"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

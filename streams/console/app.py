@@ -8,6 +8,7 @@ pages and the JSON API live in ``pages.py`` and ``api.py``.
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,9 @@ from . import metrics
 from .roles import ACCESS, HOME, CsrfFailed, Forbidden, NotFound, NotLoggedIn, Principal, allow
 from .sessions import SessionStore, Throttle
 from .users import UserStore
-from .web import ms, set_session_cookie
+from .web import CSP, ms, set_session_cookie
 
 HERE = Path(__file__).parent
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 @dataclass
@@ -47,6 +46,7 @@ class ConsoleState:
     sharing: Any = None
     privacy: Any = None
     registry: Any = None  # streams.registry.Registry: what the auditor's ledger check reads every log with
+    connect: Any = None  # streams.connect.service.Connect: OAuth 2.0 + ESPI for third parties (None: off)
     cookie_name: str = "meterseal_session"
     metrics: Any = field(default_factory=metrics.ConsoleMetrics)
     verify_run: dict = field(default_factory=dict)
@@ -64,7 +64,8 @@ def create_app(state: ConsoleState) -> FastAPI:
     async def headers(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
+        if "Content-Security-Policy" not in response.headers:  # the consent page widens form-action by itself
+            response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -83,6 +84,9 @@ def create_app(state: ConsoleState) -> FastAPI:
     async def not_logged_in(request: Request, _exc: NotLoggedIn) -> Response:
         if wants_json(request):
             return JSONResponse({"error": "log in first: POST /login"}, status_code=401)
+        if request.method == "GET":  # come back here after logging in (a same-site path only)
+            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?{urlencode({'next': back})}", status_code=303)
         return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(Forbidden)
@@ -121,10 +125,12 @@ def create_app(state: ConsoleState) -> FastAPI:
         return Response(body, media_type=content_type)
 
     @app.get("/login")
-    def login_form(request: Request, error: str | None = None) -> Response:
+    def login_form(request: Request, error: str | None = None, next: str | None = None) -> Response:  # noqa: A002
         session = state.sessions.get(request.cookies.get(state.cookie_name))
         if session is None or session.user:
             session = state.sessions.new(None)
+        if same_site_path(next):
+            session.data["next"] = next
         response = templates.TemplateResponse(request, "login.html", {
             "csrf": session.csrf, "user": None, "error": None, "oidc": state.oidc is not None})
         set_session_cookie(request, response, state, session.id, state.sessions.ttl_s)
@@ -150,7 +156,8 @@ def create_app(state: ConsoleState) -> FastAPI:
         state.metrics.logins.labels("ok").inc()
         state.sessions.drop(session.id)  # a new id after login: no session fixation
         fresh = state.sessions.new(user.name)
-        response = RedirectResponse(HOME[user.role], status_code=303)
+        back = session.data.get("next")
+        response = RedirectResponse(back if same_site_path(back) else HOME[user.role], status_code=303)
         set_session_cookie(request, response, state, fresh.id, state.sessions.ttl_s)
         return response
 
@@ -170,16 +177,24 @@ def create_app(state: ConsoleState) -> FastAPI:
     def home(who: Principal = Depends(allow("GET", "/"))) -> Response:
         return RedirectResponse(HOME[who.role], status_code=303)
 
-    from . import api, pages
+    from . import api, connect, pages
 
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(connect.router)
     if state.oidc is not None:
         from . import oidc
 
         app.include_router(oidc.router)
     check_table(app)
     return app
+
+
+def same_site_path(path: str | None) -> bool:
+    """A path on this site to return to after login: ``/...``, not ``//host`` or ``/\\host``, no scheme, no
+    control characters, at most 2,000 characters (no open redirect)."""
+    return (isinstance(path, str) and 0 < len(path) <= 2000 and path.startswith("/") and not path.startswith("//")
+            and "\\" not in path and not any(ord(c) < 32 for c in path) and "://" not in path.split("?", 1)[0])
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:

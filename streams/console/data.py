@@ -193,7 +193,8 @@ class Vault:
             from ..devices.proof import device_proof
             from ..keys.keyring import Keyring
 
-            return device_proof(self.store, *found, keyring=Keyring(self.store, self.reader.keys.unwrappers()),
+            keys = self.reader.keys
+            return device_proof(self.store, *found, keyring=Keyring(self.store, keys.unwrappers(), index_key=keys.index_key),
                                 vkey=self.keystore.ledger_verifier.vkey)
         return proof_bundle(self.store, *found, vkey=self.keystore.ledger_verifier.vkey)
 

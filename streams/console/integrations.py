@@ -108,3 +108,24 @@ def privacy_for(vault: Any, settings: Any) -> Privacy | None:
         return None
     return Privacy(engine, vault, regions=settings.regions, default_dataset_rho=settings.dp_dataset_rho,
                    clamp_kwh=settings.dp_clamp_kwh, per_hour=settings.dp_per_hour)
+
+
+def connect_for(vault: Any, settings: Any, *, retry_s: float | None = None) -> Any:
+    """Connect My Data (``streams.connect``) over the vault's store and keys, with its notification outbox; None
+    without a vault. The caller starts ``Notifier(connect.outbox)`` (``server.serve`` does)."""
+    if vault is None:
+        return None
+    from ..connect.notify import Outbox
+    from ..connect.service import Connect
+
+    outbox = Outbox.for_data_dir(vault.data_dir, vault.signer,
+                                 base_s=retry_s if retry_s is not None else getattr(settings, "connect_retry_s", 30.0))
+
+    def readings_of(meter: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+        return vault.readings(meter, first, last)
+
+    return Connect(vault.store, vault.data_dir, signer=vault.signer, index_key=vault.index_key,
+                   readings_of=readings_of, outbox=outbox, access_ttl_s=getattr(settings, "oauth_access_ttl", 3600),
+                   authorization_days=getattr(settings, "oauth_authorization_days", 365),
+                   public_url=getattr(settings, "connect_public_url", None), meter_token=vault.meter_token,
+                   controller=f"{getattr(settings, 'app_id', 'meterseal')} data custodian")

@@ -51,11 +51,14 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
     alerts = list(reversed(state.hub.history(lambda a: a.get("meter_tok") in tokens)))[:50] if state.hub else []
     bills = vault.bills(meters) if vault else []
     grants, configured = grant_rows(request, who)
+    grants = [g for g in grants if not g.get("client_id")]  # third parties' authorizations have their own table
+    connect = state.connect
+    authorizations = [g.to_dict() for g in connect.authorizations(meters=meters)] if connect else None
     latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
     recent = vault.recent_readings(meters) if vault else []
     return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants, recent=recent,
                   grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
-                  month_ago=(latest - dt.timedelta(days=30)).isoformat())
+                  month_ago=(latest - dt.timedelta(days=30)).isoformat(), authorizations=authorizations)
 
 
 @router.get("/customer/download")
@@ -109,7 +112,11 @@ def grant_revoke(grant_id: str, request: Request, who: Principal = Depends(allow
     rows, configured = grant_rows(request, who)
     if not configured or grant_id not in {r["grant_id"] for r in rows}:
         raise NotFound()  # another customer's grant, or none: the same answer
-    if next(r for r in rows if r["grant_id"] == grant_id)["state"] == "active":
+    row = next(r for r in rows if r["grant_id"] == grant_id)
+    connect = request.app.state.console.connect
+    if row["state"] == "active" and row.get("client_id") and connect is not None:  # tokens too, and the party told
+        connect.revoke(grant_id, by="customer", base=f"{request.url.scheme}://{request.url.netloc}")
+    elif row["state"] == "active":
         request.app.state.console.sharing.revoke(grant_id)
     return RedirectResponse("/customer#grants", status_code=303)
 
@@ -120,8 +127,10 @@ def auditor(request: Request, who: Principal = Depends(allow("GET", "/auditor"))
     vault = request.app.state.console.vault
     sharing = request.app.state.console.sharing
     consent = sharing.all() if sharing else None
+    connect = request.app.state.console.connect
     return render(request, who, "auditor.html", checkpoints=vault.checkpoints() if vault else [],
-                  run=request.app.state.console.verify_run, consent=consent)
+                  run=request.app.state.console.verify_run, consent=consent,
+                  consent_events=connect.events() if connect else None)
 
 
 def _verify(state: Any) -> None:
@@ -189,9 +198,19 @@ def federated(request: Request, who: Principal = Depends(allow("GET", "/fl"))) -
 
 @router.get("/admin")
 def admin(request: Request, who: Principal = Depends(allow("GET", "/admin"))) -> Response:
+    return admin_page(request, who)
+
+
+def admin_page(request: Request, who: Principal, *, issued: dict | None = None, refused: str | None = None,
+               status_code: int = 200) -> Response:
+    """The admin page; ``issued``: a third party's new client secret, shown this once."""
+    from ..connect.clients import STATUSES
+
     state = request.app.state.console
     return render(request, who, "admin.html", users=state.users.list(), keys=state.vault.key_status() if state.vault else None,
-                  parties=parties(request), sharing=state.sharing is not None)
+                  parties=parties(request), sharing=state.sharing is not None,
+                  clients=state.connect.clients() if state.connect else None, statuses=STATUSES, issued=issued,
+                  refused=refused, status_code=status_code)
 
 
 __all__ = ["router", "parse_day"]

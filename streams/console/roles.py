@@ -59,6 +59,24 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/status"): STAFF,
     ("GET", "/api/ledger/checkpoints"): _r("admin", "auditor"),
     ("GET", "/api/ledger/proof/{record_id}"): _r("admin", "auditor", "customer"),
+    # Connect My Data (streams/console/connect.py): only a customer consents, for its own meters
+    ("GET", "/oauth/authorize"): _r("customer"),
+    ("POST", "/oauth/authorize"): _r("customer"),
+    ("GET", "/customer/receipts/{grant_id}"): _r("customer"),
+    ("POST", "/customer/connect/{grant_id}/revoke"): _r("customer"),
+    ("POST", "/admin/parties"): _r("admin"),
+    ("POST", "/admin/parties/{name}/rotate"): _r("admin"),
+    ("POST", "/admin/parties/{name}/status"): _r("admin"),
+    # the third party authenticates itself (client credentials, bearer tokens), never with a console session
+    ("POST", "/oauth/token"): PUBLIC,
+    ("POST", "/oauth/revoke"): PUBLIC,
+    ("GET", "/espi/1_1/resource/Batch/Subscription/{subscription_id}"): PUBLIC,
+    ("GET", "/espi/1_1/resource/Subscription/{subscription_id}/UsagePoint"): PUBLIC,
+    ("GET", "/espi/1_1/resource/Subscription/{subscription_id}/UsagePoint/{usage_point_id}"): PUBLIC,
+    ("GET", "/espi/1_1/resource/Authorization/{authorization_id}"): PUBLIC,
+    ("DELETE", "/espi/1_1/resource/Authorization/{authorization_id}"): PUBLIC,
+    ("GET", "/espi/1_1/resource/ReadServiceStatus"): PUBLIC,
+    ("GET", "/.well-known/meterseal-vkeys"): PUBLIC,  # public keys only
 }
 
 HOME = {"admin": "/admin", "operator": "/operator", "customer": "/customer", "auditor": "/auditor",

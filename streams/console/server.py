@@ -9,7 +9,7 @@ from ..settings import Settings
 from .app import ConsoleState, create_app
 from .data import Vault
 from .feed import AlertHub
-from .integrations import privacy_for, sharing_for
+from .integrations import connect_for, privacy_for, sharing_for
 from .sessions import SessionStore, Throttle
 from .users import UserStore
 
@@ -48,6 +48,7 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
                          registry=registry)
     state.sharing = sharing_for(vault)
     state.privacy = privacy_for(vault, settings)
+    state.connect = connect_for(vault, settings)
     if broker:
         state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc()).start()
     return state
@@ -61,6 +62,11 @@ def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port:
     app = create_app(state)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
+    notifier = None
+    if state.connect is not None:  # notifications to third parties: its own thread, never the request's
+        from ..connect.notify import Notifier
+
+        notifier = Notifier(state.connect.outbox, tick=state.connect.notify_new_data).start()
     if ready:
         ready(f"http://{host}:{port}/")
     try:
@@ -70,6 +76,8 @@ def serve(settings: Settings, passphrase: str, *, host: str = "127.0.0.1", port:
     finally:
         if state.hub:
             state.hub.stop()
+        if notifier is not None:
+            notifier.stop()
 
 
 def demo_accounts(data_dir, *, customer_meters: list[str]) -> dict[str, tuple[str, str]]:

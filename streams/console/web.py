@@ -8,6 +8,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
 
 def ms(value: int | None) -> str:
     """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS`` UTC (a Jinja filter)."""

@@ -39,6 +39,8 @@ class BlindIndex:
     def __init__(self, root_key: bytes) -> None:
         if len(root_key) != 32:
             raise ValueError(f"index root key must be 32 bytes, got {len(root_key)}")
+        self._root = root_key
+        self._epoch_keys: dict[tuple[str, int], bytes] = {}
         self._keys = {f: _primitives.hkdf_sha256(root_key, info=b"meterseal/blind-index/v1/" + f.encode()) for f in FIELDS}
         self._cache: dict[str, dict[str, str]] = {f: {} for f in CACHED}
         self._record_hmac = _primitives.HmacSha256(self._keys["record"])
@@ -61,11 +63,23 @@ class BlindIndex:
             raise ValueError(f"no blind index for field {field!r}; fields: {', '.join(FIELDS)}") from None
         return _primitives.hmac_sha256(key, value.strip().encode()).hex()[: 2 * TOKEN_BYTES]
 
-    def meter(self, meter_id: str) -> str:
-        return self.token("meter", meter_id)
+    def meter(self, meter_id: str, epoch: int = 0) -> str:
+        """The meter's token in token ``epoch`` (0 until its data is first erased; each erasure moves it on)."""
+        return self.token("meter", meter_id) if not epoch else self._epoch_token("meter", meter_id, epoch)
 
-    def account(self, account_id: str) -> str:
-        return self.token("account", account_id)
+    def account(self, account_id: str, epoch: int = 0) -> str:
+        return self.token("account", account_id) if not epoch else self._epoch_token("account", account_id, epoch)
+
+    def _epoch_token(self, field: str, value: str, epoch: int) -> str:
+        """A token of a later epoch: HMAC under a field key of that epoch's own (HKDF info
+        ``meterseal/blind-index/v1/<field>/epoch/<n>``), so no value of one epoch collides with another's."""
+        if epoch < 0:
+            raise ValueError("token epochs start at 0")
+        key = self._epoch_keys.get((field, epoch))
+        if key is None:
+            key = self._epoch_keys[(field, epoch)] = _primitives.hkdf_sha256(
+                self._root, info=f"meterseal/blind-index/v1/{field}/epoch/{epoch}".encode())
+        return _primitives.hmac_sha256(key, value.strip().encode()).hex()[: 2 * TOKEN_BYTES]
 
     def day(self, day: dt.date | str) -> str:
         return self.token("day", str(day))

@@ -2,8 +2,8 @@
 
 The owner makes it (``device_proof``: ``meterseal ledger prove RECORD_ID --device``, the customer's console page):
 the record as the store holds it (clear columns and envelope), its ledger leaf, an RFC 6962 inclusion proof to
-the newest signed checkpoint of its log, and the record's own key (envelope v2: derived from its DEK for this one
-record, never the DEK). Whoever holds it checks (``check_device_proof``), trusting only the device's public key
+the newest signed checkpoint of its log, and the record's own key (derived for this one record from its DEK and,
+envelope v3, its subject's key: never either key itself). Whoever holds it checks (``check_device_proof``), trusting only the device's public key
 and the ledger's verifier key:
 
 1. the checkpoint note is signed by the ledger key(s) they trust;
@@ -33,10 +33,10 @@ from ledger.note import Verifier, open_note
 from ledger.verify import verify_inclusion
 
 from streams.crypto import envelope as env
-from streams.crypto.record_keys import record_key
 from streams.devices.keys import DeviceError, DevicePublicKey
 from streams.exceptions import InvalidEnvelope, InvalidInput
 from streams.seal import SIGNED_VERSION, record_aad
+from streams.unseal import record_key_of as _record_key_of
 from streams.validate import utc_ts
 
 FORMAT = "meterseal-device-proof/1"
@@ -45,8 +45,9 @@ COMPARED = ("meter_id", "kwh", "register_kwh", "region", "category")
 
 
 def record_key_of(keyring: Any, row: dict[str, Any]) -> bytes:
-    """The record key of a stored row, from the owner's ``Keyring`` (the one place a device proof derives one)."""
-    return record_key(keyring(env.key_id_of(row["envelope"])).secret, row["record_id"])
+    """The record key of a stored row (envelope v2: from its DEK; v3: its DEK and its subject's key), from the
+    owner's ``Keyring`` — through ``streams.unseal.record_key_of``, the one derivation every share uses."""
+    return _record_key_of(keyring, row)
 
 
 def check_signed_reading(plain: dict[str, Any], key: DevicePublicKey) -> dict[str, Any]:

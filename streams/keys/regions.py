@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from streams.crypto import _primitives
-from streams.crypto.envelope import DataKey, open_with, seal
+from streams.crypto.envelope import DataKey, SubjectKey, open_with, seal
 from streams.exceptions import InvalidEnvelope, KeystoreError
 from streams.keys.owner import RSA, OwnerKeyPair, OwnerPublicKey
+from streams.keys.subjects import region_subject_key
 from streams.keys.passfile import SCRYPT as _SCRYPT, b64 as _b64, unb64 as _unb64  # the keystore's cost and encoding
 from streams.store.segments import REGION_NAME, SegmentStore
 
@@ -151,6 +152,7 @@ class RegionKeyring:
         self._private = (_primitives.rsa_private(key.pair.private) if key.pair.scheme == RSA
                          else _primitives.hpke_private(key.pair.private))
         self._cache: dict[bytes, DataKey] = {}
+        self._subject_cache: dict[tuple[str, bytes], SubjectKey] = {}
 
     def __call__(self, key_id: bytes) -> DataKey:
         dek = self._cache.get(key_id)
@@ -168,6 +170,23 @@ class RegionKeyring:
                 raise KeyError(key_id.hex()) from None
             dek = self._cache[key_id] = DataKey(key_id, secret, grant["created_at_ms"] / 1000)
         return dek
+
+    def subject_key(self, token: str, key_id: bytes) -> SubjectKey:
+        """A subject key granted to this region (version-3 records need it besides their DEK); ``KeyError``
+        otherwise — never granted, or erased."""
+        found = self._subject_cache.get((token, key_id))
+        if found is None:
+            def unwrap(wrapped: bytes, context: bytes) -> bytes:
+                try:
+                    if self._key.pair.scheme == RSA:
+                        return _primitives.rsa_unwrap(self._private, wrapped, context)
+                    return _primitives.hpke_unwrap(self._private, wrapped, context)
+                except Exception:  # noqa: BLE001 - each backend raises its own type
+                    raise KeyError(key_id.hex()) from None
+
+            found = self._subject_cache[(token, key_id)] = region_subject_key(self._store, self.region, token, key_id,
+                                                                              unwrap, self._key.fingerprint)
+        return found
 
 
 def region_key_ids(store_dir: Path | str | Any) -> dict[str, set[str]]:
@@ -209,5 +228,26 @@ def grant_existing(store_dir: Path | str | Any, owner_keyring, key: RegionKey) -
         dek = owner_keyring(bytes.fromhex(key_id))
         store.put_grant(wrap_for_region(key.public_key, key.region, dek), replace=True)
         written += 1
+    table = owner_keyring.subject_table() if hasattr(owner_keyring, "subject_table") else None
+    if table is not None:  # version-3 records: the region's subjects' keys too
+        for token in sorted(region_subjects(store, key.region)):
+            subject = table.load(token)
+            if subject is not None:
+                table.grant_region(token, subject, key.region, key.public_key)
     return written, refused
+
+
+def region_subjects(store: Any, region: str) -> set[str]:
+    """Tokens of the subjects with records in ``region`` (their account's where a record names one, else their
+    meter's)."""
+    from streams.store.base import connect
+
+    con = connect(store)
+    try:
+        rows = con.execute("SELECT DISTINCT coalesce(account_tok, meter_tok) FROM readings WHERE region = ? UNION "
+                           "SELECT DISTINCT coalesce(account_tok, meter_tok) FROM bills WHERE region = ?",
+                           [region, region]).fetchall()
+    finally:
+        con.close()
+    return {r[0] for r in rows}
 

@@ -37,12 +37,12 @@ from ledger.note import Signer, Verifier, open_note, sign
 
 import schemas
 from streams.crypto import envelope as env
-from streams.crypto.record_keys import record_key
 from streams.devices.keys import DeviceError, DevicePublicKey
 from streams.devices.proof import check_signed_reading
 from streams.devices.registry import list_devices
 from streams.exceptions import InvalidEnvelope, ShareError
 from streams.seal import record_aad
+from streams.unseal import record_key_of
 from streams.store.base import Store, open_store
 from streams.validate import BILL_COLUMNS
 from streams.share.grants import LOG_PARTITION, LOG_TABLE, Grant, consent_rows, get_grant
@@ -119,6 +119,9 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
     store = open_store(store_dir, create=False)  # a directory, s3://... or a Store: one store for every read
     grant = get_grant(store, grant_id, index_key=owner.index_key, now=now)
     grant.check_active(now=now)
+    if not grant.party_public_key:
+        raise ShareError(f"grant {grant.grant_id}: party {grant.party} registered no public key, so it gets no "
+                         "bundle (ESPI feeds only): register it again with `meterseal party add --public-key`")
     recipient = PartyPublicKey.parse(grant.party_public_key)
     if recipient.fingerprint != grant.party_fingerprint:
         raise ShareError(f"grant {grant.grant_id}: its party key does not match its fingerprint")
@@ -128,7 +131,7 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
     if unsigned:
         raise ShareError(f"{len(unsigned)} records in scope have no ledger leaf yet: try again in a few seconds")
     plains = reader.open_many(rows)  # owner-side check: every record opens and its id rechecks
-    keyring = Keyring(store, owner.unwrappers())
+    keyring = Keyring(store, owner.unwrappers(), index_key=owner.index_key)
     signers_of = {p["device"]["kid"] for p in plains if p.get("device")} if grant.fields is None else set()
     devices = {d.kid: _b64(d.public_key.spki) for d in list_devices(store, index_key=owner.index_key)
                if d.kid in signers_of} if signers_of else {}
@@ -148,9 +151,8 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
                           "path": nodes.refs(tree.path(row["leaf_index"]))}
     for i, (row, plain) in enumerate(zip(rows, plains)):
         records.append(entries[i])
-        if grant.fields is None and env.version_of(row["envelope"]) == env.VERSION_2:
-            dek = keyring(env.key_id_of(row["envelope"]))
-            secrets.append({"key": record_key(dek.secret, row["record_id"]).hex()})
+        if grant.fields is None and env.version_of(row["envelope"]) != env.VERSION:
+            secrets.append({"key": record_key_of(keyring, row).hex()})
         else:  # projected (or sealed before per-record keys): the values, re-sealed to the party
             values = source_fields(row["kind"], plain)
             if grant.fields is not None:

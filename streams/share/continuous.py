@@ -62,7 +62,7 @@ class ShareTap:
             self._loaded_at = now
             try:
                 fresh = [g for g in list_grants(self.store_dir, index_key=self._index_key, now=now)
-                         if g.kind == "readings" and g.state == "active"]
+                         if g.kind == "readings" and g.state == "active" and g.party_public_key]  # keyless: ESPI only
                 self._grants = [(g, PartyPublicKey.parse(g.party_public_key)) for g in fresh]
             except ShareError:
                 self.errors += 1  # an unreadable consent log stops every share (fails closed), never the worker

@@ -57,9 +57,12 @@ def interval_length(epochs: Sequence[int], default: int = 3600) -> int:
 
 
 def feed(readings: Iterable[dict[str, Any]], *, title: str = "meterseal Green Button Download My Data",
-         updated: float | None = None, base: str = "https://meterseal.invalid/espi/1_1/resource") -> bytes:
+         updated: float | None = None, base: str = "https://meterseal.invalid/espi/1_1/resource",
+         subscription: str | None = None, interval_s: int | None = None) -> bytes:
     """An ESPI Atom feed (UTF-8 bytes) of readings (dicts with ``meter_id``, ``ts`` — end of the interval — and
-    ``kwh``), one UsagePoint per meter."""
+    ``kwh``), one UsagePoint per meter. ``subscription``: the Subscription id in the resource links (the
+    Connect My Data API's; default 1 and a self link of ``Batch/Subscription``); ``interval_s``: every reading's
+    interval length (default: the smallest step between a meter's readings)."""
     by_meter: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in readings:
         by_meter[str(r["meter_id"])].append((_epoch(str(r["ts"])), float(r["kwh"])))
@@ -73,7 +76,9 @@ def feed(readings: Iterable[dict[str, Any]], *, title: str = "meterseal Green Bu
     _text(root, "id", _uuid("feed", *sorted(by_meter)))
     _text(root, "title", title)
     _text(root, "updated", stamp)
-    _link(root, f"{base}/Batch/Subscription", "self", "espi-feed/Subscription")
+    sub = "1" if subscription is None else quote(subscription, safe="")
+    _link(root, f"{base}/Batch/Subscription" + ("" if subscription is None else f"/{sub}"), "self",
+          "espi-feed/Subscription")
     ltp = f"{base}/LocalTimeParameters/1"
     _entry(root, _uuid("ltp"), "UTC", stamp, [(ltp, "self", "espi-entry/LocalTimeParameters"),
                                               (f"{base}/LocalTimeParameters", "up", "espi-feed/LocalTimeParameters")],
@@ -81,11 +86,11 @@ def feed(readings: Iterable[dict[str, Any]], *, title: str = "meterseal Green Bu
                                    ("tzOffset", "0")])
     for n, (meter, rows) in enumerate(sorted(by_meter.items()), start=1):  # noqa: B007 (n names ReadingTypes)
         rows.sort()
-        length = interval_length([e for e, _ in rows])
-        up = f"{base}/Subscription/1/UsagePoint/{quote(meter, safe='')}"  # the meter id, read back by parse_feed
+        length = interval_s or interval_length([e for e, _ in rows])
+        up = f"{base}/Subscription/{sub}/UsagePoint/{quote(meter, safe='')}"  # the meter id, read back by parse_feed
         mr, rt = f"{up}/MeterReading/1", f"{base}/ReadingType/{n}"
         _entry(root, _uuid("usage-point", meter), f"Meter {meter}", stamp,
-               [(up, "self", "espi-entry/UsagePoint"), (f"{base}/Subscription/1/UsagePoint", "up", "espi-feed/UsagePoint"),
+               [(up, "self", "espi-entry/UsagePoint"), (f"{base}/Subscription/{sub}/UsagePoint", "up", "espi-feed/UsagePoint"),
                 (f"{mr[:-2]}", "related", "espi-feed/MeterReading"), (ltp, "related", "espi-entry/LocalTimeParameters")],
                "UsagePoint", [("ServiceCategory", [("kind", "0")]), ("status", "1")])
         _entry(root, _uuid("meter-reading", meter), "Energy delivered (Wh)", stamp,

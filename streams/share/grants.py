@@ -17,6 +17,8 @@ API (plain functions, explicit keys; the CLI and the console call these)::
     list_grants(store_dir, index_key=..., meters=None) -> list[Grant]
     get_grant(store_dir, grant_id, index_key=...) -> Grant
     revoke_grant(store_dir, grant_id, signer=..., index_key=...) -> Grant
+    record_denial(store_dir, signer=..., index_key=..., party=..., meters=[...]) -> dict (the leaf's row)
+    consent_events(store_dir, index_key=...) -> list[dict] (every grant, revocation and denial, opened)
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Grant:
     revoked_leaf: int | None = None
     revoke_reason: str | None = None
     state: str = "active"
+    client_id: str | None = None  # an OAuth client's authorization (Connect My Data, ``streams.connect``)
+    scope: str | None = None  # its ESPI scope string
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -215,8 +219,10 @@ def _grants(store_dir: Path | str | Store, index_key: bytes, now: float) -> dict
 def create_grant(store_dir: Path | str | Store, *, signer: Signer | Sequence[Signer], index_key: bytes, party: Party,
                  start: dt.date | str, end: dt.date | str, kind: str = "readings", meters: Iterable[str] = (),
                  accounts: Iterable[str] = (), region: str | None = None, fields: Iterable[str] | None = None,
-                 purpose: str = "", expires_at: str | None = None, now: float | None = None) -> Grant:
-    """Record a new grant for ``party`` (a leaf of the consent log, signed); returns it."""
+                 purpose: str = "", expires_at: str | None = None, now: float | None = None,
+                 client_id: str | None = None, scope: str | None = None) -> Grant:
+    """Record a new grant for ``party`` (a leaf of the consent log, signed); returns it. ``client_id``/``scope``:
+    the OAuth client and ESPI scope of a third party's authorization (``streams.connect``)."""
     now = time.time() if now is None else now
     start_d, end_d = (d if isinstance(d, dt.date) else _date(d) for d in (start, end))
     meters, accounts = tuple(str(m).strip() for m in meters), tuple(str(a).strip() for a in accounts)
@@ -237,9 +243,9 @@ def create_grant(store_dir: Path | str | Store, *, signer: Signer | Sequence[Sig
     if expires is not None and _epoch(expires) <= now:
         raise ShareError(f"--expires {expires} is already past")
     grant = Grant(grant_id=os.urandom(16).hex(), party=party.name, party_fingerprint=party.fingerprint,
-                  party_public_key=party.public_key.text().strip(), kind=kind, start=start_d.isoformat(),
+                  party_public_key=party.public_key.text().strip() if party.public_key else "", kind=kind, start=start_d.isoformat(),
                   end=end_d.isoformat(), meters=meters, accounts=accounts, region=region, fields=field_list,
-                  purpose=purpose, expires_at=expires, created_at=_iso(now))
+                  purpose=purpose, expires_at=expires, created_at=_iso(now), client_id=client_id, scope=scope)
     body = grant.to_dict()
     for derived in ("created_leaf", "revoked_at", "revoked_leaf", "revoke_reason", "state"):
         body.pop(derived)
@@ -279,6 +285,35 @@ def revoke_grant(store_dir: Path | str | Store, grant_id: str, *, signer: Signer
     row = _append(store_dir, signer, index_key, "revoke", grant.grant_id, grant.party_fingerprint, body, now)
     return replace(grant, revoked_at=body["revoked_at"], revoked_leaf=row["leaf_index"], revoke_reason=reason,
                    state="revoked")
+
+
+def record_denial(store_dir: Path | str | Store, *, signer: Signer | Sequence[Signer], index_key: bytes, party: Party,
+                  meters: Iterable[str], client_id: str | None = None, scope: str | None = None, purpose: str = "",
+                  now: float | None = None) -> dict[str, Any]:
+    """Record that a customer refused a party's request (a ``deny`` leaf of the consent log, signed; it makes
+    no grant). Returns the leaf's row, with ``denial_id`` naming it."""
+    now = time.time() if now is None else now
+    denial_id = os.urandom(16).hex()
+    body = {"denial_id": denial_id, "party": party.name, "party_fingerprint": party.fingerprint,
+            "meters": [str(m) for m in meters], "client_id": client_id, "scope": scope, "purpose": purpose,
+            "denied_at": _iso(now)}
+    row = _append(store_dir, signer, index_key, "deny", denial_id, party.fingerprint, body, now)
+    return {**row, "denial_id": denial_id}
+
+
+def consent_events(store_dir: Path | str | Store, *, index_key: bytes) -> list[dict[str, Any]]:
+    """Every consent-log event opened, oldest first: ``leaf_index``, ``event`` (grant, revoke, deny), ``grant_id``,
+    ``at`` and the opened ``body``."""
+    key = {_KEY_ID: _body_key(index_key)}
+    out = []
+    for row in consent_rows(store_dir):
+        try:
+            body = json.loads(open_with(key, row["body"], aad=_aad(row["event"], row["grant_id"])))
+        except (InvalidEnvelope, ValueError) as exc:
+            raise ShareError(f"consent event at leaf {row.get('leaf_index')} does not open with this index key") from exc
+        out.append({"leaf_index": row["leaf_index"], "event": row["event"], "grant_id": row["grant_id"],
+                    "at": _iso(row["at_ms"] / 1000), "body": body})
+    return out
 
 
 def _date(text: str) -> dt.date:

@@ -153,26 +153,33 @@ def _aad(public_b64: str) -> bytes:
 
 @dataclass(frozen=True)
 class Party:
+    """A registered recipient. ``public_key`` None: a third party that receives ESPI feeds over the API only
+    (``streams.connect``), never a bundle; its fingerprint then names it by its name."""
+
     name: str
-    public_key: PartyPublicKey
+    public_key: PartyPublicKey | None
     added_at: float
 
     @property
     def fingerprint(self) -> str:
+        if self.public_key is None:
+            return hashlib.sha256(b"meterseal-party-without-key\0" + self.name.encode()).hexdigest()
         return self.public_key.fingerprint
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "scheme": self.public_key.scheme, "fingerprint": self.fingerprint,
-                "added_at": self.added_at, "public_key": self.public_key.text().strip()}
+        return {"name": self.name, "scheme": self.public_key.scheme if self.public_key else None,
+                "fingerprint": self.fingerprint, "added_at": self.added_at,
+                "public_key": self.public_key.text().strip() if self.public_key else None}
 
 
 def _key(name: str) -> str:
     return f"parties/{check_party_name(name)}.json"
 
 
-def add_party(store_dir: Path | str | Any, name: str, public_key: PartyPublicKey, *, now: float | None = None,
+def add_party(store_dir: Path | str | Any, name: str, public_key: PartyPublicKey | None, *, now: float | None = None,
               replace: bool = False) -> Party:
-    """Register ``public_key`` under ``name`` in the store (a directory, ``s3://...`` or a ``Store``)."""
+    """Register ``public_key`` under ``name`` in the store (a directory, ``s3://...`` or a ``Store``); None: a party
+    that receives ESPI feeds over the Connect My Data API only."""
     blobs = open_store(store_dir, create=False).blobs
     if blobs.exists(_key(name)) and not replace:
         existing = get_party(store_dir, name)
@@ -191,7 +198,8 @@ def get_party(store_dir: Path | str | Any, name: str) -> Party:
         raise ShareError(f"no party {name!r}: register it with `meterseal party add {name} --public-key FILE`")
     try:
         doc = json.loads(data)
-        return Party(doc["name"], PartyPublicKey.parse(doc["public_key"]), doc["added_at"])
+        key = PartyPublicKey.parse(doc["public_key"]) if doc.get("public_key") else None
+        return Party(doc["name"], key, doc["added_at"])
     except (ValueError, KeyError) as exc:
         raise ShareError(f"party {_key(name)} in the store is unreadable: {exc}") from exc
 

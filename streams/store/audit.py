@@ -75,6 +75,10 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
     store = open_store(store_dir, create=False)
     registry = registry if registry is not None else _store_only()
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
+    redactions: dict[tuple[str, int], list] = {}
+    for source in registry.tombstones:
+        for r in source.read(store):
+            redactions.setdefault((r.table, r.partition), []).append(r)
     results = []
     every = [(store, t, p) for t, p in logs(store)]
     if not isinstance(store, SegmentStore):  # logs kept in this machine's data dir (DP budgets) are audited too
@@ -94,7 +98,8 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
                                      "meterseal cannot check it (an older or newer version wrote it?)")]))
             continue
         rows = entry.rows(log_store if entry.local else store, p)
-        summary, findings = audit(name, hashes, rows, notes, verifiers, encode=entry.encode)
+        summary, findings = audit(name, hashes, rows, notes, verifiers, encode=entry.encode,
+                                  redactions=redactions.get((table, p), ()))
         if entry.check is not None:
             findings += [Finding(summary.log, kind, detail, index=index) for kind, detail, index in entry.check(rows)]
         results.append((summary, findings))

@@ -48,6 +48,10 @@ class Store(Protocol):
     def checkpoint_store(self, table: str, partition: int) -> CheckpointStore: ...
     def log_keys(self) -> list[tuple[str, int]]: ...
 
+    # deleting (erasure, retention): by a token or id column, idempotent
+    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int: ...
+    def delete_dek(self, key_id: str) -> int: ...
+
     # wrapped DEKs and region grants
     def put_dek(self, wrapped: dict[str, Any]) -> bool: ...
     def mark_dek(self, key_id: str, *, partition: int, leaf_index: int) -> dict[str, Any]: ...
@@ -99,3 +103,49 @@ def connect(location: Store | str | Path, con: duckdb.DuckDBPyConnection | None 
         con.register(f"_{table}_snapshot", data)
         con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM _{table}_snapshot")
     return con
+
+
+def rows_matching(store: Store, table: str, any_of: dict[str, Iterable[str]],
+                  columns: list[str] | None = None) -> pa.Table:
+    """The rows of ``table`` where some ``column IN values`` of ``any_of`` holds (OR), as Arrow, read with each
+    backend's pruning: Parquet Bloom filters locally, Iceberg partitions and column bounds on S3 (never a whole
+    table). Erasure and retention find what to delete with it."""
+    wanted = {column: sorted({v for v in values if v is not None}) for column, values in any_of.items()}
+    wanted = {column: values for column, values in wanted.items() if values}
+    if not wanted or store.is_empty(table):
+        empty = arrow_schema(table).empty_table()
+        return empty.select(columns) if columns else empty
+    if isinstance(store, SegmentStore):
+        con = duckdb.connect()
+        try:
+            cond = " OR ".join(f"{column} IN (SELECT unnest(?))" for column in wanted)
+            picked = ", ".join(columns) if columns else "*"
+            files = [str(p) for p in store.segments(table)]
+            return con.sql(f"SELECT {picked} FROM read_parquet(?, union_by_name = true) WHERE {cond}",
+                           params=[files, *wanted.values()]).to_arrow_table()
+        finally:
+            con.close()
+    from pyiceberg.expressions import In, Or
+
+    terms = [In(column, set(values)) for column, values in wanted.items()]
+    found = store.scan(table, terms[0] if len(terms) == 1 else Or(*terms))
+    return found.select(columns) if columns else found
+
+
+def distinct_values(store: Store, table: str, column: str) -> set[Any]:
+    """Every distinct value of one column (reading only that column)."""
+    if store.is_empty(table):
+        return set()
+    if isinstance(store, SegmentStore):
+        con = duckdb.connect()
+        try:
+            files = [str(p) for p in store.segments(table)]
+            return {r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM read_parquet(?, union_by_name = true)",
+                                              [files]).fetchall()}
+        finally:
+            con.close()
+    tbl = store._table_or_none(table)
+    if tbl is None:
+        return set()
+    tbl.refresh()
+    return set(tbl.scan(selected_fields=(column,)).to_arrow().column(column).unique().to_pylist())

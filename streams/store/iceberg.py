@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from ledger.tiles import TileCheckpoints, TileHashStore
 
 from streams.exceptions import StoreError
+from streams.store import deletes
 from streams.store.objects import S3Blobs, parse_s3, s3_client
 from streams.store.pglocks import AdvisoryLocks
 from streams.store.segments import LEDGERED, REGION_NAME, TABLES, arrow_schema, fresh_rows
@@ -273,14 +274,14 @@ class IcebergStore:
                     continue
                 if data.file_path in state.files:
                     continue
-                cols = [id_col, "topic_partition"] + (["meter_tok", "leaf_index"] if table in LEDGERED else [])
+                cols = [id_col, "topic_partition"] + (["meter_tok", "leaf_index", "meter_seq"] if table in LEDGERED else [])
                 part = pq.read_table(data.file_path.removeprefix("s3://"), columns=cols, filesystem=fs)
                 part = part.filter(pa.compute.equal(part.column("topic_partition"), partition))
                 ids = part.column(id_col).to_pylist()
-                if table in LEDGERED:  # count each id once: a compacted file (``compact``) repeats rows seen before
-                    for rid, tok in zip(ids, part.column("meter_tok").to_pylist()):
-                        if rid not in state.ids:
-                            state.meter_counts[tok] = state.meter_counts.get(tok, 0) + 1
+                if table in LEDGERED:  # next sequence number per meter: one past its highest (rows may be deleted)
+                    for tok, seq in zip(part.column("meter_tok").to_pylist(), part.column("meter_seq").to_pylist()):
+                        if seq is not None and seq >= state.meter_counts.get(tok, 0):
+                            state.meter_counts[tok] = seq + 1
                 state.ids.update(ids)
                 if table in LEDGERED:
                     leaves = [i for i in part.column("leaf_index").to_pylist() if i is not None]
@@ -469,6 +470,17 @@ class IcebergStore:
         if mark is not None:
             doc.update(json.loads(mark))
         return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
+
+    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int:
+        """Delete the rows whose ``column`` is one of ``values`` (``streams.store.deletes``); returns how many."""
+        return deletes.delete_rows(self, table, column, values)
+
+    def delete_dek(self, key_id: str) -> int:
+        """Destroy a wrapped DEK, its key-log mark and its region grants (retention); returns objects removed."""
+        if not re.fullmatch(r"[0-9a-f]{32}", key_id):
+            return 0
+        grants = [k for k in self.blobs.list("grants/") if k.endswith(f"/{key_id}.json")]
+        return deletes.delete_objects(self, [f"deks/{key_id}.json", f"deks/marks/{key_id}.json", *grants])
 
     def dek_ids(self) -> list[str]:
         return sorted(k[len("deks/"):-5] for k in self.blobs.list("deks/") if k.count("/") == 1 and k.endswith(".json"))

@@ -130,6 +130,17 @@ class S3Blobs:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from exc
 
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` (subject keys, erased data); True if it was there."""
+        try:
+            found = self.exists(key)
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            return found
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from exc
+
     def list(self, prefix: str) -> list[str]:
         out: list[str] = []
         try:
@@ -173,6 +184,14 @@ class DirBlobs:
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, path)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it was there."""
+        try:
+            (self.root / key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
     def list(self, prefix: str) -> list[str]:
         start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root  # walk only the prefix's folder

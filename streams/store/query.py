@@ -97,7 +97,7 @@ class Reader:
             raise KeystoreError("searching needs the index key: set METERSEAL_PASSPHRASE (tokens are made on the client)")
         self.index = BlindIndex(root)
         self.store = open_store(self.store_dir, create=False)  # a directory, s3://..., or a Store
-        self._keyring = Keyring(self.store, self.keys.unwrappers()) if self.keys else None
+        self._keyring = Keyring(self.store, self.keys.unwrappers(), index_key=self.keys.index_key) if self.keys else None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._empty = True
 

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 import schemas
@@ -39,6 +40,7 @@ from streams.exceptions import StoreError
 
 TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
+DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id")
 REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.keys.regions), also a directory name
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
 _AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "string": pa.string(), "bytes": pa.binary(),
@@ -112,10 +114,11 @@ class SegmentStore:
             known = state.files if state else frozenset()
             state = state if state and known <= files else _PartitionState()
             for seg in sorted(directory / name for name in files - state.files):
-                if table in LEDGERED:
-                    part = pq.read_table(seg, columns=[id_col, "meter_tok", "leaf_index"])
-                    for tok in part.column("meter_tok").to_pylist():
-                        state.meter_counts[tok] = state.meter_counts.get(tok, 0) + 1
+                if table in LEDGERED:  # next sequence number per meter: one past its highest (rows may be deleted)
+                    part = pq.read_table(seg, columns=[id_col, "meter_tok", "leaf_index", "meter_seq"])
+                    for tok, seq in zip(part.column("meter_tok").to_pylist(), part.column("meter_seq").to_pylist()):
+                        if seq is not None and seq >= state.meter_counts.get(tok, 0):
+                            state.meter_counts[tok] = seq + 1
                     leaves = [i for i in part.column("leaf_index").to_pylist() if i is not None]
                     state.max_leaf = max([state.max_leaf, *leaves])
                 else:
@@ -232,6 +235,53 @@ class SegmentStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- deleting (erasure, retention) ------------------------------------------------------------
+    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int:
+        """Delete every row of ``table`` whose ``column`` is one of ``values``; returns how many. Each segment
+        holding one is rewritten under its own name (``os.replace``: readers see the old file or the new one,
+        never half of one), under its partition's lock; a segment left with no row stays as an empty one, so
+        writers' dedup state sees the same set of names."""
+        wanted = sorted({v for v in values if v is not None})
+        segs = self.segments(table)
+        if not wanted or not segs:
+            return 0
+        if column not in DELETABLE_BY:
+            raise StoreError(f"rows are deleted by {', '.join(DELETABLE_BY)}, not {column!r}")
+        con = duckdb.connect()
+        try:
+            found = con.execute(f"SELECT DISTINCT filename FROM read_parquet(?, filename = true, union_by_name = true) "
+                                f"WHERE {column} IN (SELECT unnest(?))", [[str(p) for p in segs], wanted]).fetchall()
+        finally:
+            con.close()
+        removed, keys = 0, pa.array(wanted)
+        for (name,) in sorted(found):
+            path = Path(name)
+            with self.locked(table, int(path.parent.name[1:])):
+                data = pq.read_table(path)
+                hit = pa.compute.fill_null(pa.compute.is_in(data.column(column), value_set=keys), False)
+                keep = data.filter(pa.compute.invert(hit))
+                if keep.num_rows == data.num_rows:
+                    continue
+                tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+                write_segment(keep, tmp)
+                os.replace(tmp, path)
+                removed += data.num_rows - keep.num_rows
+        return removed
+
+    def delete_dek(self, key_id: str) -> int:
+        """Destroy a wrapped DEK and its region grants (retention); returns how many files went."""
+        if not re.fullmatch(r"[0-9a-f]{32}", key_id):
+            return 0
+        gone = [self.root / "deks" / f"{key_id}.json", *(self.root / "grants").glob(f"*/{key_id}.json")]
+        removed = 0
+        for path in gone:
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     # -- wrapped DEKs ------------------------------------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:

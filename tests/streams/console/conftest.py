@@ -17,7 +17,7 @@ from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
 from streams.console.feed import AlertHub
 from streams import capabilities
-from streams.console.integrations import privacy_for, sharing_for
+from streams.console.integrations import connect_for, privacy_for, sharing_for
 from streams.console.sessions import SessionStore, Throttle
 from streams.console.users import UserStore
 from streams.ingest.sources import generated_bills
@@ -127,6 +127,7 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
                          regions=settings.regions, broker=None, registry=capabilities.registry())
     state.sharing = sharing_for(state.vault)
     state.privacy = privacy_for(state.vault, settings)
+    state.connect = connect_for(state.vault, settings)
     for k, v in overrides.items():
         setattr(state, k, v)
     return state

@@ -46,6 +46,14 @@ MATRIX = {
     ("GET", "/api/status"):                         (401, 200, 200, 403, 403, 403),
     ("GET", "/api/ledger/checkpoints"):             (401, 200, 403, 200, 403, 403),
     ("GET", "/api/ledger/proof/{record_id}"):       (401, 200, 403, 200, 403, 200),
+    # Connect My Data: no OAuth parameters (400), another's or no grant (404), no such party (404)
+    ("GET", "/oauth/authorize"):                    (303, 403, 403, 403, 403, 400),
+    ("POST", "/oauth/authorize"):                   (303, 403, 403, 403, 403, 400),
+    ("GET", "/customer/receipts/{grant_id}"):       (303, 403, 403, 403, 403, 404),
+    ("POST", "/customer/connect/{grant_id}/revoke"): (303, 403, 403, 403, 403, 404),
+    ("POST", "/admin/parties"):                     (303, 400, 403, 403, 403, 403),
+    ("POST", "/admin/parties/{name}/rotate"):       (303, 404, 403, 403, 403, 403),
+    ("POST", "/admin/parties/{name}/status"):       (303, 404, 403, 403, 403, 403),
     ("POST", "/logout"):                            (303, 303, 303, 303, 303, 303),  # last: it ends the session
 }
 
@@ -230,7 +238,8 @@ def test_sessions_expire(console_data):
         assert c.get("/api/status").status_code == 200
         now[0] += 61
         assert c.get("/api/status").status_code == 401
-        assert c.get("/operator", headers={"accept": "text/html"}, follow_redirects=False).headers["location"] == "/login"
+        assert c.get("/operator", headers={"accept": "text/html"}, follow_redirects=False).headers["location"] == \
+            "/login?next=%2Foperator"
 
 
 def test_wrong_passwords_are_throttled(console_data):

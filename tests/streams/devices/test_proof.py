@@ -42,7 +42,7 @@ def stored(tmp_path_factory):
                           windows=BatchState(p.windows, {}), keys=[b"m1"] * 3)
     p.store_sealed("readings", 0, [(i, o[0].record) for i, o in enumerate(out)])
     p.checkpoint_due(force=True)
-    keyring = Keyring(p.store, {OWNER.public_key.fingerprint: OWNER.unwrapper()})
+    keyring = Keyring(p.store, {OWNER.public_key.fingerprint: OWNER.unwrapper()}, index_key=bytes(32))
     ids = [o[0].record["record_id"] for o in out]
     return p.store, keyring, key, ids
 

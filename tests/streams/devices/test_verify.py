@@ -68,7 +68,7 @@ def _keyring(p):
     """The owner's keyring over the DEKs the pipeline made (each wrapped for the owner and kept in the store)."""
     from streams.keys.keyring import Keyring
 
-    return Keyring(p.store, {OWNER.public_key.fingerprint: OWNER.unwrapper()})
+    return Keyring(p.store, {OWNER.public_key.fingerprint: OWNER.unwrapper()}, index_key=bytes(32))
 
 
 def test_unsigned_readings_pass_as_before_and_are_refused_when_signatures_are_required(rig):

@@ -101,7 +101,7 @@ def test_each_region_key_opens_its_region_only(tmp_path):
     with pytest.raises(InvalidEnvelope):
         open_many(north_rows[:1], RegionKeyring(store, other))
     # the owner still opens everything
-    assert len(open_many(north_rows + south_rows, Keyring(store, keys.unwrappers()))) == 40
+    assert len(open_many(north_rows + south_rows, Keyring(store, keys.unwrappers(), index_key=keys.index_key))) == 40
 
 
 def test_grant_existing_grants_region_pure_deks_and_refuses_shared_ones(tmp_path):
@@ -109,7 +109,7 @@ def test_grant_existing_grants_region_pure_deks_and_refuses_shared_ones(tmp_path
     keys = keystore.unlock("pw")
     store = _seal_some(tmp_path, keystore, keys)  # sealed before any region had a key: no grants yet
     south = keystore.add_region("pw", "south")
-    owner = Keyring(store, keys.unwrappers())
+    owner = Keyring(store, keys.unwrappers(), index_key=keys.index_key)
     written, refused = grant_existing(tmp_path / "store", owner, south)
     south_rows = _rows(tmp_path, "south")
     assert written == len({key_id_of(r["envelope"]).hex() for r in south_rows}) and refused == []
@@ -122,7 +122,7 @@ def test_grant_existing_refuses_deks_shared_across_regions(tmp_path):
     keys = keystore.unlock("pw")
     store = _seal_some(tmp_path, keystore, keys, per_region=False)  # one ring: DEKs span north and south
     north = keystore.add_region("pw", "north")
-    written, refused = grant_existing(tmp_path / "store", Keyring(store, keys.unwrappers()), north)
+    written, refused = grant_existing(tmp_path / "store", Keyring(store, keys.unwrappers(), index_key=keys.index_key), north)
     assert written == 0 and len(refused) == len({key_id_of(r["envelope"]).hex() for r in _rows(tmp_path, "north")}) > 0
     with pytest.raises(InvalidEnvelope):
         open_many(_rows(tmp_path, "north")[:1], RegionKeyring(store, north))

@@ -126,7 +126,7 @@ def test_open_table_equals_open_many_and_fails_closed(seeded):
     data, keys, rows = seeded
     reader = Reader(data / "store", keys)
     table = reader.connect().sql(f"SELECT {', '.join(SEALED_COLUMNS)} FROM bills ORDER BY record_id").to_arrow_table()
-    ring = Keyring(reader.store, keys.unwrappers())
+    ring = Keyring(reader.store, keys.unwrappers(), index_key=keys.index_key)
     opened = open_table(table, ring, reader.index)
     assert len(opened) == len(rows) == table.num_rows
     assert opened == open_many(table.to_pylist(), ring, reader.index)

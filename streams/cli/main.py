@@ -104,7 +104,7 @@ def worker(settings: Settings) -> None:
 @main.command()
 @click.pass_obj
 def status(settings: Settings) -> None:
-    """Counts in the store: sealed readings and bills, dead letters by rule, wrapped DEKs."""
+    """Counts in the store: sealed readings (and how many their meter signed) and bills, dead letters by rule, DEKs."""
     from streams.cli.common import open_settings_store
     from streams.store.base import connect
 
@@ -112,6 +112,8 @@ def status(settings: Settings) -> None:
     con = connect(store)
     out = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("readings", "bills", "dlq")}
     out["dlq_by_rule"] = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
+    # reading schema v3 carries the meter's verified signature (streams.devices); v1/v2: not device-signed
+    out["readings_device_signed"] = con.execute("SELECT count(*) FROM readings WHERE schema_version = 3").fetchone()[0]
     out["deks"] = len(store.dek_ids())
     click.echo(json.dumps(out, indent=2))
 

@@ -7,10 +7,11 @@ rate limit is measured, only how fast each consumer takes QoS 1 messages off the
 (paho-mqtt, acknowledging each message as it arrives, same Receive Maximum) is the ceiling of a Python MQTT
 consumer here; the bridge in addition produces each message to Kafka with acks=all and acknowledges only after.
 The worker is not running meanwhile (on two cores it would take CPU from both); it then seals the backlog
-(``worker_sealed_per_s``: signed readings, one worker). Latency: the fleet publishes at 80 % of the slower of the
-bridge and the worker (on one machine the worker is the narrower: above its rate the latency only measures a
-growing queue) through the bridge into a running worker; a reading's latency is its sealed record's ``sealed_at_ms`` minus the
-moment it was published (one clock: one machine).
+(``worker_sealed_per_s``: signed readings, one worker), beside the same worker sealing as many unsigned readings
+produced straight to Kafka earlier in the run (``worker_unsigned_per_s``). Latency: the fleet publishes at 80 % of
+the slower of the bridge and the worker (on one machine the worker is the narrower: above its rate the latency
+only measures a growing queue) through the bridge into a running worker; a reading's latency is its sealed
+record's ``sealed_at_ms`` minus the moment it was published (one clock: one machine).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _setup(meters: int):
         keystore = Keystore.init(data, PASSPHRASE)
         ids = fleet_meters(meters)
         keys = {m: DeviceKey.generate("ES256") for m in ids}
-        store, signer, index_key = SegmentStore(data / "store"), keystore.ledger_signer(PASSPHRASE), keystore.index_key(PASSPHRASE)
+        store, signer = SegmentStore(data / "store"), keystore.ledger_signer(PASSPHRASE)
+        index_key = keystore.index_key(PASSPHRASE)
         for meter, key in keys.items():
             add_device(store, signer=signer, index_key=index_key, meter_id=meter, public_key=key.public_key)
         with EmbeddedBroker(log_path=data / "broker.log") as broker, \
@@ -88,6 +90,23 @@ def _start_bridge(data: Path, environ: dict[str, str], metrics: int, *, wait: bo
             raise RuntimeError("the bridge did not start: " + (data / "bridge.log").read_text()[-1500:])
         time.sleep(0.02)
     return proc
+
+
+def _start_worker(data: Path, environ: dict[str, str]) -> subprocess.Popen:
+    with open(data / "worker.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
+                                env={k: v for k, v in environ.items() if k != "METERSEAL_METRICS_PORT"})
+
+
+def _produce_unsigned(broker: Any, readings: list[dict[str, Any]]) -> None:
+    """The baseline's readings straight to readings.raw, unsigned JSON keyed by meter (as `meterseal ingest`)."""
+    from streams.ingest.broker import Producer
+    from streams.ingest.produce import encode_reading
+
+    producer = Producer(broker.bootstrap)
+    for r in readings:
+        producer.send("readings.raw", encode_reading(r), r["meter_id"].encode())
+    producer.close()
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -163,7 +182,8 @@ def _bare_drain(mosquitto: Any, fleet: Any, readings: list[dict[str, Any]], sett
     return len(readings) / (got[1] - started)
 
 
-def _bridge_drain(data: Path, environ: dict[str, str], metrics: int, fleet: Any, readings: list[dict[str, Any]]) -> float:
+def _bridge_drain(data: Path, environ: dict[str, str], metrics: int, fleet: Any,
+                  readings: list[dict[str, Any]]) -> float:
     """Readings/s the bridge takes a backlog off the broker into Kafka (forwarded = Kafka confirmed, then acked):
     from the last moment its metrics showed nothing received to the moment they show the backlog forwarded."""
     _publish(fleet, readings)
@@ -262,8 +282,35 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
         metrics = free_port()
         environ = _env(data, broker, mosquitto, metrics)
         _stop(_start_bridge(data, environ, metrics))  # its persistent session and subscription, then away
-        history = _history(meters, (2 * rounds + 2) * readings)
-        chunks = iter([history[i:i + readings] for i in range(0, 2 * rounds * readings, readings)])
+        history = _history(meters, (2 * rounds + 3) * readings)
+        chunks = iter([history[i:i + readings] for i in range(0, (2 * rounds + 1) * readings, readings)])
+
+        def stored() -> int:
+            if not (data / "store" / "readings").exists():
+                return 0
+            con = connect(data / "store")
+            try:
+                return con.execute("SELECT count(*) FROM readings").fetchone()[0]
+            finally:
+                con.close()
+
+        def drained(before: int, total: int) -> float:
+            """Readings/s a worker stores from ``before`` to ``total`` rows, from its first new row."""
+            deadline = time.monotonic() + 900
+            while (now := stored()) <= before and time.monotonic() < deadline:
+                fleet.pump(0.1)
+            first, start_rows = time.monotonic(), now
+            while stored() < total and time.monotonic() < deadline:
+                fleet.pump(0.2)
+            return (total - start_rows) / (time.monotonic() - first)
+
+        progress(f"baseline: one worker seals a backlog of {readings} unsigned readings (produced to Kafka)")
+        _produce_unsigned(broker, next(chunks))
+        worker = _start_worker(data, environ)
+        try:
+            unsigned_rate = drained(0, readings)
+        finally:
+            _stop(worker)
         bare, bridge = [], []
         for r in range(rounds):  # alternating, so a noisy neighbour hurts both alike; the best round counts
             progress(f"round {r + 1}: a backlog of {readings} signed readings drained by a bare subscriber")
@@ -271,29 +318,11 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             progress(f"round {r + 1}: a backlog of {readings} signed readings drained by the bridge into Kafka")
             bridge.append(_bridge_drain(data, environ, metrics, fleet, next(chunks)))
         bridge_rate = max(bridge)
-        progress("a worker seals the bridge's backlog")
-        with open(data / "worker.log", "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
-                                      env={k: v for k, v in environ.items() if k != "METERSEAL_METRICS_PORT"})
+        progress("the worker seals the bridge's backlog of signed readings")
+        worker = _start_worker(data, environ)
         try:
-            queued = rounds * readings
-
-            def stored() -> int:
-                if not (data / "store" / "readings").exists():
-                    return 0
-                con = connect(data / "store")
-                try:
-                    return con.execute("SELECT count(*) FROM readings").fetchone()[0]
-                finally:
-                    con.close()
-
-            deadline = time.monotonic() + 600
-            while stored() < 1 and time.monotonic() < deadline:
-                fleet.pump(0.1)
-            first = time.monotonic()
-            while stored() < queued and time.monotonic() < deadline:
-                fleet.pump(0.2)
-            worker_rate = (queued - 1) / (time.monotonic() - first)
+            queued = (rounds + 1) * readings
+            worker_rate = drained(readings, queued)
             # 80 % of what the whole path can sustain: the slower of the bridge and the worker (above it, the
             # latency measures a growing queue)
             target = 0.8 * min(bridge_rate, worker_rate)
@@ -301,18 +330,18 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             progress(f"latency: {n} signed readings at {target:.0f}/s (80 % of min(bridge, worker)) publish -> sealed")
             proc = _start_bridge(data, environ, metrics)
             sent_at: dict[tuple[str, str], float] = {}
-            batch = history[2 * rounds * readings:][:n]
+            batch = history[(2 * rounds + 1) * readings:][:n]
             started = time.perf_counter()
             try:
                 _publish(fleet, batch, per_s=target, sent_at=sent_at)
                 achieved = n / (time.perf_counter() - started)
-                while stored() < queued + n and time.monotonic() < deadline + 300:
+                deadline = time.monotonic() + 600
+                while stored() < queued + n and time.monotonic() < deadline:
                     fleet.pump(0.2)
             finally:
                 _stop(proc)
         finally:
-            worker.terminate()
-            worker.wait(60)
+            _stop(worker)
         fleet.close()
         index = BlindIndex(Keystore.load(data).index_key(PASSPHRASE))
         published = {index.record_id("reading", m, utc_ts(ts)): at for (m, ts), at in sent_at.items()}
@@ -332,15 +361,16 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             "bare_subscriber_per_s": round(max(bare)), "bridge_per_s": round(bridge_rate),
             "bridge_vs_bare": round(bridge_rate / max(bare), 2),
             "bare_rounds": [round(x) for x in bare], "bridge_rounds": [round(x) for x in bridge],
-            "worker_sealed_per_s": round(worker_rate),
+            "worker_sealed_per_s": round(worker_rate), "worker_unsigned_per_s": round(unsigned_rate),
+            "worker_signed_vs_unsigned": round(worker_rate / unsigned_rate, 2),
             "latency_target_per_s": round(target), "latency_achieved_per_s": round(achieved),
             "latency_readings": n, "latency_sealed": len(latencies),
             "publish_to_sealed_ms_p50": pct(50), "publish_to_sealed_ms_p99": pct(99),
             "verify_us_es256": verify["ES256"]["verify_us"], "verify_us_ed25519": verify["Ed25519"]["verify_us"],
             "device_check_us_es256": verify["ES256"]["device_check_us"],
             "device_check_us_ed25519": verify["Ed25519"]["device_check_us"], "seal_us_unsigned": verify["seal_us"],
-            "note": "signed readings (ES256) from per-meter TLS clients on one Mosquitto; throughput = a backlog drained "
-                    "(bare: paho auto-ack; bridge: Kafka acks=all, then PUBACK); worker_sealed_per_s = one worker "
-                    "sealing that backlog of signed readings; latency = sealed_at_ms - publish time at 80 % of the "
-                    "slower of bridge and worker; *_us = CPU µs a reading in this process (device_check: envelope, registry, "
-                    "signature, window)"}
+            "note": "signed readings (ES256) from per-meter TLS clients on one Mosquitto; throughput = a backlog "
+                    "drained (bare: paho auto-ack; bridge: Kafka acks=all, then PUBACK); worker_sealed_per_s = one "
+                    "worker sealing that backlog of signed readings (worker_unsigned_per_s: as many unsigned ones); "
+                    "latency = sealed_at_ms - publish time at 80 % of the slower of bridge and worker; *_us = CPU µs "
+                    "a reading in this process (device_check: envelope, registry, signature, window)"}

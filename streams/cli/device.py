@@ -72,7 +72,8 @@ def device_add(settings: Settings, meter_id: str | None, public_key: Path | None
             raise click.ClickException(f"{path}: {exc}") from None
         if not keys_dir:
             click.echo(device.kid)
-    console.print(f"{len(pairs)} device key(s) registered" + (f" for meter {meter_id}" if meter_id and not keys_dir else ""))
+    console.print(f"{len(pairs)} device key(s) registered"
+                  + (f" for meter {meter_id}" if meter_id and not keys_dir else ""))
 
 
 @device_group.command("list")

@@ -49,7 +49,8 @@ def bridge_mqtt(settings: Settings, url, topic, share_group, client_id, ca, cert
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"bridge {bridge.client_id}: {settings.mqtt_url} {bridge.subscription} -> readings.raw "
-                  f"at {bridge.bootstrap}" + (f"; metrics on 127.0.0.1:{settings.metrics_port}" if settings.metrics_port else ""))
+                  f"at {bridge.bootstrap}"
+                  + (f"; metrics on 127.0.0.1:{settings.metrics_port}" if settings.metrics_port else ""))
     bridge.run(stop)
     console.print(f"bridge stopped: {json.dumps(bridge.stats())}")
 
@@ -68,7 +69,8 @@ def simulate_group() -> None:
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The meters' signing keys (`device keygen --meters N --out DIR`). [default <data-dir>/device-keys]")
 @click.option("--certs", type=click.Path(file_okay=False, path_type=Path),
-              help="The PKI of `mqtt pki` (CA and per-meter client certificates), for mqtts. [default <data-dir>/mqtt-pki]")
+              help="The PKI of `mqtt pki` (CA and per-meter client certificates), for mqtts. "
+                   "[default <data-dir>/mqtt-pki]")
 @click.option("--anomaly-rate", type=float, default=0.0, show_default=True,
               help="Fraction of readings with a labelled injected anomaly.")
 @click.option("--interval", type=int, default=15, show_default=True, help="Minutes between a meter's readings.")

@@ -6,6 +6,6 @@ the store and a Merkle log of them), ``counters`` (each device's ``device_seq`` 
 ``verify`` (the step before the ``Sealer``: envelope, registry, signature, counter) and ``proof`` (a reading's
 proof from the device to the signed ledger, checked offline with the device's public key and the ledger vkey).
 
-May import ``streams.crypto``, ``streams.keys``, ``streams.store``, ``streams.seal``, ``streams.unseal``, ``streams.validate``,
-``streams.exceptions``, ``schemas`` and ``ledger``; never Faust, MQTT or ``streams.cli``.
+May import ``streams.crypto``, ``streams.keys``, ``streams.store``, ``streams.seal``, ``streams.unseal``,
+``streams.validate``, ``streams.exceptions``, ``schemas`` and ``ledger``; never Faust, MQTT or ``streams.cli``.
 """

@@ -3,8 +3,8 @@
 The owner makes it (``device_proof``: ``meterseal ledger prove RECORD_ID --device``, the customer's console page):
 the record as the store holds it (clear columns and envelope), its ledger leaf, an RFC 6962 inclusion proof to
 the newest signed checkpoint of its log, and the record's own key (derived for this one record from its DEK and,
-envelope v3, its subject's key: never either key itself). Whoever holds it checks (``check_device_proof``), trusting only the device's public key
-and the ledger's verifier key:
+envelope v3, its subject's key: never either key itself). Whoever holds it checks (``check_device_proof``),
+trusting only the device's public key and the ledger's verifier key:
 
 1. the checkpoint note is signed by the ledger key(s) they trust;
 2. the leaf, recomputed from the record's columns and envelope, is included in that checkpoint's tree;
@@ -73,8 +73,8 @@ def check_signed_reading(plain: dict[str, Any], key: DevicePublicKey) -> dict[st
         raise DeviceError(f"the signed payload is not a reading ({exc})") from None
     if not same:
         raise DeviceError("the sealed reading does not say what the device signed")
-    return {"meter_id": plain["meter_id"], "ts": plain["ts"], "kwh": plain["kwh"], "register_kwh": plain["register_kwh"],
-            "kid": key.kid, "alg": key.alg, "device_seq": device["seq"]}
+    return {"meter_id": plain["meter_id"], "ts": plain["ts"], "kwh": plain["kwh"],
+            "register_kwh": plain["register_kwh"], "kid": key.kid, "alg": key.alg, "device_seq": device["seq"]}
 
 
 def _same(signed: Any, sealed: Any) -> bool:
@@ -116,7 +116,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(bytes(data)).decode()
 
 
-def check_device_proof(doc: dict[str, Any], *, verifiers: Sequence[Verifier], device_key: DevicePublicKey) -> dict[str, Any]:
+def check_device_proof(doc: dict[str, Any], *, verifiers: Sequence[Verifier],
+                       device_key: DevicePublicKey) -> dict[str, Any]:
     """Check a device proof offline with the ledger key(s) and the device key one trusts; returns what it proves
     (meter, time, kWh, KEY_ID, counter, log, leaf). ``DeviceError`` naming the first check that fails."""
     if not verifiers:
@@ -135,7 +136,8 @@ def check_device_proof(doc: dict[str, Any], *, verifiers: Sequence[Verifier], de
         if base64.b64decode(doc["leaf"], validate=True) != leaf:
             raise ProofError("the leaf is not the encoding of the record")
         if not cp.origin.endswith(f"/readings/{int(row['topic_partition'])}"):
-            raise ProofError(f"the checkpoint is for log {cp.origin}, not the record's readings/{row['topic_partition']}")
+            raise ProofError(f"the checkpoint is for log {cp.origin}, not the record's "
+                             f"readings/{row['topic_partition']}")
         if cp.size != doc["tree_size"] or row["leaf_index"] != doc["index"]:
             raise ProofError("tree size or leaf index do not match the checkpoint and the record")
         verify_inclusion(leaf_hash(leaf), row["leaf_index"], cp.size, [bytes.fromhex(h) for h in doc["audit_path"]],

@@ -6,12 +6,13 @@ session is disconnected, then the consumer connects and drains them — so neith
 rate limit is measured, only how fast each consumer takes QoS 1 messages off the broker. The bare subscriber
 (paho-mqtt, acknowledging each message as it arrives, same Receive Maximum) is the ceiling of a Python MQTT
 consumer here; the bridge in addition produces each message to Kafka with acks=all and acknowledges only after.
-The worker is not running meanwhile (on two cores it would take CPU from both); it then seals the backlog
-(``worker_sealed_per_s``: signed readings, one worker), beside the same worker sealing as many unsigned readings
-produced straight to Kafka earlier in the run (``worker_unsigned_per_s``). Latency: the fleet publishes at 80 % of
-the slower of the bridge and the worker (on one machine the worker is the narrower: above its rate the latency
-only measures a growing queue) through the bridge into a running worker; a reading's latency is its sealed
-record's ``sealed_at_ms`` minus the moment it was published (one clock: one machine).
+The worker is not running meanwhile (on two cores it would take CPU from both). Then one worker seals that backlog,
+and, as the worker's own A/B, backlogs of unsigned and of signed readings produced straight to readings.raw in
+turn (``worker_unsigned_per_s``, ``worker_signed_per_s``: the best of the rounds; from its first new row to the
+last). Latency: the fleet publishes at 80 % of the slower of the bridge and the worker (on one machine the worker
+is the narrower: above its rate the latency only measures a growing queue) through the bridge into the running
+worker; a reading's latency is its sealed record's ``sealed_at_ms`` minus the moment it was published (one clock:
+one machine).
 """
 
 from __future__ import annotations
@@ -98,14 +99,13 @@ def _start_worker(data: Path, environ: dict[str, str]) -> subprocess.Popen:
                                 env={k: v for k, v in environ.items() if k != "METERSEAL_METRICS_PORT"})
 
 
-def _produce_unsigned(broker: Any, readings: list[dict[str, Any]]) -> None:
-    """The baseline's readings straight to readings.raw, unsigned JSON keyed by meter (as `meterseal ingest`)."""
+def _produce(broker: Any, messages: list[tuple[bytes, bytes]]) -> None:
+    """Messages straight to readings.raw (as `meterseal ingest` or a gateway would), keyed by meter."""
     from streams.ingest.broker import Producer
-    from streams.ingest.produce import encode_reading
 
     producer = Producer(broker.bootstrap)
-    for r in readings:
-        producer.send("readings.raw", encode_reading(r), r["meter_id"].encode())
+    for key, value in messages:
+        producer.send("readings.raw", value, key)
     producer.close()
 
 
@@ -267,6 +267,7 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
 
     from streams.crypto.tokens import BlindIndex
     from streams.ingest.broker import free_port
+    from streams.ingest.produce import encode_reading
     from streams.keys.keystore import Keystore
     from streams.mqtt.bridge import parse_url
     from streams.mqtt.fleet import Fleet
@@ -282,8 +283,8 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
         metrics = free_port()
         environ = _env(data, broker, mosquitto, metrics)
         _stop(_start_bridge(data, environ, metrics))  # its persistent session and subscription, then away
-        history = _history(meters, (2 * rounds + 3) * readings)
-        chunks = iter([history[i:i + readings] for i in range(0, (2 * rounds + 1) * readings, readings)])
+        history = _history(meters, (4 * rounds + 2) * readings)
+        chunks = iter([history[i:i + readings] for i in range(0, 4 * rounds * readings, readings)])
 
         def stored() -> int:
             if not (data / "store" / "readings").exists():
@@ -295,7 +296,7 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
                 con.close()
 
         def drained(before: int, total: int) -> float:
-            """Readings/s a worker stores from ``before`` to ``total`` rows, from its first new row."""
+            """Readings/s the worker stores from ``before`` to ``total`` rows, from its first new row."""
             deadline = time.monotonic() + 900
             while (now := stored()) <= before and time.monotonic() < deadline:
                 fleet.pump(0.1)
@@ -304,13 +305,6 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
                 fleet.pump(0.2)
             return (total - start_rows) / (time.monotonic() - first)
 
-        progress(f"baseline: one worker seals a backlog of {readings} unsigned readings (produced to Kafka)")
-        _produce_unsigned(broker, next(chunks))
-        worker = _start_worker(data, environ)
-        try:
-            unsigned_rate = drained(0, readings)
-        finally:
-            _stop(worker)
         bare, bridge = [], []
         for r in range(rounds):  # alternating, so a noisy neighbour hurts both alike; the best round counts
             progress(f"round {r + 1}: a backlog of {readings} signed readings drained by a bare subscriber")
@@ -318,11 +312,21 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             progress(f"round {r + 1}: a backlog of {readings} signed readings drained by the bridge into Kafka")
             bridge.append(_bridge_drain(data, environ, metrics, fleet, next(chunks)))
         bridge_rate = max(bridge)
-        progress("the worker seals the bridge's backlog of signed readings")
+        progress("a worker seals the bridge's backlog of signed readings")
         worker = _start_worker(data, environ)
         try:
-            queued = (rounds + 1) * readings
-            worker_rate = drained(readings, queued)
+            queued = rounds * readings
+            drained(0, queued)  # (also its warm-up)
+            unsigned, signed = [], []
+            for r in range(rounds):  # the worker on unsigned and signed backlogs, alternating, produced to Kafka
+                progress(f"round {r + 1}: the worker on {readings} unsigned, then {readings} signed readings")
+                _produce(broker, [(x["meter_id"].encode(), encode_reading(x)) for x in next(chunks)])
+                unsigned.append(drained(queued, queued + readings))
+                queued += readings
+                _produce(broker, [(x["meter_id"].encode(), fleet.message(x)[1]) for x in next(chunks)])
+                signed.append(drained(queued, queued + readings))
+                queued += readings
+            unsigned_rate, worker_rate = max(unsigned), max(signed)
             # 80 % of what the whole path can sustain: the slower of the bridge and the worker (above it, the
             # latency measures a growing queue)
             target = 0.8 * min(bridge_rate, worker_rate)
@@ -330,7 +334,7 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             progress(f"latency: {n} signed readings at {target:.0f}/s (80 % of min(bridge, worker)) publish -> sealed")
             proc = _start_bridge(data, environ, metrics)
             sent_at: dict[tuple[str, str], float] = {}
-            batch = history[(2 * rounds + 1) * readings:][:n]
+            batch = history[4 * rounds * readings:][:n]
             started = time.perf_counter()
             try:
                 _publish(fleet, batch, per_s=target, sent_at=sent_at)
@@ -361,8 +365,9 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             "bare_subscriber_per_s": round(max(bare)), "bridge_per_s": round(bridge_rate),
             "bridge_vs_bare": round(bridge_rate / max(bare), 2),
             "bare_rounds": [round(x) for x in bare], "bridge_rounds": [round(x) for x in bridge],
-            "worker_sealed_per_s": round(worker_rate), "worker_unsigned_per_s": round(unsigned_rate),
+            "worker_signed_per_s": round(worker_rate), "worker_unsigned_per_s": round(unsigned_rate),
             "worker_signed_vs_unsigned": round(worker_rate / unsigned_rate, 2),
+            "worker_rounds": [[round(u), round(x)] for u, x in zip(unsigned, signed)],
             "latency_target_per_s": round(target), "latency_achieved_per_s": round(achieved),
             "latency_readings": n, "latency_sealed": len(latencies),
             "publish_to_sealed_ms_p50": pct(50), "publish_to_sealed_ms_p99": pct(99),
@@ -370,7 +375,7 @@ def bench_mqtt(readings: int = 20_000, meters: int = 200, *, rounds: int = 2, la
             "device_check_us_es256": verify["ES256"]["device_check_us"],
             "device_check_us_ed25519": verify["Ed25519"]["device_check_us"], "seal_us_unsigned": verify["seal_us"],
             "note": "signed readings (ES256) from per-meter TLS clients on one Mosquitto; throughput = a backlog "
-                    "drained (bare: paho auto-ack; bridge: Kafka acks=all, then PUBACK); worker_sealed_per_s = one "
-                    "worker sealing that backlog of signed readings (worker_unsigned_per_s: as many unsigned ones); "
+                    "drained (bare: paho auto-ack; bridge: Kafka acks=all, then PUBACK); worker_signed/unsigned_per_s = one "
+                    "worker sealing backlogs of signed and unsigned readings in turn (best round); "
                     "latency = sealed_at_ms - publish time at 80 % of the slower of bridge and worker; *_us = CPU µs "
                     "a reading in this process (device_check: envelope, registry, signature, window)"}

@@ -35,7 +35,7 @@ from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
 
-from . import diagnose, erasures, rewind, tansu
+from . import diagnose, erasures, notify, rewind, rollups, tansu
 from .batches import EXIT_SOFTWARE, Batch, InOrder, StoreBehind  # noqa: F401 - EXIT_SOFTWARE: part of the worker's exits
 from .codecs import codec_name, register_all
 
@@ -97,6 +97,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     counts = Counter()  # what this worker did, logged every few seconds (see report_progress)
     batch_seconds: deque = deque(maxlen=100_000)  # seal batch durations, drained by agents/metrics.py
     app.meterseal_stats = (counts, batch_seconds)  # what METERSEAL_METRICS_PORT serves (agents/metrics.py)
+    app.meterseal_collectors = []  # more of it, from the capability wiring below (agents/rollups.py, ...)
+    note_for_rollups = rollups.note(pipeline)
 
     async def publish(outcome, event, batch: "Batch") -> None:
         for key, record in pipeline.take_new_keys():
@@ -139,6 +141,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     for outcome in outcomes:
                         counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
                         share(outcome, src)
+                        note_for_rollups(outcome)
                         states.update(outcome, event)
                         seen.append((outcome, src.partition, event, ingested_ms))
                         await publish(outcome, event, batch)
@@ -166,6 +169,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     async def stored_readings(written: int) -> None:
         counts["stored readings.sealed"] += written
+        for key, record in pipeline.take_new_keys():  # DEKs the rollups made while storing
+            counts["deks"] += 1
+            await send_to["keys.deks"].send(key=key, value=record)
         await publish_checkpoints()
 
     store_behind = StoreBehind(lambda partition, rows: pipeline.store_sealed("readings", partition, rows),
@@ -293,6 +299,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             """Old Iceberg snapshots dropped (one worker at a time): each commit rewrites the list of them all."""
             await asyncio.to_thread(expire_in_worker, pipeline.store, older_than_s=settings.snapshot_keep_s, log=log)
 
+    rollups.install(app, pipeline, interval_s=max(1.0, min(10.0, settings.rollup_idle_s / 3)))
+    app.meterseal_notifier = notify.install(app, pipeline, settings)  # alert history, routing, notifications
+
     last = {"at": time.monotonic(), "counts": Counter()}
 
     @app.timer(interval=5.0)
@@ -345,6 +354,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         worker takes over."""
         await store_behind.drain()
         pipeline.alerting.release([tp.partition for tp in revoked if tp.topic == "readings.raw"])
+        rollups.release(pipeline, [tp.partition for tp in revoked if tp.topic == "readings.raw"])
         in_order.forget(revoked)  # another worker reads on from here
         await sign_what_we_appended("before handing partitions over")
 

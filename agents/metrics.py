@@ -68,9 +68,12 @@ class WorkerCollector:
         yield lag
 
 
-def serve(port: int, counts: Counter, batch_seconds: deque, monitor: Any = None) -> CollectorRegistry:
-    """Start the metrics HTTP server on loopback (a daemon thread) and return its registry."""
+def serve(port: int, counts: Counter, batch_seconds: deque, monitor: Any = None, extra: Iterable[Any] = ()) -> CollectorRegistry:
+    """Start the metrics HTTP server on loopback (a daemon thread) and return its registry. ``extra``: the
+    capabilities' own collectors (``app.meterseal_collectors``: rollups, notifications)."""
     registry = CollectorRegistry()
     registry.register(WorkerCollector(counts, batch_seconds, monitor))
+    for collector in extra:
+        registry.register(collector)
     start_http_server(port, addr="127.0.0.1", registry=registry)
     return registry

@@ -61,7 +61,7 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     if settings.metrics_port:  # off by default
         from .metrics import serve
 
-        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor)
+        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor, extra=app.meterseal_collectors)
         log.warning("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     tune_gc()  # after everything long-lived is loaded (and the metrics server started)
     logging.getLogger("meterseal").setLevel(logging.INFO)

@@ -16,12 +16,15 @@ from streams.devices import registration as device_registration
 from streams.erasure import registration as erasure_registration
 from streams.keys import registration as keys_registration
 from streams.privacy import registration as privacy_registration
+from streams.notify import registration as notify_registration
 from streams.registry import Registry
+from streams.rollups import registration as rollups_registration
 from streams.share import registration as share_registration
 from streams.store.audit import store_logs
 
 REGISTER = (store_logs, keys_registration.register, erasure_registration.register, share_registration.register,
             privacy_registration.register, fl_registration.register, connect_registration.register,
+            rollups_registration.register, notify_registration.register,
             device_registration.register)
 
 

@@ -24,6 +24,7 @@ from ledger.note import Signer
 from streams.anomaly.alerting import Alerting
 from streams.crypto.envelope import DataKey, DekRing
 from streams.exceptions import InvalidInput, MeterSealError
+from streams.rollups.keeper import RollupKeeper
 from streams.keys.owner import OwnerPublicKey
 from streams.keys.regions import wrap_for_region
 from streams.seal import Rejected, Sealed, Sealer, Source, StateCodec, derive_state_key
@@ -72,6 +73,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.index = BlindIndex(self.index_key)
         self.pending_keys: list[dict[str, Any]] = []  # wrapped DEKs to publish on keys.deks
+        self._keys_lock = threading.Lock()
         self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock)
         self._region_rings: dict[str, DekRing] = {}
         # customers' subject keys (envelope v3) and the erasure fence, read again every ``refresh_erasures``
@@ -94,6 +96,26 @@ class Pipeline:
         self._thread_locks_guard = threading.Lock()
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
         self.share_tap: ShareTap | None = ShareTap(self.store, self.index_key, clock=self.clock)
+        # rollups (streams.rollups): sealed by a Sealer of their own with DEK rings of their own, since they are
+        # sealed in the store thread while the seal agent seals readings on the event loop (a ring is one thread's)
+        self._rollup_rings: dict[str, DekRing] = {}
+        self.rollups: RollupKeeper | None = None
+        if self.settings.rollups:
+            rollup_sealer = Sealer(self.index, DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
+                                                       self._on_new_key, self.clock),
+                                   Policy.from_settings(self.settings), clock=self.clock, region_ring=self._rollup_ring,
+                                   subjects=self.subjects.key,  # the meter's (account's) subject key, as its readings
+                                   epochs=lambda kind, subject_id: current_epoch(self.index, self.fence, kind, subject_id))
+            self.rollups = RollupKeeper(self.store, self.index_key, rollup_sealer, grace_s=self.settings.rollup_grace_s,
+                                        idle_s=self.settings.rollup_idle_s, clock=self.clock)
+
+    def _rollup_ring(self, region: str) -> DekRing:
+        ring = self._rollup_rings.get(region)
+        if ring is None:
+            ring = self._rollup_rings[region] = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
+                                                        lambda dek: self._on_new_key(dek, region), self.clock)
+        return ring
+
         # signed readings (streams.devices): the registry, the check before the Sealer, each device's window codec
         self.directory = Directory(self.store, self.index_key, on_error=self._registry_unreadable)
         self.devices = DeviceCheck(self.directory.get, self.index, require_signed=self.settings.require_signed,
@@ -124,7 +146,8 @@ class Pipeline:
             public = self._region_publics.get(region)
             if public is not None:
                 self.store.put_grant(wrap_for_region(public, region, dek))
-        self.pending_keys.append(wrapped)
+        with self._keys_lock:  # (rollups make DEKs in the store thread)
+            self.pending_keys.append(wrapped)
 
     # -- continuous shares (streams.share.continuous) ----------------------------------------------
     def tap(self, outcome: Sealed | Rejected) -> int:
@@ -194,8 +217,9 @@ class Pipeline:
 
     def take_new_keys(self) -> list[tuple[bytes, dict[str, Any]]]:
         """(key, WrappedKey record) messages for keys.deks, once each."""
-        out = [(w["key_id"].encode(), w) for w in self.pending_keys]
-        self.pending_keys.clear()
+        with self._keys_lock:
+            out = [(w["key_id"].encode(), w) for w in self.pending_keys]
+            self.pending_keys.clear()
         return out
 
     # -- seal agents ---------------------------------------------------------------------------
@@ -304,13 +328,30 @@ class Pipeline:
 
     def _store_ledgered(self, table: str, partition: int, rows: list[tuple[int, dict]]) -> int:
         """Dedup, give each new record its leaf index and per-meter sequence, write the segment, then append."""
+        rollups = self.rollups if table == "readings" else None
         with self.locked(table, partition):
             log = self.log(table, partition)
             fresh = self.store.fresh(table, partition, rows)
-            self.store.number(table, partition, fresh, log.size)
+            first_leaf = log.size
+            self.store.number(table, partition, fresh, first_leaf)
+            if rollups is not None:
+                rollups.before_store(partition, first_leaf)
             written = self.store.write(table, partition, fresh)
             log.append([leaf_hash(leaf.encode(r)) for r in fresh])
+            if rollups is not None:  # counted, state saved, closed cells written: before the raw offsets are acked
+                rollups.after_store(partition, rows, fresh, first_leaf)
             self.checkpoint_due(only=(table, partition))
+        return written
+
+    def rollup_tick(self, *, force: bool = False) -> int:
+        """Close idle rollup cells (every open one with ``force``) of the readings partitions this worker holds;
+        returns rows written. In a thread: it takes each partition's lock."""
+        if self.rollups is None:
+            return 0
+        written = 0
+        for partition in self.rollups.partitions():
+            with self.locked("readings", partition):
+                written += self.rollups.tick(partition, self.store.max_leaf("readings", partition) + 1, force=force)
         return written
 
     def checkpoint_due(self, *, only: tuple[str, int] | None = None, force: bool = False) -> int:

@@ -487,6 +487,17 @@ class Sealer:
                           schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
                           self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None, None)
 
+    def record(self, kind: str, record_id: str, body: bytes, *, meter_id: str, account_id: str | None,
+               region: str | None, category: str | None, day: int, version: int | None = None) -> Sealed:
+        """Seal a derived record of a meter (a per-meter rollup, ``streams.rollups``) exactly as its readings are
+        sealed: the same ``_seal`` path, tokens, region DEK ring and (with envelope v3) subject key of the meter's
+        account, else of the meter. ``body`` is the Avro body of schema ``kind``; ``day`` the day since 1970-01-01
+        (UTC) the record is tokenized by. Its ``Sealed.body`` is empty (derived records go to the store, not a
+        topic)."""
+        return self._seal(kind, record_id, version or max(schemas.versions(kind)), body, self.clock(), day,
+                          self._meter(meter_id), self._account(account_id), self._place(region, category), region,
+                          category, None, None)
+
     # -- the one seal path -------------------------------------------------------------------------
     def _seal(self, kind: str, record_id: str, version: int, body: bytes, now: float, day: int,
               meter: tuple[str, bytes, bytes, bytes, float], account: tuple[str | None, bytes, bytes, float],
@@ -515,9 +526,10 @@ class Sealer:
                   "account_tok": account_tok, "day_tok": dates[0], "month_tok": dates[1], "year_tok": dates[2],
                   "envelope": envelope, "sealed_at_ms": sealed_at_ms}
         n = len(envelope)
-        encoded = b"".join((_FORMAT_ID, rid, _KIND_VERSION[kind, version], _KEY_ID_LEN, key_id.encode(),
-                            place[1], meter[2], account[2], dates[3], _LENGTHS[n] if n < 1024 else _zigzag(n),
-                            envelope, self._ms[1]))
+        kind_version = _KIND_VERSION.get((kind, version))  # None: a kind no sealed topic carries (``record``)
+        encoded = b"" if kind_version is None else b"".join((
+            _FORMAT_ID, rid, kind_version, _KEY_ID_LEN, key_id.encode(), place[1], meter[2], account[2], dates[3],
+            _LENGTHS[n] if n < 1024 else _zigzag(n), envelope, self._ms[1]))
         return _new_tuple(Sealed, (meter[3], record, state, reading, encoded))
 
     # -- caches of tokens and their Avro encodings --------------------------------------------------

@@ -83,6 +83,29 @@ class Settings:
     connect_retry_s: float = 30.0
     """First retry delay of a notification to a third party (doubling, at most an hour, for 24 h)."""
 
+    # -- rollups (streams/rollups) --
+    rollups: bool = True
+    """The worker keeps hourly/daily rollups as it stores readings (off: only for `bench rollup`'s comparison)."""
+    rollup_min_meters: int = 10
+    """usage_hourly_region suppresses cells of fewer distinct meters than this."""
+    rollup_grace_s: float = 300.0
+    """An hour (day) is closed once the partition's newest reading is this far past its end; later ones are deltas."""
+    rollup_idle_s: float = 30.0
+    """... or once nothing was added to a partition's open cells for this many seconds (the end of a stream)."""
+
+    # -- alert routing (streams/notify) --
+    alert_rules: str | None = None
+    """The routing rules (TOML, Alertmanager-shaped); None: the worker keeps the alert history, notifies nobody."""
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "meterseal@localhost"
+    smtp_starttls: bool = True
+    smtp_ca_file: str | None = None
+    """Email receivers' relay: STARTTLS unless METERSEAL_SMTP_STARTTLS=false; a private CA's PEM to trust."""
+    console_url: str = ""
+    """The console's address, put in notifications as their externalURL."""
     # devices and signed readings (streams.devices), and the MQTT bridge (streams.mqtt)
     require_signed: bool = False
     """Refuse readings that do not come in a verified signed envelope (dead letter rule ``signature``)."""
@@ -144,6 +167,19 @@ class Settings:
         "METERSEAL_OAUTH_AUTHORIZATION_DAYS": "oauth_authorization_days",
         "METERSEAL_CONNECT_PUBLIC_URL": "connect_public_url",
         "METERSEAL_CONNECT_RETRY_S": "connect_retry_s",
+        "METERSEAL_ROLLUPS": "rollups",
+        "METERSEAL_ROLLUP_MIN_METERS": "rollup_min_meters",
+        "METERSEAL_ROLLUP_GRACE_S": "rollup_grace_s",
+        "METERSEAL_ROLLUP_IDLE_S": "rollup_idle_s",
+        "METERSEAL_ALERT_RULES": "alert_rules",
+        "METERSEAL_SMTP_HOST": "smtp_host",
+        "METERSEAL_SMTP_PORT": "smtp_port",
+        "METERSEAL_SMTP_USER": "smtp_user",
+        "METERSEAL_SMTP_PASSWORD": "smtp_password",
+        "METERSEAL_SMTP_FROM": "smtp_from",
+        "METERSEAL_SMTP_STARTTLS": "smtp_starttls",
+        "METERSEAL_SMTP_CA_FILE": "smtp_ca_file",
+        "METERSEAL_CONSOLE_URL": "console_url",
         "METERSEAL_REQUIRE_SIGNED": "require_signed",
         "METERSEAL_DEVICE_REFRESH_S": "device_refresh_s",
         "METERSEAL_MQTT_URL": "mqtt_url",
@@ -181,6 +217,9 @@ class Settings:
         if self.oauth_access_ttl < 1 or self.oauth_authorization_days < 1 or self.connect_retry_s <= 0:
             raise ConfigError("Connect My Data needs METERSEAL_OAUTH_ACCESS_TTL >= 1, "
                               "METERSEAL_OAUTH_AUTHORIZATION_DAYS >= 1 and METERSEAL_CONNECT_RETRY_S > 0")
+        if self.rollup_min_meters < 1 or self.rollup_grace_s < 0 or self.rollup_idle_s <= 0:
+            raise ConfigError("rollups need METERSEAL_ROLLUP_MIN_METERS >= 1, METERSEAL_ROLLUP_GRACE_S >= 0 and "
+                              "METERSEAL_ROLLUP_IDLE_S > 0")
         if self.device_refresh_s <= 0 or self.mqtt_session_expiry_s < 0 or not 1 <= self.mqtt_in_flight <= 65_535:
             raise ConfigError("METERSEAL_DEVICE_REFRESH_S must be > 0, METERSEAL_MQTT_SESSION_EXPIRY_S >= 0 and "
                               "METERSEAL_MQTT_IN_FLIGHT 1..65535")

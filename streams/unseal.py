@@ -35,15 +35,20 @@ def open_record(record: dict[str, Any], keys: Callable[[bytes], DataKey], index:
     writer = schemas.get(kind, record["schema_version"])
     plain = schemas.decode_body(body, writer, schemas.get(kind))
     if index is not None:
-        if kind == "reading":
-            expected = index.record_id("reading", plain["meter_id"], plain["ts"])
-            meter = plain["meter_id"]
-        else:
-            expected = index.record_id("bill", plain["bill_no"])
-            meter = plain["meter_no"]
+        expected, meter = _identity(kind, plain, index)
         if expected != record["record_id"] or not _is_meter_token(index, meter, record["meter_tok"]):
             raise InvalidEnvelope("envelope could not be opened")
     return plain
+
+
+def _identity(kind: str, plain: dict[str, Any], index: BlindIndex) -> tuple[str, str]:
+    """(the record id the plaintext hashes to, its meter id)."""
+    if kind == "reading":
+        return index.record_id("reading", plain["meter_id"], plain["ts"]), plain["meter_id"]
+    if kind == "rollup":  # streams.rollups: a meter's hour or day, named by the emission that made it
+        return (index.record_id("rollup", plain["period"], plain["meter_id"], plain["start"], plain["emission"]),
+                plain["meter_id"])
+    return index.record_id("bill", plain["bill_no"]), plain["meter_no"]
 
 
 def record_key_of(keys: Any, record: dict[str, Any]) -> bytes:
@@ -208,9 +213,6 @@ def _recheck(plains: list[dict[str, Any]], kinds: list[str], record_ids: list[st
     """Each plaintext's meter and time (bill number) hash to its row's record id and meter token, so a row
     whose clear columns were edited does not open as if nothing happened."""
     for plain, kind, record_id, meter_tok in zip(plains, kinds, record_ids, meter_toks):
-        if kind == "reading":
-            expected, meter = index.record_id("reading", plain["meter_id"], plain["ts"]), plain["meter_id"]
-        else:
-            expected, meter = index.record_id("bill", plain["bill_no"]), plain["meter_no"]
+        expected, meter = _identity(kind, plain, index)
         if expected != record_id or not _is_meter_token(index, meter, meter_tok):  # (BlindIndex caches tokens)
             raise InvalidEnvelope("envelope could not be opened")

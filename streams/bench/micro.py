@@ -88,9 +88,26 @@ def seal_stages(raw: list[bytes]) -> dict[str, float]:
             "aes_gcm_seal_reused_key": cpu(lambda: [cipher.encrypt(nonce, body, aad) for _ in keys])}
 
 
+class _SubjectKeys:
+    """The owner's keyring in memory: DEKs by id and subject keys by (token, id), as ``Keyring`` gives them."""
+
+    def __init__(self, deks: dict, subjects: dict) -> None:
+        self.deks, self.subjects = deks, subjects
+
+    def __call__(self, key_id: bytes):
+        return self.deks[key_id]
+
+    def subject_key(self, token: str, key_id: bytes):
+        key = self.subjects[token]
+        if key.key_id != key_id:
+            raise KeyError(key_id.hex())
+        return key
+
+
 def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
-    """Sealing and opening readings: envelope v2 (per-record keys) beside v1 (the DEK itself) in the same
-    run, and both beside the prototype's per-record RSA + AES-CFB."""
+    """Sealing and opening readings: envelope v3 (per-customer subject keys, what workers write) and v2 (per-record
+    keys under the DEK alone) beside v1 (the DEK itself) in the same run, and all beside the prototype's
+    per-record RSA + AES-CFB."""
     from streams.crypto.envelope import open_with, open_with_record_key
     from streams.crypto.record_keys import record_key
     from streams.seal import record_aad
@@ -102,16 +119,28 @@ def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
     policy = Policy(frozenset({"north"}))
     sealer = Sealer(index, ring, policy, clock=lambda: 1.8e9)
     sealer_v1 = Sealer(index, _Version1Ring(ring), policy, clock=lambda: 1.8e9)
+    from streams.crypto.envelope import SubjectKey
+
+    subject_keys: dict[str, SubjectKey] = {}  # the worker's SubjectRing cache: one dict lookup a record
+
+    def subject_key(token: str, kind: str) -> SubjectKey:
+        found = subject_keys.get(token)
+        if found is None:
+            found = subject_keys[token] = SubjectKey.generate()
+        return found
+
+    sealer_v3 = Sealer(index, ring, policy, clock=lambda: 1.8e9, subjects=subject_key)
     raw = [json.dumps({"meter_id": f"m{i % 500}", "ts": f"2024-01-{1 + i // 86400 % 28:02d}T00:00:{i % 60:02d}Z",
                        "kwh": 0.1, "register_kwh": i, "region": "north", "category": "Domestic"}).encode()
            for i in range(n)]
     src = Source("readings.raw", 0, 0)
     out: list = []
     out_v1: list = []
+    out_v3: list = []
     # v1 and v2 alternate in two rounds each, so a noisy neighbour hurts both alike; the best round counts
-    seal_v1 = seal_v2 = env_v1 = env_v2 = 0.0
+    seal_v1 = seal_v2 = seal_v3 = env_v1 = env_v2 = 0.0
     ids = [f"{i:032x}" for i in range(n)]
-    batch_v1 = batch_v2 = batch_cpu = 0.0
+    batch_v1 = batch_v2 = batch_v3 = batch_cpu = batch_v3_cpu = 0.0
     sources = [src] * BATCH
 
     def batches(s: Sealer) -> None:  # a worker keeps one batch's outcomes at a time
@@ -130,6 +159,11 @@ def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
             cpu = time.process_time()
             batch_v2 = max(batch_v2, rate(n, lambda: batches(sealer))[0])
             batch_cpu = max(batch_cpu, n / (time.process_time() - cpu))
+            out_v3.clear()
+            seal_v3 = max(seal_v3, rate(n, lambda: out_v3.extend(sealer_v3.reading(r, src) for r in raw))[0])
+            cpu = time.process_time()
+            batch_v3 = max(batch_v3, rate(n, lambda: batches(sealer_v3))[0])
+            batch_v3_cpu = max(batch_v3_cpu, n / (time.process_time() - cpu))
             env_v1 = max(env_v1, rate(n, lambda: [ring.seal(r, aad=b"record-aad") for r in raw])[0])
             env_v2 = max(env_v2, rate(n, lambda: [ring.seal(r, aad=b"record-aad", record_id=i)
                                                    for r, i in zip(raw, ids)])[0])
@@ -138,8 +172,13 @@ def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
     keys = {k.key_id: k for k in made}
     records_v1, records = [o.record for o in out_v1], [o.record for o in out]
     assert {r["envelope"][0] for r in records_v1} == {1} and {r["envelope"][0] for r in records} == {2}
-    open_v1 = open_v2 = bulk_v1 = bulk_v2 = 0.0
+    records_v3 = [o.record for o in out_v3]
+    assert {r["envelope"][0] for r in records_v3} == {3}
+    owner_v3 = _SubjectKeys(keys, subject_keys)
+    open_v1 = open_v2 = bulk_v1 = bulk_v2 = open_v3 = bulk_v3 = 0.0
     for _ in range(2):
+        open_v3 = max(open_v3, rate(n, lambda: [open_record(r, owner_v3) for r in records_v3])[0])
+        bulk_v3 = max(bulk_v3, rate(n, lambda: open_many(records_v3, owner_v3))[0])
         open_v1 = max(open_v1, rate(n, lambda: [open_record(r, keys.__getitem__) for r in records_v1])[0])
         open_v2 = max(open_v2, rate(n, lambda: [open_record(r, keys.__getitem__) for r in records])[0])
         bulk_v1 = max(bulk_v1, rate(n, lambda: open_many(records_v1, keys.__getitem__))[0])
@@ -157,7 +196,13 @@ def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
     proto_open, _ = rate(baseline_n, lambda: [_primitives.prototype_open(private, *b) for b in boxes])
     size_v1 = sum(len(r["envelope"]) for r in records_v1) / n
     size_v2 = sum(len(r["envelope"]) for r in records) / n
-    return {"records": n, "baseline_records": baseline_n,
+    return {"records": n, "baseline_records": baseline_n, "subjects": len(subject_keys),
+            "seal_v3_per_s": round(seal_v3), "seal_v3_vs_v2": round(seal_v3 / seal_v2, 3),
+            "seal_batch_v3_per_s": round(batch_v3), "seal_batch_v3_vs_v2": round(batch_v3 / batch_v2, 3),
+            "seal_batch_v3_cpu_per_s": round(batch_v3_cpu), "seal_batch_cpu_v3_vs_v2": round(batch_v3_cpu / batch_cpu, 3),
+            "open_v3_per_s": round(open_v3), "open_many_v3_per_s": round(bulk_v3),
+            "open_many_v3_vs_v2": round(bulk_v3 / max(bulk_v2, 1e-9), 3),
+            "envelope_bytes_v3": round(sum(len(r["envelope"]) for r in records_v3) / n, 1),
             "seal_per_s": round(seal_v2), "seal_v1_per_s": round(seal_v1),
             "seal_v2_vs_v1": round(seal_v2 / seal_v1, 3),
             "seal_batch_per_s": round(batch_v2), "seal_batch_v1_per_s": round(batch_v1),
@@ -184,7 +229,8 @@ def bench_seal(n: int = 20_000, baseline_n: int = 1_000) -> dict:
                     "open = AEAD open + Avro decode one record at a time, open_many = the bulk path; recipient_open = "
                     "commitment check + AES-GCM with a record key alone; prototype = per-record RSA-2048-OAEP + "
                     "AES-CFB (its wrap is an RSA public operation: cheap; its unwrap is a private one: costly); "
-                    "v1 and v2 alternate, best of 2 rounds each"}
+                    "v1, v2 and v3 alternate, best of 2 rounds each; v3 = envelope v3 under the DEK and one of 500 "
+                    "customers' subject keys (HKDF per record key), as workers seal"}
 
 
 def bench_ledger(n: int = 1_000_000) -> dict:

@@ -74,7 +74,8 @@ def _uci_messages(n: int, meters: int = 20) -> list[tuple[bytes, bytes]]:
 
 
 def bench_pipeline(n: int = 20_000, *, workers: int = 1, meters: int = 20, timeout: float = 600.0,
-                   messages: list[tuple[bytes, bytes]] | None = None, batch: int = 0, preproduced: bool = False) -> dict:
+                   messages: list[tuple[bytes, bytes]] | None = None, batch: int = 0, preproduced: bool = False,
+                   env: dict[str, str] | None = None) -> dict:
     """End to end on the embedded broker with ``workers`` worker processes: n UCI readings produced as fast as
     possible, timed from the first message produced until the last sealed reading is in the store (the newest
     segment's write time; ``end_to_end_polled_s`` is the older figure, the first 0.5 s poll that counted them
@@ -88,13 +89,13 @@ def bench_pipeline(n: int = 20_000, *, workers: int = 1, meters: int = 20, timeo
         messages = list(batch_readings(uci_readings(meters=meters, limit=n), batch))
     messages = messages or _uci_messages(n, meters)
     if preproduced:
-        with _bench_worker(workers, before=lambda broker: _produce(broker, messages)) as (data, broker):
+        with _bench_worker(workers, before=lambda broker: _produce(broker, messages), **(env or {})) as (data, broker):
             produced_s = 0.0  # (before the worker started)
             _, stored, last = _wait_stored(data, time.time(), n, timeout)
             first = _first_sealed_at(data, workers)
         elapsed = polled = last - first  # (no poll figure: the start is read from the log)
     else:
-        with _bench_worker(workers) as (data, broker):
+        with _bench_worker(workers, **(env or {})) as (data, broker):
             start = time.time()
             produced_s = _produce(broker, messages)
             polled, stored, last = _wait_stored(data, start, n, timeout)

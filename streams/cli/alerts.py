@@ -34,20 +34,24 @@ def _table(rows: list[dict[str, Any]], title: str):
     return table
 
 
-@click.command("alerts")
+@click.group("alerts", invoke_without_command=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep showing new alerts as they arrive (Ctrl-C to stop).")
 @click.option("--since", help="Only alerts detected since then: 15m, 2h, 1d, or an ISO-8601 time.")
 @click.option("--kind", multiple=True, help="Only these kinds (spike, theft, flatline, rollback, negative); repeatable.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="json: one alert per line, as on the topic.")
 @click.option("--last", type=int, default=50, show_default=True, help="Rows kept on screen with --follow (table).")
-@click.pass_obj
-def alerts_cmd(settings: Settings, follow: bool, since: str | None, kind: tuple[str, ...], fmt: str, last: int) -> None:
+@click.pass_context
+def alerts_cmd(ctx: click.Context, follow: bool, since: str | None, kind: tuple[str, ...], fmt: str, last: int) -> None:
     """Anomaly alerts from the alerts topic: spikes, theft, stuck meters, register rollbacks.
 
     Meters appear as tokens (``meterseal search --meter ID`` computes one); consumption values are
-    in alerts only when the worker runs with METERSEAL_ALERT_VALUES=1.
+    in alerts only when the worker runs with METERSEAL_ALERT_VALUES=1. Subcommands: ``silence`` (mute alerts
+    for a while, with a reason), ``history`` (the store's alert history).
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
     try:
         start = parse_since(since)
     except ValueError as exc:

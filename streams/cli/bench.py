@@ -41,10 +41,25 @@ _bench_fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]
 @click.option("--records", type=int, default=20_000, show_default=True)
 @_bench_fmt
 def bench_seal_cmd(records: int, fmt: str) -> None:
-    """Seal/open rate: envelope v2 (per-record keys) vs v1 in the same run, and the prototype's RSA-OAEP + AES-CFB."""
+    """Seal/open rate: envelope v3 (subject keys, what workers write) and v2 (per-record keys) vs v1 in the same
+    run, and the prototype's RSA-OAEP + AES-CFB."""
     from streams.bench.micro import bench_seal
 
     print_result(bench_seal(records, max(200, records // 20)), fmt)
+
+
+@bench.command("erase")
+@click.option("--readings", type=int, default=10_000_000, show_default=True)
+@click.option("--meters", type=int, default=1000, show_default=True)
+@click.option("--s3", "s3", is_flag=True, help="On Iceberg + S3 (the AWS_* and METERSEAL_CATALOG servers) instead of local.")
+@click.option("--trial", is_flag=True, help="With --s3: start PostgreSQL and SeaweedFS on 127.0.0.1 for the run.")
+@_bench_fmt
+def bench_erase_cmd(readings: int, meters: int, s3: bool, trial: bool, fmt: str) -> None:
+    """Erase one meter from a store of READINGS sealed readings (built by the worker's code): time per stage,
+    segment bytes rewritten, and the ledger audit afterwards. Goal: under 60 s locally at 10M."""
+    from streams.bench.erase import bench_erase
+
+    print_result(bench_erase(readings, meters, s3=s3, trial=trial, progress=console.log), fmt)
 
 
 @bench.command("mqtt")
@@ -300,3 +315,29 @@ def bench_privacy_cmd(quick: bool, sealed_max: int, fmt: str) -> None:
 
     result = bench_privacy(quick=quick, sealed_max=sealed_max, progress=console.log)
     click.echo(json.dumps(result, indent=2) if fmt == "json" else render(result))
+
+
+@bench.command("rollup")
+@click.option("--quick", is_flag=True, help="Smaller: 10k readings through the worker, stores of 100k and 1M, 2 days DP.")
+@click.option("--part", type=click.Choice(["all", "throughput", "charts", "dp", "notifications"]), default="all",
+              show_default=True, help="Only one of the four measurements.")
+@_bench_fmt
+def bench_rollup_cmd(quick: bool, part: str, fmt: str) -> None:
+    """Rollups and notifications: worker throughput with rollups on vs off, the region chart from rollups vs raw
+    readings (30 days, 12 months; 1M and 10M readings), DP error with per-hour vs per-reading clamping (1,000 and
+    10,000 meters), notifications/s to a webhook."""
+    from streams.bench import rollup as b
+
+    if part == "all":
+        result = b.bench_rollup(quick=quick, progress=console.log)
+    elif part == "throughput":
+        result = {"throughput": b.bench_throughput(10_000 if quick else 40_000, rounds=1 if quick else 2,
+                                                   progress=console.log)}
+    elif part == "charts":
+        result = {"charts": b.bench_charts((100_000, 1_000_000) if quick else (1_000_000, 10_000_000),
+                                           progress=console.log)}
+    elif part == "dp":
+        result = {"dp": b.bench_dp_clamping((1000, 10_000), days=2 if quick else 7, progress=console.log)}
+    else:
+        result = {"notifications": b.bench_notifications(200 if quick else 1000, progress=console.log)}
+    click.echo(json.dumps(result, indent=2))

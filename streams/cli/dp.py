@@ -101,17 +101,19 @@ def dp_budget_show(settings: Settings, analyst: str | None, fmt: str) -> None:
 @click.option("--rho", type=float, default=0.1, show_default=True, help="zCDP cost of this query.")
 @click.option("--clamp-kwh", type=float, help="Per-reading kWh bound. [env METERSEAL_DP_CLAMP_KWH; default 2.0]")
 @click.option("--per-hour", type=int, help="Readings per meter per hour counted. [env METERSEAL_DP_PER_HOUR; default 4]")
+@click.option("--hour-kwh", type=float, help="Clamp each meter's hourly kWh sum to [0, this] instead of each reading, "
+              "reading the hourly rollups (no reading opened; tighter sensitivity for the same privacy).")
 @_fmt
 @click.pass_obj
 def dp_query(settings: Settings, analyst: str, metric: str, by: str, start: dt.date, end: dt.date, rho: float,
-             clamp_kwh: float | None, per_hour: int | None, fmt: str) -> None:
+             clamp_kwh: float | None, per_hour: int | None, hour_kwh: float | None, fmt: str) -> None:
     """Answer one DP query from the sealed store; prints each group's noisy value, noise scale and 95 % interval."""
     from streams.privacy import engine
 
     keystore, signer, passphrase = _signer_and_keys(settings)
     query = engine.DPQuery(metric=metric, by=tuple(by.split(",")), start=start, end=end, regions=settings.regions,
                            bounds=engine.Bounds(clamp_kwh=clamp_kwh or settings.dp_clamp_kwh,
-                                                per_hour=per_hour or settings.dp_per_hour))
+                                                per_hour=per_hour or settings.dp_per_hour, hour_kwh=hour_kwh))
     answer = engine.answer_query(settings.store_dir, owner=keystore.unlock(passphrase), signer=signer,
                                  analyst=analyst, query=query, rho=rho, default_dataset_rho=settings.dp_dataset_rho,
                                  records=open_settings_store(settings))  # budgets stay in the data dir

@@ -15,8 +15,8 @@ from streams.settings import Settings
 
 @click.command("bill")
 @click.option("--encrypted", is_flag=True, help="Compute the bills under BFV (else: in the clear, by the same tariff).")
-@click.option("--kind", type=click.Choice(["bills", "readings"]), default="bills", show_default=True,
-              help="Bill each stored bill's Billed Unit, or each meter-month of readings.")
+@click.option("--kind", type=click.Choice(["bills", "readings", "rollups"]), default="bills", show_default=True,
+              help="Bill each stored bill's Billed Unit, each meter-month of readings, or of daily rollups (no reading opened).")
 @click.option("--period", help="Only this month, YYYY-MM.")
 @click.option("--tariff", "tariff_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Tariff TOML. [default: the BESCOM slabs, streams/privacy/bescom.toml]")
@@ -36,7 +36,7 @@ def bill_cmd(settings: Settings, encrypted: bool, kind: str, period: str | None,
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:
-        ident = ["bill_no", "meter_no"] if kind == "bills" else ["meter_id"]
+        ident = ["bill_no", "meter_no"] if kind == "bills" else ["meter_id"]  # (readings and rollups: per meter-month)
         _table(result["rows"], [*ident, "period", "units_kwh", "amount_paise", "amount"], f"{tar.name}")
         if encrypted:
             f = result["figures"]

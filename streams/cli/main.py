@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from streams.cli.alerts import alerts_cmd, eval_group
+from streams.cli.silence import history_cmd as alert_history_cmd
+from streams.cli.silence import silence as silence_cmd
 from streams.cli.bench import bench
 from streams.cli.common import console, passphrase_for
 from streams.cli.connect import connect_group
@@ -127,6 +129,8 @@ main.add_command(bench)
 main.add_command(connect_group)
 main.add_command(ledger_group)
 main.add_command(alerts_cmd)
+alerts_cmd.add_command(silence_cmd)
+alerts_cmd.add_command(alert_history_cmd)
 main.add_command(eval_group)
 main.add_command(fl_group)  # torch and flwr are imported only when `meterseal fl run` runs
 main.add_command(search_cmd)

@@ -105,9 +105,14 @@ def search_cmd(settings: Settings, date, start, end, meter, account, region, kin
 @_FORMAT
 @click.pass_obj
 def sql_cmd(settings: Settings, statement: str, fmt: str) -> None:
-    """Run SQL on the store: views readings, bills, dlq, readings_open, bills_open; functions day_token(),
+    """Run SQL on the store: views readings, bills, dlq, readings_open, bills_open, the rollups usage_hourly_region,
+    usage_hourly_meter and usage_daily_meter (and their tables rollup_region, rollup_meter); functions day_token(),
     month_token(), year_token(), meter_token(), account_token(), unseal(...)."""
-    con = _reader(settings, sealed=False).connect()
+    from streams.rollups.read import create_views
+
+    reader = _reader(settings, sealed=False)
+    con = reader.connect()
+    create_views(con, min_meters=settings.rollup_min_meters, can_open=reader.can_open)
     cur = con.execute(statement)
     columns = [d[0] for d in cur.description] if cur.description else []
     records = [dict(zip(columns, row)) for row in cur.fetchall()]

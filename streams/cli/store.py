@@ -16,10 +16,15 @@ from streams.settings import Settings
 from streams.ingest.broker import resolve
 from streams.keys.keystore import Keystore
 
+from .rollup import rollup
+
 
 @click.group()
 def store() -> None:
     """The sealed store in the data directory."""
+
+
+store.add_command(rollup)
 
 
 @store.command("rebuild")

@@ -82,11 +82,20 @@ def readings(meter_id: str, request: Request, start: str | None = Query(None, al
 
 
 @router.get("/api/meters/{meter_id:path}/usage")
-def usage(meter_id: str, request: Request, period: str = "week", end: str | None = None,
+def usage(meter_id: str, request: Request, period: str = "week", end: str | None = None, step: str | None = None,
+          start: str | None = Query(None, alias="from"), to: str | None = None,
           who: Principal = Depends(allow("GET", "/api/meters/{meter_id:path}/usage"))) -> dict[str, Any]:
+    """``period=day|week|month`` (with the period before), or ``step=hour|day|month`` over ``from``..``to``
+    (up to two years): both from the meter's rollups (``streams/console/usage.py``), never its readings."""
+    from . import usage as charts
+
     who.check_meter(meter_id)
     vault = vault_of(request)
-    last = parse_day(end, "end") or vault.latest_day(meter_id) or dt.date.today()
+    if step is not None:
+        last = parse_day(to, "to") or charts.newest_meter_day(vault, meter_id) or dt.date.today()
+        first = parse_day(start, "from") or last - dt.timedelta(days=29)
+        return charts.meter_series(vault, meter_id, step, first, last)
+    last = parse_day(end, "end") or charts.newest_meter_day(vault, meter_id) or dt.date.today()
     return vault.usage(meter_id, period=period, end=last)
 
 
@@ -157,12 +166,14 @@ def region_usage(request: Request, start: str | None = Query(None, alias="from")
     if start or end:
         a, b = day_range(start, end)
     else:
-        presets = {"24h": 1, "2d": 2, "7d": 7, "30d": 30, "90d": 90}
+        presets = {"24h": 1, "2d": 2, "7d": 7, "30d": 30, "90d": 90, "12m": 365, "24m": 730}
         if range_ not in presets:
             raise BadRequest(f"range: choose one of {', '.join(presets)} or give from/to")
-        b = vault.latest_day() or dt.date.today()
+        from .usage import newest_region_day
+
+        b = newest_region_day(vault) or dt.date.today()  # the newest closed hour of the rollups
         a = b - dt.timedelta(days=presets[range_] - 1)
-    return vault.region_usage(a, b, regions=state(request).regions)
+    return vault.region_usage(a, b, regions=state(request).regions, min_meters=state(request).rollup_min_meters)
 
 
 @router.get("/api/status")

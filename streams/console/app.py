@@ -47,6 +47,8 @@ class ConsoleState:
     privacy: Any = None
     registry: Any = None  # streams.registry.Registry: what the auditor's ledger check reads every log with
     connect: Any = None  # streams.connect.service.Connect: OAuth 2.0 + ESPI for third parties (None: off)
+    alert_rules: str | None = None  # the routing rules file the admin page edits (METERSEAL_ALERT_RULES)
+    rollup_min_meters: int = 10  # the region chart leaves out cells of fewer meters (METERSEAL_ROLLUP_MIN_METERS)
     cookie_name: str = "meterseal_session"
     metrics: Any = field(default_factory=metrics.ConsoleMetrics)
     verify_run: dict = field(default_factory=dict)
@@ -177,9 +179,10 @@ def create_app(state: ConsoleState) -> FastAPI:
     def home(who: Principal = Depends(allow("GET", "/"))) -> Response:
         return RedirectResponse(HOME[who.role], status_code=303)
 
-    from . import api, connect, pages
+    from . import alerting, api, connect, pages
 
     app.include_router(pages.router)
+    app.include_router(alerting.router)
     app.include_router(api.router)
     app.include_router(connect.router)
     if state.oidc is not None:

@@ -106,29 +106,13 @@ class Vault:
         return max((_day(p["ts"]) for p in plains), default=None)
 
     def usage(self, meter_id: str, *, period: str, end: dt.date) -> dict[str, Any]:
-        """kWh per hour (day) or per day (week, month) for the period ending ``end``, and the period before it."""
+        """kWh per hour (day) or per day (week, month) for the period ending ``end``, and the period before it,
+        from the meter's rollups (``usage.meter_period``)."""
+        from .usage import meter_period
+
         if period not in PERIODS:
             raise MeterSealError(f"period {period!r}: choose day, week or month")
-        days = PERIODS[period]
-        start = end - dt.timedelta(days=days - 1)
-        before = start - dt.timedelta(days=days)
-        rows = self.readings(meter_id, before, end)
-        hourly = period == "day"
-        width = 3600 if hourly else 86400
-        n = 24 if hourly else days
-        current, previous = [0.0] * n, [0.0] * n
-        t0 = _epoch(start)
-        for r in rows:
-            at = _epoch_ts(r["ts"])
-            slot = int((at - t0) // width)
-            if 0 <= slot < n:
-                current[slot] += r["kwh"]
-            elif -n <= slot < 0:
-                previous[slot + n] += r["kwh"]
-        labels = [t0 + i * width for i in range(n)]
-        return {"meter_id": meter_id, "period": period, "start": start.isoformat(), "end": end.isoformat(),
-                "x": labels, "current": [round(v, 4) for v in current], "previous": [round(v, 4) for v in previous],
-                "total": round(sum(current), 3), "previous_total": round(sum(previous), 3)}
+        return meter_period(self, meter_id, period=period, end=end, days=PERIODS[period])
 
     def green_button_csv(self, meter_ids: Iterable[str], start: dt.date, end: dt.date) -> str:
         """"Download My Data": every reading of the customer's meters in the range, as CSV."""
@@ -149,22 +133,12 @@ class Vault:
                 for r in self.readings(meter, start, end)]
         return feed(rows)
 
-    def region_usage(self, start: dt.date, end: dt.date, *, regions: Iterable[str]) -> dict[str, Any]:
-        """Fleet kWh per region per hour (ranges up to 3 days) or day, from ``start`` to ``end``."""
-        with self._lock:
-            rows = self.reader.search(Query(start=start, end=end), kinds=("readings",))
-            plains = self.reader.open_many(rows)
-        width = 3600 if (end - start).days < 3 else 86400
-        t0 = _epoch(start)
-        n = int((_epoch(end + dt.timedelta(days=1)) - t0) // width)
-        series = {r: [0.0] * n for r in regions}
-        for p in plains:
-            slot = int((_epoch_ts(p["ts"]) - t0) // width)
-            if 0 <= slot < n and p["region"] in series:
-                series[p["region"]][slot] += p["kwh"]
-        return {"start": start.isoformat(), "end": end.isoformat(), "step_s": width,
-                "x": [t0 + i * width for i in range(n)],
-                "series": {r: [round(v, 3) for v in s] for r, s in series.items()}, "readings": len(plains)}
+    def region_usage(self, start: dt.date, end: dt.date, *, regions: Iterable[str], min_meters: int = 10) -> dict[str, Any]:
+        """Fleet kWh per region per hour (ranges under 3 days) or day, from the region rollups
+        (``usage.region_series``: no reading is opened)."""
+        from .usage import region_series
+
+        return region_series(self, start, end, regions=regions, min_meters=min_meters)
 
     # -- bills --------------------------------------------------------------------------------
     def bills(self, meter_ids: Iterable[str]) -> list[dict[str, Any]]:

@@ -77,6 +77,16 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/espi/1_1/resource/Authorization/{authorization_id}"): PUBLIC,
     ("GET", "/espi/1_1/resource/ReadServiceStatus"): PUBLIC,
     ("GET", "/.well-known/meterseal-vkeys"): PUBLIC,  # public keys only
+    # alert routing (streams/console/alerting.py)
+    ("GET", "/operator/alerts"): STAFF,
+    ("POST", "/operator/silences"): STAFF,
+    ("POST", "/operator/silences/{silence_id}/expire"): STAFF,
+    ("POST", "/operator/alerts/{fp}/ack"): STAFF,
+    ("GET", "/api/alerts/history"): _r("admin", "operator", "customer"),
+    ("GET", "/customer/alerts"): _r("customer"),
+    ("POST", "/customer/alerts/email"): _r("customer"),
+    ("GET", "/admin/alert-rules"): _r("admin"),
+    ("POST", "/admin/alert-rules"): _r("admin"),
 }
 
 HOME = {"admin": "/admin", "operator": "/operator", "customer": "/customer", "auditor": "/auditor",

@@ -45,7 +45,8 @@ def build_state(settings: Settings, passphrase: str, *, broker: str | None = Non
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir),
                          sessions=SessionStore(ttl_s=settings.console_session_s), throttle=Throttle(),
                          vault=vault, regions=settings.regions, broker=broker, app_id=settings.app_id, oidc=oidc,
-                         registry=registry)
+                         registry=registry, rollup_min_meters=settings.rollup_min_meters,
+                         alert_rules=settings.alert_rules)
     state.sharing = sharing_for(vault)
     state.privacy = privacy_for(vault, settings)
     state.connect = connect_for(vault, settings)

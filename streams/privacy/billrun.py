@@ -25,7 +25,7 @@ from streams.store.query import Query, Reader
 from . import billing
 from .tariff import Tariff, clear_bill, units_of
 
-KINDS = ("bills", "readings")
+KINDS = ("bills", "readings", "rollups")
 
 
 def _month_query(period: str | None) -> Query:
@@ -44,8 +44,10 @@ def usage_from_store(store_dir: Path | str | Any, owner: UnlockedKeys, *, kind: 
     """Per bill (``kind="bills"``) or per meter-month (``"readings"``): id, period and units (0.01 kWh).
     ``owner`` (the data owner's keys) opens the records."""
     if kind not in KINDS:
-        raise billing.BillingError("--kind must be bills or readings")
+        raise billing.BillingError("--kind must be bills, readings or rollups")
     reader = Reader(store_dir, owner)
+    if kind == "rollups":  # a meter-month is its days' rollups added up: no reading is opened
+        return [u for u in meter_months_from_rollups(reader, _month_query(period)) if not period or u["period"] == period]
     opened = reader.open_many(reader.search(_month_query(period), kinds=[kind]))
     if kind == "bills":
         rows = [{"bill_no": b["bill_no"], "meter_no": b["meter_no"], "period": b["date"][:7],
@@ -61,6 +63,22 @@ def meter_months(readings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in readings:
         when = dt.datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).astimezone(dt.timezone.utc)
         totals[(r["meter_id"], when.strftime("%Y-%m"))].append(r["kwh"])
+    return [{"meter_id": m, "period": p, "units": units_of(round(math.fsum(v), 6))} for (m, p), v in sorted(totals.items())]
+
+
+def meter_months_from_rollups(reader: Reader, query: Query) -> list[dict[str, Any]]:
+    """``meter_months`` from the meters' daily rollups (``streams.rollups``): the same units, from one opened row
+    per meter-day instead of every reading (closed days only: a day still open in a worker is not counted yet)."""
+    from streams.rollups.read import all_meter_usage
+    from streams.store.base import connect
+
+    first = query.start or dt.date(1990, 1, 1)
+    last = query.end or dt.date.today()
+    lo = dt.datetime(first.year, first.month, first.day, tzinfo=dt.timezone.utc)
+    hi = dt.datetime(last.year, last.month, last.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+    totals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for cell in all_meter_usage(connect(reader.store), reader._opener(), reader.index, "day", lo, hi):
+        totals[(cell["meter_id"], cell["start"].strftime("%Y-%m"))].append(cell["kwh_sum"])
     return [{"meter_id": m, "period": p, "units": units_of(round(math.fsum(v), 6))} for (m, p), v in sorted(totals.items())]
 
 

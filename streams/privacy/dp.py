@@ -76,10 +76,20 @@ class Bounds:
 
     clamp_kwh: float = 2.0
     per_hour: int = 4
+    hour_kwh: float | None = None
+    """Set: clamp each meter's **hourly sum** to ``[0, hour_kwh]`` instead of each reading (read from the hourly
+    rollups): one meter then moves a w-hour bucket's sum by at most w·hour_kwh rather than w·per_hour·clamp_kwh."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.clamp_kwh) and self.clamp_kwh > 0) or self.per_hour < 1:
             raise DPError("contribution bounds need --clamp-kwh > 0 and --per-hour >= 1")
+        if self.hour_kwh is not None and not (math.isfinite(self.hour_kwh) and self.hour_kwh > 0):
+            raise DPError("--hour-kwh must be > 0")
+
+    @property
+    def value_bound(self) -> float:
+        """The most one meter adds to one group's sum in one clock hour."""
+        return self.hour_kwh if self.hour_kwh is not None else self.per_hour * self.clamp_kwh
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,8 @@ def group_keys(query: DPQuery) -> list[tuple[str, ...]]:
 
 def sensitivity(query: DPQuery) -> tuple[float, float]:
     """L2 sensitivities (sum in kWh, count in readings) of the group vector when one meter is added or removed."""
-    per_bucket = query.bucket_hours * query.bounds.per_hour
     root = math.sqrt(query.buckets)
-    return per_bucket * query.bounds.clamp_kwh * root, per_bucket * root
+    return query.bucket_hours * query.bounds.value_bound * root, query.bucket_hours * query.bounds.per_hour * root
 
 
 @dataclass
@@ -153,6 +162,16 @@ class Columns:
     epoch: np.ndarray
     region: np.ndarray
     kwh: np.ndarray
+    readings: np.ndarray | None = None  # readings behind each row (hourly rollups); None: one each
+
+    @classmethod
+    def from_hours(cls, cells: Sequence[dict[str, Any]]) -> "Columns":
+        """From hourly rollup cells (``meter_id``, ``start`` datetime, ``region``, ``kwh_sum``, ``readings``)."""
+        return cls(np.asarray([c["meter_id"] for c in cells], dtype=object),
+                   np.asarray([c["start"].timestamp() for c in cells], dtype=np.float64),
+                   np.asarray([c["region"] for c in cells], dtype=object),
+                   np.asarray([c["kwh_sum"] for c in cells], dtype=np.float64),
+                   np.asarray([c["readings"] for c in cells], dtype=np.float64))
 
     @classmethod
     def from_records(cls, records: Sequence[dict[str, Any]]) -> "Columns":
@@ -181,6 +200,18 @@ def bounded_aggregates(columns: Columns, query: DPQuery) -> tuple[np.ndarray, np
     meter = np.fromiter((codes.setdefault(m, len(codes)) for m in columns.meter[keep]), dtype=np.int64,
                         count=int(keep.sum()))
     hour, reg, epoch, kwh = hour[keep], reg[keep], columns.epoch[keep], columns.kwh[keep]
+    if query.bounds.hour_kwh is not None:  # each meter's hourly sum clamped, its readings counted up to per_hour
+        n = np.ones(len(kwh)) if columns.readings is None else columns.readings[keep]
+        cell = (meter * len(query.regions) + reg) * query.hours + hour
+        uniq, inverse = np.unique(cell, return_inverse=True)
+        hour_sum, hour_n = np.zeros(len(uniq)), np.zeros(len(uniq))
+        np.add.at(hour_sum, inverse, np.nan_to_num(kwh, nan=0.0, posinf=query.bounds.hour_kwh, neginf=0.0))
+        np.add.at(hour_n, inverse, n)
+        cell_hour, cell_reg = uniq % query.hours, (uniq // query.hours) % len(query.regions)
+        group = cell_reg * query.buckets + cell_hour // query.bucket_hours
+        np.add.at(sums, group, np.clip(hour_sum, 0.0, query.bounds.hour_kwh))
+        np.add.at(counts, group, np.minimum(hour_n, query.bounds.per_hour))
+        return sums, counts
     # rank of each reading within its (meter, hour), earliest first; keep the first per_hour
     order = np.lexsort((epoch, hour, meter))
     cell = meter[order] * query.hours + hour[order]
@@ -261,12 +292,13 @@ def release(p: Plan, sums: np.ndarray, counts: np.ndarray, *, invoke=None) -> li
     a, b = _half_width(p.sum_scale, ALPHA / 2), _half_width(p.count_scale, ALPHA / 2)
     for key, s, c in zip(keys, noisy_sum, noisy_count):
         # post-processing: a mean of clamped readings lies in [0, clamp_kwh]
-        value = float(min(max(s / c, 0.0), p.query.bounds.clamp_kwh)) if c > 0 else None
+        top = p.query.bounds.clamp_kwh if p.query.bounds.hour_kwh is None else p.query.bounds.hour_kwh
+        value = float(min(max(s / c, 0.0), top)) if c > 0 else None
         lo_c, hi_c = c - b, c + b
         if lo_c <= 0:
-            low, high = 0.0, p.query.bounds.clamp_kwh  # the mean of clamped readings is always in [0, clamp]
+            low, high = 0.0, top  # the mean of clamped readings (hours) is always in [0, clamp]
         else:
-            low, high = max(0.0, (s - a) / hi_c), min(p.query.bounds.clamp_kwh, (s + a) / lo_c)
+            low, high = max(0.0, (s - a) / hi_c), min(top, (s + a) / lo_c)
         rows.append({**dict(zip(names, key)), "value": value, "noise_scale": [p.sum_scale, p.count_scale],
                      "low": float(low), "high": float(high)})
     return rows

@@ -48,15 +48,30 @@ class DPAnswer:
                 "rho": self.rho, "epsilon_at_delta_1e-6": dp.approx_dp(self.rho, DELTA),
                 "sensitivity": dict(zip(("sum_kwh", "count"), dp.sensitivity(self.query))),
                 "noise_scale": self.noise_scale, "interval": "95 % (noise only; see bounds)",
-                "bounds": f"kWh per reading clamped to [0, {self.query.bounds.clamp_kwh}]; at most "
-                          f"{self.query.bounds.per_hour} readings per meter per hour (earliest kept)",
+                "bounds": (f"kWh per reading clamped to [0, {self.query.bounds.clamp_kwh}]; at most "
+                           f"{self.query.bounds.per_hour} readings per meter per hour (earliest kept)"
+                           if self.query.bounds.hour_kwh is None else
+                           f"each meter's hourly kWh sum clamped to [0, {self.query.bounds.hour_kwh}] (hourly "
+                           f"rollups); at most {self.query.bounds.per_hour} readings per meter per hour counted"),
                 "privacy_unit": "one meter (all its readings)", "spend_leaf": self.spend_leaf,
                 "remaining": {"analyst": self.remaining_analyst, "dataset": self.remaining_dataset},
                 "rows": self.rows}
 
 
 def _columns(records: Any, owner: UnlockedKeys, query: DPQuery) -> dp.Columns:
+    """The range's readings, or with ``bounds.hour_kwh`` every meter's hourly rollups over it (no reading is
+    opened: one row per meter-hour)."""
     reader = Reader(records, owner)
+    if query.bounds.hour_kwh is not None:
+        import datetime as dt
+
+        from streams.rollups.read import all_meter_usage
+        from streams.store.base import connect
+
+        lo = dt.datetime(query.start.year, query.start.month, query.start.day, tzinfo=dt.timezone.utc)
+        hi = lo + dt.timedelta(days=(query.end - query.start).days + 1)
+        return dp.Columns.from_hours(all_meter_usage(connect(reader.store), reader._opener(), reader.index, "hour",
+                                                     lo, hi))
     hits = reader.search(Query(start=query.start, end=query.end), kinds=["readings"])
     return dp.Columns.from_records(reader.open_many(hits))
 

@@ -38,9 +38,15 @@ from ledger.log import FileCheckpoints
 from ledger.storage import FileHashStore
 from streams.exceptions import StoreError
 
-TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id")}
+TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"), "dlq": ("dead_letter", "dlq_id"),
+          # rollups (streams.rollups): per-meter rows sealed like records, region cells in clear; topic_offset is
+          # the partition's rollup watermark when the row was emitted
+          "rollup_meter": ("rollup_meter", "record_id"), "rollup_region": ("rollup_region", "row_id"),
+          # the alert history (streams.notify.history): the alerts topic's records, by meter token, kept once by id
+          "alerts": ("alert", "alert_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
-DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id")
+DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id",
+                "alert_id", "row_id")  # (the last two: the alert history, the region rollups)
 REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.keys.regions), also a directory name
 _SEGMENT = re.compile(r"^(\d{13})-(\d{20})-(\d{20})-([0-9a-f]{8})\.parquet$")
 _AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "string": pa.string(), "bytes": pa.binary(),

@@ -93,8 +93,10 @@ def console_data(tmp_path_factory) -> dict:
             else:
                 sealed = pipeline.seal_reading(raw, Source("readings.raw", 0, offset), states)
             messages.append((0, offset, sealed.encode()))
+            pipeline.rollups.note(sealed)  # what the seal agent does: the charts read the rollups
             offset += 1
     pipeline.store_batch("readings.sealed", messages)
+    pipeline.rollup_tick(force=True)
     bills = generated_bills(6, seed=5)
     owner = []
     for i, (row, meter) in enumerate(zip(bills, [m for m in REGION_OF for _ in range(2)])):
@@ -103,6 +105,14 @@ def console_data(tmp_path_factory) -> dict:
         sealed = pipeline.seal_bill(json.dumps(row).encode(), Source("bills.raw", 0, i))
         pipeline.store_batch("bills.sealed", [(0, i, sealed.encode())])
     pipeline.checkpoint_due(force=True)
+    from streams.notify import history  # two alerts in the alert history (the notifier keeps it as alerts arrive)
+
+    now_ms = int(time.time() * 1000)
+    history.record(pipeline.store, 0, [(i, {
+        "format": 1, "alert_id": f"fixture-alert-{i}", "meter_tok": pipeline.index.meter(meter),
+        "ts": "2024-03-14T10:00:00+00:00", "kind": kind, "score": 0.97, "severity": "warning",
+        "reason": f"reason {EVIL}", "region": REGION_OF[meter], "kwh": None, "ingested_at_ms": None,
+        "detected_at_ms": now_ms - 60_000 * i}) for i, (meter, kind) in enumerate([("M-ALICE", "theft"), ("M-BOB", "spike")])])
     users = UserStore.for_data_dir(data)
     for role, name in ROLE_USERS.items():
         users.add(name, role, password=PASSWORD, meters=METERS.get(name, ()))
@@ -124,7 +134,8 @@ def make_state(console_data: dict, **overrides) -> ConsoleState:
     settings = console_data["settings"]
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
                          throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
-                         regions=settings.regions, broker=None, registry=capabilities.registry())
+                         regions=settings.regions, broker=None, registry=capabilities.registry(),
+                         rollup_min_meters=1)  # one meter per region here
     state.sharing = sharing_for(state.vault)
     state.privacy = privacy_for(state.vault, settings)
     state.connect = connect_for(state.vault, settings)

@@ -56,11 +56,12 @@ def page_for(browser, served):
 
 def test_each_role_lands_on_its_pages(page_for):
     expect_nav = {
-        "root": {"Operations", "Audit", "Analytics", "Federated learning", "Administration"},
-        "olga": {"Operations", "Federated learning"},
+        "root": {"Operations", "Alert routing", "Audit", "Analytics", "Federated learning", "Administration",
+                 "Alert rules"},
+        "olga": {"Operations", "Alert routing", "Federated learning"},
         "audrey": {"Audit"},
         "anna": {"Analytics", "Federated learning"},
-        "alice": {"My energy"},
+        "alice": {"My energy", "My alerts"},
     }
     headings = {"root": "Administration", "olga": "Operations", "audrey": "Audit", "anna": "Analytics", "alice": "My energy"}
     for name, nav in expect_nav.items():
@@ -203,3 +204,34 @@ def test_oidc_login_against_a_real_local_provider(browser, console_data):
             context.close()
         finally:
             served.stop()
+
+
+def test_an_operator_silences_an_alert_group_and_acknowledges_an_alert(page_for, served):
+    page = page_for("olga")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Alert routing").click()
+    assert page.get_by_role("heading", level=1).inner_text() == "Alert routing"
+    history = page.get_by_role("table", name="Alert history")
+    assert history.get_by_role("row").count() >= 3  # the header and the two alerts of the fixture
+    form = page.get_by_role("form", name="New silence")
+    form.get_by_label("Matchers").fill("region=north\nkind=theft")
+    form.get_by_label("Duration").fill("2h")
+    form.get_by_label("Reason").fill("crew replacing the north feeder")
+    form.get_by_role("button", name="Silence").click()
+    page.wait_for_url(re.compile(r"notice=silence-made"))
+    active = page.get_by_role("table", name="Active silences")
+    assert "crew replacing the north feeder" in active.inner_text() and "olga" in active.inner_text()
+    page.get_by_role("button", name=re.compile(r"^Acknowledge theft alert")).first.click()
+    page.wait_for_url(re.compile(r"notice=acknowledged"))
+    assert "by olga" in page.get_by_role("table", name="Alert history").inner_text()
+    page.get_by_role("button", name="End silence region=north, kind=theft").click()
+    page.wait_for_url(re.compile(r"notice=silence-ended"))
+    assert "No active silence" in page.get_by_role("table", name="Active silences").inner_text()
+    # a silence that matches nothing is made, with a warning
+    form = page.get_by_role("form", name="New silence")
+    form.get_by_label("Matchers").fill("region=atlantis")
+    form.get_by_label("Reason").fill("typo")
+    form.get_by_role("button", name="Silence").click()
+    assert "matches none of the alerts" in page.get_by_role("status").first.inner_text()
+    page.screenshot(path=str(Path(__file__).parents[3] / "streams/console/screenshots/console-alert-routing.png"),
+                    full_page=True)
+    assert not page.errors, page.errors

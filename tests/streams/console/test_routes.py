@@ -54,12 +54,22 @@ MATRIX = {
     ("POST", "/admin/parties"):                     (303, 400, 403, 403, 403, 403),
     ("POST", "/admin/parties/{name}/rotate"):       (303, 404, 403, 403, 403, 403),
     ("POST", "/admin/parties/{name}/status"):       (303, 404, 403, 403, 403, 403),
+    ("GET", "/operator/alerts"):                    (303, 200, 200, 403, 403, 403),
+    ("POST", "/operator/silences"):                 (303, 303, 303, 403, 403, 403),
+    ("POST", "/operator/silences/{silence_id}/expire"): (303, 404, 404, 403, 403, 403),
+    ("POST", "/operator/alerts/{fp}/ack"):          (303, 303, 303, 403, 403, 403),
+    ("GET", "/api/alerts/history"):                 (401, 200, 200, 403, 403, 200),
+    ("GET", "/customer/alerts"):                    (303, 403, 403, 403, 403, 200),
+    ("POST", "/customer/alerts/email"):             (303, 403, 403, 403, 403, 303),
+    ("GET", "/admin/alert-rules"):                  (303, 200, 403, 403, 403, 403),
+    ("POST", "/admin/alert-rules"):                 (303, 409, 403, 403, 403, 403),
     ("POST", "/logout"):                            (303, 303, 303, 303, 303, 303),  # last: it ends the session
 }
 
 
 def concrete(path: str, record_id: str) -> str:
     url = path.replace("{meter_id:path}", "M-ALICE").replace("{record_id}", record_id).replace("{grant_id}", "g-1")
+    url = url.replace("{silence_id}", "0000000000000000").replace("{fp}", "0123456789abcdef")
     if path in ("/customer/download", "/api/meters/{meter_id:path}/readings"):
         url += "?" + R
     return url
@@ -70,7 +80,8 @@ def call(client: httpx.Client, method: str, path: str, url: str, csrf: str | Non
     headers = {"accept": "application/json" if api else "text/html"}
     if method == "POST":
         data = {"csrf_token": csrf or "", "party": PARTY, "meter": "M-ALICE", "from": "2024-03-01", "to": "2024-03-02",
-                "metric": "sum", "by": "region", "rho": "0.05"}
+                "metric": "sum", "by": "region", "rho": "0.05", "matchers": "region=north", "reason": "matrix",
+                "email": "alice@example.org"}
         return client.post(url, data=data, headers=headers).status_code
     if path.startswith("/events/"):
         with client.stream("GET", url, headers=headers) as r:

@@ -96,6 +96,13 @@ class Pipeline:
         self._thread_locks_guard = threading.Lock()
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
         self.share_tap: ShareTap | None = ShareTap(self.store, self.index_key, clock=self.clock)
+        # signed readings (streams.devices): the registry, the check before the Sealer, each device's window codec
+        self.directory = Directory(self.store, self.index_key, on_error=self._registry_unreadable)
+        self.devices = DeviceCheck(self.directory.get, self.index, require_signed=self.settings.require_signed,
+                                   max_message_bytes=self.settings.max_message_bytes)
+        self.windows = StateCodec(derive_state_key(self.index_key), key_id=b"meterseal-devseq",
+                                  aad_prefix=b"device-seq|", pack=device_counters.pack, unpack=device_counters.unpack)
+        self.registry_errors = 0
         # rollups (streams.rollups): sealed by a Sealer of their own with DEK rings of their own, since they are
         # sealed in the store thread while the seal agent seals readings on the event loop (a ring is one thread's)
         self._rollup_rings: dict[str, DekRing] = {}
@@ -115,14 +122,6 @@ class Pipeline:
             ring = self._rollup_rings[region] = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
                                                         lambda dek: self._on_new_key(dek, region), self.clock)
         return ring
-
-        # signed readings (streams.devices): the registry, the check before the Sealer, each device's window codec
-        self.directory = Directory(self.store, self.index_key, on_error=self._registry_unreadable)
-        self.devices = DeviceCheck(self.directory.get, self.index, require_signed=self.settings.require_signed,
-                                   max_message_bytes=self.settings.max_message_bytes)
-        self.windows = StateCodec(derive_state_key(self.index_key), key_id=b"meterseal-devseq",
-                                  aad_prefix=b"device-seq|", pack=device_counters.pack, unpack=device_counters.unpack)
-        self.registry_errors = 0
 
     def _registry_unreadable(self, exc: Exception) -> None:
         self.registry_errors += 1

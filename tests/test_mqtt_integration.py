@@ -21,7 +21,6 @@ from streams.ingest.broker import consume, free_port
 from streams.keys.keystore import Keystore
 from streams.mqtt.bridge import connect_properties, mqtt_client, parse_url
 from streams.mqtt.fleet import Fleet, fleet_meters, topic_of
-from streams.mqtt.pki import Pki
 from streams.settings import Settings
 from streams.store.query import Reader
 from streams.store.segments import SegmentStore

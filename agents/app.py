@@ -30,7 +30,7 @@ import faust
 
 from streams.ingest import forwarded
 from streams.ingest.broker import BrokerWatch, bootstrap_servers, ensure_topics, faust_url
-from streams.exceptions import InvalidInput
+from streams.exceptions import InvalidInput, KeyServiceError
 from streams.pipeline import BatchState, MeterStates, Pipeline
 from streams.seal import Sealed, Source
 from streams.settings import Settings
@@ -133,7 +133,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 admitted = [event for event in events if await in_order.admit(event, app.consumer)]
                 sources = [source(event) for event in admitted]
                 # one list of outcomes per message (a head-end batch message holds many readings), sealed together
-                per_message = seal_all(admitted, sources, states, windows)
+                per_message = await until_keys(lambda: seal_all(admitted, sources, states, windows))
                 for n, (event, src) in enumerate(zip(admitted, sources)):
                     ingested_ms = int(event.message.timestamp * 1000)
                     outcomes = per_message[n] if per_message is not None else guarded_all(
@@ -197,8 +197,9 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         return write
 
     key_partitions: dict[bytes, int] = {}  # per-meter state key -> its changelog partition (for erasures)
+    forget_erased: list = []  # the worker's own state of erased subjects, besides its tables (the notifier's)
     erasures.install(app, pipeline, [meter_state, meter_profile], key_partitions,
-                     retention_every_s=settings.retention_every_s, enforce=enforce_retention)
+                     retention_every_s=settings.retention_every_s, enforce=enforce_retention, also=forget_erased)
 
     def detect(seen, profiles) -> list:
         """Anomaly alerts for a batch's outcomes; a detector bug is logged, never a lost reading or a dead worker."""
@@ -216,9 +217,35 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     if not await in_order.admit(event, app.consumer):
                         continue
                     src = source(event)
-                    await publish(guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src), event, batch)
+                    outcome = await until_keys(lambda: guarded(lambda: pipeline.seal_bill(event.value, src), event.value, src))
+                    await publish(outcome, event, batch)
                 await batch.send_sealed(app.producer, "bills.sealed", "bills.raw")
                 await batch.confirm(app.producer)
+
+    async def until_keys(step):
+        """``step()``, run again every second while the key service cannot give a new DEK (down, sealed, refusing).
+        Meanwhile this agent consumes nothing: its batch's raw messages stay unacked and the rest wait on the
+        broker (no plaintext goes anywhere else, not to disk); nothing of the batch was sent or stored, so
+        running the step again loses and duplicates nothing. Logged when it starts, every 30 s, and when it ends."""
+        since = None
+        while True:
+            try:
+                result = step()
+            except KeyServiceError as exc:
+                now = time.monotonic()
+                if since is None or now - kms_logged[0] >= 30:
+                    log.error("key service: %s; consumption paused%s", exc,
+                              f" for {now - since:.0f} s" if since is not None else "")
+                    kms_logged[0] = now
+                since = now if since is None else since
+                counts["kms waits"] += 1
+                await asyncio.sleep(1.0)
+                continue
+            if since is not None:
+                log.warning("key service back after %.0f s: consumption resumed", time.monotonic() - since)
+            return result
+
+    kms_logged = [0.0]  # when until_keys last logged
 
     def seal_all(events, sources: list[Source], states: MeterStates, windows: BatchState) -> list | None:
         """The outcomes of a seal batch's messages (``Pipeline.seal_messages``: signed envelopes verified, then
@@ -228,6 +255,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             return pipeline.seal_messages([e.value for e in events], sources, states.get, windows=windows,
                                           keys=[e.key for e in events], contexts=events,
                                           rejects=[forwarded.rejection(e.headers) for e in events])
+        except KeyServiceError:
+            raise  # no DEK to be had: until_keys waits and seals the batch again
         except Exception:  # noqa: BLE001 - the worker must not die on data
             log.exception("unexpected error sealing a batch of %d message(s); sealing them one by one", len(events))
             return None
@@ -242,6 +271,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         not yet sealed go to dlq as the whole message."""
         try:
             yield from outcomes
+        except KeyServiceError:
+            raise  # not the message's fault: the batch is not acked, the worker stops (exit 70) and reads it again
         except Exception as exc:  # noqa: BLE001 - the worker must not die on one message
             log.exception("unexpected error sealing %s; sent to dlq", src.id)
             yield pipeline.sealer.reject(data, src, InvalidInput("internal", f"unexpected {type(exc).__name__}"))
@@ -250,6 +281,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
         """The seal step never raises on data; if a bug makes it raise anyway, the message is a dead letter."""
         try:
             return step()
+        except KeyServiceError:
+            raise  # until_keys waits for the key service and seals the message again
         except Exception as exc:  # noqa: BLE001 - the worker must not die on one message
             log.exception("unexpected error sealing %s; sent to dlq", src.id)
             return pipeline.sealer.reject(data, src, InvalidInput("internal", f"unexpected {type(exc).__name__}"))
@@ -261,7 +294,8 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                     # the crash test caught Faust skipping a sealed batch here too: InOrder reads it again
                     events = [e for e in events if await in_order.admit(e, app.consumer)]
                     messages = [(e.message.partition, e.message.offset, e.value) for e in events]
-                    written, rejected = pipeline.store_batch(topic.get_topic_name(), messages)
+                    # (a dead letter is sealed under a DEK: until_keys waits if the key service cannot give one)
+                    written, rejected = await until_keys(lambda: pipeline.store_batch(topic.get_topic_name(), messages))
                     counts[f"stored {topic.get_topic_name()}"] += written
                     for dead in rejected:
                         counts["dead letters:" + dead.record["rule"]] += 1
@@ -301,6 +335,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     rollups.install(app, pipeline, interval_s=max(1.0, min(10.0, settings.rollup_idle_s / 3)))
     app.meterseal_notifier = notify.install(app, pipeline, settings)  # alert history, routing, notifications
+    forget_erased.append(app.meterseal_notifier.forget_erased)
 
     last = {"at": time.monotonic(), "counts": Counter()}
 

@@ -35,8 +35,12 @@ def drop_erased(table: Any, hashes: set[str], partitions: dict[bytes, int]) -> i
 
 
 def install(app: Any, pipeline: Any, tables: list[Any], partitions: dict[bytes, int], *,
-            retention_every_s: float, enforce: Callable[[], dict] | None) -> None:
-    """Register the fence watch (every 2 s) and, with ``enforce``, the retention run (every ``retention_every_s``)."""
+            retention_every_s: float, enforce: Callable[[], dict] | None,
+            also: list[Callable[[Callable[[str], bool]], int]] | None = None) -> None:
+    """Register the fence watch (every 2 s) and, with ``enforce``, the retention run (every ``retention_every_s``).
+    ``also``: more of the worker's own state to drop of erased subjects (``forget(erased(token))`` each; the list may
+    grow after this call: the notifier adds its own)."""
+    also = also if also is not None else []
 
     @app.timer(interval=2.0)
     async def watch_erasures() -> None:
@@ -46,6 +50,8 @@ def install(app: Any, pipeline: Any, tables: list[Any], partitions: dict[bytes, 
         hashes = {entry.subject_hash for entry in entries}
         pipeline.forget_erased(hashes)  # (on the event loop: the seal agent's caches)
         dropped = sum(drop_erased(table, hashes, partitions) for table in tables)
+        for forget in also:
+            dropped += await asyncio.to_thread(forget, lambda token: subject_hash(token) in hashes)
         log.warning("%d subject(s) erased: their keys forgotten, %d per-meter state entr(ies) dropped",
                     len(hashes), dropped)
 

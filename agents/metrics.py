@@ -70,7 +70,8 @@ class WorkerCollector:
 
 def serve(port: int, counts: Counter, batch_seconds: deque, monitor: Any = None, extra: Iterable[Any] = ()) -> CollectorRegistry:
     """Start the metrics HTTP server on loopback (a daemon thread) and return its registry. ``extra``: the
-    capabilities' own collectors (``app.meterseal_collectors``: rollups, notifications)."""
+    capabilities' own collectors (``app.meterseal_collectors``: rollups, notifications; the key service's unwrap
+    counter, ``streams.kms.usage``)."""
     registry = CollectorRegistry()
     registry.register(WorkerCollector(counts, batch_seconds, monitor))
     for collector in extra:

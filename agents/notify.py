@@ -18,7 +18,7 @@ log = logging.getLogger("meterseal.worker")
 
 
 def install(app, pipeline: Pipeline, settings: Settings) -> Notifier:
-    notifier = Notifier.from_settings(settings, pipeline.store, pipeline.index_key)
+    notifier = Notifier.from_settings(settings, pipeline.store, pipeline.index_key, erased=pipeline.erased_token)
     alerts_in = app.topic("alerts", key_type=bytes, key_serializer="raw", value_serializer="raw",
                           partitions=settings.partitions)
 

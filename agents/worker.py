@@ -1,4 +1,4 @@
-"""Run a meterseal worker: unlock the index key, make sure the topics exist, start the Faust app."""
+"""Run a meterseal worker: obtain its keys, make sure the topics exist, start the Faust app."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from streams.ingest.broker import check_partitions, ensure_topics, resolve
 from streams.exceptions import MeterSealError
 from streams.keys.keystore import Keystore
 from streams.keys.owner import OwnerPublicKey
+from streams.kms.access import open_keys
 from streams.pipeline import Pipeline, tune_gc
 from streams.settings import Settings
 from streams.store.base import open_store
@@ -40,16 +41,21 @@ def region_keys(settings: Settings, index_key: bytes) -> Callable[[], dict[str, 
     return current
 
 
-def run_worker(settings: Settings, passphrase: str) -> None:
-    """Blocks until the worker is stopped (SIGINT/SIGTERM stop it cleanly)."""
+def run_worker(settings: Settings, passphrase: str | Callable[[], str] | None = None) -> None:
+    """Blocks until the worker is stopped (SIGINT/SIGTERM stop it cleanly). ``passphrase`` (or a function asking
+    for it) unlocks a passphrase keystore's index and checkpoint keys; a key service's keystore needs none."""
     started = time.monotonic()
-    keystore = Keystore.load(settings.data_dir)
-    index_key = keystore.index_key(passphrase)  # the worker never unlocks the owner's private key
+    # the worker's keys: the index key, new DEKs (never an unwrap of a stored one), a checkpoint signer; with a key
+    # service, its token's capabilities are checked first (a missing one is named here, before any work)
+    keys = open_keys(settings, role="worker", passphrase=passphrase, check=True)
+    index_key = keys.index_key()
     broker = resolve(settings.broker, settings.data_dir)
     ensure_topics(broker, settings.partitions)
     check_partitions(broker)
-    signer = keystore.ledger_signer(passphrase)
-    pipeline = Pipeline(settings, index_key, keystore.owner_public, open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir), signer,
+    store = open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir)
+    keys.usage.attach(store)
+    signer = keys.signer()
+    pipeline = Pipeline(settings, index_key, keys.dek_maker(), store, signer,
                         region_keys=region_keys(settings, index_key))
     registry = capabilities.registry()
 
@@ -61,7 +67,8 @@ def run_worker(settings: Settings, passphrase: str) -> None:
     if settings.metrics_port:  # off by default
         from .metrics import serve
 
-        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor, extra=app.meterseal_collectors)
+        serve(settings.metrics_port, *app.meterseal_stats, monitor=app.monitor,
+              extra=[*app.meterseal_collectors, keys.usage.collector()])
         log.warning("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     tune_gc()  # after everything long-lived is loaded (and the metrics server started)
     logging.getLogger("meterseal").setLevel(logging.INFO)

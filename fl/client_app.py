@@ -40,14 +40,16 @@ def _region_data(data_dir: str, region: str, interval_min: int, region_key: str 
             raise RuntimeError(f"{region_key} is the key of region {key.region!r}, not {region!r}")
         readings = region_readings_with_key(store_dir, key)
     else:
-        from streams.keys.keystore import Keystore
+        from streams.kms.access import open_keys
         from streams.store.query import Reader
 
         passphrase = os.environ.get("METERSEAL_PASSPHRASE")
-        if not passphrase:
+        # the owner's keys: a passphrase keystore's (METERSEAL_PASSPHRASE), or a key service's (its token)
+        keys = open_keys(settings, role="reader", passphrase=passphrase)
+        if keys.local and not passphrase:
             raise RuntimeError("the SuperNode needs a region key (--region-key) or METERSEAL_PASSPHRASE to open "
                                "its region's readings")
-        readings = region_readings(Reader(store_dir, Keystore.load(data_dir).unlock(passphrase)), region)
+        readings = region_readings(Reader(store_dir, keys.unlocked()), region)
     return region_data(readings, region, step_s=interval_min * 60)
 
 

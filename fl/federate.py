@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Callable
 
 from streams.exceptions import MeterSealError
 from streams.settings import Settings
@@ -14,22 +15,22 @@ STEPS_MIN = (60, 15, 5, 1)  # forecasting interval tried in turn until the store
 
 def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", proximal_mu: float = 0.01,
              epochs: int = 2, interval: str = "auto", say=print, status=None, task_name: str = "readings",
-             passphrase: str) -> dict:
+             passphrase: str | Callable[[], str] | None = None) -> dict:
     """One federated run over the store's regions, as the data owner: each region's client opens only its
     region's readings; every round's global model is saved and its hash appended to the ledger."""
     import contextlib
 
-    from streams.keys.keystore import Keystore
+    from streams.kms.access import open_keys
     from streams.store.query import Reader
     from streams.store.base import open_store
 
     from fl import plot, provenance, rounds as fed, task
     from fl.data import region_data, region_readings, region_readings_with_key
 
-    keystore = Keystore.load(settings.data_dir)
-    keys = keystore.unlock(passphrase)
+    owner = open_keys(settings, role="console", passphrase=passphrase)  # a passphrase keystore, or a key service
+    keystore = owner.keystore
     store = open_store(settings.store_location, catalog=settings.catalog, work_dir=settings.store_dir, create=False)
-    reader = Reader(store, keys)
+    reader = Reader(store, owner.unlocked())
     model_fn = task.Forecaster
     if task_name == "bills":  # the prototype's task: one client per category, TinyNet, prev bill -> next
         from fl.bills import category_bills, category_data
@@ -44,7 +45,7 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
             readings = {}
             for region in settings.regions:
                 if region in keystore.region_names:  # the client gets its region's key, nothing more
-                    key = keystore.region_key(passphrase, region)
+                    key = owner.region_key(region)
                     readings[region] = region_readings_with_key(store, key)
                     capabilities[region] = f"region key {key.fingerprint[:16]}"
                 else:
@@ -61,7 +62,7 @@ def federate(settings: Settings, *, rounds: int = 3, strategy: str = "fedavg", p
     if not any(len(d.train[1]) for d in datas):
         raise MeterSealError("the store has too few consecutive readings per meter for a forecasting window "
                                    "(ingest some: meterseal ingest uci)")
-    signer = keystore.ledger_signer(passphrase)
+    signer = owner.signer()
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{strategy}-{os.urandom(2).hex()}"
 
     def save(round_: int, weights, metrics: dict) -> dict:

@@ -10,6 +10,7 @@ identifier ``ML-DSA-65`` (C2SP reserves 0xff for types it has not assigned, "fol
 identifier"). A verifier key is written ``<name>+<hex key hash>+<base64(type || public key)>`` (a "vkey").
 A ``Signer`` may carry co-signers: every note it signs gets their signature lines too (the ledger key signs
 with Ed25519 and, beside it, ML-DSA-65, so a verifier trusting only the post-quantum key still checks it).
+A ``RemoteSigner`` signs the same notes with a key a key service holds (``streams.kms``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -134,15 +136,52 @@ class Signer:
         """This key's verifier and its co-signers'."""
         return [self.verifier] + [c.verifier for c in self.cosigners]
 
-    def sign_line(self, text: str) -> str:
+    def signature(self, message: bytes) -> bytes:
+        """The raw signature of ``message`` (what a signature line carries after the key hash)."""
         if self.scheme == "ml-dsa-65":
-            signature = mldsa.MLDSA65PrivateKey.from_seed_bytes(self.private).sign(text.encode())
-        else:
-            signature = Ed25519PrivateKey.from_private_bytes(self.private).sign(text.encode())
+            return mldsa.MLDSA65PrivateKey.from_seed_bytes(self.private).sign(message)
+        return Ed25519PrivateKey.from_private_bytes(self.private).sign(message)
+
+    def sign_line(self, text: str) -> str:
+        signature = self.signature(text.encode())
         return f"{_DASH}{self.name} {base64.b64encode(self.verifier.key_hash + signature).decode()}\n"
 
 
-def sign(text: str, *signers: Signer) -> str:
+@dataclass(frozen=True)
+class RemoteSigner:
+    """A signing key held elsewhere (a key service: OpenBao transit, a PKCS#11 token): ``signature(message)`` is
+    asked for each note, and the answer is checked against ``verifier`` before its line is written, so a service
+    that signs with another key (or returns garbage) is an error here, never a bad note. Signs like ``Signer``
+    (same lines, same co-signers)."""
+
+    verifier: Verifier
+    signature: Callable[[bytes], bytes] = field(repr=False, compare=False)
+    cosigners: tuple[Any, ...] = field(default=(), repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+    @property
+    def scheme(self) -> str:
+        return self.verifier.scheme
+
+    def with_cosigners(self, *cosigners: Any) -> "RemoteSigner":
+        return RemoteSigner(self.verifier, self.signature, tuple(cosigners))
+
+    @property
+    def verifiers(self) -> list[Verifier]:
+        return [self.verifier] + [c.verifier for c in self.cosigners]
+
+    def sign_line(self, text: str) -> str:
+        signature = self.signature(text.encode())
+        if not self.verifier.verify(text.encode(), signature):
+            raise NoteError(f"the {self.verifier.algorithm} signature made for {self.name} does not verify under its "
+                            "public key: the key service signed with another key")
+        return f"{_DASH}{self.name} {base64.b64encode(self.verifier.key_hash + signature).decode()}\n"
+
+
+def sign(text: str, *signers: Signer | RemoteSigner) -> str:
     """The signed note of ``text`` (which must end in a newline), by each signer and its co-signers."""
     if not text.endswith("\n") or "\n\n" in text:
         raise NoteError("note text must end with a newline and contain no blank line")

@@ -15,6 +15,21 @@ class KeystoreError(MeterSealError):
     """No keystore, a wrong passphrase, or a key that is not there: never a silent pass-through."""
 
 
+class KeyServiceError(KeystoreError):
+    """A key service (OpenBao transit, a PKCS#11 token, the passphrase keystore behind ``streams.kms``) refused or
+    could not do an operation: the message names the service, the key and what to check. A wrapped key that does
+    not open under the key that should open it (altered, or wrapped under another service's key) is one too."""
+
+
+class KeyServiceUnavailable(KeyServiceError):
+    """The key service cannot be reached (down, sealed, timed out, token absent): nothing was done; try again.
+    The CLI exits 78 on it; a worker pauses consumption until the service is back."""
+
+
+class KeyServiceDenied(KeyServiceError):
+    """The key service refused: the token lacks the capability the message names, or was revoked or expired."""
+
+
 class InvalidEnvelope(MeterSealError):
     """A sealed envelope could not be opened. Deliberately does not say which check failed."""
 

@@ -1,13 +1,15 @@
 """What the worker does to each message, as plain methods a unit test can call without a broker.
 
 ``agents.app`` wires these to Faust: each agent is ``async for event in stream: pipeline.<step>(...)``
-plus the sends. The worker holds the index key (tokens) and the owner's *public* key (it wraps DEKs
-it creates); it never holds the owner's private key, so a compromised worker cannot read the store.
+plus the sends. The worker holds the index key (tokens) and a way to make wrapped DEKs — the owner's
+*public* key, or a key service it may ask for new DEKs only (``streams.kms``); it never holds the owner's
+private key nor may unwrap a stored DEK, so a compromised worker cannot read the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -23,7 +25,7 @@ from ledger.note import Signer
 
 from streams.anomaly.alerting import Alerting
 from streams.crypto.envelope import DataKey, DekRing
-from streams.exceptions import InvalidInput, MeterSealError
+from streams.exceptions import InvalidInput, KeyServiceError, MeterSealError
 from streams.rollups.keeper import RollupKeeper
 from streams.keys.owner import OwnerPublicKey
 from streams.keys.regions import wrap_for_region
@@ -54,6 +56,10 @@ def tune_gc(*, gen0: int = 10_000) -> None:
     gc.set_threshold(gen0, 20, 20)
 
 
+_log = logging.getLogger("meterseal.worker")
+SIGN_RETRY_S = 5.0  # after a key service failed to sign, checkpoints wait this long before the next try
+KMS_WAIT_S = 600.0  # the store thread waits this long for a key service to give a DEK (rollups), then gives up
+
 SINKS = {"readings.sealed": ("readings", "sealed"), "bills.sealed": ("bills", "sealed"), "dlq": ("dlq", "dead_letter")}
 
 
@@ -61,9 +67,11 @@ SINKS = {"readings.sealed": ("readings", "sealed"), "bills.sealed": ("bills", "s
 class Pipeline:
     settings: Settings
     index_key: bytes = field(repr=False)
-    owner: OwnerPublicKey
+    # makes each new DEK and its wrapped form, ``new_dek(now) -> (DataKey, WrappedKey fields)``: the owner's public
+    # key (a passphrase keystore) or a key service (``streams.kms.service.ServiceDeks``)
+    owner: OwnerPublicKey | Any
     store: Store  # streams.store.base: local segments or Iceberg on S3
-    signer: Signer | None = field(default=None, repr=False)  # signs ledger checkpoints
+    signer: Signer | Any | None = field(default=None, repr=False)  # signs ledger checkpoints (here, or in a key service)
     clock: Callable[[], float] = time.time
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # region -> region public key (``Keystore.region_publics``), asked again whenever a DEK is made, so a
@@ -74,7 +82,9 @@ class Pipeline:
         self.index = BlindIndex(self.index_key)
         self.pending_keys: list[dict[str, Any]] = []  # wrapped DEKs to publish on keys.deks
         self._keys_lock = threading.Lock()
-        self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock)
+        self._wraps: dict[bytes, dict[str, Any]] = {}  # new DEK id -> its wrapped form, until ``_on_new_key`` keeps it
+        self.ring = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s, self._on_new_key, self.clock,
+                            self._new_dek)
         self._region_rings: dict[str, DekRing] = {}
         # customers' subject keys (envelope v3) and the erasure fence, read again every ``refresh_erasures``
         self.fence = Fence.load(self.store.blobs)
@@ -96,6 +106,7 @@ class Pipeline:
         self._thread_locks_guard = threading.Lock()
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
         self.share_tap: ShareTap | None = ShareTap(self.store, self.index_key, clock=self.clock)
+        self._sign_after = 0.0  # no checkpoint is signed before this time (the key service failed just before)
         # signed readings (streams.devices): the registry, the check before the Sealer, each device's window codec
         self.directory = Directory(self.store, self.index_key, on_error=self._registry_unreadable)
         self.devices = DeviceCheck(self.directory.get, self.index, require_signed=self.settings.require_signed,
@@ -109,7 +120,7 @@ class Pipeline:
         self.rollups: RollupKeeper | None = None
         if self.settings.rollups:
             rollup_sealer = Sealer(self.index, DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
-                                                       self._on_new_key, self.clock),
+                                                       self._on_new_key, self.clock, self._new_dek_waiting),
                                    Policy.from_settings(self.settings), clock=self.clock, region_ring=self._rollup_ring,
                                    subjects=self.subjects.key,  # the meter's (account's) subject key, as its readings
                                    epochs=lambda kind, subject_id: current_epoch(self.index, self.fence, kind, subject_id))
@@ -120,7 +131,8 @@ class Pipeline:
         ring = self._rollup_rings.get(region)
         if ring is None:
             ring = self._rollup_rings[region] = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
-                                                        lambda dek: self._on_new_key(dek, region), self.clock)
+                                                        lambda dek: self._on_new_key(dek, region), self.clock,
+                                                        self._new_dek_waiting)
         return ring
 
     def _registry_unreadable(self, exc: Exception) -> None:
@@ -131,14 +143,39 @@ class Pipeline:
         ring = self._region_rings.get(region)
         if ring is None:
             ring = self._region_rings[region] = DekRing(self.settings.dek_max_records, self.settings.dek_max_age_s,
-                                                        lambda dek: self._on_new_key(dek, region), self.clock)
+                                                        lambda dek: self._on_new_key(dek, region), self.clock,
+                                                        self._new_dek)
         return ring
 
+    def _new_dek(self, now: float) -> DataKey:
+        """A new DEK and its wrap for the owner, from ``owner`` (a key service that is down raises
+        ``KeyServiceUnavailable`` here, before anything is sealed: the worker pauses and seals the batch again)."""
+        dek, wrapped = self.owner.new_dek(now)
+        self._wraps[dek.key_id] = wrapped
+        return dek
+
+    def _new_dek_waiting(self, now: float) -> DataKey:
+        """``_new_dek`` for the rings of the store thread (rollups): while the key service cannot give a DEK, the
+        store thread waits here, trying every second — the seal agent's queue fills and the worker stops consuming,
+        as the seal agent does (``agents.app: until_keys``); after ``KMS_WAIT_S`` it gives up (the worker exits 70
+        and is read again from its last commit)."""
+        started = time.monotonic()
+        while True:
+            try:
+                return self._new_dek(now)
+            except KeyServiceError as exc:
+                waited = time.monotonic() - started
+                if waited >= KMS_WAIT_S:
+                    raise
+                if int(waited) % 30 == 0:
+                    _log.error("key service: %s; the store thread waits for a DEK (rollups)", exc)
+                time.sleep(1.0)
+
     def _on_new_key(self, dek: DataKey, region: str | None = None) -> None:
-        """Wrap a new DEK for the owner (and for its region's key, if the region has one), keep it in the
+        """Keep a new DEK's wrap for the owner (and wrap it for its region's key, if the region has one) in the
         store now, queue it for keys.deks."""
-        wrapped = {"key_id": dek.key_hex, "scheme": self.owner.scheme, "owner_fingerprint": self.owner.fingerprint,
-                   "wrapped": self.owner.wrap(dek), "created_at_ms": int(dek.created_at * 1000), "worker": self.worker}
+        wrapped = {"key_id": dek.key_hex, **self._wraps.pop(dek.key_id), "created_at_ms": int(dek.created_at * 1000),
+                   "worker": self.worker}
         self.store.put_dek(wrapped)
         if region:
             self._region_publics = self.region_keys()
@@ -203,6 +240,10 @@ class Pipeline:
         if hashes:
             self.subjects.forget(hashes)
             self.sealer.forget(lambda token: subject_hash(token) in hashes)
+
+    def erased_token(self, token: str) -> bool:
+        """Whether a meter or account token is one an erasure fenced (this worker's view of the fence)."""
+        return self.fence.entry(token) is not None
 
     def refresh_erasures(self) -> set[str]:
         """``read_fence`` then ``forget_erased``; returns the new entries' subject hashes."""
@@ -374,7 +415,14 @@ class Pipeline:
             return 0  # nothing new since the last checkpoint
         if not force and not log.due(every_leaves=self.settings.checkpoint_leaves, every_s=self.settings.checkpoint_s):
             return 0
-        note = log.checkpoint(self.signer)
+        if self.clock() < self._sign_after:
+            return 0  # the key service failed a moment ago: the leaves wait for the next checkpoint
+        try:
+            note = log.checkpoint(self.signer)
+        except KeyServiceError as exc:  # down, or refusing: sealing goes on, the checkpoint waits (deferred, not lost)
+            self._sign_after = self.clock() + SIGN_RETRY_S
+            _log.error("checkpoint of %s deferred: %s", log.origin, exc)
+            return 0
         with self._checkpoints_lock:
             self.pending_checkpoints.append({"origin": log.origin, "partition": key[1], "tree_size": log.size,
                                              "root_hash": log.root(), "note": note,

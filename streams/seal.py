@@ -23,7 +23,7 @@ from streams.crypto import _primitives
 from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
-from streams.exceptions import InvalidInput
+from streams.exceptions import InvalidInput, KeyServiceError
 from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
@@ -282,6 +282,8 @@ class Sealer:
                         [decoded[i] for i in todo], state_of, keys=None if keys is None else [keys[i] for i in todo],
                         devices=None if devices is None else [devices[i] for i in todo])):
                     outcomes[i] = outcome
+        except KeyServiceError:  # no new DEK to be had (the key service is down): not the data's fault
+            raise
         except Exception:  # noqa: BLE001 - a bug met on one message's data: only that message becomes a dead letter
             outcomes = self._one_by_one(decoded, state_of, keys, devices)
         for i, outcome in enumerate(outcomes):
@@ -345,6 +347,8 @@ class Sealer:
             try:
                 outcome = self.seal_readings([record], state, keys=None if keys is None else [keys[i]],
                                              devices=None if devices is None else [devices[i]])[0]
+            except KeyServiceError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 outcome = InvalidInput("internal", f"unexpected {type(exc).__name__} while sealing")
             if type(outcome) is Sealed:

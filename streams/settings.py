@@ -106,6 +106,22 @@ class Settings:
     """Email receivers' relay: STARTTLS unless METERSEAL_SMTP_STARTTLS=false; a private CA's PEM to trust."""
     console_url: str = ""
     """The console's address, put in notifications as their externalURL."""
+    # console: where users reach it, and which proxies may say who the client is
+    public_url: str | None = None
+    """The console's URL as its users reach it (``https://console.example.org``): the OIDC redirect URI is built
+    from it (never from the Host header); https turns on ``Secure`` cookies and HSTS. None: ``http://HOST:PORT``."""
+    trusted_proxies: str | None = None
+    """Addresses or networks (comma-separated) whose ``X-Forwarded-For`` the console believes; None: none."""
+
+    # key service (streams.kms)
+    kms: str | None = None
+    """Where the owner's keys are: ``local`` (the passphrase keystore), ``openbao://HOST:PORT/MOUNT/KEY`` or
+    ``pkcs11:module=PATH;token=LABEL;key=LABEL``; None: what the keystore names (``local`` for a passphrase one)."""
+    kms_cache_ttl: float = 300.0
+    """Seconds a reader keeps an unwrapped DEK in memory before asking the key service again."""
+    kms_cache_size: int = 10_000
+    """Most unwrapped DEKs a reader keeps in memory (least recently used out first)."""
+
     # devices and signed readings (streams.devices), and the MQTT bridge (streams.mqtt)
     require_signed: bool = False
     """Refuse readings that do not come in a verified signed envelope (dead letter rule ``signature``)."""
@@ -180,6 +196,11 @@ class Settings:
         "METERSEAL_SMTP_STARTTLS": "smtp_starttls",
         "METERSEAL_SMTP_CA_FILE": "smtp_ca_file",
         "METERSEAL_CONSOLE_URL": "console_url",
+        "METERSEAL_KMS": "kms",
+        "METERSEAL_KMS_CACHE_TTL": "kms_cache_ttl",
+        "METERSEAL_KMS_CACHE_SIZE": "kms_cache_size",
+        "METERSEAL_PUBLIC_URL": "public_url",
+        "METERSEAL_TRUSTED_PROXIES": "trusted_proxies",
         "METERSEAL_REQUIRE_SIGNED": "require_signed",
         "METERSEAL_DEVICE_REFRESH_S": "device_refresh_s",
         "METERSEAL_MQTT_URL": "mqtt_url",
@@ -212,6 +233,8 @@ class Settings:
             raise ConfigError("DEK rotation needs METERSEAL_DEK_MAX_RECORDS >= 1 and METERSEAL_DEK_MAX_AGE_S > 0")
         if self.erasure_grace_s < 0 or self.retention_every_s < 0:
             raise ConfigError("METERSEAL_ERASURE_GRACE_S and METERSEAL_RETENTION_EVERY_S must be >= 0")
+        if not (self.kms_cache_ttl > 0 and self.kms_cache_size >= 1):
+            raise ConfigError("the DEK cache needs METERSEAL_KMS_CACHE_TTL > 0 and METERSEAL_KMS_CACHE_SIZE >= 1")
         if not (self.dp_dataset_rho >= 0 and self.dp_clamp_kwh > 0 and self.dp_per_hour >= 1):
             raise ConfigError("DP needs METERSEAL_DP_DATASET_RHO >= 0, METERSEAL_DP_CLAMP_KWH > 0 and METERSEAL_DP_PER_HOUR >= 1")
         if self.oauth_access_ttl < 1 or self.oauth_authorization_days < 1 or self.connect_retry_s <= 0:
@@ -220,6 +243,10 @@ class Settings:
         if self.rollup_min_meters < 1 or self.rollup_grace_s < 0 or self.rollup_idle_s <= 0:
             raise ConfigError("rollups need METERSEAL_ROLLUP_MIN_METERS >= 1, METERSEAL_ROLLUP_GRACE_S >= 0 and "
                               "METERSEAL_ROLLUP_IDLE_S > 0")
+        if self.public_url is not None and not (self.public_url.startswith(("http://", "https://"))
+                                                and "/" not in self.public_url.split("://", 1)[1].rstrip("/")):
+            raise ConfigError(f"METERSEAL_PUBLIC_URL={self.public_url!r}: give the scheme and host only, "
+                              "e.g. https://console.example.org")
         if self.device_refresh_s <= 0 or self.mqtt_session_expiry_s < 0 or not 1 <= self.mqtt_in_flight <= 65_535:
             raise ConfigError("METERSEAL_DEVICE_REFRESH_S must be > 0, METERSEAL_MQTT_SESSION_EXPIRY_S >= 0 and "
                               "METERSEAL_MQTT_IN_FLIGHT 1..65535")

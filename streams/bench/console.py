@@ -33,13 +33,12 @@ def _pct(values: list[float], q: float) -> float:
 
 def _serve(data_dir: str, users_path: str, port: int, broker: str) -> None:
     """The console process the bench talks to (entry point of the child)."""
-    import uvicorn
-
     from streams.console.app import ConsoleState, create_app
     from streams.console.data import Vault
     from streams.console.feed import AlertHub
-    from streams.console.server import alert_source
-    from streams.console.sessions import SessionStore, Throttle
+    from streams.console.server import alert_source, uvicorn_config
+    from streams.console.sessions import SessionStore
+    from streams.console.throttle import Throttle
     from streams.console.users import UserStore
     from streams.settings import Settings
 
@@ -48,7 +47,7 @@ def _serve(data_dir: str, users_path: str, port: int, broker: str) -> None:
                          vault=Vault.open(data_dir, os.environ["METERSEAL_PASSPHRASE"]), regions=settings.regions,
                          broker=broker)
     state.hub = AlertHub(alert_source(broker)).start()
-    uvicorn.run(create_app(state), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(uvicorn_config(create_app(state), host="127.0.0.1", port=port)).run()
 
 
 def _login(base: str, name: str) -> dict[str, str]:

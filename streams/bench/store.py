@@ -17,9 +17,10 @@ from streams.bench.micro import rate
 
 
 def build_reading_store(store_dir, n: int, *, meters: int | None = None, chunk: int = 250_000,
-                        progress: Callable[[int], None] | None = None):
+                        progress: Callable[[int], None] | None = None, dek_records: int = 1_000_000):
     """Write ``n`` sealed readings straight into a store (no broker): the same sealing as the worker,
-    tokens cached per meter and per day. Returns (index, keyring-like key lookup, owner pair)."""
+    tokens cached per meter and per day, a new DEK every ``dek_records`` readings. Returns (index, the DEKs by
+    key id, owner pair)."""
     import datetime as dt
 
     import pyarrow as pa
@@ -39,7 +40,7 @@ def build_reading_store(store_dir, n: int, *, meters: int | None = None, chunk: 
         store.put_dek({"key_id": dek.key_hex, "scheme": owner.scheme, "owner_fingerprint": owner.public_key.fingerprint,
                        "wrapped": owner.public_key.wrap(dek), "created_at_ms": 0, "worker": "bench"})
 
-    ring = DekRing(max_records=1_000_000, max_age_s=1e9, on_new_key=keep)
+    ring = DekRing(max_records=dek_records, max_age_s=1e9, on_new_key=keep)
     index = BlindIndex(os.urandom(32))
     reading = schemas.get("reading")
     start = dt.datetime(2022, 1, 1, tzinfo=dt.timezone.utc)

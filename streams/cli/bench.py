@@ -48,6 +48,36 @@ def bench_seal_cmd(records: int, fmt: str) -> None:
     print_result(bench_seal(records, max(200, records // 20)), fmt)
 
 
+@bench.command("kms")
+@click.option("--readings", type=int, default=200_000, show_default=True, help="Readings in the built store.")
+@click.option("--dek-records", type=int, default=84, show_default=True,
+              help="Readings per DEK in the built store (84: about one DEK per hour of readings, as workers rotate).")
+@click.option("--unwraps", type=int, default=200, show_default=True, help="Stored DEKs unwrapped for the latency.")
+@click.option("--seal-readings", type=int, default=100_000, show_default=True)
+@click.option("--providers", default="local,openbao,pkcs11", show_default=True)
+@_bench_fmt
+def bench_kms_cmd(readings: int, dek_records: int, unwraps: int, seal_readings: int, providers: str, fmt: str) -> None:
+    """Key services beside the passphrase keystore: DEK unwrap latency, a cold-cache 42-day range query, the
+    worker's seal rate with each provider's new DEKs (starts OpenBao's dev server and a SoftHSM2 token itself)."""
+    from streams.bench.kms import bench_kms
+
+    result = bench_kms(readings=readings, dek_records=dek_records, unwraps=unwraps, seal_readings=seal_readings,
+                       providers=tuple(p.strip() for p in providers.split(",") if p.strip()), progress=console.log)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for name in result["providers"]:
+            r = result["range_42_days"][name]
+            seal = result["seal"]
+            click.echo(f"{name:>8}  unwrap {result['unwrap_ms'][name]['median']:>7.3f} ms (p99 "
+                       f"{result['unwrap_ms'][name]['p99']:.3f})  42-day range cold {r['cold_ms']:>8.1f} ms "
+                       f"({r['hits']} hits, {r['deks']} DEKs; x{r['cold_vs_local']} local) warm {r['warm_ms']:.1f} ms  "
+                       f"seal {seal['rotation_100000']['readings_per_s'][name]:>7}/s "
+                       f"(rotation 1,000: {seal['rotation_1000']['readings_per_s'][name]}/s)")
+        for name, why in result["skipped"].items():
+            click.echo(f"{name:>8}  skipped: {why}")
+
+
 @bench.command("erase")
 @click.option("--readings", type=int, default=10_000_000, show_default=True)
 @click.option("--meters", type=int, default=1000, show_default=True)

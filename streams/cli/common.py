@@ -31,6 +31,14 @@ def passphrase_for(settings: Settings, *, confirm: bool = False) -> str:
     raise click.ClickException("no passphrase: set METERSEAL_PASSPHRASE (no terminal to ask on)")
 
 
+def process_keys(settings: Settings, role: str, *, check: bool = False):
+    """The owner's keys as this command may use them (``streams.kms.access.open_keys``): a passphrase keystore
+    asks for METERSEAL_PASSPHRASE only when a secret is needed; a key service's keystore needs none."""
+    from streams.kms.access import open_keys
+
+    return open_keys(settings, role=role, passphrase=lambda: passphrase_for(settings), check=check)
+
+
 def region_passphrase(*, confirm: bool = False) -> str:
     """METERSEAL_REGION_PASSPHRASE, else a prompt on a terminal, else a clear error."""
     import os

@@ -1,9 +1,11 @@
-"""``meterseal console``: serve the web console; ``meterseal console user add|list|remove``: its accounts."""
+"""``meterseal console``: serve the web console; ``meterseal console user add|list|remove|passwd|role|sessions``:
+its accounts."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import click
 
@@ -46,7 +48,7 @@ def console_group(ctx: click.Context, host: str, port: int, oidc_issuer: str | N
     if not UserStore.for_data_dir(settings.data_dir).list() and oidc is None:
         console.print("[yellow]no console accounts yet[/]: add one with `meterseal console user add NAME --role admin`")
     try:
-        serve(settings, passphrase_for(settings), host=host, port=port, oidc=oidc, registry=capabilities.registry(),
+        serve(settings, lambda: passphrase_for(settings), host=host, port=port, oidc=oidc, registry=capabilities.registry(),
               ready=lambda url: console.print(f"[green]console[/] on {url} (Ctrl-C to stop)"))
     except MeterSealError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -57,6 +59,16 @@ def user_group() -> None:
     """Console accounts (Argon2id password hashes in <data-dir>/console/users.json)."""
 
 
+def _password(name: str) -> str:
+    """From METERSEAL_USER_PASSWORD, else a prompt (twice) on a terminal."""
+    password = os.environ.get("METERSEAL_USER_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise click.ClickException("no password: set METERSEAL_USER_PASSWORD (no terminal to ask on)")
+        password = click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
+    return password
+
+
 @user_group.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), required=True)
@@ -65,13 +77,7 @@ def user_group() -> None:
 @click.pass_obj
 def user_add(settings: Settings, name: str, role: str, meters: tuple[str, ...], oidc_subject: str | None) -> None:
     """Add an account; the password comes from METERSEAL_USER_PASSWORD or a prompt (12+ characters)."""
-    password = None
-    if oidc_subject is None:
-        password = os.environ.get("METERSEAL_USER_PASSWORD")
-        if not password:
-            if not sys.stdin.isatty():
-                raise click.ClickException("no password: set METERSEAL_USER_PASSWORD (no terminal to ask on)")
-            password = click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
+    password = _password(name) if oidc_subject is None else None
     try:
         user = UserStore.for_data_dir(settings.data_dir).add(name, role, password=password, meters=meters,
                                                              subject=oidc_subject)
@@ -93,9 +99,59 @@ def user_list(settings: Settings) -> None:
 @click.argument("name")
 @click.pass_obj
 def user_remove(settings: Settings, name: str) -> None:
-    """Remove an account; its sessions end at their next request."""
+    """Remove an account; its sessions end at once (a later account of the same name is another account)."""
     try:
         UserStore.for_data_dir(settings.data_dir).remove(name)
     except MeterSealError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"removed {name}")
+    click.echo(f"removed {name}; its console sessions have ended")
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@click.pass_obj
+def user_passwd(settings: Settings, name: str) -> None:
+    """A new password (METERSEAL_USER_PASSWORD or a prompt); the account's sessions end at once."""
+    users = UserStore.for_data_dir(settings.data_dir)
+    if users.get(name) is None:
+        raise click.ClickException(f"no user {name!r} (meterseal console user list)")
+    try:
+        users.passwd(name, _password(name))
+    except MeterSealError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"new password for {name}; its console sessions have ended")
+
+
+@user_group.command("role")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--meter", "meters", multiple=True, help="A customer's meter id (repeatable): its whole scope.")
+@click.pass_obj
+def user_role(settings: Settings, name: str, role: str, meters: tuple[str, ...]) -> None:
+    """Give an account another role (and meters); its sessions end at once."""
+    try:
+        user = UserStore.for_data_dir(settings.data_dir).set_role(name, role, meters=meters)
+    except MeterSealError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{user.name} is now {user.role}{' of meters ' + ', '.join(user.meters) if user.meters else ''}; "
+               "its console sessions have ended")
+
+
+@user_group.command("sessions")
+@click.argument("name")
+@click.option("--end", is_flag=True, help="End every session of the account now, in every running console.")
+@click.pass_obj
+def user_sessions(settings: Settings, name: str, end: bool) -> None:
+    """When the account's sessions were last ended; with --end, end them all now (sessions live in the
+    console's memory: each ends at its next request, a live alert stream within 5 seconds)."""
+    users = UserStore.for_data_dir(settings.data_dir)
+    try:
+        if end:
+            users.end_sessions(name)
+            click.echo(f"ended every console session of {name}")
+            return
+        ended = users.sessions_ended_at(name)
+    except MeterSealError as exc:
+        raise click.ClickException(str(exc)) from exc
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ended)) if ended else "never"
+    click.echo(f"{name}: sessions last ended {when} (--end ends them all now)")

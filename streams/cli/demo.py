@@ -37,6 +37,9 @@ from streams.validate import Policy, check_bill, check_reading, decode_raw, next
 
 console = Console(soft_wrap=True)
 
+DEMO_ANALYST_RHO = 1.0  # the demo analyst's privacy budget (zCDP rho): some twenty questions at the page's default cost
+DEMO_MIN_METERS = 1  # the demo console's region chart shows every cell: its meters each report at another time of week
+
 # deliberately bad input, one per rule, so the dead-letter path is visible
 BAD_READINGS = [
     b"this is not JSON",
@@ -131,7 +134,7 @@ def run_demo(settings: Settings, passphrase: str, *, csv_path: Path | None = Non
         _share(settings, passphrase)
         console.print(f"[bold green]demo complete[/] in {time.monotonic() - t0:.1f} s — data in {settings.data_dir}")
         if console_port is not None:
-            _console(settings.replace(broker=broker.url), passphrase, console_port,
+            _console(console_settings(settings.replace(broker=broker.url)), passphrase, console_port,
                      customer_meters=[uci[0][0].decode(), bill_rows[0]["Meter No."]])
         return 0
     except MeterSealError as exc:
@@ -223,17 +226,42 @@ def _report(settings: Settings, keys, index: BlindIndex, counts: dict, n_bills: 
 
 
 
-def _console(settings: Settings, passphrase: str, port: int, *, customer_meters: list[str]) -> None:
-    """One login per role (random passwords, printed once), then the console until Ctrl-C."""
-    from streams.console.server import demo_accounts, serve
+def console_settings(settings: Settings) -> Settings:
+    """The demo console's settings: its ten meters each report at another time of the week, so no region-hour
+    has two of them and the default suppression (cells of fewer than 10 meters) would hide the whole region
+    chart; the demo shows every cell unless METERSEAL_ROLLUP_MIN_METERS says otherwise."""
+    if os.environ.get("METERSEAL_ROLLUP_MIN_METERS"):
+        return settings
+    return settings.replace(rollup_min_meters=DEMO_MIN_METERS)
+
+
+def console_accounts(settings: Settings, passphrase: str, *, customer_meters: list[str]) -> dict[str, tuple[str, str]]:
+    """What `demo --console` prepares before serving: one ``demo-<role>`` account per role (random passwords,
+    returned once) and a privacy budget for the demo analyst, so every role's first screen has work to do."""
+    from streams.console.server import demo_accounts
+    from streams.privacy import set_budget
 
     accounts = demo_accounts(settings.data_dir, customer_meters=customer_meters)
+    set_budget(settings.store_dir, signer=Keystore.load(settings.data_dir).ledger_signer(passphrase),
+               rho=DEMO_ANALYST_RHO, analyst=accounts["analyst"][0])  # a ledgered event, as `dp budget set` writes
+    return accounts
+
+
+def _console(settings: Settings, passphrase: str, port: int, *, customer_meters: list[str]) -> None:
+    """One login per role (random passwords, printed once), then the console until Ctrl-C."""
+    from streams.console.server import serve
+
+    accounts = console_accounts(settings, passphrase, customer_meters=customer_meters)
     table = Table(title=f"console logins (printed once; the customer owns meters {', '.join(customer_meters)})")
     for col in ("role", "user name", "password"):
         table.add_column(col)
     for role, (name, password) in accounts.items():
         table.add_row(role, name, password)
     console.print(table)
+    console.print(f"{accounts['analyst'][0]} may spend a privacy budget of rho {DEMO_ANALYST_RHO:g} "
+                  "(`meterseal dp budget set --analyst NAME --rho R` changes it)")
+    console.print(f"the region chart shows cells of {settings.rollup_min_meters}+ meters (METERSEAL_ROLLUP_MIN_METERS, "
+                  "10 unless set: the demo's meters each report at another time of the week)")
     console.print("broker, worker and console keep running: Ctrl-C stops them all")
     try:
         serve(settings, passphrase, host="127.0.0.1", port=port, registry=capabilities.registry(),

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import console, open_settings_store, parse_day, passphrase_for
+from streams.cli.common import console, open_settings_store, parse_day, process_keys
 from streams.settings import Settings
 
 _fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -36,11 +36,9 @@ def _cell(value: Any) -> str:
 
 
 def _signer_and_keys(settings: Settings):
-    from streams.keys.keystore import Keystore
-
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    return keystore, keystore.ledger_signer(passphrase), passphrase
+    """The owner's keys (``streams.kms``) and their checkpoint signer (budget and release events are signed)."""
+    keys = process_keys(settings, "console")
+    return keys, keys.signer()
 
 
 @click.group("dp")
@@ -69,7 +67,7 @@ def dp_budget_set(settings: Settings, analyst: str | None, dataset: str | None, 
     """The data owner sets a budget (a ledgered event)."""
     from streams.privacy import engine
 
-    _, signer, _ = _signer_and_keys(settings)
+    _, signer = _signer_and_keys(settings)
     event = engine.set_budget(settings.store_dir, signer=signer, rho=rho, analyst=analyst, dataset=dataset)
     console.print(f"budget of {'analyst ' + analyst if analyst else 'data set ' + str(dataset)} set to rho {rho:g} "
                   f"(privacy log leaf {event['leaf_index']})")
@@ -110,11 +108,11 @@ def dp_query(settings: Settings, analyst: str, metric: str, by: str, start: dt.d
     """Answer one DP query from the sealed store; prints each group's noisy value, noise scale and 95 % interval."""
     from streams.privacy import engine
 
-    keystore, signer, passphrase = _signer_and_keys(settings)
+    keys, signer = _signer_and_keys(settings)
     query = engine.DPQuery(metric=metric, by=tuple(by.split(",")), start=start, end=end, regions=settings.regions,
                            bounds=engine.Bounds(clamp_kwh=clamp_kwh or settings.dp_clamp_kwh,
                                                 per_hour=per_hour or settings.dp_per_hour, hour_kwh=hour_kwh))
-    answer = engine.answer_query(settings.store_dir, owner=keystore.unlock(passphrase), signer=signer,
+    answer = engine.answer_query(settings.store_dir, owner=keys.unlocked(), signer=signer,
                                  analyst=analyst, query=query, rho=rho, default_dataset_rho=settings.dp_dataset_rho,
                                  records=open_settings_store(settings))  # budgets stay in the data dir
     out = answer.to_dict()

@@ -43,7 +43,7 @@ def fl_run(settings: Settings, rounds: int, strategy: str, proximal_mu: float, e
     err = Console(stderr=True)
     report = federate(settings, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, epochs=epochs,
                       interval=interval, say=err.print, status=err.status, task_name=task_name,
-                      passphrase=passphrase_for(settings))
+                      passphrase=lambda: passphrase_for(settings))
     minutes = report["interval_min"]
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
@@ -91,7 +91,7 @@ def fl_schedule(settings: Settings, every_min: float, after_readings: int, round
             err.print(f"fl schedule: run {runs + 1} ({reason})")
             try:
                 report = federate(settings, rounds=rounds, strategy=strategy, say=err.print,
-                                  passphrase=passphrase_for(settings))
+                                  passphrase=lambda: passphrase_for(settings))
                 last = report["rounds"][-1]
                 err.print(f"fl schedule: run {report['run_id']}: MAE {last['mae']:.4f} RMSE {last['rmse']:.4f} "
                           f"R² {last['r2']:.3f}, model {last['model_sha256'][:16]}… in the ledger")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console, open_settings_store
-from streams.cli.dp import _cell, _fmt, _signer_and_keys, _table
+from streams.cli.common import console, open_settings_store, process_keys
+from streams.cli.dp import _cell, _fmt, _table
 from streams.settings import Settings
 
 
@@ -26,9 +26,9 @@ def bill_cmd(settings: Settings, encrypted: bool, kind: str, period: str | None,
     """Slab bills from the store; with --encrypted the billing side sees only BFV ciphertexts and public keys."""
     from streams.privacy import billrun, tariff
 
-    keystore, _, passphrase = _signer_and_keys(settings)
+    keys = process_keys(settings, "reader")
     tar = tariff.load_tariff(tariff_path)
-    usage = billrun.usage_from_store(open_settings_store(settings), keystore.unlock(passphrase), kind=kind, period=period)
+    usage = billrun.usage_from_store(open_settings_store(settings), keys.unlocked(), kind=kind, period=period)
     if encrypted:
         result = billrun.run_encrypted(usage, tar)
     else:
@@ -61,8 +61,8 @@ def forecast_cmd(settings: Settings, encrypted: bool, meter: str, rounds: int, m
 
     if not encrypted:
         raise click.UsageError("only --encrypted forecasts are served here (plaintext: `meterseal fl run`)")
-    keystore, _, passphrase = _signer_and_keys(settings)
-    out = he_forecast.forecast_from_store(open_settings_store(settings), keystore.unlock(passphrase), meter=meter,
+    keys = process_keys(settings, "reader")
+    out = he_forecast.forecast_from_store(open_settings_store(settings), keys.unlocked(), meter=meter,
                                           regions=settings.regions, rounds=rounds, model=model)
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))

@@ -50,6 +50,7 @@ def checked_text(verifiers: list[Verifier]) -> str:
 def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
     """Recompute every log from the store, check every checkpoint; exit 1 naming the first tampered record."""
     verifiers = trusted_verifiers(vkeys, settings)
+    confirmed = _confirm_with_service(settings) if not vkeys else []
     results = audit_store(open_settings_store(settings), verifiers, registry=capabilities.registry())
     problems = [f for _, findings in results for f in findings]
     leaves = sum(s.leaves for s, _ in results)
@@ -63,10 +64,25 @@ def verify_cmd(settings: Settings, vkeys: tuple[str, ...]) -> None:
     redacted = sum(s.redacted for s, _ in results)
     erasure = next((s for s, _ in results if s.log.split("/")[-2] == "erasure"), None)
     click.echo(f"ok: {len(results)} logs, {leaves} leaves ({signed} under signed checkpoints), "
-               f"{sum(s.checkpoints for s, _ in results)} checkpoints verified; keys checked: {checked_text(verifiers)}")
+               f"{sum(s.checkpoints for s, _ in results)} checkpoints verified; keys checked: {checked_text(verifiers)}"
+               + (f"; the key service holds them ({', '.join(confirmed)})" if confirmed else ""))
     if redacted:
         click.echo(f"{redacted} leaves redacted by {erasure.leaves if erasure else 0} erasure and retention run(s): "
                    "their records were deleted on purpose, their hashes and tombstones checked")
+
+
+def _confirm_with_service(settings: Settings) -> list[str]:
+    """With a key service's keystore and a token (the auditor's policy reads the checkpoint keys), the keystore's
+    vkeys are first confirmed against the keys the service holds; without a token, the keystore's are trusted."""
+    import os
+
+    keystore = Keystore.load(settings.data_dir)
+    credentials = {"openbao": ("BAO_TOKEN", "VAULT_TOKEN"), "pkcs11": ("METERSEAL_PKCS11_PIN",)}
+    if keystore.kms is None or not any(os.environ.get(v) for v in credentials.get(keystore.kms["provider"], ())):
+        return []
+    from streams.cli.common import process_keys
+
+    return process_keys(settings, "auditor", check=True).check_verifiers()
 
 
 @ledger_group.command("checkpoints")

@@ -31,20 +31,25 @@ from streams.cli.search import search_cmd, sql_cmd
 from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
 from streams.cli.subject import subject_group
-from streams.exceptions import MeterSealError
+from streams.exceptions import KeyServiceDenied, KeyServiceUnavailable, MeterSealError
 from streams.ingest.broker import BROKER_FILE, EmbeddedBroker, ensure_topics
 from streams.settings import Settings
 
 
+EXIT_NOPERM, EXIT_CONFIG = 77, 78  # sysexits.h: a key service refused us / cannot be reached (try again)
+
+
 class _Group(click.Group):
-    """Turns meterseal's own errors into one clear line and exit code 2, not a traceback."""
+    """Turns meterseal's own errors into one clear line and an exit code, not a traceback: 78 when the key service
+    cannot be reached (a supervisor retries), 77 when it refuses, 2 otherwise."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MeterSealError as exc:
             console.print(f"[bold red]error:[/] {exc}")
-            sys.exit(2)
+            sys.exit(EXIT_CONFIG if isinstance(exc, KeyServiceUnavailable) else
+                     EXIT_NOPERM if isinstance(exc, KeyServiceDenied) else 2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -100,7 +105,7 @@ def worker(settings: Settings) -> None:
     """Run the Faust worker: seal raw readings and bills, store sealed records, keep wrapped DEKs."""
     from agents.worker import run_worker  # Faust is imported only by the commands that run it
 
-    run_worker(settings, passphrase_for(settings))
+    run_worker(settings, lambda: passphrase_for(settings))  # asked only by a passphrase keystore
 
 
 @main.command()

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from streams.cli.common import console, open_settings_store, passphrase_for
+from streams.cli.common import console, open_settings_store, process_keys
 from streams.exceptions import MeterSealError
 from streams.settings import Settings
 
@@ -17,15 +17,13 @@ def rollup() -> None:
 
 
 def _owner(settings: Settings):
+    """The owner's keys (a passphrase keystore, or a key service's admin token), the store, its keyring, the index."""
     from streams.crypto.tokens import BlindIndex
-    from streams.keys.keyring import Keyring
-    from streams.keys.keystore import Keystore
 
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    unlocked = keystore.unlock(passphrase)
+    keys = process_keys(settings, "admin")
+    unlocked = keys.unlocked()
     store = open_settings_store(settings)
-    return keystore, passphrase, unlocked, store, Keyring(store, unlocked.unwrappers(), index_key=unlocked.index_key), BlindIndex(unlocked.index_key)
+    return keys, unlocked, store, unlocked.keyring(store), BlindIndex(unlocked.index_key)
 
 
 @rollup.command("rebuild")
@@ -37,9 +35,8 @@ def rollup_rebuild(settings: Settings) -> None:
     from streams.pipeline import Pipeline
     from streams.rollups.rebuild import rebuild
 
-    keystore, passphrase, unlocked, store, keyring, index = _owner(settings)
-    pipeline = Pipeline(settings.replace(rollups=True), unlocked.index_key, keystore.owner_public, store,
-                        keystore.ledger_signer(passphrase))
+    keys, unlocked, store, keyring, index = _owner(settings)
+    pipeline = Pipeline(settings.replace(rollups=True), unlocked.index_key, keys.dek_maker(), store, keys.signer())
     done = rebuild(store, pipeline.rollups, keyring, index, locked=pipeline.locked,
                    progress=lambda line: console.print(line))
     for _, wrapped in pipeline.take_new_keys():  # the rollups' new DEKs: stored already, now leaves of the key log
@@ -56,7 +53,7 @@ def rollup_check(settings: Settings) -> None:
     from streams.rollups.rebuild import check
     from streams.store.base import connect
 
-    _, _, _, store, keyring, index = _owner(settings)
+    _, _, store, keyring, index = _owner(settings)
     problems = check(store, connect(store), keyring, index)
     if problems:
         for line in problems[:20]:

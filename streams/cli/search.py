@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import open_settings_store, parse_day, passphrase_for
+from streams.cli.common import open_settings_store, parse_day, process_keys
 from streams.keys.keystore import Keystore
 from streams.store.query import Query, Reader
 from streams.settings import Settings
@@ -22,11 +22,12 @@ _SEALED_FIELDS = ("record_id", "kind", "region", "category", "key_id", "meter_to
 
 
 def _reader(settings: Settings, *, sealed: bool) -> Reader:
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    if sealed:
-        return Reader(open_settings_store(settings), index_key=keystore.index_key(passphrase))
-    return Reader(open_settings_store(settings), keystore.unlock(passphrase))
+    keys = process_keys(settings, "reader")
+    store = open_settings_store(settings)
+    keys.usage.attach(store)
+    if sealed:  # tokens only: the index key, no owner key
+        return Reader(store, index_key=keys.index_key())
+    return Reader(store, keys.unlocked())
 
 
 def _emit(records: list[dict[str, Any]], fmt: str, *, title: str = "", columns: list[str] | None = None,

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console, open_settings_store, party_passphrase, passphrase_for
+from streams.cli.common import console, open_settings_store, party_passphrase, process_keys
 from streams.cli.ledger import checked_text, trusted_verifiers
 from streams.exceptions import ShareError
-from streams.keys.keystore import Keystore
 from streams.settings import Settings
 from streams.share import espi
 from streams.share.grants import Grant, create_grant, get_grant, list_grants, revoke_grant
@@ -117,19 +116,19 @@ def _connect(settings: Settings):
     from streams.connect.notify import Outbox
     from streams.connect.service import Connect
 
-    keystore, passphrase = _owner(settings)
-    signer = keystore.ledger_signer(passphrase)
+    keys = _owner(settings)
+    signer = keys.signer()
     return Connect(open_settings_store(settings), settings.data_dir, signer=signer,
-                   index_key=keystore.index_key(passphrase),
+                   index_key=keys.index_key(),
                    outbox=Outbox.for_data_dir(settings.data_dir, signer, base_s=settings.connect_retry_s, timeout_s=3),
-                   public_url=settings.connect_public_url, meter_token=lambda m: _token(keystore, passphrase, m),
+                   public_url=settings.connect_public_url, meter_token=lambda m: _token(keys, m),
                    controller=f"{settings.app_id} data custodian")
 
 
-def _token(keystore, passphrase: str, meter: str) -> str:
+def _token(keys, meter: str) -> str:
     from streams.crypto.tokens import BlindIndex
 
-    return BlindIndex(keystore.index_key(passphrase)).meter(meter)
+    return BlindIndex(keys.index_key()).meter(meter)
 
 
 @party_group.command("list")
@@ -154,9 +153,8 @@ def grant_group() -> None:
 
 
 def _owner(settings: Settings):
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    return keystore, passphrase
+    """The owner's keys (a passphrase keystore's, or a key service's: ``streams.kms``)."""
+    return process_keys(settings, "console")
 
 
 def _print_grant(grant: Grant, fmt: str) -> None:
@@ -192,10 +190,10 @@ def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, met
     end = until or (dates[0] if dates else None)
     if party_name is None or end is None or len(names) + bool(party) > 1 or len(dates) + bool(until) > 1:
         raise click.UsageError("give the party once (--to NAME) and the last day once (--to YYYY-MM-DD)")
-    keystore, passphrase = _owner(settings)
+    keys = _owner(settings)
     store = open_settings_store(settings)
-    grant = create_grant(store, signer=keystore.ledger_signer(passphrase),
-                         index_key=keystore.index_key(passphrase), party=get_party(store, party_name),
+    grant = create_grant(store, signer=keys.signer(),
+                         index_key=keys.index_key(), party=get_party(store, party_name),
                          start=start, end=end, kind=kind, meters=meters, accounts=accounts, region=region,
                          fields=None if fields is None else fields.split(","), purpose=purpose, expires_at=expires)
     _print_grant(grant, fmt)
@@ -208,8 +206,8 @@ def grant_create(settings: Settings, to: tuple[str, ...], party: str | None, met
 @click.pass_obj
 def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, fmt: str) -> None:
     """Every grant with its state (active, expired, revoked)."""
-    keystore, passphrase = _owner(settings)
-    grants = list_grants(open_settings_store(settings), index_key=keystore.index_key(passphrase), meters=meters or None,
+    keys = _owner(settings)
+    grants = list_grants(open_settings_store(settings), index_key=keys.index_key(), meters=meters or None,
                          party=party)
     if fmt == "json":
         click.echo(json.dumps([{k: v for k, v in g.to_dict().items() if k != "party_public_key"} for g in grants],
@@ -224,8 +222,8 @@ def grant_list(settings: Settings, meters: tuple[str, ...], party: str | None, f
 @click.pass_obj
 def grant_show(settings: Settings, grant_id: str) -> None:
     """One grant, with the consent-log leaves where it began (and ended)."""
-    keystore, passphrase = _owner(settings)
-    _print_grant(get_grant(open_settings_store(settings), grant_id, index_key=keystore.index_key(passphrase)), "json")
+    keys = _owner(settings)
+    _print_grant(get_grant(open_settings_store(settings), grant_id, index_key=keys.index_key()), "json")
 
 
 @grant_group.command("revoke")
@@ -235,9 +233,9 @@ def grant_show(settings: Settings, grant_id: str) -> None:
 def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
     """Revoke a grant: nothing more is released under it (forward-only: what was shared stays shared). A third
     party's authorization also loses its tokens, and the party is sent a signed notice."""
-    keystore, passphrase = _owner(settings)
+    keys = _owner(settings)
     store = open_settings_store(settings)
-    grant = get_grant(store, grant_id, index_key=keystore.index_key(passphrase))
+    grant = get_grant(store, grant_id, index_key=keys.index_key())
     if grant.client_id:
         connect = _connect(settings)
         grant = connect.revoke(grant_id, by="operator" + (f": {reason}" if reason else ""))
@@ -248,8 +246,8 @@ def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
         else:
             console.print(f"third party {grant.party} registered no notify-uri: its next call answers 401")
     else:
-        grant = revoke_grant(store, grant_id, signer=keystore.ledger_signer(passphrase),
-                             index_key=keystore.index_key(passphrase), reason=reason)
+        grant = revoke_grant(store, grant_id, signer=keys.signer(),
+                             index_key=keys.index_key(), reason=reason)
     console.print(f"grant {grant.grant_id} revoked at {grant.revoked_at} (consent-log leaf {grant.revoked_leaf})")
 
 
@@ -281,10 +279,10 @@ def share_export(settings: Settings, grant_id: str, output: Path) -> None:
     """Write the share bundle of an active grant (owner): records, sealed record keys, proofs, checkpoints."""
     from streams.share.bundle import export_bundle
 
-    keystore, passphrase = _owner(settings)
+    keys = _owner(settings)
     started = time.perf_counter()
-    data, summary = export_bundle(open_settings_store(settings), grant_id, owner=keystore.unlock(passphrase),
-                                  signer=keystore.ledger_signer(passphrase))
+    data, summary = export_bundle(open_settings_store(settings), grant_id, owner=keys.unlocked(),
+                                  signer=keys.signer())
     if output.suffix == ".gz":
         import gzip
 
@@ -402,8 +400,8 @@ def export_espi(settings: Settings, meters: tuple[str, ...], start: str, end: st
     """Green Button "Download My Data": the meters' readings as an ESPI Atom feed (owner)."""
     from streams.store.query import Query, Reader
 
-    keystore, passphrase = _owner(settings)
-    reader = Reader(open_settings_store(settings), keystore.unlock(passphrase))
+    keys = _owner(settings)
+    reader = Reader(open_settings_store(settings), keys.unlocked())
     first, last = (dt.date.fromisoformat(d) for d in (start, end))
     rows = []
     for meter in meters:

@@ -95,11 +95,10 @@ def history_cmd(settings: Settings, meter: str | None, region: str | None, kind:
 
     index = None
     if meter:
-        from streams.cli.common import passphrase_for
+        from streams.cli.common import process_keys
         from streams.crypto.tokens import BlindIndex
-        from streams.keys.keystore import Keystore
 
-        index = BlindIndex(Keystore.load(settings.data_dir).index_key(passphrase_for(settings)))
+        index = BlindIndex(process_keys(settings, "reader").index_key())
     try:
         start = parse_since(since)
     except ValueError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from streams import capabilities
-from streams.cli.common import console, passphrase_for
+from streams.cli.common import console, process_keys
 from streams.exceptions import MeterSealError
 from streams.settings import Settings
 
@@ -41,8 +41,7 @@ def store_rebuild(settings: Settings, into: str | None) -> None:
     from streams.store.base import is_remote, open_store
     from streams.store.rebuild import rebuild
 
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
+    keys = process_keys(settings, "worker")  # a rebuild writes as a worker does: index key, checkpoint signer
     into = into or str(settings.data_dir / f"store-rebuilt-{time.strftime('%Y%m%dT%H%M%S')}")
     if not is_remote(into) and Path(into).exists() and any(Path(into).iterdir()):
         raise MeterSealError(f"{into} is not empty: rebuild into a new directory")
@@ -59,8 +58,7 @@ def store_rebuild(settings: Settings, into: str | None) -> None:
         raise MeterSealError(f"the current store's subject keys could not be read ({exc}): without them the "
                              "rebuilt store's records cannot be opened") from exc
     console.print(f"subject keys and erasure fence carried over: {carried.objects} objects, {carried.hashes} log hashes")
-    pipeline = Pipeline(settings, keystore.index_key(passphrase), keystore.owner_public, target,
-                        keystore.ledger_signer(passphrase))
+    pipeline = Pipeline(settings, keys.index_key(), keys.dek_maker(), target, keys.signer())
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     with Progress(SpinnerColumn(), TextColumn("replaying sealed topics: {task.completed} messages"), console=console) as bar:
@@ -180,10 +178,9 @@ def store_enforce_retention(settings: Settings, fmt: str) -> None:
     from streams.cli.common import open_settings_store
     from streams.erasure.retention import enforce
 
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    report = enforce(open_settings_store(settings), index_key=keystore.index_key(passphrase),
-                     signers=[keystore.ledger_signer(passphrase)], registry=capabilities.registry(),
+    keys = process_keys(settings, "admin")
+    report = enforce(open_settings_store(settings), index_key=keys.index_key(),
+                     signers=[keys.signer()], registry=capabilities.registry(),
                      dek_max_age_s=settings.dek_max_age_s, data_dir=settings.data_dir,
                      progress=lambda text: console.print(text))
     if fmt == "json":

@@ -8,11 +8,10 @@ import sys
 import click
 
 from streams import capabilities
-from streams.cli.common import console, open_settings_store, passphrase_for
+from streams.cli.common import console, open_settings_store, process_keys
 from streams.erasure.job import Owner, erase
 from streams.erasure.subjects import Reach
 from streams.exceptions import MeterSealError
-from streams.keys.keystore import Keystore
 from streams.settings import Settings
 
 
@@ -42,9 +41,8 @@ def subject_erase(settings: Settings, meter: str | None, account: str | None, re
     if (meter is None) == (account is None):
         raise click.UsageError("give exactly one of --meter ID or --account ID")
     kind, subject_id = ("meter", meter) if meter is not None else ("account", account)
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    unlocked = keystore.unlock(passphrase)
+    keys = process_keys(settings, "admin")  # a passphrase keystore, or a key service's admin token
+    unlocked = keys.unlocked()
 
     def confirm(reach: Reach) -> bool:
         what = f"{len(reach.meters)} meter(s) {', '.join(sorted(reach.meters))}"
@@ -57,8 +55,8 @@ def subject_erase(settings: Settings, meter: str | None, account: str | None, re
             raise MeterSealError("not on a terminal: pass --yes to erase without being asked")
         return click.confirm("Erase them? This cannot be undone", default=False, err=True)
 
-    report = erase(open_settings_store(settings), owner=Owner(unlocked.index_key, unlocked.unwrappers()),
-                   signers=[keystore.ledger_signer(passphrase)], registry=capabilities.registry(), kind=kind,
+    report = erase(open_settings_store(settings), owner=Owner(unlocked.index_key, unlocked.dek_unwrap),
+                   signers=[keys.signer()], registry=capabilities.registry(), kind=kind,
                    subject_id=subject_id, reason=reason, grace_s=settings.erasure_grace_s, data_dir=settings.data_dir,
                    extra={"settings": settings, "connect_public_url": settings.connect_public_url}, confirm=confirm,
                    progress=lambda stage, detail: console.print(f"erasure: {stage} done — {detail}"))

@@ -11,17 +11,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
-from ..exceptions import MeterSealError
 from .data import NoSuchRecord
+from .errors import BadRequest
 from .feed import AlertFilter, split
-from .roles import NotFound, Principal, allow
+from .roles import ACCESS, NotFound, Principal, allow
+from .sessions import current
 
 router = APIRouter()
 MAX_RANGE_DAYS = 400
-
-
-class BadRequest(MeterSealError):
-    """A query parameter that cannot be used; the message says which and how."""
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2199, 12, 31)  # what a date parameter may name
 
 
 def state(request: Request):
@@ -39,9 +37,12 @@ def parse_day(text: str | None, name: str) -> dt.date | None:
     if text in (None, ""):
         return None
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
-        raise BadRequest(f"{name}: {text!r} is not a date; use YYYY-MM-DD") from None
+        raise BadRequest(f"{name}: {text[:40]!r} is not a date; use YYYY-MM-DD") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadRequest(f"{name}: {day} is out of range; use a date from {FIRST_DAY} to {LAST_DAY}")
+    return day
 
 
 def day_range(start: str | None, end: str | None) -> tuple[dt.date, dt.date]:
@@ -66,8 +67,8 @@ def alert_filter(who: Principal, request: Request, *, region: str | None = None,
 
         try:
             since_ms = int(parse_since(since) * 1000)
-        except ValueError:
-            raise BadRequest(f"since: {since!r}: use e.g. 15m, 2h, 1d or an ISO-8601 time") from None
+        except (ValueError, OverflowError):
+            raise BadRequest(f"since: {since[:40]!r}: use e.g. 15m, 2h, 1d or an ISO-8601 time") from None
     return AlertFilter(tokens, split(region), split(kind), split(severity), since_ms)
 
 
@@ -133,7 +134,13 @@ async def alert_events(request: Request, region: str | None = None, kind: str | 
     metrics = state(request).metrics
     metrics.viewers.inc()
 
-    sessions, session_id = state(request).sessions, who.session.id
+    console, session_id = state(request), who.session.id
+    roles = ACCESS[("GET", "/events/alerts")]
+
+    def still_allowed() -> bool:
+        """The session lives and its account is unchanged (same id, role, meters, password): else the stream ends."""
+        found = current(console.sessions, console.users, session_id)
+        return found is not None and found[1].role in roles
 
     async def events():
         try:
@@ -143,7 +150,7 @@ async def alert_events(request: Request, region: str | None = None, kind: str | 
                     alert = await asyncio.wait_for(viewer.queue.get(), timeout=5)
                 except asyncio.TimeoutError:
                     alert = None
-                if sessions.get(session_id) is None:  # logged out or expired: the stream ends too
+                if not still_allowed():  # checked before every event: logged out, expired, removed or changed
                     yield {"event": "logged-out", "data": "{}"}
                     return
                 if alert is None:

@@ -1,23 +1,29 @@
 """What the console reads from the store, as plain functions of an unlocked ``Vault`` (no web types here).
 
-The console runs in the data owner's trust zone: ``Vault`` unlocks the keystore with the owner's
-passphrase, so it can open records. Every function here takes the scope it may see as an argument
-(a meter id the caller already checked, a set of meter tokens); nothing here decides who may ask.
+The console runs in the data owner's trust zone: ``Vault`` holds the owner's keys as the console may use them
+(``streams.kms``): with a passphrase keystore, the owner's private keys; with a key service, only its token —
+each DEK is unwrapped by the service (and cached for ``METERSEAL_KMS_CACHE_TTL``), so revoking the token stops
+the console opening anything new at once. When the service refuses or is unreachable, a request fails closed
+with one plain message (the detail goes to the log, not to the page). Every function here takes the scope it
+may see as an argument (a meter id the caller already checked, a set of meter tokens); nothing here decides who
+may ask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ledger.checkpoint import Checkpoint
 
-from ..exceptions import MeterSealError
+from ..exceptions import KeyServiceError, MeterSealError
 from ..keys.keystore import Keystore
 from ..store.query import Query, Reader
 from ..store.base import connect
@@ -25,8 +31,26 @@ from ..store.base import connect
 PERIODS = {"day": 1, "week": 7, "month": 30}
 
 
+log = logging.getLogger("meterseal.console")
+
+
 class NoSuchRecord(MeterSealError):
     """No record with that id in the store (or not in the caller's scope)."""
+
+
+class KeysUnavailable(MeterSealError):
+    """Records cannot be opened now: the key service refused or could not be reached (the log says which)."""
+
+
+@contextlib.contextmanager
+def _opening():
+    """Failures of the key service become one plain ``KeysUnavailable``: fail closed, say nothing about the service."""
+    try:
+        yield
+    except KeyServiceError as exc:
+        log.error("key service: %s", exc)
+        raise KeysUnavailable("records cannot be opened right now: the key service refused or is unreachable "
+                              "(the console's log says which)") from None
 
 
 @dataclass
@@ -38,15 +62,24 @@ class Vault:
     reader: Reader
     signer: Any = field(default=None, repr=False)
     """The owner's ledger signer: the consent log's grants and revocations are signed with it."""
+    keys: Any = field(default=None, repr=False)
+    """The console's keys (``streams.kms.access.ProcessKeys``): its unwrap counts, its key service."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, data_dir: Path | str, passphrase: str, *, store: Any = None) -> "Vault":
-        """``store``: a directory, ``s3://...`` or a ``Store`` (default ``<data_dir>/store``)."""
-        keystore = Keystore.load(data_dir)
-        keys = keystore.unlock(passphrase)
-        return cls(Path(data_dir), keystore, Reader(Path(data_dir) / "store" if store is None else store, keys),
-                   keystore.ledger_signer(passphrase))
+    def open(cls, data_dir: Path | str, passphrase: str | Callable[[], str] | None = None, *, store: Any = None,
+             settings: Any = None) -> "Vault":
+        """``store``: a directory, ``s3://...`` or a ``Store`` (default ``<data_dir>/store``). ``passphrase`` (or a
+        function asking for it) opens a passphrase keystore; a key service's keystore needs its token instead
+        (``BAO_TOKEN``, checked now for the console's capabilities)."""
+        from ..kms.access import open_keys
+        from ..settings import Settings
+
+        settings = settings if settings is not None else Settings.from_env(data_dir=Path(data_dir))
+        keys = open_keys(settings.replace(data_dir=Path(data_dir)), role="console", passphrase=passphrase, check=True)
+        reader = Reader(Path(data_dir) / "store" if store is None else store, keys.unlocked())
+        keys.usage.attach(reader.store)
+        return cls(Path(data_dir), keys.keystore, reader, keys.signer(), keys)
 
     @property
     def store(self) -> Any:
@@ -71,7 +104,7 @@ class Vault:
     # -- readings -------------------------------------------------------------------------------
     def readings(self, meter_id: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
         """One meter's readings from ``start`` to ``end`` (whole days, inclusive), opened, oldest first."""
-        with self._lock:
+        with self._lock, _opening():
             rows = self.reader.search(Query(meter=meter_id, start=start, end=end), kinds=("readings",))
             plains = self.reader.open_many(rows)
         # a signed reading names the device key that signed it; an unsigned one is marked as not device-signed
@@ -79,6 +112,22 @@ class Vault:
                 "device_signed": p.get("device") is not None,
                 "device_kid": p["device"]["kid"] if p.get("device") else None} for r, p in zip(rows, plains)]
         return sorted(out, key=lambda x: x["ts"])
+
+    def reading_days(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day of the fleet's readings: from the region rollups (every closed hour, in clear)
+        when the worker keeps them, else from the readings sealed first and last; None for an empty store."""
+        from ..rollups.read import region_connection
+
+        with self._lock:
+            con = region_connection(self.store)
+            try:
+                low, high = con.execute("SELECT min(hour_ms), max(hour_ms) FROM rollup_region").fetchone()
+            finally:
+                con.close()
+        if low is not None:
+            return tuple(dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date() for ms in (low, high))
+        last = self.latest_day()
+        return None if last is None else (self.earliest_day() or last, last)
 
     def recent_readings(self, meter_ids: Iterable[str], *, per_meter: int = 12) -> list[dict[str, Any]]:
         """Each meter's newest readings (of its newest day), newest first, with whether its device signed them."""
@@ -91,7 +140,17 @@ class Vault:
 
     def latest_day(self, meter_id: str | None = None) -> dt.date | None:
         """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
-        sql = "SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "") + " ORDER BY sealed_at_ms DESC LIMIT 200"
+        return self._edge_day(meter_id, newest=True)
+
+    def earliest_day(self, meter_id: str | None = None) -> dt.date | None:
+        """The day of the oldest reading (of one meter, or of the fleet)."""
+        return self._edge_day(meter_id, newest=False)
+
+    def _edge_day(self, meter_id: str | None, *, newest: bool) -> dt.date | None:
+        """Days are sealed (only their tokens are in clear): open the 200 readings sealed last (or first) and
+        take their newest (oldest) day — a stream is sealed roughly in time order."""
+        sql = ("SELECT * FROM readings" + (" WHERE meter_tok = ?" if meter_id else "")
+               + f" ORDER BY sealed_at_ms {'DESC' if newest else 'ASC'} LIMIT 200")
         with self._lock:
             con = connect(self.store)
             try:
@@ -102,8 +161,10 @@ class Vault:
                 rows = [dict(zip(cols, r)) for r in cur.fetchall()]
             finally:
                 con.close()
-            plains = self.reader.open_many(rows) if rows else []
-        return max((_day(p["ts"]) for p in plains), default=None)
+            with _opening():
+                plains = self.reader.open_many(rows) if rows else []
+        days = [_day(p["ts"]) for p in plains]
+        return (max if newest else min)(days, default=None)
 
     def usage(self, meter_id: str, *, period: str, end: dt.date) -> dict[str, Any]:
         """kWh per hour (day) or per day (week, month) for the period ending ``end``, and the period before it,
@@ -144,7 +205,7 @@ class Vault:
     def bills(self, meter_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The bills of these meters, opened, newest first."""
         out = []
-        with self._lock:
+        with self._lock, _opening():
             for meter in meter_ids:
                 rows = self.reader.search(Query(meter=meter), kinds=("bills",))
                 for row, plain in zip(rows, self.reader.open_many(rows)):
@@ -188,11 +249,18 @@ class Vault:
 
     # -- keys and fleet -------------------------------------------------------------------------
     def key_status(self) -> dict[str, Any]:
-        """Fingerprints, DEK counts and owner-key rotations: public facts only, never a secret."""
+        """Fingerprints, DEK counts and owner-key rotations, the key service (if any) and every process's unwraps
+        per hour (``streams.kms.usage``): public facts only, never a secret."""
+        from ..kms.usage import hourly
+
         info = self.keystore.describe()
         deks = self.store.dek_ids()
+        if self.keys is not None:
+            self.keys.usage.flush()  # this console's own count, up to now
         return {"owners": info["owners"], "regions": info["regions"], "rotations": max(0, len(info["owners"]) - 1),
-                "deks": len(deks), "ledger_vkey": self.keystore.ledger_verifier.vkey}
+                "deks": len(deks), "ledger_vkey": self.keystore.ledger_verifier.vkey,
+                "kms": info["kms"]["uri"] if info.get("kms") else "local (passphrase keystore)",
+                "unwraps": hourly(self.store)}
 
     def fleet(self, *, now_ms: int, minutes: int = 15) -> dict[str, Any]:
         """Readings sealed and dead letters per minute (last ``minutes``), dead letters by rule, totals."""

@@ -1,4 +1,5 @@
-"""The console's own Prometheus metrics (``GET /metrics``): requests, latency, logins, SSE viewers, alerts.
+"""The console's own Prometheus metrics (``GET /metrics``): requests, latency, logins, SSE viewers, alerts, and the
+key-service unwraps it asked for (``meterseal_kms_unwraps_total``).
 
 Counters only, no data: a scraper learns how busy the console is, not what it shows. Each console has
 its own registry, so two consoles in one process (tests) do not share counts.
@@ -25,6 +26,7 @@ class ConsoleMetrics:
         self.alerts = Counter("meterseal_console_alerts_received", "Alerts read from the alerts topic",
                               registry=self.registry)
         self.viewers = Gauge("meterseal_console_sse_viewers", "Open live-alert streams", registry=self.registry)
+        self._kms: Any = None  # the keys whose unwraps are served as meterseal_kms_unwraps_total
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -33,4 +35,8 @@ class ConsoleMetrics:
     def exposition(self, state: Any) -> tuple[bytes, str]:
         if state.hub is not None:
             self.viewers.set(state.hub.viewers)
+        keys = getattr(state.vault, "keys", None)
+        if keys is not None and self._kms is not keys:  # the vault's unwrap counter (streams.kms.usage), once
+            self.registry.register(keys.usage.collector())
+            self._kms = keys
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -10,22 +10,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from ..privacy import BudgetExceeded, DPError
+from ..share.grants import MAX_PURPOSE
+from .admin import admin_page  # (connect.py's admin forms answer with it too)
 from .api import BadRequest, day_range, parse_day
-from .web import attachment
 from .data import fl_history
-from ..exceptions import MeterSealError
 from .roles import NotFound, Principal, allow
+from .web import KINDS, SEVERITIES, attachment, render  # noqa: F401 - KINDS, SEVERITIES: other pages' filters
 
 router = APIRouter()
-KINDS = ("spike", "theft", "flatline", "rollback", "negative")
-SEVERITIES = ("critical", "warning", "info")
-
-
-def render(request: Request, who: Principal, name: str, *, status_code: int = 200, **context: Any) -> Response:
-    state = request.app.state.console
-    base = {"user": who.user, "csrf": who.session.csrf, "kiosk": False, "regions": state.regions,
-            "kinds": KINDS, "severities": SEVERITIES}
-    return request.app.state.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
 @router.get("/operator")
@@ -79,7 +72,7 @@ def download(request: Request, start: str | None = Query(None, alias="from"), en
     return attachment(body, filename=f"my-data-{a}-{b}.xml", media_type="application/atom+xml")
 
 
-# -- grants (issue #16's engine, through integrations.Sharing) -----------------------------------------
+# -- grants (the sharing engine, through engines.Sharing) ---------------------------------------------
 def grant_rows(request: Request, who: Principal) -> tuple[list[dict[str, Any]], bool]:
     """The customer's grants, and whether sharing is configured on this console."""
     sharing = request.app.state.console.sharing
@@ -103,6 +96,8 @@ def grant_create(request: Request, party: str = Form(...), meter: str = Form(...
                       status_code=503)
     if party not in sharing.parties():
         raise NotFound()
+    if len(purpose) > MAX_PURPOSE:
+        raise BadRequest(f"purpose: at most {MAX_PURPOSE} characters (this one has {len(purpose)})")
     sharing.create(party=party, meter=meter, start=a, end=b, purpose=purpose)
     return RedirectResponse("/customer#grants", status_code=303)
 
@@ -115,9 +110,9 @@ def grant_revoke(grant_id: str, request: Request, who: Principal = Depends(allow
     row = next(r for r in rows if r["grant_id"] == grant_id)
     connect = request.app.state.console.connect
     if row["state"] == "active" and row.get("client_id") and connect is not None:  # tokens too, and the party told
-        connect.revoke(grant_id, by="customer", base=f"{request.url.scheme}://{request.url.netloc}")
+        connect.revoke(grant_id, by="customer", base=connect.public_url or f"{request.url.scheme}://{request.url.netloc}")
     elif row["state"] == "active":
-        request.app.state.console.sharing.revoke(grant_id)
+        request.app.state.console.sharing.revoke(grant_id, reason="revoked by the customer in the console")
     return RedirectResponse("/customer#grants", status_code=303)
 
 
@@ -166,28 +161,45 @@ def verify_status(request: Request, who: Principal = Depends(allow("GET", "/audi
 # -- analyst, FL, admin -------------------------------------------------------------------------------
 @router.get("/analyst")
 def analyst(request: Request, who: Principal = Depends(allow("GET", "/analyst"))) -> Response:
-    privacy = request.app.state.console.privacy
+    state = request.app.state.console
+    privacy = state.privacy
     return render(request, who, "analyst.html", configured=privacy is not None,
-                  budget=privacy.status(who.user.name) if privacy else None, answer=None, refused=None)
+                  budget=privacy.status(who.user.name) if privacy else None, answer=None, refused=None,
+                  asked=default_range(state))
+
+
+def default_range(state: Any, days: int = 7) -> dict[str, str]:
+    """The analyst form's dates: the last ``days`` days of the data in the store (not of today), never before
+    its first day; today's week when the store is empty."""
+    found = state.vault.reading_days() if state.vault else None
+    first, last = found or (dt.date.today() - dt.timedelta(days=days - 1), dt.date.today())
+    return {"from": max(first, last - dt.timedelta(days=days - 1)).isoformat(), "to": last.isoformat(),
+            "first": first.isoformat(), "last": last.isoformat()}
 
 
 @router.post("/analyst/query")
 def analyst_query(request: Request, metric: str = Form(...), by: str = Form(...), start: str = Form(..., alias="from"),
                   end: str = Form(..., alias="to"), rho: float = Form(...),
                   who: Principal = Depends(allow("POST", "/analyst/query"))) -> Response:
-    """One DP release charged to this analyst (the engine refuses, releasing nothing, past either budget)."""
-    privacy = request.app.state.console.privacy
+    """One DP release charged to this analyst (the engine refuses, releasing nothing, past either budget):
+    a question the engine cannot answer as asked is a 400, one past a budget a 409."""
+    state = request.app.state.console
+    privacy = state.privacy
     if privacy is None:
         return render(request, who, "error.html", status=503, message="differential privacy is not configured",
                       status_code=503)
     a, b = day_range(start, end)
-    answer, refused = None, None
+    asked = {**default_range(state), "from": a.isoformat(), "to": b.isoformat(), "metric": metric, "by": by,
+             "rho": rho}
+    answer, refused, status = None, None, 200
     try:
         answer = privacy.ask(who.user.name, metric=metric, by=by, start=a, end=b, rho=rho)
-    except MeterSealError as exc:  # the engine's DPError / BudgetExceeded: nothing was released
-        refused = str(exc)
+    except BudgetExceeded as exc:  # nothing was released
+        refused, status = str(exc), 409
+    except DPError as exc:  # a parameter the engine cannot use: nothing was released either
+        refused, status = str(exc), 400
     return render(request, who, "analyst.html", configured=True, budget=privacy.status(who.user.name),
-                  answer=answer, refused=refused, status_code=409 if refused else 200)
+                  answer=answer, refused=refused, asked=asked, status_code=status)
 
 
 @router.get("/fl")
@@ -199,18 +211,6 @@ def federated(request: Request, who: Principal = Depends(allow("GET", "/fl"))) -
 @router.get("/admin")
 def admin(request: Request, who: Principal = Depends(allow("GET", "/admin"))) -> Response:
     return admin_page(request, who)
-
-
-def admin_page(request: Request, who: Principal, *, issued: dict | None = None, refused: str | None = None,
-               status_code: int = 200) -> Response:
-    """The admin page; ``issued``: a third party's new client secret, shown this once."""
-    from ..connect.clients import STATUSES
-
-    state = request.app.state.console
-    return render(request, who, "admin.html", users=state.users.list(), keys=state.vault.key_status() if state.vault else None,
-                  parties=parties(request), sharing=state.sharing is not None,
-                  clients=state.connect.clients() if state.connect else None, statuses=STATUSES, issued=issued,
-                  refused=refused, status_code=status_code)
 
 
 __all__ = ["router", "parse_day"]

@@ -3,7 +3,9 @@
 ``ACCESS[(method, path)]`` names the roles allowed on each route (``PUBLIC``: anyone, ``ANY``: every
 logged-in role). Handlers declare ``Depends(allow("GET", "/auditor"))``; the app refuses to start if a
 route is missing from the table, and the role x route test reads this same table. Anonymous requests get
-401 (API) or a redirect to ``/login`` (pages); a role not listed gets 403. A customer's scope (its meters)
+401 (API) or a redirect to ``/login`` (pages); a role not listed gets 403. A session counts only while its
+account is unchanged (``sessions.current``): a removed account, or one whose password or role changed, is
+anonymous from its next request on. A customer's scope (its meters)
 comes from its account, never from the request: asking for anything outside it is a 404 (``NotFound``).
 """
 
@@ -14,7 +16,7 @@ from typing import Callable
 
 from fastapi import Request
 
-from .sessions import Session
+from .sessions import Session, current
 from .users import ROLES, User
 
 PUBLIC = frozenset({"anonymous", *ROLES})
@@ -48,6 +50,9 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/analyst/query"): _r("analyst"),  # spends the asking analyst's own privacy budget
     ("GET", "/fl"): _r("admin", "analyst", "operator"),
     ("GET", "/admin"): _r("admin"),
+    ("POST", "/admin/users"): _r("admin"),
+    ("POST", "/admin/users/{name}/remove"): _r("admin"),
+    ("POST", "/admin/grants/{grant_id}/revoke"): _r("admin"),
     # JSON API and live events
     ("GET", "/api/meters/{meter_id:path}/readings"): _r("customer"),
     ("GET", "/api/meters/{meter_id:path}/usage"): _r("customer"),
@@ -146,12 +151,10 @@ def allow(method: str, path: str) -> Callable:
 
     async def dependency(request: Request) -> Principal:
         app = request.app.state.console
-        session = app.sessions.get(request.cookies.get(app.cookie_name))
-        user = None
-        if session and session.user:  # an OIDC login without a linked account carries its user in the session
-            user = session.data.get("user") if session.user.startswith("oidc:") else app.users.get(session.user)
-        if user is None:
+        found = current(app.sessions, app.users, request.cookies.get(app.cookie_name))
+        if found is None:
             raise NotLoggedIn()
+        session, user = found
         if user.role not in roles:
             raise Forbidden()
         await check_csrf(request, session)

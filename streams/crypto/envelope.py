@@ -293,7 +293,8 @@ class DekRing:
     """The writer's current DEK, rotated after ``max_records`` seals or ``max_age_s`` seconds.
 
     ``on_new_key`` is called with every new DEK *before* it seals anything, so the wrapped key
-    is published and stored before any record that needs it.
+    is published and stored before any record that needs it. If ``generate`` raises (a key service that is
+    down), the ring is left as it was and the error reaches the caller: nothing is sealed under no key.
 
     >>> made = []
     >>> ring = DekRing(max_records=2, max_age_s=3600, on_new_key=made.append, clock=lambda: 0.0)
@@ -306,6 +307,8 @@ class DekRing:
     max_age_s: float
     on_new_key: Callable[[DataKey], None]
     clock: Callable[[], float] = time.time
+    # makes each new DEK from the time (a key service's ``generate_dek``, ``streams.kms``); None: ``DataKey.generate``
+    generate: Callable[[float], DataKey] | None = None
     _current: DataKey | None = field(default=None, init=False, repr=False)
     _used: int = field(default=0, init=False)
     _aead: object = field(default=None, init=False, repr=False)
@@ -324,7 +327,7 @@ class DekRing:
         now = self.clock()
         dek = self._current
         if dek is None or self._used >= self.max_records or now - dek.created_at >= self.max_age_s:
-            dek = DataKey.generate(now=now)
+            dek = DataKey.generate(now=now) if self.generate is None else self.generate(now)
             self.on_new_key(dek)
             self._current, self._used, self._aead = dek, 0, _primitives.aead(dek.secret)
             # HMAC-SHA256 under the DEK after its padded key, with the record key label already in the inner hash

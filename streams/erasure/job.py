@@ -65,10 +65,11 @@ def check_reason(reason: str) -> str:
 @dataclass
 class Owner:
     """What erasing needs of the owner: the index key (tokens, subject keys) and the owner's DEK unwrappers (to open
-    one record per linked meter or account, and dead letters)."""
+    one record per linked meter or account, and dead letters): ``Unwrapper``s by fingerprint, or a key service's
+    (``UnlockedKeys.dek_unwrap``)."""
 
     index_key: bytes = field(repr=False)
-    unwrappers: dict[str, Any] = field(repr=False)
+    unwrappers: Any = field(repr=False)
 
 
 @dataclass

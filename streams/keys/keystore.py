@@ -5,6 +5,10 @@ under a key derived from the passphrase with scrypt (N=2**15, r=8, p=1). A wrong
 is an error, never a fallback. Owner keys rotate (``meterseal keys rotate``); old private keys
 stay, so DEKs wrapped earlier still open. The index root key never rotates: the blind-index
 tokens of every stored record are derived from it.
+
+A *service* keystore (``keys init --kms URI``, ``streams.kms``) holds no secret at all: it names the key
+service and its keys, and keeps the index key as the service wrapped it and the checkpoint keys' public
+halves; there is no passphrase, and the passphrase methods refuse it with a ``KeystoreError``.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ledger.note import Signer, Verifier
 
 from streams.crypto import _primitives
 from streams.crypto.envelope import DataKey, open_with, seal
 from streams.exceptions import InvalidEnvelope, KeystoreError
+from streams.keys.keyring import Keyring
 from streams.keys.owner import RSA, OwnerKeyPair, OwnerPublicKey, Unwrapper
 from streams.keys.passfile import SCRYPT as _SCRYPT, b64 as _b64, unb64 as _unb64
 
@@ -31,18 +37,36 @@ _KEK_ID = b"meterseal-kstore"  # 16 bytes: the envelope's key id slot
 
 @dataclass(frozen=True)
 class UnlockedKeys:
-    """What a passphrase opens: the index root key and every owner key pair (newest last)."""
+    """What the owner's reading side holds: the index root key, and either every owner key pair (newest last:
+    what a passphrase opens) or ``unwrap``, a key service that unwraps DEKs for it (``streams.kms``: then no
+    owner private key is here at all). ``keyring(store)`` opens the store's DEKs either way."""
 
     index_key: bytes = field(repr=False)
-    owners: tuple[OwnerKeyPair, ...] = field(repr=False)
+    owners: tuple[OwnerKeyPair, ...] = field(default=(), repr=False)
+    unwrap: Any = field(default=None, repr=False)  # ``unwrap_dek(WrappedKey record) -> DataKey`` (a key service)
+    cache_ttl_s: float = 300.0  # how long the keyring keeps an unwrapped DEK
+    cache_size: int = 10_000  # and how many at most
 
     @property
     def owner(self) -> OwnerKeyPair:
+        if not self.owners:
+            raise KeystoreError("no owner private key in this process: a key service holds it")
         return self.owners[-1]
 
     def unwrappers(self) -> dict[str, Unwrapper]:
-        """Unwrapper per owner-key fingerprint."""
+        """Unwrapper per owner-key fingerprint (none when a key service holds the keys)."""
         return {pair.public_key.fingerprint: pair.unwrapper() for pair in self.owners}
+
+    @property
+    def dek_unwrap(self) -> Any:
+        """What unwraps stored DEKs: the key service's ``unwrap``, else the owner key pairs' ``unwrappers()``."""
+        return self.unwrap if self.unwrap is not None else self.unwrappers()
+
+    def keyring(self, store: Any) -> Keyring:
+        """The keyring over ``store``'s wrapped DEKs (and, with the index key, its subject keys): the one way records
+        are opened with the owner's keys."""
+        return Keyring(store, self.dek_unwrap, index_key=self.index_key, ttl_s=self.cache_ttl_s,
+                       max_keys=self.cache_size)
 
 
 class Keystore:
@@ -71,14 +95,38 @@ class Keystore:
         return (Path(data_dir) / FILENAME).exists()
 
     @property
+    def kms(self) -> dict | None:
+        """The key service holding this keystore's keys (``uri``, ``provider``, its keys by alias), or None for
+        a passphrase keystore. A service keystore holds no private key and no passphrase-sealed secret."""
+        return self._doc.get("kms")
+
+    def _passphrase_keystore(self, what: str) -> None:
+        if self.kms is not None:
+            raise KeystoreError(f"{what} needs a passphrase keystore; the keys of {self.path} are in the key service "
+                                f"{self.kms['uri']} (no passphrase opens them)")
+
+    @property
+    def index_wrap(self) -> dict:
+        """A service keystore's wrapped index key (``key_id``, ``scheme``, ``owner_fingerprint``, ``wrapped``)."""
+        entry = dict(self._doc["index_key"])
+        return {**entry, "wrapped": _unb64(entry["wrapped"])}
+
+    def ledger_entry(self, slot: str) -> dict | None:
+        """The ``ledger`` or ``ledger_pq`` entry as stored (name, public key; in a service keystore also the
+        service's key name and the version that signs)."""
+        return self._doc.get(slot)
+
+    @property
     def owner_public(self) -> OwnerPublicKey:
         """The active owner public key (no passphrase needed: workers wrap DEKs with it)."""
+        self._passphrase_keystore("an owner public key")
         entry = self._doc["owners"][-1]
         return OwnerPublicKey(entry["scheme"], _unb64(entry["public"]))
 
     def describe(self) -> dict:
         return {
             "path": str(self.path),
+            "kms": self.kms,
             "created_at": self._doc["created_at"],
             "owners": [
                 {"scheme": o["scheme"], "fingerprint": OwnerPublicKey(o["scheme"], _unb64(o["public"])).fingerprint,
@@ -93,6 +141,7 @@ class Keystore:
         }
 
     def _kek(self, passphrase: str) -> DataKey:
+        self._passphrase_keystore("unlocking with a passphrase")
         if not passphrase:
             raise KeystoreError("no passphrase: set METERSEAL_PASSPHRASE or enter it when asked")
         kdf = self._doc["kdf"]
@@ -250,6 +299,37 @@ class Keystore:
         store._add_owner(kek, OwnerKeyPair.generate(scheme), now)
         store._save()
         return store
+
+    @classmethod
+    def init_kms(cls, data_dir: Path | str, *, kms: dict, index_key: dict, ledger: dict, ledger_pq: dict | None = None,
+                 regions: dict | None = None, force: bool = False, now: float | None = None) -> "Keystore":
+        """A keystore whose keys a key service holds (``streams.kms.access.init_kms``): ``kms`` names the service
+        and its keys, ``index_key`` is the index key wrapped there (``wrapped`` as bytes), ``ledger``/``ledger_pq``
+        the checkpoint keys' note names, public keys and service names. No secret of any kind is written."""
+        data_dir = Path(data_dir)
+        path = data_dir / FILENAME
+        if path.exists() and not force:
+            raise KeystoreError(f"a keystore already exists at {path}; records sealed for it would become "
+                                "unreadable if it were replaced (use --force only on purpose)")
+        doc = {"format": FORMAT, "created_at": time.time() if now is None else now, "kms": kms, "owners": [],
+               "index_key": {**index_key, "wrapped": _b64(index_key["wrapped"])},
+               "ledger": {**ledger, "public": _b64(ledger["public"])}}
+        if ledger_pq is not None:
+            doc["ledger_pq"] = {**ledger_pq, "scheme": "ml-dsa-65", "public": _b64(ledger_pq["public"])}
+        if regions:
+            doc["regions"] = regions
+        store = cls(path, doc)
+        store._save()
+        return store
+
+    def region_entries(self) -> dict[str, dict]:
+        """Each region's entry as stored (public key, MAC; its private key sealed for the owner)."""
+        return {r: dict(e) for r, e in self._doc.get("regions", {}).items()}
+
+    def put_region_entry(self, region: str, entry: dict) -> None:
+        """Keep a region's entry as given (a service keystore seals the private key with the service)."""
+        self._doc.setdefault("regions", {})[region] = entry
+        self._save()
 
     def rotate_owner(self, passphrase: str, *, scheme: str | None = None, now: float | None = None) -> OwnerPublicKey:
         """Add a new active owner key pair; older pairs stay so older DEKs still unwrap."""

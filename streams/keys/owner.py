@@ -48,6 +48,12 @@ class OwnerPublicKey:
             return _primitives.rsa_wrap(self.public, dek.secret, _context(dek.key_id))
         return _primitives.hpke_wrap(self.public, dek.secret, _context(dek.key_id))
 
+    def new_dek(self, now: float | None = None) -> tuple[DataKey, dict]:
+        """A new DEK and the ``WrappedKey`` fields of its wrap for this key: what a worker keeps and publishes
+        (the same call as a key service's, ``streams.kms.service.ServiceDeks``)."""
+        dek = DataKey.generate(now=now)
+        return dek, {"scheme": self.scheme, "owner_fingerprint": self.fingerprint, "wrapped": self.wrap(dek)}
+
     def pem(self) -> str:
         """PEM for RSA; for the hybrid key, base64 of ML-KEM public || X25519 public."""
         if self.scheme == RSA:

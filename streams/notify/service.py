@@ -5,6 +5,8 @@ wires them to Faust, in threads."""
 
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 import threading
@@ -59,8 +61,9 @@ class RulesFile:
 
 class Notifier:
     def __init__(self, store: Any, index_key: bytes, state_path: Path | str, *, rules_path: str | None,
-                 smtp: Smtp = Smtp(), external_url: str = "", clock: Callable[[], float] = time.time) -> None:
-        self.store, self.index_key, self.clock = store, index_key, clock
+                 smtp: Smtp = Smtp(), external_url: str = "", clock: Callable[[], float] = time.time,
+                 erased: Callable[[str], bool] = lambda meter_tok: False) -> None:
+        self.store, self.index_key, self.clock, self.erased = store, index_key, clock, erased
         self.rules_file = RulesFile(rules_path)
         self.state = NotifyState(state_path)
         self._cache: dict[str, Any] = {"at": -1e18}
@@ -74,12 +77,13 @@ class Notifier:
         self.by_kind_region: dict[tuple[str, str], int] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any, store: Any, index_key: bytes) -> "Notifier":
+    def from_settings(cls, settings: Any, store: Any, index_key: bytes, *,
+                      erased: Callable[[str], bool] = lambda meter_tok: False) -> "Notifier":
         smtp = Smtp(settings.smtp_host, settings.smtp_port, settings.smtp_user,
                     settings.smtp_password or os.environ.get("METERSEAL_SMTP_PASSWORD"), settings.smtp_from,
                     settings.smtp_starttls, settings.smtp_ca_file)
         return cls(store, index_key, Path(settings.data_dir) / "notify" / "state.sqlite3",
-                   rules_path=settings.alert_rules, smtp=smtp, external_url=settings.console_url)
+                   rules_path=settings.alert_rules, smtp=smtp, external_url=settings.console_url, erased=erased)
 
     def _fresh(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -95,6 +99,7 @@ class Notifier:
     def take(self, alerts: list[tuple[int, int, dict[str, Any]]]) -> int:
         """``(partition, offset, alert)`` from the alerts topic: kept in the history, then routed. Returns how
         many were new to the router."""
+        alerts = [(p, o, a) for p, o, a in alerts if not self.erased(a["meter_tok"])]  # an erased meter's: gone
         with self._lock:
             by_partition: dict[int, list] = {}
             for partition, offset, alert in alerts:
@@ -107,6 +112,25 @@ class Notifier:
                 key = (a["kind"], a.get("region") or "")
                 self.by_kind_region[key] = self.by_kind_region.get(key, 0) + 1
             return new
+
+    def forget_erased(self, erased: Callable[[str], bool]) -> int:
+        """Drop what the notifier's state keeps of erased meters (``erased(meter token)``): their alerts, the groups
+        named by their token, and notifications naming them, sent or not. Returns the rows deleted. (The alert
+        history in the store is erased by the erasure job's holder; this is the worker's own file.)"""
+        with self._lock, self.state.tx() as con:  # (secure_delete: the rows' bytes are overwritten, not freed)
+            tokens = {json.loads(labels).get("meter", "") for (labels,) in con.execute("SELECT labels FROM alerts")}
+            tokens |= {json.loads(labels).get("meter", "") for (labels,) in con.execute("SELECT labels FROM groups")}
+            gone = [t for t in tokens if t and erased(t)]
+            deleted = 0
+            for token in gone:
+                pattern = f'%"{token}"%'
+                deleted += con.execute("DELETE FROM alerts WHERE labels LIKE ?", (pattern,)).rowcount
+                deleted += con.execute("DELETE FROM outbox WHERE payload LIKE ? OR group_key IN (SELECT group_key FROM "
+                                       "groups WHERE labels LIKE ?)", (pattern.encode(), pattern)).rowcount
+                deleted += con.execute("DELETE FROM groups WHERE labels LIKE ?", (pattern,)).rowcount
+        if gone:
+            self.state.checkpoint()
+        return deleted
 
     def tick(self) -> int:
         """Rules reload, resolution and grouping, delivery; returns notifications delivered."""

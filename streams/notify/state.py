@@ -44,6 +44,7 @@ class NotifyState:
         self._con = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
+        self._con.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are overwritten (erasure)
         self._con.executescript(SCHEMA)
         self._lock = threading.RLock()
 
@@ -58,6 +59,11 @@ class NotifyState:
                 self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and empty it (after an erasure: no old page stays there)."""
+        with self._lock:
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:

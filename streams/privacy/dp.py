@@ -51,6 +51,7 @@ from ..exceptions import MeterSealError
 METRICS = ("sum", "mean", "count")
 GROUPINGS = {("region",): None, ("region", "hour"): 1, ("region", "day"): 24}
 ALPHA = 0.05  # the stated intervals are 95 %
+MIN_RHO = 1e-9  # smaller costs need noise scales past 10^4 per unit of sensitivity: answers would be noise
 
 
 class DPError(MeterSealError):
@@ -248,11 +249,16 @@ def plan(query: DPQuery, rho: float) -> Plan:
     """The Gaussian measurement with the smallest noise that OpenDP's map says costs at most ``rho``."""
     if not (math.isfinite(rho) and rho > 0):
         raise DPError("--rho must be a positive number")
+    if rho < MIN_RHO:
+        raise DPError(f"--rho {rho:g} is below {MIN_RHO:g}: the noise would swamp any answer")
     dp = opendp()
     d_in = math.sqrt(2.0) if query.metric == "mean" else 1.0
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
-    scale = dp.binary_search_param(lambda s: dp.m.make_gaussian(*space, scale=s), d_in=d_in, d_out=rho)
-    measurement = dp.m.make_gaussian(*space, scale=scale)
+    try:
+        scale = dp.binary_search_param(lambda s: dp.m.make_gaussian(*space, scale=s), d_in=d_in, d_out=rho)
+        measurement = dp.m.make_gaussian(*space, scale=scale)
+    except dp.OpenDPException as exc:  # a rho OpenDP cannot calibrate: a refusal, not a crash
+        raise DPError(f"no Gaussian noise scale for rho {rho:g}: {str(exc).strip()[:120]}") from None
     s_sum, s_count = sensitivity(query)
     return Plan(query, rho, scale, d_in, scale * s_sum, scale * s_count, measurement)
 

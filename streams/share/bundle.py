@@ -109,9 +109,8 @@ def scope_rows(store_dir: Path | str, grant: Grant, reader: Any) -> list[dict[st
 def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, signer: Signer | Sequence[Signer],
                   now: float | None = None) -> tuple[bytes, dict[str, Any]]:
     """The share bundle of an active grant (JSON bytes) and a summary. ``owner`` is the unlocked keystore
-    (``UnlockedKeys``: index key to find the records, owner private keys to unwrap their DEKs);
+    (``UnlockedKeys``: index key to find the records, the owner's keyring to unwrap their DEKs);
     ``signer`` the ledger key(s) that sign the bundle's attestation."""
-    from streams.keys.keyring import Keyring
     from streams.store.query import Reader
 
     now = time.time() if now is None else now
@@ -131,7 +130,7 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
     if unsigned:
         raise ShareError(f"{len(unsigned)} records in scope have no ledger leaf yet: try again in a few seconds")
     plains = reader.open_many(rows)  # owner-side check: every record opens and its id rechecks
-    keyring = Keyring(store, owner.unwrappers(), index_key=owner.index_key)
+    keyring = reader.keyring  # the same DEKs again: unwrapped once
     signers_of = {p["device"]["kid"] for p in plains if p.get("device")} if grant.fields is None else set()
     devices = {d.kid: _b64(d.public_key.spki) for d in list_devices(store, index_key=owner.index_key)
                if d.kid in signers_of} if signers_of else {}

@@ -44,6 +44,7 @@ from streams.store.segments import log_origin
 from streams.share.parties import Party
 
 KINDS = ("readings", "bills")
+MAX_PURPOSE = 500  # characters of a grant's purpose and of a revocation's reason: every listing re-reads them
 STATES = ("active", "expired", "revoked")
 LOG_TABLE, LOG_PARTITION = "consent", 0
 _KEY_ID = b"meterseal-grants"  # 16 bytes: the envelope's key id slot
@@ -232,6 +233,8 @@ def create_grant(store_dir: Path | str | Store, *, signer: Signer | Sequence[Sig
         raise ShareError("a grant needs exactly one scope: --meter ID ..., --account ID ... or --region R")
     if end_d < start_d:
         raise ShareError(f"empty date range: {start_d} is after {end_d}")
+    if len(purpose) > MAX_PURPOSE:
+        raise ShareError(f"a purpose has at most {MAX_PURPOSE} characters (this one has {len(purpose)})")
     field_list = None if fields is None else tuple(dict.fromkeys(f.strip() for f in fields if f.strip()))
     if field_list is not None:
         allowed = _allowed_fields(kind)
@@ -278,6 +281,8 @@ def revoke_grant(store_dir: Path | str | Store, grant_id: str, *, signer: Signer
     """Revoke a grant (a leaf of the consent log, signed): from now on nothing is released under it.
     Revocation is forward-only: what the party already received stays with it."""
     now = time.time() if now is None else now
+    if len(reason) > MAX_PURPOSE:
+        raise ShareError(f"a reason has at most {MAX_PURPOSE} characters (this one has {len(reason)})")
     grant = get_grant(store_dir, grant_id, index_key=index_key, now=now)
     if grant.revoked_at is not None:
         raise ShareError(f"grant {grant.grant_id} was already revoked at {grant.revoked_at}")

@@ -97,7 +97,7 @@ class Reader:
             raise KeystoreError("searching needs the index key: set METERSEAL_PASSPHRASE (tokens are made on the client)")
         self.index = BlindIndex(root)
         self.store = open_store(self.store_dir, create=False)  # a directory, s3://..., or a Store
-        self._keyring = Keyring(self.store, self.keys.unwrappers(), index_key=self.keys.index_key) if self.keys else None
+        self._keyring = self.keys.keyring(self.store) if self.keys else None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._empty = True
 
@@ -165,9 +165,15 @@ class Reader:
         """Many hits opened at once, under the raw schemas' field names (``bill_no``, not ``Bill No.``)."""
         return open_many(rows, self._opener(), self.index)
 
+    @property
+    def keyring(self) -> Keyring:
+        """The owner's keyring these hits open with (``KeystoreError`` if this reader has only the index key)."""
+        return self._opener()
+
     def _opener(self) -> Keyring:
         if self._keyring is None:
-            raise KeystoreError("opening records needs the owner's private key: set METERSEAL_PASSPHRASE")
+            raise KeystoreError("opening records needs the owner's private key: set METERSEAL_PASSPHRASE (a passphrase "
+                                "keystore), or a key service token that may unwrap DEKs")
         return self._keyring
 
 

@@ -35,8 +35,6 @@ def pristine(tmp_path_factory, seed_csv_path):
 def seed_csv_path():
     from ..conftest import SEED_CSV
 
-    if not SEED_CSV.exists():
-        pytest.skip("seed CSV not present")
     return SEED_CSV
 
 

@@ -10,13 +10,18 @@
     row.appendChild(td);
   }
 
+  function utc(value) {  // "YYYY-MM-DD HH:MM:SS" in UTC, as the server's templates show times
+    const d = new Date(value);
+    return isNaN(d.getTime()) ? String(value == null ? "" : value) : d.toISOString().replace("T", " ").slice(0, 19);
+  }
+
   function alertRow(a) {
     const tr = document.createElement("tr");
     tr.className = "sev-" + String(a.severity).replace(/[^a-z]/g, "");
-    cell(tr, new Date(a.detected_at_ms).toISOString().replace("T", " ").slice(0, 19));
+    cell(tr, utc(a.detected_at_ms));
     cell(tr, a.severity); cell(tr, a.kind); cell(tr, a.region);
     cell(tr, String(a.meter_tok || "").slice(0, 12), "tok");
-    cell(tr, a.ts); cell(tr, a.reason);
+    cell(tr, utc(a.ts)); cell(tr, a.reason);
     return tr;
   }
 

@@ -15,8 +15,9 @@ from streams import capabilities
 from streams.connect.notify import Outbox
 from streams.console.app import ConsoleState
 from streams.console.data import Vault
-from streams.console.integrations import connect_for, sharing_for
-from streams.console.sessions import SessionStore, Throttle
+from streams.console.engines import Sharing, connect_for
+from streams.console.sessions import SessionStore
+from streams.console.throttle import Throttle
 from streams.console.users import UserStore
 from streams.ingest.broker import free_port
 from streams.keys.keystore import Keystore
@@ -121,7 +122,7 @@ def served_connect(connect_data):
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
                          throttle=Throttle(limit=50, window_s=60), vault=vault, regions=settings.regions,
                          registry=capabilities.registry())
-    state.sharing = sharing_for(vault)
+    state.sharing = Sharing(vault)
     state.connect = connect_for(vault, settings, retry_s=0.2)
     notifier = Notifier(state.connect.outbox, every_s=0.1).start()
     served = Served(state)

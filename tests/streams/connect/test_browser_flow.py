@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,51 +18,43 @@ from tests.streams.console.conftest import PASSWORD
 from .conftest import SCOPE
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
 
 
 def test_requests_oauthlib_client_and_chromium_consent_end_in_a_feed_equal_to_the_source(served_connect, party,
-                                                                                      connect_data):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    xmlschema = pytest.importorskip("xmlschema")
-    from playwright.sync_api import sync_playwright
-
+                                                                                      connect_data, browser):
+    xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is missing: pip install -e '.[test]'")
     clicked = {}
+    context = browser.new_context()  # the run's one Chromium (tests/conftest.py: browser)
+    try:
+        page = context.new_page()
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
-                                                                    "--disable-component-update"])
-        try:
-            page = browser.new_context().new_page()
+        def consent_in_browser(link: str) -> None:
+            clicked["link"] = link
 
-            def consent_in_browser(link: str) -> None:
-                clicked["link"] = link
+        # the client thread only records the link; Playwright (not thread-safe) clicks here, in this thread
+        import threading
 
-            # the client thread only records the link; Playwright (not thread-safe) clicks here, in this thread
-            import threading
-
-            result: dict = {}
-            worker = threading.Thread(target=lambda: result.update(token=authorize(
-                client_id=party["client_id"], client_secret=party["secret"],
-                authorize_url=f"{served_connect.url}/oauth/authorize", redirect_uri=party["redirect_uri"],
-                scope=SCOPE, open_link=consent_in_browser, timeout_s=60)), daemon=True)
-            worker.start()
-            deadline = time.monotonic() + 30
-            while "link" not in clicked and time.monotonic() < deadline:
-                time.sleep(0.02)
-            page.goto(clicked["link"])
-            page.get_by_label("User name").fill("alice")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.get_by_role("heading", name="Share your energy data with tariff-app?").wait_for()
-            assert page.get_by_label("Meter M-A1").is_checked() and page.get_by_label("Meter M-A2").is_checked()
-            page.get_by_label("Meter M-A2").uncheck()
-            page.get_by_role("button", name="Approve").click()
-            page.get_by_text("you can close this window").wait_for()
-            worker.join(30)
-        finally:
-            browser.close()
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(token=authorize(
+            client_id=party["client_id"], client_secret=party["secret"],
+            authorize_url=f"{served_connect.url}/oauth/authorize", redirect_uri=party["redirect_uri"],
+            scope=SCOPE, open_link=consent_in_browser, timeout_s=60)), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while "link" not in clicked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        page.goto(clicked["link"])
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("heading", name="Share your energy data with tariff-app?").wait_for()
+        assert page.get_by_label("Meter M-A1").is_checked() and page.get_by_label("Meter M-A2").is_checked()
+        page.get_by_label("Meter M-A2").uncheck()
+        page.get_by_role("button", name="Approve").click()
+        page.get_by_text("you can close this window").wait_for()
+        worker.join(30)
+    finally:
+        context.close()
 
     token = result["token"]
     assert token["token_type"] == "Bearer" and token["resourceURI"].startswith(served_connect.url)

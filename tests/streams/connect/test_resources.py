@@ -18,7 +18,7 @@ from tests.conftest import DATA
 from .conftest import SCOPE
 from .flow import authorize_url, code_of, consent, espi_get, exchange, new_tokens, pkce
 
-xmlschema = pytest.importorskip("xmlschema")
+xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is missing: pip install -e '.[test]'")
 ESPI = "/espi/1_1/resource"
 
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from streams import capabilities
 from streams.console.app import ConsoleState, create_app
 from streams.console.data import Vault
+from streams.console.engines import Privacy, Sharing, connect_for
 from streams.console.feed import AlertHub
-from streams import capabilities
-from streams.console.integrations import connect_for, privacy_for, sharing_for
-from streams.console.sessions import SessionStore, Throttle
+from streams.console.server import uvicorn_config
+from streams.console.sessions import SessionStore
+from streams.console.throttle import Throttle
 from streams.console.users import UserStore
 from streams.ingest.sources import generated_bills
 from streams.keys.keystore import Keystore
@@ -132,13 +136,12 @@ class _Quiet:
 
 def make_state(console_data: dict, **overrides) -> ConsoleState:
     settings = console_data["settings"]
+    vault = Vault.open(settings.data_dir, PASSPHRASE)
     state = ConsoleState(users=UserStore.for_data_dir(settings.data_dir), sessions=SessionStore(ttl_s=600),
-                         throttle=Throttle(limit=3, window_s=60), vault=Vault.open(settings.data_dir, PASSPHRASE),
-                         regions=settings.regions, broker=None, registry=capabilities.registry(),
+                         throttle=Throttle(limit=3, window_s=60), vault=vault, regions=settings.regions, broker=None,
+                         registry=capabilities.registry(), sharing=Sharing(vault),
+                         privacy=Privacy.from_settings(vault, settings), connect=connect_for(vault, settings),
                          rollup_min_meters=1)  # one meter per region here
-    state.sharing = sharing_for(state.vault)
-    state.privacy = privacy_for(state.vault, settings)
-    state.connect = connect_for(state.vault, settings)
     for k, v in overrides.items():
         setattr(state, k, v)
     return state
@@ -151,8 +154,9 @@ class Served:
         self.state = state
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
+        if state.public_url is None:
+            state.public_url = self.url
+        self.server = uvicorn.Server(uvicorn_config(create_app(state), host="127.0.0.1", port=self.port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 15
@@ -173,10 +177,9 @@ def served(console_data):
     hub = AlertHub(_Quiet())
     state = make_state(console_data, hub=hub)
     hub.state = "connected"
-    if state.sharing is not None:  # issue #16's engine installed: one party a customer may share with
-        from streams.share.parties import PartyKey, add_party
+    from streams.share.parties import PartyKey, add_party
 
-        add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)
+    add_party(state.vault.store_dir, PARTY, PartyKey.generate().public_key)  # one party a customer may share with
     s = Served(state)
     yield s
     s.stop()
@@ -199,3 +202,15 @@ def session_csrf(client: httpx.Client) -> str:
     """The CSRF token of the client's session, from its home page."""
     page = client.get("/", headers={"accept": "text/html"}, follow_redirects=True)
     return re.search(r'data-csrf="([^"]+)"', page.text)[1]
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "streams" / "console" / "screenshots"
+
+
+def screenshot(page, name: str) -> Path:
+    """A full-page screenshot in streams/console/screenshots/ (the README shows them), or in
+    ``METERSEAL_SCREENSHOT_DIR`` when set."""
+    shot = Path(os.environ.get("METERSEAL_SCREENSHOT_DIR") or SCREENSHOTS) / name
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    return shot

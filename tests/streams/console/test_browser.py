@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from streams.console.feed import AlertHub
-from streams.console.integrations import grants_engine
 
-from .conftest import EVIL, PASSWORD, Served, make_state
+from .conftest import EVIL, PASSWORD, Served, make_state, screenshot
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
-                                                               "--disable-component-update"])
-        yield b
-        b.close()
-
 
 @pytest.fixture
 def page_for(browser, served):
@@ -70,7 +52,7 @@ def test_each_role_lands_on_its_pages(page_for):
         links = set(page.get_by_role("navigation", name="Main").get_by_role("link").all_inner_texts())
         assert links == nav, name
         if name == "anna":
-            # the DP engine (issue #18) answers here: the remaining budget is on the page before any query
+            # the DP engine answers here: the remaining budget is on the page before any query
             assert page.get_by_role("table", name="Privacy budget").is_visible()
             assert page.get_by_role("button", name="Ask").is_visible()
         if name == "alice":  # a page of another role: refused by the server, not just hidden
@@ -90,7 +72,7 @@ def test_customer_chart_renders(page_for):
     assert not page.errors, page.errors
 
 
-def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served, tmp_path):
+def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served):
     page = page_for("olga")
     page.locator("#alert-rows[data-live='1']").wait_for(state="attached", timeout=10_000)
     page.locator("#region-chart[data-rendered='1']").wait_for(timeout=10_000)
@@ -104,32 +86,29 @@ def test_operator_sees_an_alert_live_and_script_stays_text(page_for, served, tmp
     row.wait_for(timeout=5_000)
     assert EVIL in row.inner_text()  # shown as text...
     assert page.locator("#alert-rows script").count() == 0  # ...never as an element
-    # the README's picture: METERSEAL_SCREENSHOT_DIR=streams/console/screenshots python -m pytest -m browser ... writes streams/console/screenshots/console-operator.png
-    shot = Path(os.environ.get("METERSEAL_SCREENSHOT_DIR") or tmp_path) / "console-operator.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    assert screenshot(page, "console-operator.png").stat().st_size > 10_000  # the README's picture
     assert not [e for e in page.errors if "dialog" in e], page.errors
 
 
-@pytest.mark.skipif(grants_engine() is None, reason="issue #16's streams.share.grants is not installed yet")
 def test_customer_creates_and_revokes_a_grant(page_for, served):
     page = page_for("alice")
     panel = page.get_by_role("table", name="My data sharing grants")
+    rows = panel.get_by_role("row").filter(has_text="tariff-advisor")
+    before = rows.count()  # (other tests may have shared with the party already)
     page.get_by_label("Share with").select_option("tariff-advisor")
     page.get_by_label("Purpose").fill("tariff comparison")
     page.get_by_role("button", name="Share", exact=True).click()
     page.wait_for_url(re.compile("/customer"))
-    row = panel.get_by_role("row").filter(has_text="tariff-advisor")
-    assert row.count() == 1 and "active" in row.inner_text()
+    row = rows.nth(before)  # the newest: grants are listed oldest first
+    assert rows.count() == before + 1 and "active" in row.inner_text()
     row.get_by_role("button", name=re.compile("Revoke grant")).click()
     page.wait_for_url(re.compile("/customer"))
-    row = panel.get_by_role("row").filter(has_text="tariff-advisor")
+    row = rows.nth(before)
     assert "revoked" in row.inner_text()
     assert row.get_by_role("button").count() == 0  # a revoked grant cannot be revoked again
     # the auditor sees both events in the consent log, as leaves
     audrey = page_for("audrey")
-    log = audrey.get_by_role("table", name="Consent log").get_by_role("row").filter(has_text="tariff-advisor")
+    log = audrey.get_by_role("table", name="Consent log").get_by_role("row").filter(has_text="tariff-advisor").last
     assert "revoked" in log.inner_text() and "leaf" in log.inner_text()
     assert not page.errors, page.errors
 
@@ -232,6 +211,5 @@ def test_an_operator_silences_an_alert_group_and_acknowledges_an_alert(page_for,
     form.get_by_label("Reason").fill("typo")
     form.get_by_role("button", name="Silence").click()
     assert "matches none of the alerts" in page.get_by_role("status").first.inner_text()
-    page.screenshot(path=str(Path(__file__).parents[3] / "streams/console/screenshots/console-alert-routing.png"),
-                    full_page=True)
+    screenshot(page, "console-alert-routing.png")
     assert not page.errors, page.errors

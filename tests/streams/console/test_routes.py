@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from streams.console.app import create_app, routes
-from streams.console.integrations import grants_engine, privacy_engine
 from streams.console.roles import ACCESS, PUBLIC
 from streams.console.sessions import SessionStore
 
@@ -18,8 +17,8 @@ from .conftest import PARTY, EVIL, PASSWORD, ROLE_USERS, csrf_of, login, make_st
 
 ROLES = ("anonymous", "admin", "operator", "auditor", "analyst", "customer")
 R = "from=2024-03-01&to=2024-03-03"
-GRANT_OK = 303 if grants_engine() else 503  # without issue #16's engine the page says "not configured"
-DP_OK = 409 if privacy_engine() else 503  # with the engine: 409, anna has no budget yet (nothing released)
+GRANT_OK = 303
+DP_OK = 409  # anna has no budget yet: refused, nothing released
 
 # every guarded route: the status each role gets, in the order of ROLES (customer = alice, in her own scope)
 MATRIX = {
@@ -36,6 +35,9 @@ MATRIX = {
     ("POST", "/analyst/query"):                     (303, 403, 403, 403, DP_OK, 403),
     ("GET", "/fl"):                                 (303, 200, 200, 403, 200, 403),
     ("GET", "/admin"):                              (303, 200, 403, 403, 403, 403),
+    ("POST", "/admin/users"):                       (303, 400, 403, 403, 403, 403),  # no name given: 400
+    ("POST", "/admin/users/{name}/remove"):         (303, 404, 403, 403, 403, 403),
+    ("POST", "/admin/grants/{grant_id}/revoke"):    (303, 404, 403, 403, 403, 403),
     ("GET", "/api/meters/{meter_id:path}/readings"):     (401, 403, 403, 403, 403, 200),
     ("GET", "/api/meters/{meter_id:path}/usage"):        (401, 403, 403, 403, 403, 200),
     ("GET", "/api/bills"):                          (401, 403, 403, 403, 403, 200),
@@ -68,7 +70,8 @@ MATRIX = {
 
 
 def concrete(path: str, record_id: str) -> str:
-    url = path.replace("{meter_id:path}", "M-ALICE").replace("{record_id}", record_id).replace("{grant_id}", "g-1")
+    url = (path.replace("{meter_id:path}", "M-ALICE").replace("{record_id}", record_id).replace("{grant_id}", "g-1")
+           .replace("{name}", "no-such-user"))
     url = url.replace("{silence_id}", "0000000000000000").replace("{fp}", "0123456789abcdef")
     if path in ("/customer/download", "/api/meters/{meter_id:path}/readings"):
         url += "?" + R
@@ -250,7 +253,7 @@ def test_sessions_expire(console_data):
         now[0] += 61
         assert c.get("/api/status").status_code == 401
         assert c.get("/operator", headers={"accept": "text/html"}, follow_redirects=False).headers["location"] == \
-            "/login?next=%2Foperator"
+            "/login?next=%2Foperator"  # back to the page after logging in again
 
 
 def test_wrong_passwords_are_throttled(console_data):
@@ -289,11 +292,12 @@ def test_proof_download_is_the_cli_bundle_and_verifies(served, console_data, tmp
     assert ok.exit_code == 0 and ok.stdout.startswith("ok: record"), ok.output
 
 
-@pytest.mark.skipif(privacy_engine() is None, reason="issue #18's streams.privacy is not installed yet")
 def test_analyst_spends_a_budget_and_is_refused_past_it(served):
     privacy = served.state.privacy
     assert privacy is not None
-    privacy._e.set_budget(served.state.vault.store_dir, signer=served.state.vault.signer, rho=0.1, analyst="anna")
+    from streams.privacy import set_budget
+
+    set_budget(served.state.vault.store_dir, signer=served.state.vault.signer, rho=0.1, analyst="anna")
     anna = login(served.url, "anna")
     csrf = session_csrf(anna)
     ask = {"csrf_token": csrf, "metric": "sum", "by": "region", "from": "2024-03-01", "to": "2024-03-07", "rho": "0.06"}

@@ -260,3 +260,26 @@ def test_a_customer_who_opted_in_gets_email_about_its_own_meter_only(tmp_path):
         assert to == ["alice@example.org"] and mine["meter_tok"][:12] in content and other["meter_tok"][:12] not in content
     finally:
         box.stop()
+
+
+def test_an_erased_meter_leaves_the_notifier_and_its_alerts_are_not_taken_again(tmp_path, hook, env):
+    from streams.notify.service import Notifier
+    from streams.store.segments import SegmentStore
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(rules_for(hook.url).replace('group_by = ["region"]', 'group_by = ["meter"]'))
+    store = SegmentStore(tmp_path / "store")
+    erased_tokens: set[str] = set()
+    n = Notifier(store, bytes(range(32)), tmp_path / "state.sqlite3", rules_path=str(rules), clock=lambda: T0 + 60,
+                 erased=lambda tok: tok in erased_tokens)
+    gone, kept = alert(1), alert(2)
+    n.take([(0, 0, gone), (0, 1, kept)])
+    n.tick()
+    erased_tokens.add(gone["meter_tok"])
+    assert n.forget_erased(lambda tok: tok in erased_tokens) >= 2  # its alert, its group (and its notification)
+    dump = "\n".join(str(r) for t in ("alerts", "groups", "outbox") for r in n.state.query(f"SELECT * FROM {t}"))
+    assert gone["meter_tok"] not in dump and kept["meter_tok"] in dump
+    files = b"".join(p.read_bytes() for p in tmp_path.glob("state.sqlite3*"))  # freed pages and the WAL too
+    assert gone["meter_tok"].encode() not in files and kept["meter_tok"].encode() in files
+    n.take([(0, 2, {**gone, "alert_id": "later-replay"})])  # the topic replayed: the erased meter's alert stays out
+    assert gone["meter_tok"] not in "\n".join(str(r) for r in n.state.query("SELECT * FROM alerts"))

@@ -39,8 +39,6 @@ def make_readings() -> list[dict]:
 @pytest.fixture(scope="session")
 def shared_store(tmp_path_factory):
     """(data dir, keystore, unlocked keys, signer, readings, bills) of a store sealed by the real pipeline."""
-    if not SEED_CSV.exists():
-        pytest.skip("seed CSV not present")
     data = tmp_path_factory.mktemp("share-store")
     keystore = Keystore.init(data, PASS)
     keys = keystore.unlock(PASS)

@@ -18,7 +18,7 @@ from streams.store.segments import SegmentStore
 from tests.conftest import DATA
 
 GB = DATA / "vectors" / "greenbutton"
-xmlschema = pytest.importorskip("xmlschema")
+xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is missing: pip install -e '.[test]'")
 
 
 @pytest.fixture(scope="module")

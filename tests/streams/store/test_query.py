@@ -22,8 +22,6 @@ from streams.store.segments import SegmentStore
 def seeded(tmp_path_factory):
     from tests.conftest import SEED_CSV
 
-    if not SEED_CSV.exists():
-        pytest.skip("seed CSV not present")
     data = tmp_path_factory.mktemp("seeded")
     keystore = Keystore.init(data, "pw")
     keys = keystore.unlock("pw")

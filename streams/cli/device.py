@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import console, open_settings_store, passphrase_for
+from streams.cli.common import console, open_settings_store, process_keys
 from streams.devices.keys import ALGS, DeviceError, DeviceKey, DevicePublicKey
 from streams.devices.registry import add_device, list_devices, revoke_device
-from streams.keys.keystore import Keystore
 from streams.settings import Settings
 
 _fmt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -22,9 +21,13 @@ def device_group() -> None:
 
 
 def _owner(settings: Settings) -> tuple[bytes, object]:
-    keystore = Keystore.load(settings.data_dir)
-    passphrase = passphrase_for(settings)
-    return keystore.index_key(passphrase), keystore.ledger_signer(passphrase)
+    """The index key and the ledger signer (a passphrase keystore's, or a key service's: ``streams.kms``)."""
+    keys = process_keys(settings, "console")
+    return keys.index_key(), keys.signer()
+
+
+def _index_key(settings: Settings) -> bytes:
+    return process_keys(settings, "console").index_key()
 
 
 @device_group.command("keygen")
@@ -82,8 +85,7 @@ def device_add(settings: Settings, meter_id: str | None, public_key: Path | None
 @click.pass_obj
 def device_list(settings: Settings, meter_id: str | None, fmt: str) -> None:
     """Registered device keys: KEY_ID, algorithm, meter, state."""
-    index_key, _ = _owner(settings)
-    devices = list_devices(open_settings_store(settings), index_key=index_key, meter_id=meter_id)
+    devices = list_devices(open_settings_store(settings), index_key=_index_key(settings), meter_id=meter_id)
     if fmt == "json":
         click.echo(json.dumps([d.to_dict() for d in devices], indent=2))
         return

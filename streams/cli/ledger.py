@@ -124,13 +124,11 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None, device: b
         raise click.ClickException(f"no record {record_id} in {settings.store_location}")
     try:
         if device:
-            from streams.cli.common import passphrase_for
+            from streams.cli.common import process_keys
             from streams.devices.keys import DeviceError
             from streams.devices.proof import device_proof
-            from streams.keys.keyring import Keyring
 
-            keys = keystore.unlock(passphrase_for(settings))
-            keyring = Keyring(store, keys.unwrappers(), index_key=keys.index_key)
+            keyring = process_keys(settings, "console").unlocked().keyring(store)  # the owner's: passphrase or KMS
             try:
                 bundle = device_proof(store, *found, keyring=keyring, vkey=keystore.ledger_verifier.vkey)
             except DeviceError as exc:

@@ -226,11 +226,8 @@ class Vault:
             raise NoSuchRecord(f"no record {record_id}")
         if device:
             from ..devices.proof import device_proof
-            from ..keys.keyring import Keyring
 
-            keys = self.reader.keys
-            return device_proof(self.store, *found, keyring=Keyring(self.store, keys.unwrappers(), index_key=keys.index_key),
-                                vkey=self.keystore.ledger_verifier.vkey)
+            return device_proof(self.store, *found, keyring=self.reader.keyring, vkey=self.keystore.ledger_verifier.vkey)
         return proof_bundle(self.store, *found, vkey=self.keystore.ledger_verifier.vkey)
 
     def checkpoints(self) -> list[dict[str, Any]]:

@@ -44,6 +44,10 @@ def install(app: Any, pipeline: Any, tables: list[Any], partitions: dict[bytes, 
 
     @app.timer(interval=2.0)
     async def watch_erasures() -> None:
+        if pipeline.erased_dropped:
+            log.warning("%d sealed record(s) of erased subjects not stored (re-read from a sealed topic, or sealed "
+                        "before this worker saw the fence)", pipeline.erased_dropped)
+            pipeline.erased_dropped = 0
         entries = await asyncio.to_thread(pipeline.read_fence)
         if not entries:
             return

@@ -65,6 +65,10 @@ class ErasureError(MeterSealError):
     reach. Nothing is changed when the subject is unknown; a job cut short finishes when run again."""
 
 
+class UnknownSubject(ErasureError):
+    """Nothing names the meter or account an erasure was asked for (and it was never erased): nothing changed."""
+
+
 class SubjectErased(KeyError):
     """A subject key asked for was destroyed by an erasure (its id is in the fence): it is never loaded, recreated or
     restored. A ``KeyError``, so every opener treats it like any missing key (the record does not open)."""

@@ -112,10 +112,11 @@ class RetainedKind:
 
 @dataclass(frozen=True)
 class Tombstones:
-    """``read(store)`` returns the ``ledger.redaction.Redaction``s some capability recorded when it deleted records."""
+    """``read(store, verifiers)`` returns the ``ledger.redaction.Redaction``s some capability recorded when it deleted
+    records (``verifiers``: the ledger's checkpoint keys, for tombstones not yet under a logged leaf)."""
 
     name: str
-    read: Callable[[Any], list[Any]]
+    read: Callable[[Any, Any], list[Any]]
 
 
 class Registry:

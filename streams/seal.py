@@ -23,8 +23,9 @@ from streams.crypto import _primitives
 from streams.crypto import envelope as env
 from streams.crypto.envelope import DataKey, DekRing, SubjectKey
 from streams.crypto.tokens import TOKEN_BYTES, BlindIndex
-from streams.exceptions import InvalidInput, KeyServiceError
-from streams.validate import MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill, check_reading, decode_raw
+from streams.exceptions import InvalidInput, KeyServiceError, SubjectErased
+from streams.validate import (_BILL_BY_HEADER, MeterState, Policy, Reading, _json_loads, _parse_ts, check_bill,
+                              check_reading, decode_raw)
 
 _zigzag = schemas._zigzag  # Avro's zig-zag varint
 _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -428,7 +429,12 @@ class Sealer:
                     meter_id, region, category, epoch, register = r[0], r[5], r[6], r[2], r[4]
                     meter = meters.get(meter_id) or self._meter(meter_id)
                 if keys is not None:
-                    check_key(keys[n], meter_id)
+                    try:
+                        check_key(keys[n], meter_id)
+                    except InvalidInput:
+                        if self._erased(record, meter):  # (nor for a wrong message key)
+                            raise _ERASED from None
+                        raise
             except InvalidInput as exc:
                 out.append(exc)
                 continue
@@ -459,12 +465,16 @@ class Sealer:
                 v, kv = version, kind_version
             aad = (f"meterseal/record/v1|{record_id}|reading|{v}|{region}|{category}|{meter_tok}|"
                    f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
-            if subject_key is None:
-                envelope = place[2].seal_record(body, aad, rid)
-            elif account_tok is None:
-                envelope = place[2].seal_record_v3(body, aad, rid, subject_key(meter_tok, "meter"))
-            else:
-                envelope = place[2].seal_record_v3(body, aad, rid, subject_key(account_tok, "account"))
+            try:
+                if subject_key is None:
+                    envelope = place[2].seal_record(body, aad, rid)
+                elif account_tok is None:
+                    envelope = place[2].seal_record_v3(body, aad, rid, subject_key(meter_tok, "meter"))
+                else:
+                    envelope = place[2].seal_record_v3(body, aad, rid, subject_key(account_tok, "account"))
+            except SubjectErased:  # erased since this worker last read the fence (it does every 2 s)
+                out.append(_ERASED)
+                continue
             key_bytes = envelope[1:_KEY_ID_END]
             key_id = key_hex.get(key_bytes) or self._key_id(key_bytes)
             size = len(envelope)
@@ -482,14 +492,18 @@ class Sealer:
             self._check_size(data)
             bill = check_bill(decode_raw(data, "bill"))
         except InvalidInput as exc:
-            return self.reject(data, source, exc)
+            return self.reject(data, source, _ERASED if self._bill_erased(data) else exc)
         day = dt.date.fromisoformat(bill["date"]).toordinal() - _EPOCH_ORDINAL
         meter, account = self._meter(bill["meter_no"]), self._account(bill["account_id"] or None)
         if day * 86400 <= max(meter[4], account[3]):
             return self.reject(data, source, _ERASED)
-        return self._seal("bill", self.index.record_id("bill", bill["bill_no"]), self._bill_version,
-                          schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
-                          self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None, None)
+        try:
+            return self._seal("bill", self.index.record_id("bill", bill["bill_no"]), self._bill_version,
+                              schemas.encode_body(schemas.get("bill"), bill), self.clock(), day, meter, account,
+                              self._place(bill["region"], bill["category"]), bill["region"], bill["category"], None,
+                              None)
+        except SubjectErased:  # erased since this worker last read the fence
+            return self.reject(data, source, _ERASED)
 
     def record(self, kind: str, record_id: str, body: bytes, *, meter_id: str, account_id: str | None,
                region: str | None, category: str | None, day: int, version: int | None = None) -> Sealed:
@@ -586,14 +600,29 @@ class Sealer:
         except InvalidInput:
             return False
 
+    def _bill_erased(self, data: bytes) -> bool:
+        """Whether a bill the validator refused names an erased meter or account and is dated before its erasure (as
+        ``_erased`` for readings): then its dead letter must not keep it either."""
+        try:
+            fields = {_BILL_BY_HEADER.get(k, k): v for k, v in decode_raw(data, "bill").items()}
+            day = dt.date.fromisoformat(str(fields.get("date")).strip()).toordinal() - _EPOCH_ORDINAL
+        except (InvalidInput, ValueError):
+            return False
+        until = _NEVER
+        for name, cached in (("meter_no", self._meter), ("account_id", self._account)):
+            value = fields.get(name)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and 0 < len(str(value).strip()) <= 256:
+                until = max(until, cached(str(value).strip())[-1])
+        return until != _NEVER and day * 86400 <= until
+
     def forget(self, erased: Callable[[str], bool]) -> int:
         """Drop cached meters and accounts whose token ``erased(token)`` says was erased: their next reading asks
         ``epochs`` again and gets the next epoch. Returns how many."""
         gone = 0
         for cache in (self._meters, self._accounts):
-            for key in [k for k, v in cache.items() if k is not None and erased(v[0])]:
-                del cache[key]
-                gone += 1
+            # (a copy first, and pop: the rollups' Sealer is used by the store thread while the worker forgets)
+            for key in [k for k, v in list(cache.items()) if k is not None and erased(v[0])]:
+                gone += cache.pop(key, None) is not None
         return gone
 
     def _dates(self, day: int) -> tuple[str, str, str, bytes]:

@@ -20,6 +20,7 @@ from streams.crypto import record_keys
 from streams.crypto.envelope import DataKey
 from streams.crypto.tokens import BlindIndex
 from streams.exceptions import InvalidEnvelope
+from streams.keys.subjects import MAX_EPOCHS
 from streams.seal import record_aad
 
 
@@ -81,7 +82,7 @@ def subjects_of(keys: Any, record: dict[str, Any]) -> Callable[[bytes], Any] | N
     return lambda key_id: lookup(token, key_id)
 
 
-def _is_meter_token(index: BlindIndex, meter_id: str, token: str, epochs: int = 16) -> bool:
+def _is_meter_token(index: BlindIndex, meter_id: str, token: str, epochs: int = MAX_EPOCHS) -> bool:
     """Whether ``token`` is the meter's token of some epoch (a meter erased and taken by a new occupant has later
     epochs' tokens; ``streams.keys.subjects``)."""
     return any(index.meter(meter_id, e) == token for e in range(epochs))

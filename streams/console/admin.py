@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..exceptions import ConfigError, ShareError
+from .erasure import admin_requests
 from .roles import NotFound, Principal, allow
 from .users import MIN_PASSWORD, ROLES
 from .web import render
@@ -31,7 +32,8 @@ def admin_context(state: Any) -> dict[str, Any]:
             "keys": state.vault.key_status() if state.vault else None,
             "parties": sharing.parties() if sharing else [], "sharing": sharing is not None,
             "grants": list(reversed(sharing.all())) if sharing else [],
-            "clients": state.connect.clients() if state.connect else None, "statuses": STATUSES}
+            "clients": state.connect.clients() if state.connect else None, "statuses": STATUSES,
+            "erasures": admin_requests(state)}
 
 
 def admin_page(request: Request, who: Principal, *, issued: dict | None = None, refused: str | None = None,

@@ -21,7 +21,8 @@ from starlette.routing import Mount
 
 from ..connect.service import Connect
 from ..registry import Registry
-from . import admin, alerting, api, connect, errors, login, pages
+from . import admin, alerting, api, connect, erasure, errors, login, pages
+from .erasure import ErasedMeters
 from .data import Vault
 from .engines import Privacy, Sharing
 from .feed import AlertHub
@@ -60,6 +61,8 @@ class ConsoleState:
     connect: Connect | None = None  # Connect My Data: OAuth 2.0 + ESPI for third parties (None: off)
     alert_rules: str | None = None  # the routing rules file the admin page edits (METERSEAL_ALERT_RULES)
     rollup_min_meters: int = 10  # the region chart leaves out cells of fewer meters (METERSEAL_ROLLUP_MIN_METERS)
+    erasure_grace_s: float = 5.0  # an approved erasure waits this long for the workers (METERSEAL_ERASURE_GRACE_S)
+    erased: ErasedMeters | None = None  # the erasure fence: pages never show an erased meter again
     public_url: str | None = None
     """Where users reach the console (``METERSEAL_PUBLIC_URL``): the OIDC redirect URI; https turns on
     ``Secure`` cookies and HSTS."""
@@ -118,6 +121,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(alerting.router)
     app.include_router(admin.router)
+    app.include_router(erasure.router)
     app.include_router(api.router)
     app.include_router(connect.router)
     if state.oidc is not None:

@@ -96,7 +96,8 @@ class Vault:
         return self.reader.keys.index_key
 
     def meter_token(self, meter_id: str) -> str:
-        return self.reader.index.meter(meter_id)
+        """The meter's token of its current epoch: after an erasure, its readings are under the next epoch's."""
+        return self.reader.token("meter", meter_id)
 
     def tokens(self, meter_ids: Iterable[str]) -> set[str]:
         return {self.meter_token(m) for m in meter_ids}

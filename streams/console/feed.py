@@ -56,6 +56,7 @@ class AlertHub:
     _stop: threading.Event = field(default_factory=threading.Event)
     _seen: set = field(default_factory=set)
     on_alert: Callable[[dict[str, Any]], None] | None = None
+    hide: Callable[[dict[str, Any]], bool] | None = None  # an erased meter's alerts are never shown again
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.keep)
@@ -80,6 +81,8 @@ class AlertHub:
 
     def publish(self, alert: dict[str, Any]) -> None:
         """Keep ``alert`` and hand it to every viewer whose filter takes it (drops a redelivered alert id)."""
+        if self.hide is not None and self.hide(alert):
+            return
         with self._lock:
             if alert.get("alert_id") in self._seen:
                 return
@@ -97,7 +100,8 @@ class AlertHub:
 
     def history(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         with self._lock:
-            return [a for a in self.recent if keep(a)]
+            recent = [a for a in self.recent if keep(a)]
+        return recent if self.hide is None else [a for a in recent if not self.hide(a)]
 
     def subscribe(self, keep: Callable[[dict[str, Any]], bool], *, size: int = 500) -> _Viewer:
         viewer = _Viewer(asyncio.Queue(size), asyncio.get_running_loop(), keep)

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from ..privacy import BudgetExceeded, DPError
 from ..share.grants import MAX_PURPOSE
 from .admin import admin_page  # (connect.py's admin forms answer with it too)
+from .erasure import customer_requests
 from .api import BadRequest, day_range, parse_day
 from .data import fl_history
 from .roles import NotFound, Principal, allow
@@ -50,6 +51,7 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
     latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
     recent = vault.recent_readings(meters) if vault else []
     return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants, recent=recent,
+                  erasures=customer_requests(state, who), erasure_note=request.query_params.get("erasure"),
                   grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
                   month_ago=(latest - dt.timedelta(days=30)).isoformat(), authorizations=authorizations)
 

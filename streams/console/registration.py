@@ -1,6 +1,7 @@
 """What the console keeps, registered with the capability registry (``streams.registry``): its accounts name
-customers' meters (``<data-dir>/console/users.json``), so erasing a subject takes its meters out of every
-account, and removes a customer account left with none — whose sessions end at once, in every console."""
+customers' meters (``<data-dir>/console/users.json``), so erasing a subject takes its meters out of every account
+— whose sessions end at once, in every console. A customer left with no meter keeps its account (nothing in its
+scope) to read the erasure's outcome and receipt; an administrator removes it when asked to."""
 
 from __future__ import annotations
 
@@ -16,10 +17,7 @@ def erase_meters_from_accounts(context: ErasureContext, subject: Subject) -> int
         kept = [m for m in user.meters if m not in erased]
         if len(kept) == len(user.meters):
             continue
-        if kept:
-            users.set_role(user.name, user.role, meters=kept)
-        else:
-            users.remove(user.name)
+        users.erase_meters(user.name, erased)
         changed += 1
     return changed
 

@@ -53,6 +53,10 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/admin/users"): _r("admin"),
     ("POST", "/admin/users/{name}/remove"): _r("admin"),
     ("POST", "/admin/grants/{grant_id}/revoke"): _r("admin"),
+    ("POST", "/customer/erasure"): _r("customer"),
+    ("GET", "/customer/erasure/{request_id}/receipt"): _r("customer"),
+    ("POST", "/admin/erasure/{request_id}/approve"): _r("admin"),
+    ("POST", "/admin/erasure/{request_id}/refuse"): _r("admin"),
     # JSON API and live events
     ("GET", "/api/meters/{meter_id:path}/readings"): _r("customer"),
     ("GET", "/api/meters/{meter_id:path}/usage"): _r("customer"),

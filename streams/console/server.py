@@ -10,6 +10,7 @@ from ..settings import Settings
 from .app import ConsoleState, create_app
 from .data import Vault
 from .engines import Privacy, Sharing, connect_for
+from .erasure import ErasedMeters
 from .feed import AlertHub
 from .proxies import TrustedProxies
 from .sessions import SessionStore
@@ -55,10 +56,12 @@ def build_state(settings: Settings, passphrase: str | Callable[[], str] | None, 
                          sharing=Sharing(vault), privacy=Privacy.from_settings(vault, settings), registry=registry,
                          rollup_min_meters=settings.rollup_min_meters, alert_rules=settings.alert_rules,
                          public_url=(settings.public_url or public_url or "").rstrip("/") or None,
-                         proxies=TrustedProxies.parse(settings.trusted_proxies))
+                         proxies=TrustedProxies.parse(settings.trusted_proxies),
+                         erasure_grace_s=settings.erasure_grace_s, erased=ErasedMeters(vault.store))
     state.connect = connect_for(vault, settings, public_url=state.public_url)
     if broker:
-        state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc()).start()
+        state.hub = AlertHub(alert_source(broker), on_alert=lambda _a: state.metrics.alerts.inc(),
+                             hide=state.erased.hide).start()
     return state
 
 

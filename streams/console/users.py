@@ -177,6 +177,12 @@ class UserStore:
         meters = _check_account(name, role, meters)
         return self._change(name, lambda entry: entry.update(role=role, meters=list(meters)))
 
+    def erase_meters(self, name: str, erased: Iterable[str]) -> User:
+        """Take erased meters out of an account (its sessions end). A customer left with none keeps its account — no
+        data in scope — so that it can still log in and read its erasure's outcome and receipt."""
+        gone = set(erased)
+        return self._change(name, lambda entry: entry.update(meters=[m for m in entry.get("meters") or () if m not in gone]))
+
     def end_sessions(self, name: str) -> User:
         """End every session of the account now, in every console that reads this file."""
         def change(entry: dict) -> None:

@@ -10,7 +10,8 @@
     dlq       dead letters whose content names it (opened with the owner's keys) are deleted
     holders   every registered ``SubjectHolder`` erases what it keeps (grants revoked, alerts, rollups, ...)
     cleanup   on S3: snapshots before the deletes are expired and orphaned data files removed
-    sweep     keys and rows again (a worker that had not yet seen the fence may have stored a last batch)
+    sweep     keys, rows and dead letters again (a worker that had not yet seen the fence, or the dead-letter sink,
+              may have stored a last batch)
     log       the erasure's leaf: subject hash, counts, reason code, tombstones' digest — no personal data
 
 The job's state is ``erasures/jobs/<id>.json``: the stages done, counts, tombstones, and the subject's ids and
@@ -35,11 +36,11 @@ from ledger.redaction import Redaction, indexes_of
 from streams.crypto import _primitives
 from streams.crypto.envelope import DataKey, open_with, seal
 from streams.crypto.tokens import BlindIndex
-from streams.erasure.log import JOBS, append_event, find_event
+from streams.erasure.log import JOBS, append_event, find_event, tombstones_note
 from streams.erasure.subjects import Reach, has_data, resolve
-from streams.exceptions import ErasureError, InvalidEnvelope, SubjectErased
+from streams.exceptions import ErasureError, InvalidEnvelope, SubjectErased, UnknownSubject
 from streams.keys.keyring import Keyring
-from streams.keys.subjects import MARKS, Fence, SubjectKeyTable, subject_hash
+from streams.keys.subjects import MARKS, MAX_EPOCHS, Fence, SubjectKeyTable, subject_hash
 from streams.registry import ErasureContext, Registry
 from streams.seal import dlq_aad
 from streams.store.base import Store, is_remote, rows_matching
@@ -76,6 +77,7 @@ class Owner:
 class Job:
     store: Store
     doc: dict[str, Any]
+    signers: Sequence[Signer] = ()  # sign the tombstones (``log.tombstones_note``)
 
     @property
     def key(self) -> str:
@@ -105,16 +107,20 @@ def _open_reach(index_key: bytes, erasure_id: str, sealed: str) -> Reach:
                                                 aad=erasure_id.encode())))
 
 
-def running_job(store: Store, index: BlindIndex, kind: str, subject_id: str) -> dict[str, Any] | None:
-    """An unfinished job of this subject (any of its epochs), if one was cut short."""
+def running_job(store: Store, index: BlindIndex, fence: Fence, kind: str, subject_id: str) -> dict[str, Any] | None:
+    """An unfinished job of this subject (any of its epochs), if one was cut short: one that set out to erase it, or
+    one that fenced it on its way (it reached it through a linked meter or account)."""
     make = index.meter if kind == "meter" else index.account
-    hashes = {subject_hash(make(subject_id, e)) for e in range(64)}
+    tokens = [make(subject_id, e) for e in range(MAX_EPOCHS)]
+    hashes = {subject_hash(t) for t in tokens}
+    fenced_by = {entry.erasure_id for t in tokens if (entry := fence.entry(t)) is not None}
     for key in store.blobs.list(JOBS):
         raw = store.blobs.get(key)
         if raw is None or not key.endswith(".json"):
             continue
         doc = json.loads(raw)
-        if doc.get("status") == "running" and doc.get("subject_hash") in hashes and doc.get("kind") == kind:
+        if doc.get("status") == "running" and doc.get("kind") in ("meter", "account") and (
+                doc.get("subject_hash") in hashes and doc.get("kind") == kind or doc.get("erasure_id") in fenced_by):
             return doc
     return None
 
@@ -130,9 +136,9 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     fence = Fence.load(store.blobs)
     table = SubjectKeyTable(store, owner.index_key, fence=fence)
     keyring = Keyring(store, owner.unwrappers, index_key=owner.index_key)
-    found = running_job(store, index, kind, subject_id)
+    found = running_job(store, index, fence, kind, subject_id)
     if found is not None:
-        job = Job(store, found)
+        job = Job(store, found, signers)
         reach = _open_reach(owner.index_key, found["erasure_id"], found["sealed"])
         progress("resume", f"erasure {found['erasure_id']} was cut short after {', '.join(found['stages']) or 'its start'}: "
                            "finishing it")
@@ -147,7 +153,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
                           "reason": reason, "started_at_ms": int(clock() * 1000), "status": "running", "stages": [],
                           "counts": {}, "holders": {}, "tombstones": {},
                           "sealed": _seal_reach(owner.index_key, erasure_id, reach),
-                          "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)}})
+                          "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)}}, signers)
         job.save()
     subject = reach.subject()
     meters, accounts = sorted(reach.meters.values()), sorted(reach.accounts.values())
@@ -205,7 +211,13 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     def do_sweep() -> str:
         late = sum(table.destroy(token) for token in tokens)
         removed = _delete_rows(job, store, meters, accounts)
-        return f"{late} late key object(s), {sum(removed.values())} late row(s)"
+        dead = _delete_dead_letters(store, keyring, set(reach.meters), set(reach.accounts))  # (the dlq sink lags too)
+        counts["dlq"] = counts.get("dlq", 0) + dead
+        job.save()
+        detail = f"{late} late key object(s), {sum(removed.values())} late row(s), {dead} late dead letter(s)"
+        if (sum(removed.values()) or dead) and is_remote(getattr(store, "location", None)):
+            detail += "; " + do_cleanup()  # their files are still reached by the snapshot before these deletes
+        return detail
 
     def do_log() -> str:
         row = append_event(store, signers, {
@@ -222,7 +234,7 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
     job.doc.pop("sealed", None)  # the ids and tokens leave the store with the job
     job.save()
     holders = job.doc["holders"]
-    return {"erasure_id": job.doc["erasure_id"], "subject": {"kind": kind, "hash": job.doc["subject_hash"]},
+    return {"erasure_id": job.doc["erasure_id"], "subject": {"kind": job.doc["kind"], "hash": job.doc["subject_hash"]},
             "reach": {"meters": len(reach.meters), "accounts": len(reach.accounts)},
             "records": {t: counts.get(t, 0) for t in (*LEDGERED, "dlq")},
             "subject_key_objects": counts.get("subject_key_objects", 0), "derived": holders,
@@ -234,9 +246,9 @@ def erase(store: Store, *, owner: Owner, signers: Sequence[Signer], registry: Re
 def _nothing_held(store: Store, index: BlindIndex, fence: Fence, kind: str, subject_id: str) -> dict:
     """The report for a subject nothing holds: erased before (says when), or unknown (an error, nothing changed)."""
     make = index.meter if kind == "meter" else index.account
-    earlier = [entry for e in range(64) if (entry := fence.entry(make(subject_id, e))) is not None]
+    earlier = [entry for e in range(MAX_EPOCHS) if (entry := fence.entry(make(subject_id, e))) is not None]
     if not earlier:
-        raise ErasureError(f"unknown {kind} {subject_id}: no record, subject key or dead letter names it; nothing changed")
+        raise UnknownSubject(f"unknown {kind} {subject_id}: no record, subject key or dead letter names it; nothing changed")
     last = max(earlier, key=lambda entry: entry.erased_at_ms)
     event = find_event(store, last.erasure_id)
     return {"erasure_id": last.erasure_id, "subject": {"kind": kind, "hash": last.subject_hash}, "erased": True,
@@ -264,6 +276,7 @@ def _tombstone(job: Job, store: Store, table: str, partition: int, indexes: list
     merged = set(indexes) | (set(indexes_of(earlier["ranges"])) if earlier else set())
     hashes = store.hash_store(table, partition).read()
     job.doc["tombstones"][key] = Redaction.of(table, partition, merged, hashes, by=job.doc["erasure_id"]).to_dict()
+    job.doc["tombstones_note"] = tombstones_note(job.doc["erasure_id"], list(job.doc["tombstones"].values()), job.signers)
     job.save()
 
 

@@ -4,8 +4,9 @@ Each event is an object ``erasures/events/<leaf index>.json`` and a leaf of the 
 (``ledger.leaf.encode_erasure_event``) under signed checkpoints like every other log. An event names no person:
 the subject by a hash of its token, what went by counts per sink, the deleted leaves by their tombstones
 (``ledger.redaction``: index ranges and a digest of their hashes), of which the leaf carries a SHA-256.
-Jobs still running keep their tombstones in ``erasures/jobs/<id>.json``: the audit reads both (``redactions``),
-so ``meterseal ledger verify`` passes during a job as after it.
+Jobs still running keep their tombstones in ``erasures/jobs/<id>.json``, signed by the ledger key like a checkpoint
+(``tombstones_note``): the audit reads both (``redactions``), so ``meterseal ledger verify`` passes during a job as
+after it — and a job file that anyone with write access to the store could add cannot excuse a deleted record.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, Sequence
 
 from ledger import leaf as leaf_codec
 from ledger.hashing import leaf_hash
+from ledger.exceptions import NoteError
 from ledger.log import Log
-from ledger.note import Signer
+from ledger.note import Signer, Verifier, open_note, sign
 from ledger.redaction import Redaction
 
 from streams.store.segments import log_origin
@@ -70,10 +72,28 @@ def append_event(store: Any, signers: Sequence[Signer], event: dict[str, Any]) -
     return row
 
 
-def redactions(store: Any) -> list[Redaction]:
-    """The tombstones of every logged event and every job still running (``ledger verify`` accepts a missing record
-    at a leaf one of them names, if its digest matches). An event whose tombstones do not hash to what its leaf
-    carries contributes none: its records then show as deleted, and its leaf as modified."""
+def tombstones_note(erasure_id: str, tombstones: list[dict[str, Any]], signers: Sequence[Signer]) -> str:
+    """A running job's tombstones, signed (the ledger key and its co-signers): what lets the audit trust them before
+    the job's event is logged."""
+    return sign(f"meterseal tombstones v1\n{erasure_id}\n{tombstones_sha256(tombstones)}\n", *signers)
+
+
+def _signed(job: dict[str, Any], verifiers: Sequence[Verifier]) -> bool:
+    """Whether a job's tombstones carry a valid signature by every verifier (as a checkpoint must)."""
+    tombstones = list(job.get("tombstones", {}).values())
+    try:
+        text, names = open_note(job.get("tombstones_note") or "", list(verifiers))
+    except NoteError:
+        return False
+    return ({v.name for v in verifiers} <= set(names)
+            and text == f"meterseal tombstones v1\n{job.get('erasure_id')}\n{tombstones_sha256(tombstones)}\n")
+
+
+def redactions(store: Any, verifiers: Sequence[Verifier]) -> list[Redaction]:
+    """The tombstones of every logged event and every job still running whose tombstones ``verifiers`` signed
+    (``ledger verify`` accepts a missing record at a leaf one of them names, if its digest matches). An event whose
+    tombstones do not hash to what its leaf carries contributes none: its records then show as deleted, and its
+    leaf as modified; an unsigned job contributes none either."""
     found = []
     for row in event_rows(store):
         if tombstones_sha256(row.get("tombstones", [])) == row.get("tombstones_sha256"):
@@ -84,6 +104,6 @@ def redactions(store: Any) -> list[Redaction]:
         if raw is None or not key.endswith(".json"):
             continue
         job = json.loads(raw)
-        if job.get("erasure_id") not in logged:
-            found += [Redaction.from_dict(t) for t in job.get("tombstones", {}).values()]
+        if job.get("erasure_id") not in logged and job.get("tombstones") and _signed(job, verifiers):
+            found += [Redaction.from_dict(t) for t in job["tombstones"].values()]
     return found

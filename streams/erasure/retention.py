@@ -29,7 +29,7 @@ from streams.erasure.log import JOBS, append_event
 from streams.exceptions import ErasureError
 from streams.registry import ErasureContext, Registry, RetainedKind
 from streams.store.base import Store, distinct_values, rows_matching
-from streams.store.segments import TABLES
+from streams.store.segments import TABLES, arrow_schema
 
 POLICY = "retention/policy.json"
 # interval data goes first; bills are kept for years (tax and billing disputes); dead letters only long enough to
@@ -111,14 +111,16 @@ def _delete_dated(table: str) -> Callable[[ErasureContext, float], int]:
         tokens = {"year_tok": [index.year(y) for y in years], "month_tok": [index.month(y, m) for y, m in months],
                   "day_tok": [index.day(d.isoformat()) for d in days]}
         store = context.store
-        found = rows_matching(store, table, tokens, columns=["topic_partition", "leaf_index"])
+        found = rows_matching(store, table, tokens, columns=["record_id", "topic_partition", "leaf_index"])
         by_partition: dict[int, list[int]] = {}
         for p, i in zip(found.column("topic_partition").to_pylist(), found.column("leaf_index").to_pylist()):
             if i is not None:
                 by_partition.setdefault(p, []).append(i)
         for p, indexes in sorted(by_partition.items()):
             context.extra["tombstone"](table, p, indexes)
-        return sum(store.delete_rows(table, column, values) for column, values in tokens.items())
+        # exactly the rows tombstoned: a late reading of an old date a worker stores meanwhile stays (the next run)
+        ids = found.column("record_id").to_pylist()
+        return sum(store.delete_rows(table, column, values, record_ids=ids) for column, values in tokens.items())
 
     return delete_older
 
@@ -148,7 +150,8 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
     _finish_cut_short(store, signers)
     policy = load_policy(store)
     job = Job(store, {"erasure_id": os.urandom(16).hex(), "kind": "retention", "subject_hash": None, "status": "running",
-                      "stages": [], "counts": {}, "holders": {}, "tombstones": {}, "started_at_ms": int(now * 1000)})
+                      "stages": [], "counts": {}, "holders": {}, "tombstones": {}, "started_at_ms": int(now * 1000)},
+              signers)
     job.save()
     context = ErasureContext(store, data_dir, index_key, signers[0], job.doc["erasure_id"], "retention", now,
                              {"tombstone": lambda table, p, indexes: _tombstone(job, store, table, p, indexes)})
@@ -162,24 +165,26 @@ def enforce(store: Store, *, index_key: bytes, signers: Sequence[Signer], regist
         job.save()
         progress(f"{kind.kind}: {job.doc['counts'][kind.kind]} older than {keep} deleted")
     destroyed = _destroy_unused_deks(job, store, now - max(DEK_MARGIN_S, dek_max_age_s), dek_max_age_s)
-    job.doc["counts"]["deks_destroyed"] = destroyed
-    progress(f"{destroyed} DEK(s) no row uses any more destroyed")
+    job.doc["counts"]["deks_destroyed"] = len(destroyed)
+    progress(f"{len(destroyed)} DEK(s) no row uses any more destroyed")
     row = append_event(store, signers, {"event": "retention", "erasure_id": job.doc["erasure_id"], "subject_hash": None,
                                         "reason": "retention", "at_ms": int(now * 1000), "counts": job.doc["counts"],
                                         "tombstones": list(job.doc["tombstones"].values())})
     job.doc.update(status="done", leaf_index=row["leaf_index"])
     job.save()
     return {"retention_id": job.doc["erasure_id"], "deleted": job.doc["counts"], "leaf_index": row["leaf_index"],
+            "destroyed_deks": destroyed,  # (keys.deks still holds them wrapped: delete these keys there)
             "cutoffs": {k: dt.datetime.fromtimestamp(v, dt.timezone.utc).isoformat(timespec="seconds")
                         for k, v in cutoffs.items() if v != float("-inf")}}
 
 
-def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_age_s: float) -> int:
+def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_age_s: float) -> list[str]:
     """DEKs no remaining row of any table names, retired (past their maximum age) before ``retired_before``: a day
     ago at least, so no record sealed under one can still be on its way to the store."""
     used = set()
     for table in TABLES:
-        used |= distinct_values(store, table, "key_id")
+        if "key_id" in arrow_schema(table).names:  # (not the alert history, not the region rollups: held in clear)
+            used |= distinct_values(store, table, "key_id")
     doomed = []
     for key_id in store.dek_ids():
         if key_id in used:
@@ -193,7 +198,7 @@ def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_
             by_partition.setdefault(doc["partition"], []).append(doc["leaf_index"])
     for p, indexes in sorted(by_partition.items()):
         _tombstone(job, store, "deks", p, indexes)
-    return sum(1 for doc in doomed if store.delete_dek(doc["key_id"]))
+    return [doc["key_id"] for doc in doomed if store.delete_dek(doc["key_id"])]
 
 
 def _finish_cut_short(store: Store, signers: Sequence[Signer]) -> None:

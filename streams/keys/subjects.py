@@ -86,6 +86,7 @@ class Fence:
         self._blobs = blobs
         self._entries: dict[str, FenceEntry] = {}
         self._key_ids: set[str] = set()
+        self._checked: dict[str, bool] = {}  # token -> fenced (``fenced_tokens``), cleared by each new entry
         self._lock = threading.Lock()
 
     @classmethod
@@ -109,6 +110,7 @@ class Fence:
             with self._lock:
                 self._entries[hashed] = entry
                 self._key_ids.update(entry.key_ids)
+                self._checked = {}
             new.append(entry)
         return new
 
@@ -123,6 +125,26 @@ class Fence:
 
     def entry(self, token: str) -> FenceEntry | None:
         return self._entries.get(subject_hash(token))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def fenced_tokens(self, tokens: Iterable[str | None]) -> set[str]:
+        """Those of ``tokens`` whose subject was erased (a sink checks each batch's tokens: answers are cached until
+        the next new entry)."""
+        checked, entries = self._checked, self._entries
+        if len(checked) >= 200_000:
+            checked.clear()
+        out = set()
+        for token in tokens:
+            if token is None:
+                continue
+            hit = checked.get(token)
+            if hit is None:
+                hit = checked[token] = subject_hash(token) in entries
+            if hit:
+                out.add(token)
+        return out
 
     def fenced_key(self, key_id: bytes | str) -> bool:
         return (key_id.hex() if isinstance(key_id, bytes) else key_id) in self._key_ids
@@ -209,6 +231,8 @@ class SubjectKeyTable:
         found = self.load(token)
         if found is not None:
             return found, False
+        if self.blobs.exists(f"{FENCE}{subject_hash(token)}.json"):  # fenced since this table last read the fence
+            raise SubjectErased(subject_hash(token))
         made = SubjectKey.generate(now=now)
         key = SubjectKey(made.key_id, made.secret, int(made.created_at * 1000) / 1000)  # as stored: milliseconds
         doc = {"kind": kind, "key_id": key.key_id.hex(), "created_at_ms": int(key.created_at * 1000),

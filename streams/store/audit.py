@@ -77,7 +77,7 @@ def audit_store(store_dir: Path | str | Store, verifier: Verifier | Sequence[Ver
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     redactions: dict[tuple[str, int], list] = {}
     for source in registry.tombstones:
-        for r in source.read(store):
+        for r in source.read(store, verifiers):
             redactions.setdefault((r.table, r.partition), []).append(r)
     results = []
     every = [(store, t, p) for t, p in logs(store)]

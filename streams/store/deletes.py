@@ -20,36 +20,33 @@ from streams.exceptions import StoreError
 from streams.store.segments import DELETABLE_BY
 
 
-def delete_rows(store: Any, table: str, column: str, values: Iterable[str], *, attempts: int = 20) -> int:
-    """Delete the rows of ``table`` whose ``column`` is one of ``values``; returns how many."""
+def delete_rows(store: Any, table: str, column: str, values: Iterable[str], *, record_ids: Iterable[str] | None = None,
+                attempts: int = 20) -> int:
+    """Delete the rows of ``table`` whose ``column`` is one of ``values`` (and, given ``record_ids``, whose record id
+    is one of them); returns how many."""
     from pyiceberg.exceptions import CommitFailedException, ValidationException
-    from pyiceberg.expressions import In
+    from pyiceberg.expressions import And, In
 
     wanted = sorted({v for v in values if v is not None})
     if column not in DELETABLE_BY:
         raise StoreError(f"rows are deleted by {', '.join(DELETABLE_BY)}, not {column!r}")
     tbl = store._table_or_none(table)
-    if tbl is None or not wanted:
+    if tbl is None or not wanted or record_ids is not None and not set(record_ids):
         return 0
-    before = _count(store, table, column, wanted)
+    where = In(column, wanted) if record_ids is None else And(In(column, wanted), In("record_id", set(record_ids)))
+    before = store.scan(table, where).num_rows
     if not before:
         return 0
     for attempt in range(attempts):
         try:
             tbl.refresh()
-            tbl.delete(delete_filter=In(column, wanted))
+            tbl.delete(delete_filter=where)
             break
         except (CommitFailedException, ValidationException, FileNotFoundError):
             if attempt == attempts - 1:
                 raise StoreError(f"{table}: {attempts} deletes in a row lost to other writers; run it again") from None
             time.sleep(min(1.0, 0.02 * 2 ** attempt) * (0.5 + int.from_bytes(os.urandom(1), "big") / 255))
-    return before - _count(store, table, column, wanted)
-
-
-def _count(store: Any, table: str, column: str, wanted: list[str]) -> int:
-    from pyiceberg.expressions import In
-
-    return store.scan(table, In(column, wanted)).num_rows
+    return before - store.scan(table, where).num_rows
 
 
 def referenced_files(tbl: Any) -> set[str]:

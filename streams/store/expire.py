@@ -86,7 +86,10 @@ def expire(store: Any, table: str, *, older_than_s: float, now: float | None = N
             time.sleep(0.05 * 2 ** attempt)
             tbl.refresh()
     for path in sorted(doomed):
-        tbl.io.delete(path)
+        try:
+            tbl.io.delete(path)
+        except FileNotFoundError:  # removed already: an erasure's orphan clean-up took a file a delete had dropped
+            pass
     out.update(expired=len(ids), files_deleted=len(doomed))
     progress(f"{table}: {len(ids)} snapshots expired, {out['kept']} kept, {len(doomed)} files deleted")
     return out

@@ -44,7 +44,7 @@ from streams.exceptions import StoreError
 from streams.store import deletes
 from streams.store.objects import S3Blobs, parse_s3, s3_client
 from streams.store.pglocks import AdvisoryLocks
-from streams.store.segments import LEDGERED, REGION_NAME, TABLES, arrow_schema, fresh_rows
+from streams.store.segments import DESTROYED_DEKS, LEDGERED, REGION_NAME, TABLES, arrow_schema, fresh_rows
 
 SPECS = ("day+bucket", "day+bucket4", "month+bucket", "month+bucket2", "day", "none")  # what the bench compared
 DEFAULT_SPEC = "day"  # the best of those measured (README "Scale out", BENCHMARKS.md): see partition_spec
@@ -448,6 +448,8 @@ class IcebergStore:
 
     # -- wrapped DEKs and grants: write-once JSON objects ---------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:
+        if self.blobs.exists(f"{DESTROYED_DEKS}{wrapped['key_id']}"):
+            return False  # destroyed by retention: never stored again
         doc = {**wrapped, "wrapped": wrapped["wrapped"].hex()}
         doc.pop("partition", None), doc.pop("leaf_index", None)
         return self.blobs.create(f"deks/{wrapped['key_id']}.json", json.dumps(doc, sort_keys=True).encode())
@@ -471,14 +473,17 @@ class IcebergStore:
             doc.update(json.loads(mark))
         return {**doc, "wrapped": bytes.fromhex(doc["wrapped"])}
 
-    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int:
-        """Delete the rows whose ``column`` is one of ``values`` (``streams.store.deletes``); returns how many."""
-        return deletes.delete_rows(self, table, column, values)
+    def delete_rows(self, table: str, column: str, values: Iterable[str], *,
+                    record_ids: Iterable[str] | None = None) -> int:
+        """Delete the rows whose ``column`` is one of ``values`` (and, given ``record_ids``, whose record id is one of
+        them: ``streams.store.deletes``); returns how many."""
+        return deletes.delete_rows(self, table, column, values, record_ids=record_ids)
 
     def delete_dek(self, key_id: str) -> int:
         """Destroy a wrapped DEK, its key-log mark and its region grants (retention); returns objects removed."""
         if not re.fullmatch(r"[0-9a-f]{32}", key_id):
             return 0
+        self.blobs.put(f"{DESTROYED_DEKS}{key_id}", b"")
         grants = [k for k in self.blobs.list("grants/") if k.endswith(f"/{key_id}.json")]
         return deletes.delete_objects(self, [f"deks/{key_id}.json", f"deks/marks/{key_id}.json", *grants])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -19,6 +20,7 @@ import pyarrow as pa
 
 from streams.exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from streams.keys.keyring import Keyring
+from streams.keys.subjects import Fence, current_epoch
 from streams.keys.keystore import UnlockedKeys
 from streams.unseal import SEALED_COLUMNS, open_many, open_record, open_table, shown
 from streams.store.base import connect, open_store
@@ -48,8 +50,11 @@ class Query:
             raise MeterSealError(f"empty date range: {self.start} is after {self.end}")
 
 
-def where(query: Query, index: BlindIndex) -> tuple[str, list[Any]]:
-    """SQL condition and ``?`` parameters for ``query``; tokens are computed here, on the client."""
+def where(query: Query, index: BlindIndex, *, meter_tok: str | None = None,
+          account_tok: str | None = None) -> tuple[str, list[Any]]:
+    """SQL condition and ``?`` parameters for ``query``; tokens are computed here, on the client (``meter_tok`` and
+    ``account_tok``: the meter's and account's tokens of their current epoch, when a reader knows the erasure fence;
+    else epoch 0's)."""
     clauses, params = [], []
     if query.date:
         clauses.append("day_tok = ?")
@@ -64,10 +69,10 @@ def where(query: Query, index: BlindIndex) -> tuple[str, list[Any]]:
         clauses.append("(" + " OR ".join(parts) + ")")
     if query.meter:
         clauses.append("meter_tok = ?")
-        params.append(index.meter(query.meter))
+        params.append(meter_tok or index.meter(query.meter))
     if query.account:
         clauses.append("account_tok = ?")
-        params.append(index.account(query.account))
+        params.append(account_tok or index.account(query.account))
     if query.region:
         clauses.append("region = ?")
         params.append(query.region)
@@ -100,6 +105,8 @@ class Reader:
         self._keyring = self.keys.keyring(self.store) if self.keys else None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._empty = True
+        self._fence: Fence | None = None
+        self._fence_read = 0.0
 
     @property
     def can_open(self) -> bool:
@@ -113,7 +120,8 @@ class Reader:
 
     def search(self, query: Query, *, kinds: Iterable[str] = ("readings", "bills")) -> list[dict[str, Any]]:
         """Every matching row (all columns), each kind in leaf order."""
-        condition, params = where(query, self.index)
+        condition, params = where(query, self.index, meter_tok=self.token("meter", query.meter),
+                                  account_tok=self.token("account", query.account))
         if hasattr(self.store, "pruned"):  # object storage: Iceberg prunes files, then the same SQL decides
             return self._search_pruned(query, condition, params, kinds)
         if self._con is None or (self._empty and any(self.store.segments(t) for t in KINDS)):
@@ -142,8 +150,8 @@ class Reader:
         rows = []
         for kind in kinds:
             data = self.store.pruned(KINDS[kind], day_toks=days, month_toks=months,
-                                     meter_tok=self.index.meter(query.meter) if query.meter else None,
-                                     account_tok=self.index.account(query.account) if query.account else None,
+                                     meter_tok=self.token("meter", query.meter),
+                                     account_tok=self.token("account", query.account),
                                      region=query.region)
             con.register("candidates", data)
             cur = con.execute(f"SELECT * FROM candidates WHERE {condition} ORDER BY topic_partition, leaf_index", params)
@@ -151,6 +159,19 @@ class Reader:
             rows += [dict(zip(cols, r)) for r in cur.fetchall()]
             con.unregister("candidates")
         return rows
+
+    def token(self, kind: str, subject_id: str | None) -> str | None:
+        """A meter's or account's token of its current epoch (after an erasure its data is under the next one's),
+        the erasure fence read again at most every 2 s."""
+        if subject_id is None:
+            return None
+        now = time.monotonic()
+        if self._fence is None:
+            self._fence, self._fence_read = Fence.load(self.store.blobs), now
+        elif now - self._fence_read >= 2.0:
+            self._fence.refresh()
+            self._fence_read = now
+        return current_epoch(self.index, self._fence, kind, subject_id).token
 
     def open(self, row: dict[str, Any]) -> dict[str, Any]:
         """The plaintext of a hit under the source's own field names; ``InvalidEnvelope`` if it does not open."""

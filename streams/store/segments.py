@@ -45,6 +45,9 @@ TABLES = {"readings": ("sealed", "record_id"), "bills": ("sealed", "record_id"),
           # the alert history (streams.notify.history): the alerts topic's records, by meter token, kept once by id
           "alerts": ("alert", "alert_id")}
 LEDGERED = ("readings", "bills")  # tables whose rows are leaves of a per-partition Merkle log
+# a DEK retention destroyed is never stored again (a keys.deks message read again, ``store rebuild``): its id is kept
+# here, beside the erasure log (``store rebuild`` and ``store migrate`` carry erasures/ over)
+DESTROYED_DEKS = "erasures/destroyed-deks/"
 DELETABLE_BY = ("meter_tok", "account_tok", "day_tok", "month_tok", "year_tok", "record_id", "dlq_id", "key_id",
                 "alert_id", "row_id")  # (the last two: the alert history, the region rollups)
 REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a region key's name (streams.keys.regions), also a directory name
@@ -243,14 +246,17 @@ class SegmentStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- deleting (erasure, retention) ------------------------------------------------------------
-    def delete_rows(self, table: str, column: str, values: Iterable[str]) -> int:
-        """Delete every row of ``table`` whose ``column`` is one of ``values``; returns how many. Each segment
-        holding one is rewritten under its own name (``os.replace``: readers see the old file or the new one,
-        never half of one), under its partition's lock; a segment left with no row stays as an empty one, so
-        writers' dedup state sees the same set of names."""
+    def delete_rows(self, table: str, column: str, values: Iterable[str], *,
+                    record_ids: Iterable[str] | None = None) -> int:
+        """Delete every row of ``table`` whose ``column`` is one of ``values`` (and, given ``record_ids``, whose
+        record id is one of them: exactly the rows a caller found and tombstoned, not one a writer stored since);
+        returns how many. Each segment holding one is rewritten under its own name (``os.replace``: readers see the
+        old file or the new one, never half of one), under its partition's lock; a segment left with no row stays
+        as an empty one, so writers' dedup state sees the same set of names."""
+        ids = None if record_ids is None else pa.array(sorted(set(record_ids)), pa.string())
         wanted = sorted({v for v in values if v is not None})
         segs = self.segments(table)
-        if not wanted or not segs:
+        if not wanted or not segs or ids is not None and not len(ids):
             return 0
         if column not in DELETABLE_BY:
             raise StoreError(f"rows are deleted by {', '.join(DELETABLE_BY)}, not {column!r}")
@@ -266,6 +272,8 @@ class SegmentStore:
             with self.locked(table, int(path.parent.name[1:])):
                 data = pq.read_table(path)
                 hit = pa.compute.fill_null(pa.compute.is_in(data.column(column), value_set=keys), False)
+                if ids is not None:
+                    hit = pa.compute.and_(hit, pa.compute.is_in(data.column("record_id"), value_set=ids))
                 keep = data.filter(pa.compute.invert(hit))
                 if keep.num_rows == data.num_rows:
                     continue
@@ -279,6 +287,7 @@ class SegmentStore:
         """Destroy a wrapped DEK and its region grants (retention); returns how many files went."""
         if not re.fullmatch(r"[0-9a-f]{32}", key_id):
             return 0
+        self.blobs.put(f"{DESTROYED_DEKS}{key_id}", b"")
         gone = [self.root / "deks" / f"{key_id}.json", *(self.root / "grants").glob(f"*/{key_id}.json")]
         removed = 0
         for path in gone:
@@ -291,10 +300,10 @@ class SegmentStore:
 
     # -- wrapped DEKs ------------------------------------------------------------------------
     def put_dek(self, wrapped: dict[str, Any]) -> bool:
-        """Keep a wrapped DEK (``WrappedKey`` record); False if it was already there."""
+        """Keep a wrapped DEK (``WrappedKey`` record); False if it was already there, or was destroyed."""
         directory = self.root / "deks"
         path = directory / f"{wrapped['key_id']}.json"
-        if path.exists():
+        if path.exists() or self.blobs.exists(f"{DESTROYED_DEKS}{wrapped['key_id']}"):
             return False
         directory.mkdir(parents=True, exist_ok=True)
         doc = {**wrapped, "wrapped": wrapped["wrapped"].hex()}

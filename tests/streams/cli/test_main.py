@@ -6,7 +6,10 @@ from click.testing import CliRunner
 from streams.cli.main import main
 
 
-def run(tmp_path, *args, passphrase="pw", **env):
+SECRET = "correct-horse-battery-staple"  # long enough never to turn up by chance in base64 output
+
+
+def run(tmp_path, *args, passphrase=SECRET, **env):
     environ = {"METERSEAL_DATA_DIR": str(tmp_path), "METERSEAL_PASSPHRASE": passphrase, **env}
     return CliRunner().invoke(main, list(args), env=environ, catch_exceptions=False)
 
@@ -15,7 +18,7 @@ def test_keys_init_show_rotate(tmp_path):
     assert run(tmp_path, "keys", "init", "--scheme", "hpke").exit_code == 0
     shown = json.loads(run(tmp_path, "keys", "show").output)
     assert [o["scheme"] for o in shown["owners"]] == ["hpke_mlkem768_x25519"]
-    assert "pw" not in run(tmp_path, "keys", "show").output
+    assert SECRET not in run(tmp_path, "keys", "show").output
     assert run(tmp_path, "keys", "show", "--owner").output.startswith("hpke_mlkem768_x25519 ")
     assert run(tmp_path, "keys", "show", "--public").output.startswith("meterseal-ledger+")
     assert run(tmp_path, "keys", "rotate", "--scheme", "rsa").exit_code == 0
@@ -83,7 +86,7 @@ def test_keys_region_add_export_grant(tmp_path):
     region = {"METERSEAL_REGION_PASSPHRASE": "north-pw"}
     assert run(tmp_path, "keys", "init").exit_code == 0
     keystore = Keystore.load(tmp_path)
-    _seal_some(tmp_path, keystore, keystore.unlock("pw"))  # a store sealed before the region had a key
+    _seal_some(tmp_path, keystore, keystore.unlock(SECRET))  # a store sealed before the region had a key
     added = run(tmp_path, "keys", "region", "add", "north", "--out", str(tmp_path / "north.key"), **region)
     assert added.exit_code == 0 and "stored DEK(s) granted" in added.output, added.output
     assert [r["region"] for r in json.loads(run(tmp_path, "keys", "show").output)["regions"]] == ["north"]

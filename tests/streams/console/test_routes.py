@@ -65,6 +65,11 @@ MATRIX = {
     ("POST", "/customer/alerts/email"):             (303, 403, 403, 403, 403, 303),
     ("GET", "/admin/alert-rules"):                  (303, 200, 403, 403, 403, 403),
     ("POST", "/admin/alert-rules"):                 (303, 409, 403, 403, 403, 403),
+    # erasure requests: an unknown request is a 404 (another customer's too); alice's own request is recorded
+    ("POST", "/customer/erasure"):                  (303, 403, 403, 403, 403, 303),
+    ("GET", "/customer/erasure/{request_id}/receipt"): (303, 403, 403, 403, 403, 404),
+    ("POST", "/admin/erasure/{request_id}/approve"): (303, 404, 403, 403, 403, 403),
+    ("POST", "/admin/erasure/{request_id}/refuse"): (303, 404, 403, 403, 403, 403),
     ("POST", "/logout"):                            (303, 303, 303, 303, 303, 303),  # last: it ends the session
 }
 
@@ -73,6 +78,7 @@ def concrete(path: str, record_id: str) -> str:
     url = (path.replace("{meter_id:path}", "M-ALICE").replace("{record_id}", record_id).replace("{grant_id}", "g-1")
            .replace("{name}", "no-such-user"))
     url = url.replace("{silence_id}", "0000000000000000").replace("{fp}", "0123456789abcdef")
+    url = url.replace("{request_id}", "0123456789abcdef01234567")
     if path in ("/customer/download", "/api/meters/{meter_id:path}/readings"):
         url += "?" + R
     return url

@@ -99,7 +99,8 @@ def test_erasing_a_subject_takes_its_meters_out_of_every_account(tmp_path):
     context = ErasureContext(store=None, data_dir=tmp_path, index_key=bytes(32), signer=None)
     subject = Subject("meter", "M-GONE", meters=("M-GONE",))
     assert holder.erase(context, subject) == 2 and holder.erase(context, subject) == 0  # idempotent
-    assert users.get("one-meter") is None and users.get("two-meters").meters == ("M-KEPT",)
+    # a customer left with no meter keeps its account, with nothing in scope: it can read its erasure's receipt
+    assert users.get("one-meter").meters == () and users.get("two-meters").meters == ("M-KEPT",)
     assert users.get("two-meters").auth != before.auth  # its sessions (which showed M-GONE) have ended
     assert users.get("other").meters == ("M-KEPT",)
     assert "M-GONE" not in (tmp_path / "console" / "users.json").read_text()

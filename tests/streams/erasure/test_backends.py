@@ -12,6 +12,7 @@ from streams.keys.keyring import Keyring
 from streams.store.audit import audit_store
 from streams.store.base import connect, is_remote
 from streams.unseal import open_many
+from streams.seal import Source
 from tests.streams.erasure.conftest import Rig, reading
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.objectstore)]
@@ -65,3 +66,38 @@ def test_retention_on_either_backend(backend_rig):
     assert connect(rig.pipeline.store).execute("SELECT count(*) FROM readings").fetchone()[0] == 6
     results = audit_store(rig.pipeline.store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
     assert [str(f) for _, fs in results for f in fs] == []
+
+
+def test_rows_a_late_worker_stored_after_the_cleanup_leave_no_bytes_behind(backend_rig):
+    rig = backend_rig
+    rig.ingest([reading("A", m, account="ACC-A") for m in range(6)] + [reading("B", m, account="ACC-B") for m in range(6)])
+    late = rig.new_pipeline()  # a worker sealing A's readings that will not read the fence before the cleanup
+    assert late.sealer.reading(reading("A", 39, account="ACC-A"), Source("readings.raw", 0, 98)).record["record_id"]
+    tokens = [rig.pipeline.index.meter("A").encode(), rig.pipeline.index.account("ACC-A").encode()]
+
+    def stalled_worker_stores(stage: str, detail: str) -> None:
+        if stage == "cleanup":
+            sealed = late.sealer.reading(reading("A", 40, account="ACC-A"), Source("readings.raw", 0, 99))
+            late.store_sealed("readings", 0, [(99, sealed.record)])
+
+    report = erase(rig.pipeline.store, owner=Owner(rig.keys.index_key, rig.keys.unwrappers()), signers=[rig.signer],
+                   registry=capabilities.registry(), kind="account", subject_id="ACC-A", grace_s=0, data_dir=rig.data,
+                   progress=stalled_worker_stores)
+    assert report["records"]["readings"] == 7
+    assert [name for name, data in _every_byte(rig) if any(t in data for t in tokens)] == []
+    results = audit_store(rig.pipeline.store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
+    assert [str(f) for _, fs in results for f in fs] == []
+
+
+@pytest.mark.objectstore
+def test_the_workers_snapshot_expiry_after_an_erasure(tmp_path, s3_location):
+    from streams.store.expire import expire_store
+
+    rig = Rig(tmp_path / "data", location=s3_location)
+    rig.ingest([reading("A", m, account="ACC-A") for m in range(6)] + [reading("B", m, account="ACC-B") for m in range(6)])
+    erase(rig.pipeline.store, owner=Owner(rig.keys.index_key, rig.keys.unwrappers()), signers=[rig.signer],
+          registry=capabilities.registry(), kind="account", subject_id="ACC-A", grace_s=0, data_dir=rig.data)
+    rig.ingest([reading("B", m, account="ACC-B", day=2) for m in range(6)])
+    report = expire_store(rig.pipeline.store, older_than_s=0)  # the erasure's delete snapshot goes now
+    assert report["tables"]["readings"]["expired"] >= 1
+    assert connect(rig.pipeline.store).execute("SELECT count(*) FROM readings").fetchone()[0] == 12

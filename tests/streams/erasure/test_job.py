@@ -15,6 +15,7 @@ from streams.keys.keyring import Keyring
 from streams.keys.subjects import KEYS, SubjectKeyTable
 from streams.store.audit import audit_store
 from streams.store.base import connect
+from streams.seal import Sealed
 from streams.unseal import open_many
 
 from tests.streams.erasure.conftest import Rig, reading
@@ -181,3 +182,141 @@ def test_erasing_a_meter_reaches_the_customer_its_records_name(rig):
     report = _erase(rig, kind="meter", subject_id="M1")
     assert report["reach"] == {"meters": 2, "accounts": 1} and report["records"]["readings"] == 8
     assert len(_rows(rig)) == 4
+
+
+def test_the_store_refuses_an_erased_customers_records_read_again_from_the_sealed_topic(rig):
+    outcomes = rig.ingest([reading("A", m, account="ACC-A") for m in range(4)] + [reading("B", m) for m in range(4)])
+    topic = [(0, 100 + i, o.encode()) for i, o in enumerate(outcomes)]  # what readings.sealed keeps after the erasure
+    _erase(rig, kind="meter", subject_id="A")
+    rig.pipeline = rig.new_pipeline()  # a restarted worker re-reading the topic, or `store rebuild`
+    written, _ = rig.pipeline.store_batch("readings.sealed", topic)
+    assert written == 0 and rig.pipeline.erased_dropped == 4  # B's records are known already; A's are refused
+    assert _rows(rig, f"meter_tok = '{rig.pipeline.index.meter('A')}'") == []
+    _, problems = _audit(rig)
+    assert problems == []
+
+
+def test_an_erased_customers_reading_never_reaches_a_dead_letter_whatever_else_is_wrong(sealed):
+    rig = sealed
+    stale = rig.new_pipeline()  # a second worker: it read the fence before the erasure and has not read it since
+    _erase(rig, kind="meter", subject_id="A")
+    rig.pipeline.refresh_erasures()
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    from streams.crypto.envelope import open_with
+    from streams.seal import Source, dlq_aad
+
+    wrong_key = rig.pipeline.sealer.reading(reading("A", 7, account="ACC-A"), Source("readings.raw", 0, 900), key=b"B")
+    unseen = stale.sealer.readings([reading("A", 8, account="ACC-A")], [Source("readings.raw", 0, 901)])[0]
+    for dead in (wrong_key, unseen):
+        assert dead.record["rule"] == "erased", dead.record["reason"]
+        assert open_with(keyring, dead.record["envelope"], aad=dlq_aad(dead.record["dlq_id"])) == b""
+
+
+def test_a_job_file_excuses_no_deleted_record_unless_the_ledger_key_signed_its_tombstones(sealed):
+    from ledger.redaction import Redaction
+
+    rig = sealed
+    store = rig.pipeline.store
+
+    class Killed(BaseException):
+        pass
+
+    def stop_after_rows(stage: str, detail: str) -> None:
+        if stage == "rows":
+            raise Killed
+
+    with pytest.raises(Killed):  # a job cut short after deleting A's rows: its tombstones are in its file
+        _erase(rig, kind="meter", subject_id="A", progress=stop_after_rows)
+    logs, problems = _audit(rig)
+    assert problems == [] and logs["readings"].redacted == 12
+    victim = _rows(rig, f"meter_tok = '{rig.pipeline.index.meter('B')}'")[0]
+    store.delete_rows("readings", "record_id", [victim["record_id"]])  # someone deletes one of B's records ...
+    hashes = store.hash_store("readings", 0).read()
+    forged = Redaction.of("readings", 0, [victim["leaf_index"]], hashes, by="forged").to_dict()
+    store.blobs.put("erasures/jobs/forged.json", json.dumps({"erasure_id": "forged", "status": "running",
+                                                            "tombstones": {"readings/0": forged}}).encode())
+    _, problems = _audit(rig)  # ... and adds a job file naming its leaf: still a deleted record
+    assert [p for p in problems if "deleted" in p] == [f"{logs['readings'].log}: deleted at leaf {victim['leaf_index']}: "
+                                                       "no record for this leaf"]
+
+
+def test_a_dead_letter_stored_after_the_dlq_stage_goes_in_the_sweep(sealed):
+    rig = sealed
+    from streams.seal import Source
+
+    bad = json.loads(reading("A", 9, account="ACC-A"))
+    bad["kwh"] = "lots"
+    dead = rig.pipeline.sealer.reading(json.dumps(bad).encode(), Source("readings.raw", 0, 950))  # before the fence
+
+    def late_dead_letter(stage: str, detail: str) -> None:  # the dlq sink stores it now: it waited on the topic
+        if stage == "dlq":
+            rig.pipeline.store.append("dlq", 0, [(950, dead.record)])
+
+    report = _erase(rig, kind="meter", subject_id="A", progress=late_dead_letter)
+    assert report["records"]["dlq"] == 1
+    assert connect(rig.pipeline.store).execute("SELECT count(*) FROM dlq").fetchone()[0] == 0
+
+
+def test_a_job_cut_short_is_finished_by_erasing_any_subject_it_reaches(sealed):
+    rig = sealed
+
+    class Killed(BaseException):
+        pass
+
+    def stop_after_fence(stage: str, detail: str) -> None:
+        if stage == "fence":
+            raise Killed
+
+    with pytest.raises(Killed):
+        _erase(rig, kind="meter", subject_id="A", progress=stop_after_fence)
+    report = _erase(rig, kind="account", subject_id="ACC-A")  # the operator names the customer's account this time
+    assert report["resumed"] and report["records"]["readings"] == 12 and not report.get("already_erased")
+    assert _rows(rig, f"account_tok = '{rig.pipeline.index.account('ACC-A')}'") == []
+
+
+def test_a_worker_forgets_an_erased_meter_in_every_sealer_it_keeps(sealed):
+    rig = sealed
+    rollups = rig.pipeline.rollups.sealer  # per-meter rollups are sealed by a Sealer of their own (its own caches)
+    assert isinstance(rollups.seal_readings([json.loads(reading("A", 30, account="ACC-A", day=14, month="2027-01"))])[0],
+                      Sealed)
+    old = (rig.pipeline.index.meter("A"), rig.pipeline.index.account("ACC-A"))
+    _erase(rig, kind="meter", subject_id="A")
+    assert rig.pipeline.refresh_erasures()
+    assert rollups.forget(lambda token: token in old) == 0  # nothing of A's old epoch is cached any more
+
+
+def test_a_meter_erased_many_times_still_opens_and_is_known_at_its_latest_epoch(rig):
+    from streams.keys.subjects import Fence
+
+    fence = Fence.load(rig.pipeline.store.blobs)
+    for epoch in range(20):  # twenty occupants of meter A came and were erased (as `subject erase` fences them)
+        fence.add(rig.pipeline.index.meter("A", epoch), [], erasure_id=f"e{epoch}", at=1.7e9 + epoch)
+    rig.pipeline = rig.new_pipeline()
+    rig.ingest([reading("A", m, day=14, month="2027-01") for m in range(3)])
+    rows = _rows(rig)
+    assert {r["meter_tok"] for r in rows} == {rig.pipeline.index.meter("A", 20)}
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    assert [p["meter_id"] for p in open_many(rows, keyring, rig.pipeline.index)] == ["A"] * 3
+    report = _erase(rig, kind="meter", subject_id="A")
+    assert report["records"]["readings"] == 3
+    assert _erase(rig, kind="meter", subject_id="A")["already_erased"]
+
+
+def test_a_refused_bill_of_an_erased_customer_keeps_nothing_of_it(sealed):
+    rig = sealed
+    from streams.crypto.envelope import open_with
+    from streams.seal import Source, dlq_aad
+
+    _erase(rig, kind="meter", subject_id="A")
+    rig.pipeline.refresh_erasures()
+    bill = {"Name": "A. Customer", "Address": "1 High St", "Account ID": "ACC-A", "Phone No.": "555-0100",
+            "Meter No.": "A", "Date": "2024-01-05", "Time": "10:00:00", "Bill No.": "B-1", "Max Demand": 1.0,
+            "Previous Unit": 100, "Present Unit": 150, "Billed Unit": 49,  # (wrong: refused by the validator)
+            "Due Date": "2024-01-20", "Total Due": 10.0, "Sanctioned Load": 5.0, "Fixed Amount": 1.0,
+            "Category": "Domestic", "region": "north"}
+    dead = rig.pipeline.seal_bill(json.dumps(bill).encode(), Source("bills.raw", 0, 1))
+    assert dead.record["rule"] == "erased"
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    assert open_with(keyring, dead.record["envelope"], aad=dlq_aad(dead.record["dlq_id"])) == b""
+    bill["Billed Unit"] = 50
+    assert rig.pipeline.seal_bill(json.dumps(bill).encode(), Source("bills.raw", 0, 2)).record["rule"] == "erased"

@@ -75,3 +75,66 @@ def test_enforcing_deletes_older_rows_destroys_their_deks_and_keeps_the_ledger_c
     again = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
                     registry=capabilities.registry(), now=1.8e9)
     assert again["deleted"]["readings"] == 0 and summary["erasure"].leaves == 1
+
+
+def test_a_destroyed_dek_read_again_from_keys_deks_is_not_stored_again(tmp_path):
+    import schemas
+    from streams.exceptions import InvalidEnvelope
+    from streams.seal import Source
+
+    rig = Rig(tmp_path / "data")
+    rig.now = JAN_2024 + 86400
+    states = {}
+    for m in range(4):
+        rig.pipeline.seal_reading(reading("A", m, day=20), Source("readings.raw", 0, m), states)
+    wrapped = [w for _, w in rig.pipeline.take_new_keys()]  # what keys.deks keeps (a compacted topic: for good)
+    rig.ingest([reading("A", m, day=20) for m in range(4)])
+    backup = _rows(rig)  # copies of the rows elsewhere (a sealed topic, a backup)
+    set_policy(rig.pipeline.store, "readings", "P1Y", known=[k.kind for k in capabilities.registry().retained_kinds])
+    report = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
+                     registry=capabilities.registry(), now=1.8e9)
+    assert report["deleted"]["deks_destroyed"] == len(wrapped) == 1 and report["destroyed_deks"] == [wrapped[0]["key_id"]]
+    rig.pipeline = rig.new_pipeline()  # a restarted worker reads keys.deks from its start
+    assert not rig.pipeline.store_key(schemas.encode("wrapped_key", wrapped[0]), 0)
+    assert rig.pipeline.store.dek_ids() == []
+    keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
+    with pytest.raises(InvalidEnvelope):
+        open_many(backup[:1], keyring)
+    results = audit_store(rig.pipeline.store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
+    assert [str(f) for _, fs in results for f in fs] == []
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.objectstore)])
+def test_a_late_old_reading_stored_during_a_run_is_not_deleted_without_its_tombstone(tmp_path, backend, request):
+    location = None if backend == "local" else request.getfixturevalue("s3_location")
+    rig = Rig(tmp_path / "data", location=location)
+    rig.ingest([reading("A", m, day=3) for m in range(4)] + [reading("A", m, day=10, month="2027-01") for m in range(4)])
+    set_policy(rig.pipeline.store, "readings", "P2Y", known=[k.kind for k in capabilities.registry().retained_kinds])
+    store = rig.pipeline.store
+    delete_rows = store.delete_rows
+
+    def worker_stores_meanwhile(*args, **kw):  # a head-end's backfill of 2024 lands between the match and the delete
+        if len(_rows(rig)) == 8:
+            rig.ingest([reading("C", 1, day=4)])
+        return delete_rows(*args, **kw)
+
+    store.delete_rows = worker_stores_meanwhile
+    report = enforce(store, index_key=rig.keys.index_key, signers=[rig.signer], registry=capabilities.registry(),
+                     now=1.8e9)
+    assert report["deleted"]["readings"] == 4 and len(_rows(rig)) == 5  # the late one waits for the next run
+    results = audit_store(store, rig.keystore.ledger_verifiers, registry=capabilities.registry())
+    assert [str(f) for _, fs in results for f in fs] == []
+    store.delete_rows = delete_rows
+    assert enforce(store, index_key=rig.keys.index_key, signers=[rig.signer], registry=capabilities.registry(),
+                   now=1.8e9)["deleted"]["readings"] == 1
+
+
+def test_a_run_over_a_store_with_an_alert_history_destroys_only_unused_deks(rig):
+    rig.ingest([reading("A", m, day=10, month="2027-01") for m in range(8)])
+    alert = {"format": 1, "alert_id": "a1", "meter_tok": rig.pipeline.index.meter("A"), "ts": "2027-01-15T07:00:00Z",
+             "kind": "spike", "score": 0.9, "severity": "warning", "reason": "spike", "region": "north", "kwh": 1.0,
+             "ingested_at_ms": int(1.8e12), "detected_at_ms": int(1.8e12)}
+    rig.pipeline.store.append("alerts", 0, [(0, alert)])  # a table without DEKs (clear, by token)
+    report = enforce(rig.pipeline.store, index_key=rig.keys.index_key, signers=[rig.signer],
+                     registry=capabilities.registry(), now=1.8e9 + 3 * 86400)
+    assert report["deleted"]["deks_destroyed"] == 0 and len(rig.pipeline.store.dek_ids()) == 1

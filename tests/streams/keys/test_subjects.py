@@ -76,3 +76,15 @@ def test_two_writers_and_a_stopped_one_log_each_subject_key_once(tmp_path):
     assert [str(f) for _, fs in results for f in fs] == []
     assert {s.log.split("/")[-2]: s.leaves for s, _ in results}["subjects"] == 4
     assert outcomes[0].record["envelope"][0] == 3  # (envelope v3)
+
+
+def test_a_writer_that_has_not_read_the_fence_yet_cannot_make_an_erased_subject_a_new_key(tmp_path):
+    store = SegmentStore(tmp_path)
+    worker = SubjectKeyTable(store, INDEX, fence=Fence.load(store.blobs))  # read the fence before the erasure
+    key, _ = worker.create("tok-a", "meter")
+    eraser = SubjectKeyTable(store, INDEX)
+    eraser.fence.add("tok-a", [key.key_id.hex()], erasure_id="e1", at=1000.0)
+    eraser.destroy("tok-a")
+    with pytest.raises(SubjectErased):
+        worker.create("tok-a", "meter")
+    assert not (tmp_path / KEYS / "tok-a.json").exists()

@@ -41,6 +41,7 @@ from streams.store.segments import LEDGERED, log_origin
 from streams.crypto.tokens import BlindIndex
 from streams.devices import counters as device_counters
 from streams.devices.registry import Directory
+from streams.devices.signed import parse as parse_signed, payload_reading
 from streams.devices.verify import DeviceCheck, Verified
 from streams.validate import Policy
 
@@ -304,8 +305,17 @@ class Pipeline:
             out[i] = outcomes
         for i, verdict in enumerate(verdicts):
             if isinstance(verdict, InvalidInput):
-                out[i] = [self.sealer.reject(messages[i], sources[i], verdict)]
+                out[i] = [self.sealer.reject(messages[i], sources[i], self._erased_envelope(messages[i]) or verdict)]
         return out
+
+    def _erased_envelope(self, data: bytes) -> InvalidInput | None:
+        """``erased`` for a refused signed envelope whose reading (verified or not) is an erased subject's, timed
+        before the erasure: its dead letter then keeps nothing of it (``Sealer.erased_rejection``)."""
+        try:
+            envelope = parse_signed(data)
+            return None if envelope is None else self.sealer.erased_rejection(payload_reading(envelope))
+        except InvalidInput:
+            return None
 
     def seal_bill(self, data: bytes, source: Source) -> Sealed | Rejected:
         return self.sealer.bill(data, source)

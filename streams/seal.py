@@ -585,6 +585,14 @@ class Sealer:
         epoch = self.epochs(kind, subject_id)
         return epoch.token, epoch.erased_until
 
+    def erased_rejection(self, record: dict[str, Any]) -> InvalidInput | None:
+        """The ``erased`` dead letter for a decoded reading of an erased subject timed before its erasure, else None:
+        for a step before this one that refuses a reading itself (the device check), so that its dead letter keeps
+        nothing of an erased customer's either."""
+        meter_id = record.get("meter_id")
+        known = isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool) and str(meter_id).strip()
+        return _ERASED if self._erased(record, self._meter(str(meter_id).strip()) if known else None) else None
+
     def _erased(self, record: dict[str, Any], meter: tuple | None) -> bool:
         """Whether a reading the validator refused belongs to an erased subject and is timed before its erasure: then
         its dead letter must not keep it either."""

@@ -101,13 +101,7 @@ def approve(request_id: str, request: Request,
             who: Principal = Depends(allow("POST", "/admin/erasure/{request_id}/approve"))) -> Response:
     """Approve a request: the erasure runs now, in the background; the page shows its outcome."""
     state = request.app.state.console
-    vault = state.vault
-    if vault is None:
-        raise NotFound()
-    try:
-        get_request(vault.store, request_id, index_key=vault.index_key)
-    except ErasureError:
-        raise NotFound() from None
+    vault = _found(state.vault, request_id)
     try:
         decided = decide(vault.store, request_id, index_key=vault.index_key, by=who.user.name, approve=True)
     except ErasureError:  # decided already (two admins at once): say so
@@ -120,13 +114,7 @@ def approve(request_id: str, request: Request,
 def refuse(request_id: str, request: Request, reason: str = Form(""),
            who: Principal = Depends(allow("POST", "/admin/erasure/{request_id}/refuse"))) -> Response:
     """Refuse a request, with the reason the customer is shown (GDPR Art. 17(3): e.g. a bill still disputed)."""
-    vault = request.app.state.console.vault
-    if vault is None:
-        raise NotFound()
-    try:
-        get_request(vault.store, request_id, index_key=vault.index_key)
-    except ErasureError:
-        raise NotFound() from None
+    vault = _found(request.app.state.console.vault, request_id)
     try:
         decide(vault.store, request_id, index_key=vault.index_key, by=who.user.name, approve=False, reason=reason)
     except ErasureError as exc:  # no reason given, or decided already
@@ -158,13 +146,19 @@ def run_erasure(state: Any, decided: ErasureRequest) -> None:
                        failed=f"the erasure stopped ({type(exc).__name__}): run `meterseal subject erase` to finish it")
 
 
-def _own(vault: Any, request_id: str, who: Principal) -> ErasureRequest:
+def _found(vault: Any, request_id: str) -> Any:
+    """The vault, if a request ``request_id`` exists (404 otherwise)."""
     if vault is None:
         raise NotFound()
     try:
-        found = get_request(vault.store, request_id, index_key=vault.index_key)
+        get_request(vault.store, request_id, index_key=vault.index_key)
     except ErasureError:
         raise NotFound() from None
+    return vault
+
+
+def _own(vault: Any, request_id: str, who: Principal) -> ErasureRequest:
+    found = get_request(_found(vault, request_id).store, request_id, index_key=vault.index_key)
     if found.requester != who.user.name:
         raise NotFound()
     return found

@@ -44,6 +44,7 @@ from streams.keys.subjects import MARKS, MAX_EPOCHS, Fence, SubjectKeyTable, sub
 from streams.registry import ErasureContext, Registry
 from streams.seal import dlq_aad
 from streams.store.base import Store, is_remote, rows_matching
+from streams.store.objects import json_objects
 from streams.store.deletes import remove_orphans
 from streams.store.expire import expire_store
 from streams.store.segments import LEDGERED
@@ -114,11 +115,7 @@ def running_job(store: Store, index: BlindIndex, fence: Fence, kind: str, subjec
     tokens = [make(subject_id, e) for e in range(MAX_EPOCHS)]
     hashes = {subject_hash(t) for t in tokens}
     fenced_by = {entry.erasure_id for t in tokens if (entry := fence.entry(t)) is not None}
-    for key in store.blobs.list(JOBS):
-        raw = store.blobs.get(key)
-        if raw is None or not key.endswith(".json"):
-            continue
-        doc = json.loads(raw)
+    for _, doc in json_objects(store.blobs, JOBS):
         if doc.get("status") == "running" and doc.get("kind") in ("meter", "account") and (
                 doc.get("subject_hash") in hashes and doc.get("kind") == kind or doc.get("erasure_id") in fenced_by):
             return doc

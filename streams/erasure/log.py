@@ -22,6 +22,7 @@ from ledger.log import Log
 from ledger.note import Signer, Verifier, open_note, sign
 from ledger.redaction import Redaction
 
+from streams.store.objects import json_objects
 from streams.store.segments import log_origin
 
 LOG_TABLE, LOG_PARTITION = "erasure", 0
@@ -38,12 +39,7 @@ def tombstones_sha256(tombstones: list[dict[str, Any]]) -> str:
 
 def event_rows(store: Any) -> list[dict[str, Any]]:
     """Every erasure and retention event, by leaf index (what ``ledger verify`` audits)."""
-    rows = []
-    for key in store.blobs.list(EVENTS):
-        raw = store.blobs.get(key)
-        if raw is not None and key.endswith(".json"):
-            rows.append(json.loads(raw))
-    return sorted(rows, key=lambda r: r["leaf_index"])
+    return sorted((doc for _, doc in json_objects(store.blobs, EVENTS)), key=lambda r: r["leaf_index"])
 
 
 def find_event(store: Any, erasure_id: str) -> dict[str, Any] | None:
@@ -99,11 +95,7 @@ def redactions(store: Any, verifiers: Sequence[Verifier]) -> list[Redaction]:
         if tombstones_sha256(row.get("tombstones", [])) == row.get("tombstones_sha256"):
             found += [Redaction.from_dict(t) for t in row.get("tombstones", [])]
     logged = {row["erasure_id"] for row in event_rows(store)}
-    for key in store.blobs.list(JOBS):
-        raw = store.blobs.get(key)
-        if raw is None or not key.endswith(".json"):
-            continue
-        job = json.loads(raw)
+    for _, job in json_objects(store.blobs, JOBS):
         if job.get("erasure_id") not in logged and job.get("tombstones") and _signed(job, verifiers):
             found += [Redaction.from_dict(t) for t in job["tombstones"].values()]
     return found

@@ -33,6 +33,7 @@ from streams.crypto.envelope import DataKey, open_with, seal
 from streams.erasure.log import LOG_PARTITION, LOG_TABLE, find_event
 from streams.exceptions import ErasureError, InvalidEnvelope
 from streams.store.base import Store
+from streams.store.objects import json_objects
 
 REQUESTS = "erasures/requests/"
 DEADLINE_DAYS = 30
@@ -84,8 +85,8 @@ def _save(store: Store, index_key: bytes, request: Request) -> None:
                                                                         indent=1, sort_keys=True).encode())
 
 
-def _load(store: Store, index_key: bytes, raw: bytes) -> Request:
-    doc = json.loads(raw)
+def _load(store: Store, index_key: bytes, doc: dict[str, Any]) -> Request:
+    doc = dict(doc)
     try:
         private = json.loads(open_with({_KEY_ID: _key(index_key)}, bytes.fromhex(doc.pop("sealed")),
                                        aad=doc["request_id"].encode()))
@@ -111,11 +112,7 @@ def request_erasure(store: Store, *, index_key: bytes, requester: str, meters: S
 
 def list_requests(store: Store, *, index_key: bytes, requester: str | None = None) -> list[Request]:
     """Every request (or one customer's), oldest first."""
-    found = []
-    for key in store.blobs.list(REQUESTS):
-        raw = store.blobs.get(key)
-        if raw is not None and key.endswith(".json"):
-            found.append(_load(store, index_key, raw))
+    found = [_load(store, index_key, doc) for _, doc in json_objects(store.blobs, REQUESTS)]
     found.sort(key=lambda r: r.requested_at)
     return [r for r in found if requester is None or r.requester == requester]
 
@@ -124,7 +121,7 @@ def get_request(store: Store, request_id: str, *, index_key: bytes) -> Request:
     raw = store.blobs.get(f"{REQUESTS}{request_id}.json") if request_id.isalnum() else None
     if raw is None:
         raise ErasureError(f"no erasure request {request_id}")
-    return _load(store, index_key, raw)
+    return _load(store, index_key, json.loads(raw))
 
 
 def decide(store: Store, request_id: str, *, index_key: bytes, by: str, approve: bool, reason: str = "",

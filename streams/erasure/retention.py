@@ -29,6 +29,7 @@ from streams.erasure.log import JOBS, append_event
 from streams.exceptions import ErasureError
 from streams.registry import ErasureContext, Registry, RetainedKind
 from streams.store.base import Store, distinct_values, rows_matching
+from streams.store.objects import json_objects
 from streams.store.segments import TABLES, arrow_schema
 
 POLICY = "retention/policy.json"
@@ -203,9 +204,7 @@ def _destroy_unused_deks(job: Job, store: Store, retired_before: float, dek_max_
 
 def _finish_cut_short(store: Store, signers: Sequence[Signer]) -> None:
     """Log retention runs killed before their event (their deletions happened; their tombstones are in the job)."""
-    for key in store.blobs.list(JOBS):
-        raw = store.blobs.get(key)
-        doc = json.loads(raw) if raw else {}
+    for _, doc in json_objects(store.blobs, JOBS):
         if doc.get("kind") == "retention" and doc.get("status") == "running":
             row = append_event(store, signers, {"event": "retention", "erasure_id": doc["erasure_id"],
                                                 "subject_hash": None, "reason": "retention (cut short)",

@@ -9,7 +9,7 @@ open. Layout (store blobs: files under the store, or objects on S3)::
     subjects/keys/<subject token>.json          the key, wrapped (AES-256-GCM under the subject KEK)
     subjects/leaves/<leaf index>.json           the subject log's row at that leaf (written before its hash)
     subjects/marks/<subject token>.json         the same row, found by token (erasure deletes both)
-    subjects/grants/<region>/<token>.json       the key wrapped for a region's key (federated learning)
+    subjects/grants/<token>/<region>.json       the key wrapped for a region's key (federated learning)
     subjects/fence/<sha256 of token>.json       written by erasure *before* the key is destroyed
 
 The subject KEK is HKDF-SHA256 of the index key (info ``meterseal/subject-kek/v1``): whoever holds the index key
@@ -40,6 +40,7 @@ from streams.crypto.envelope import DataKey, SubjectKey, open_with, seal
 from streams.crypto.tokens import BlindIndex
 from streams.exceptions import InvalidEnvelope, KeystoreError, SubjectErased
 from streams.keys.owner import RSA, OwnerPublicKey
+from streams.store.objects import json_objects
 
 KEYS, MARKS, GRANTS, FENCE = "subjects/keys/", "subjects/marks/", "subjects/grants/", "subjects/fence/"
 LEAVES = "subjects/leaves/"
@@ -286,15 +287,14 @@ class SubjectKeyTable:
         doc = {"key_id": key.key_id.hex(), "region": region, "scheme": public.scheme,
                "region_fingerprint": public.fingerprint, "wrapped": wrapped.hex(),
                "created_at_ms": int(key.created_at * 1000)}
-        return self.blobs.create(f"{GRANTS}{region}/{token}.json", json.dumps(doc, sort_keys=True).encode())
+        return self.blobs.create(f"{GRANTS}{token}/{region}.json", json.dumps(doc, sort_keys=True).encode())
 
     def destroy(self, token: str) -> int:
         """Delete every copy of the subject's key this store holds (the key, its region grants, its mark); returns
         how many objects were removed. The caller fences the subject first."""
         removed = int(self.blobs.delete(f"{KEYS}{token}.json"))
-        for key in self.blobs.list(GRANTS):
-            if key.endswith(f"/{token}.json"):
-                removed += int(self.blobs.delete(key))
+        for key in self.blobs.list(f"{GRANTS}{token}/"):  # (a customer's grants under its token: no full listing)
+            removed += int(self.blobs.delete(key))
         raw = self.blobs.get(f"{MARKS}{token}.json")
         if raw is not None:
             removed += int(self.blobs.delete(f"{LEAVES}{json.loads(raw)['leaf_index']:010d}.json"))
@@ -304,18 +304,13 @@ class SubjectKeyTable:
 
 def subject_rows(store: Any) -> list[dict[str, Any]]:
     """The subject log's rows, by leaf index: what ``ledger verify`` audits."""
-    rows = []
-    for key in store.blobs.list(LEAVES):
-        raw = store.blobs.get(key)
-        if raw is not None and key.endswith(".json"):
-            rows.append(json.loads(raw))
-    return sorted(rows, key=lambda r: r["leaf_index"])
+    return sorted((doc for _, doc in json_objects(store.blobs, LEAVES)), key=lambda r: r["leaf_index"])
 
 
 def region_subject_key(store: Any, region: str, token: str, key_id: bytes, unwrap: Callable[[bytes, bytes], bytes],
                        fingerprint: str) -> SubjectKey:
     """A subject key from its region grant (``unwrap(wrapped, context)`` with the region's private key)."""
-    raw = store.blobs.get(f"{GRANTS}{region}/{token}.json")
+    raw = store.blobs.get(f"{GRANTS}{token}/{region}.json")
     if raw is None:
         raise KeyError(key_id.hex())
     doc = json.loads(raw)

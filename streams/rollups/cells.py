@@ -175,10 +175,11 @@ class PartitionRollup:
         # a bucket closes once its end is at or before (newest reading time - grace): everything starting before
         # the cut's bucket; idle: everything up to the newest reading's bucket
         cut = math.inf if idle or self.max_ts == -math.inf else self.max_ts - grace_s
-        hour_mark = int(self.max_ts // HOUR) * HOUR + HOUR if idle else (-(2**62) if cut == math.inf else int(cut // HOUR) * HOUR)
-        day_mark = int(self.max_ts // DAY) * DAY + DAY if idle else (-(2**62) if cut == math.inf else int(cut // DAY) * DAY)
-        if self.max_ts == -math.inf:
+        if self.max_ts == -math.inf:  # nothing seen yet (an idle or forced close of an empty partition)
             hour_mark = day_mark = -(2**62)
+        else:
+            hour_mark = int(self.max_ts // HOUR) * HOUR + HOUR if idle else (-(2**62) if cut == math.inf else int(cut // HOUR) * HOUR)
+            day_mark = int(self.max_ts // DAY) * DAY + DAY if idle else (-(2**62) if cut == math.inf else int(cut // DAY) * DAY)
         due_hours = sorted(k for k in self.hours if idle or k[0] < hour_mark)
         due_days = sorted(k for k in self.days if idle or k[0] < day_mark)
         self.closed_hour, self.closed_day = max(self.closed_hour, hour_mark), max(self.closed_day, day_mark)

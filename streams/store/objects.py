@@ -198,3 +198,17 @@ class DirBlobs:
         found = [str(p.relative_to(self.root)) for p in start.rglob("*") if p.is_file() and not p.name.startswith(".")] \
             if start.exists() else []
         return sorted(k for k in found if k.startswith(prefix))
+
+
+def json_objects(blobs: Any, prefix: str) -> list[tuple[str, Any]]:
+    """``(key, parsed document)`` of every ``.json`` object under ``prefix``, in key order (one gone between the
+    listing and its read — deleted meanwhile — is left out)."""
+    import json
+
+    found = []
+    for key in blobs.list(prefix):
+        if key.endswith(".json"):
+            raw = blobs.get(key)
+            if raw is not None:
+                found.append((key, json.loads(raw)))
+    return found

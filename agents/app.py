@@ -28,6 +28,7 @@ from typing import Callable
 
 import faust
 
+from streams.ingest import forwarded
 from streams.ingest.broker import BrokerWatch, bootstrap_servers, ensure_topics, faust_url
 from streams.exceptions import InvalidInput, KeyServiceError
 from streams.pipeline import BatchState, MeterStates, Pipeline
@@ -87,6 +88,10 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
     # meter token -> sealed anomaly Profile (features.Profile), co-partitioned with readings.raw like meter-state
     meter_profile = app.Table("meter-profile", default=lambda: None, partitions=settings.partitions, schema=raw_schema,
                               key_type=bytes, value_type=bytes)
+    # device window key (a token of the KEY_ID) -> sealed device_seq window (streams.devices.counters); a signed
+    # reading is keyed by its meter, so the device's window lives in the meter's partition, like meter-state
+    device_seq = app.Table("device-seq", default=lambda: None, partitions=settings.partitions, schema=raw_schema,
+                           key_type=bytes, value_type=bytes)
     alerts = topic("alerts", "alert")
     first_sealed = []
     counts = Counter()  # what this worker did, logged every few seconds (see report_progress)
@@ -122,16 +127,17 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             async with Batch(events) as batch:
                 states = MeterStates(pipeline.states, meter_state)
                 profiles = BatchState(pipeline.alerting.profiles, meter_profile)
+                windows = BatchState(pipeline.windows, device_seq)
                 seen = []  # (outcome, raw partition, event, ingested ms): the detector looks at them all at once
                 # after a hole, events are held until the consumer has re-read the hole (InOrder)
                 admitted = [event for event in events if await in_order.admit(event, app.consumer)]
                 sources = [source(event) for event in admitted]
                 # one list of outcomes per message (a head-end batch message holds many readings), sealed together
-                per_message = await until_keys(lambda: seal_all(admitted, sources, states))
+                per_message = await until_keys(lambda: seal_all(admitted, sources, states, windows))
                 for n, (event, src) in enumerate(zip(admitted, sources)):
                     ingested_ms = int(event.message.timestamp * 1000)
                     outcomes = per_message[n] if per_message is not None else guarded_all(
-                        pipeline.sealer.message(event.value, src, states.get, key=event.key), event.value, src)
+                        one_message(event, src, states, windows), event.value, src)
                     for outcome in outcomes:
                         counts["sealed" if isinstance(outcome, Sealed) else "dead letters"] += 1
                         share(outcome, src)
@@ -148,6 +154,7 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
                 current = stream.current_event
                 states.flush(writer(stream, meter_state))
                 profiles.flush(writer(stream, meter_profile))
+                windows.flush(writer(stream, device_seq))
                 stream._set_current_event(current)
                 await batch.send_sealed(app.producer, "readings.sealed", "readings.raw")
                 for share_topic, key, value in pipeline.take_shares():  # continuous shares, one message per grant
@@ -240,17 +247,24 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     kms_logged = [0.0]  # when until_keys last logged
 
-    def seal_all(events, sources: list[Source], states: MeterStates) -> list | None:
-        """The outcomes of a seal batch's messages (``Sealer.messages``), or None if a bug made that raise:
-        then the agent seals message after message (``guarded_all``), so the bug costs its own message only."""
+    def seal_all(events, sources: list[Source], states: MeterStates, windows: BatchState) -> list | None:
+        """The outcomes of a seal batch's messages (``Pipeline.seal_messages``: signed envelopes verified, then
+        ``Sealer.messages``), or None if a bug made that raise: then the agent seals message after message
+        (``guarded_all``), so the bug costs its own message only."""
         try:
-            return pipeline.sealer.messages([e.value for e in events], sources, states.get,
-                                            keys=[e.key for e in events])
+            return pipeline.seal_messages([e.value for e in events], sources, states.get, windows=windows,
+                                          keys=[e.key for e in events], contexts=events,
+                                          rejects=[forwarded.rejection(e.headers) for e in events])
         except KeyServiceError:
             raise  # no DEK to be had: until_keys waits and seals the batch again
         except Exception:  # noqa: BLE001 - the worker must not die on data
             log.exception("unexpected error sealing a batch of %d message(s); sealing them one by one", len(events))
             return None
+
+    def one_message(event, src: Source, states: MeterStates, windows: BatchState):
+        """One message's outcomes on its own (after a bug made the batch raise): the same device check first."""
+        yield from pipeline.seal_messages([event.value], [src], states.get, windows=windows, keys=[event.key],
+                                          contexts=[event], rejects=[forwarded.rejection(event.headers)])[0]
 
     def guarded_all(outcomes, data: bytes, src: Source):
         """``guarded`` for the outcomes of one message: if a bug makes the sealer raise, the message's readings
@@ -356,6 +370,14 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
             pipeline.alerting.save()
             logging.shutdown()
             os._exit(EXIT_BROKER_RESET)
+
+    @app.timer(interval=settings.device_refresh_s)
+    async def refresh_devices() -> None:
+        """Devices registered or revoked since the last look (a revocation takes effect within the interval)."""
+        errors = pipeline.registry_errors
+        await asyncio.to_thread(pipeline.directory.refresh)
+        if pipeline.registry_errors > errors:
+            log.error("the device registry could not be read: keeping the last %d device(s)", len(pipeline.directory))
 
     @app.timer(interval=max(1.0, settings.checkpoint_s))
     async def save_detectors() -> None:

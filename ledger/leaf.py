@@ -108,6 +108,17 @@ def encode_privacy_event(record: Mapping[str, Any]) -> bytes:
     return bytes([PRIVACY_EVENT_VERSION]) + b"".join(_field(fields.get(name)) for name in PRIVACY_EVENT_FIELDS)
 
 
+# Device events (a device key registered for a meter, or revoked: ``streams.devices.registry``) are leaves of the
+# device log.
+DEVICE_EVENT_VERSION = 6
+DEVICE_EVENT_FIELDS = ("leaf_index", "event", "kid", "alg", "public_key", "body", "at_ms")
+
+
+def encode_device_event(record: Mapping[str, Any]) -> bytes:
+    """Leaf bytes of a device event (``public_key``: DER SubjectPublicKeyInfo; ``body``: the meter id, sealed)."""
+    return bytes([DEVICE_EVENT_VERSION]) + b"".join(_field(record.get(name)) for name in DEVICE_EVENT_FIELDS)
+
+
 # Subject-key events (a customer's key created, ``streams.keys.subjects``) are leaves of the subject log: a commitment
 # to the key, never the key. Erasure deletes the row and leaves its hash, tombstoned.
 SUBJECT_EVENT_VERSION = 16

@@ -215,16 +215,20 @@ _DOUBLE_CODE = """\
 {i}{v} = _unpack_double(buf, pos)[0]
 {i}pos += 8
 """
-_PRIMITIVE_CODE = {"string": _STRING, "long": _LONG, "int": _LONG, "double": _DOUBLE_CODE}
+_BYTES = _STRING.replace("buf[pos:end].decode()", "buf[pos:end]")
+_PRIMITIVE_CODE = {"string": _STRING, "bytes": _BYTES, "long": _LONG, "int": _LONG, "double": _DOUBLE_CODE}
 
 
 def _readable(avro_type: Any) -> bool:
-    """A field type the compiled reader handles: a primitive of ``_PRIMITIVE_CODE``, or it or null."""
+    """A field type the compiled reader handles: a primitive of ``_PRIMITIVE_CODE``, or it or null, or a record of
+    primitives or null (reading v3's ``device``)."""
     if isinstance(avro_type, str):
         return avro_type in _PRIMITIVE_CODE
     if isinstance(avro_type, list) and len(avro_type) == 2 and "null" in avro_type:
         (inner,) = [t for t in avro_type if t != "null"]
-        return isinstance(inner, str) and _readable(inner)
+        return (isinstance(inner, str) and _readable(inner)) or (
+            isinstance(inner, dict) and inner.get("type") == "record"
+            and all(isinstance(f["type"], str) and _readable(f["type"]) for f in inner["fields"]))
     return False
 
 
@@ -233,8 +237,14 @@ def _field_code(avro_type: Any, v: str, indent: str) -> str:
         return _PRIMITIVE_CODE[avro_type].format(i=indent, v=v)
     (inner,) = [t for t in avro_type if t != "null"]
     null = avro_type.index("null") * 2  # a union branch index is a zigzag varint: 0 -> 0x00, 1 -> 0x02
+    if isinstance(inner, dict):  # a record of primitives: its fields in turn, then the dict
+        names = [f["name"] for f in inner["fields"]]
+        value = "".join(_field_code(f["type"], f"{v}_{j}", indent + "    ") for j, f in enumerate(inner["fields"]))
+        value += f"{indent}    {v} = {{" + ", ".join(f"{n!r}: {v}_{j}" for j, n in enumerate(names)) + "}\n"
+    else:
+        value = _field_code(inner, v, indent + "    ")
     return (f"{indent}b = buf[pos]\n{indent}pos += 1\n{indent}if b == {null}:\n{indent}    {v} = None\n"
-            f"{indent}elif b == {2 - null}:\n" + _field_code(inner, v, indent + "    ")
+            f"{indent}elif b == {2 - null}:\n" + value
             + f"{indent}else:\n{indent}    raise ValueError('bad union branch')\n")
 
 

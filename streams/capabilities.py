@@ -13,6 +13,7 @@ from __future__ import annotations
 from fl import registration as fl_registration
 from streams.connect import registration as connect_registration
 from streams.console import registration as console_registration
+from streams.devices import registration as device_registration
 from streams.erasure import registration as erasure_registration
 from streams.keys import registration as keys_registration
 from streams.privacy import registration as privacy_registration
@@ -24,7 +25,8 @@ from streams.store.audit import store_logs
 
 REGISTER = (store_logs, keys_registration.register, erasure_registration.register, share_registration.register,
             privacy_registration.register, fl_registration.register, connect_registration.register,
-            rollups_registration.register, notify_registration.register, console_registration.register)
+            rollups_registration.register, notify_registration.register, console_registration.register,
+            device_registration.register)
 
 
 def registry() -> Registry:

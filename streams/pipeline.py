@@ -40,6 +40,10 @@ from streams.share.continuous import ShareTap
 from streams.store.base import Store
 from streams.store.segments import LEDGERED, log_origin
 from streams.crypto.tokens import BlindIndex
+from streams.devices import counters as device_counters
+from streams.devices.registry import Directory
+from streams.devices.signed import parse as parse_signed, payload_reading
+from streams.devices.verify import DeviceCheck, Verified
 from streams.validate import Policy
 
 def tune_gc(*, gen0: int = 10_000) -> None:
@@ -106,6 +110,13 @@ class Pipeline:
         self.alerting = Alerting(self.settings, self.index, self.index_key, self.store.root / "detector", self.clock)
         self.share_tap: ShareTap | None = ShareTap(self.store, self.index_key, clock=self.clock)
         self._sign_after = 0.0  # no checkpoint is signed before this time (the key service failed just before)
+        # signed readings (streams.devices): the registry, the check before the Sealer, each device's window codec
+        self.directory = Directory(self.store, self.index_key, on_error=self._registry_unreadable)
+        self.devices = DeviceCheck(self.directory.get, self.index, require_signed=self.settings.require_signed,
+                                   max_message_bytes=self.settings.max_message_bytes)
+        self.windows = StateCodec(derive_state_key(self.index_key), key_id=b"meterseal-devseq",
+                                  aad_prefix=b"device-seq|", pack=device_counters.pack, unpack=device_counters.unpack)
+        self.registry_errors = 0
         # rollups (streams.rollups): sealed by a Sealer of their own with DEK rings of their own, since they are
         # sealed in the store thread while the seal agent seals readings on the event loop (a ring is one thread's)
         self._rollup_rings: dict[str, DekRing] = {}
@@ -126,6 +137,9 @@ class Pipeline:
                                                         lambda dek: self._on_new_key(dek, region), self.clock,
                                                         self._new_dek_waiting)
         return ring
+
+    def _registry_unreadable(self, exc: Exception) -> None:
+        self.registry_errors += 1
 
     def region_ring(self, region: str) -> DekRing:
         """The DEK ring of one region: records of different regions never share a DEK (``streams.keys.regions``)."""
@@ -261,6 +275,48 @@ class Pipeline:
         batch.update(outcome)
         batch.flush()
         return outcome
+
+    def seal_messages(self, messages: list[bytes], sources: list[Source], state_of: Callable[[str], Any], *,
+                      windows: "BatchState", keys: list[bytes | None] | None = None, contexts: list[Any] | None = None,
+                      rejects: list[InvalidInput | None] | None = None) -> list[list[Sealed | Rejected]]:
+        """A seal batch's raw messages, each to its outcomes (``Sealer.messages``), after the device check:
+        signed envelopes verified (``streams.devices.verify``; ``windows`` holds each device's ``device_seq``
+        window) and sealed with their device fields, dead letters for what fails it, and for ``rejects`` (what a
+        gateway forwarded already judged: ``streams.ingest.forwarded``). A signed reading's dead letter keeps the
+        whole envelope it came in."""
+        verdicts = self.devices.check_all(messages, windows, contexts)
+        if verdicts is None and not any(rejects or ()):
+            return self.sealer.messages(messages, sources, state_of, keys=keys)
+        verdicts = verdicts or [None] * len(messages)
+        for i, reject in enumerate(rejects or ()):
+            if reject is not None:
+                verdicts[i] = reject
+        todo = [i for i, v in enumerate(verdicts) if not isinstance(v, InvalidInput)]
+        signed = [verdicts[i] if isinstance(verdicts[i], Verified) else None for i in todo]
+        sealed = self.sealer.messages([s.payload if s else messages[i] for i, s in zip(todo, signed)],
+                                      [sources[i] for i in todo], state_of,
+                                      keys=None if keys is None else [keys[i] for i in todo],
+                                      devices=[s.device if s else None for s in signed])
+        out: list[list[Sealed | Rejected]] = [[] for _ in messages]
+        for i, s, outcomes in zip(todo, signed, sealed):
+            if s is not None:  # a signed reading the Sealer refused: its dead letter keeps the whole envelope
+                outcomes = [o if isinstance(o, Sealed) else self.sealer.reject(
+                    messages[i], sources[i], InvalidInput(o.record["rule"], o.record["reason"]), decoded=o.decoded)
+                    for o in outcomes]
+            out[i] = outcomes
+        for i, verdict in enumerate(verdicts):
+            if isinstance(verdict, InvalidInput):
+                out[i] = [self.sealer.reject(messages[i], sources[i], self._erased_envelope(messages[i]) or verdict)]
+        return out
+
+    def _erased_envelope(self, data: bytes) -> InvalidInput | None:
+        """``erased`` for a refused signed envelope whose reading (verified or not) is an erased subject's, timed
+        before the erasure: its dead letter then keeps nothing of it (``Sealer.erased_rejection``)."""
+        try:
+            envelope = parse_signed(data)
+            return None if envelope is None else self.sealer.erased_rejection(payload_reading(envelope))
+        except InvalidInput:
+            return None
 
     def seal_bill(self, data: bytes, source: Source) -> Sealed | Rejected:
         return self.sealer.bill(data, source)

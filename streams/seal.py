@@ -32,6 +32,18 @@ _loads, _JSONDecodeError = orjson.loads, orjson.JSONDecodeError
 
 SEALED_FORMAT = 1
 DLQ_FORMAT = 1
+UNSIGNED_VERSION, SIGNED_VERSION = 2, 3  # reading schema versions: unsigned readings are sealed as v2, signed as v3
+
+
+class DeviceFields(NamedTuple):
+    """A device's signature over a reading, verified before sealing (``streams.devices.verify``); sealed with the
+    reading as reading schema v3's ``device``."""
+
+    alg: str
+    kid: str
+    seq: int
+    sig: bytes
+    payload: bytes  # the signed bytes, as the meter sent them
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,12 @@ def _avro_string(text: str) -> bytes:
     return (_LENGTHS[n] if n < 1024 else _zigzag(n)) + data
 
 
+def _device_avro(device: DeviceFields) -> bytes:
+    """Reading v3's ``device``: the union's record branch (index 1) and its fields."""
+    return b"".join((b"\x02", _avro_string(device.alg), _avro_string(device.kid), _zigzag(device.seq),
+                     _zigzag(len(device.sig)), device.sig, _zigzag(len(device.payload)), device.payload))
+
+
 def _avro_optional(text: str | None) -> bytes:
     """An Avro ``["null", "string"]`` value."""
     return b"\x00" if text is None else b"\x02" + _avro_string(text)
@@ -142,10 +160,12 @@ class Sealer:
         self.subjects, self.epochs = subjects, epochs
         self.max_message_bytes = max_message_bytes
         self.clock = clock
-        self._reading_version = max(schemas.versions("reading"))
+        self._reading_version = UNSIGNED_VERSION
         self._bill_version = max(schemas.versions("bill"))
-        if self._reading_version != 2:  # _reading_body writes v2's fields; a new version needs a new writer
-            raise RuntimeError("Sealer writes reading v2 bodies; update _reading_body for the new schema")
+        names = [[f["name"] for f in schemas.get("reading", v).fields] for v in (UNSIGNED_VERSION, SIGNED_VERSION)]
+        if max(schemas.versions("reading")) != SIGNED_VERSION or names[1] != names[0] + ["device"]:
+            # seal_readings writes v2 bodies, and v3 = v2 + device; a new version needs a new writer
+            raise RuntimeError("Sealer writes reading v2 (+ device: v3) bodies; update seal_readings for the new schema")
         self._times: dict[str, tuple[float, str]] = {}  # ts text -> (epoch, UTC ISO), see check_reading
         # meter id -> (token, Avro id, Avro token, key, erased until); the token is the current epoch's, and readings
         # timed at or before "erased until" (epoch seconds; -inf: never erased) are not sealed again
@@ -232,10 +252,12 @@ class Sealer:
 
     def readings(self, messages: list[bytes], sources: list[Source],
                  state_of: Callable[[str], MeterState | None] = _no_state, *,
-                 keys: list[bytes | None] | None = None) -> list[Sealed | Rejected]:
+                 keys: list[bytes | None] | None = None,
+                 devices: list[DeviceFields | None] | None = None) -> list[Sealed | Rejected]:
         """``reading`` for many single-reading messages at once (a worker's batch of events): the same outcomes,
         in order, with the sealing done in one ``seal_readings`` loop. A meter's later reading in the list is
-        checked against its earlier one, as if the caller had updated ``state_of`` between them."""
+        checked against its earlier one, as if the caller had updated ``state_of`` between them. ``devices``: each
+        message's verified device signature, or None (``seal_readings``)."""
         loads, limit = _loads, self.max_message_bytes
         decoded: list[Any] = []
         for data in messages:
@@ -253,17 +275,18 @@ class Sealer:
             decoded.append(record)
         try:
             if all(type(record) is dict for record in decoded):  # the usual batch: every message decoded
-                outcomes: list[Any] = self.seal_readings(decoded, state_of, keys=keys)
+                outcomes: list[Any] = self.seal_readings(decoded, state_of, keys=keys, devices=devices)
             else:
                 todo = [i for i, record in enumerate(decoded) if type(record) is dict]
                 outcomes = list(decoded)
-                for i, outcome in zip(todo, self.seal_readings([decoded[i] for i in todo], state_of,
-                                                               keys=None if keys is None else [keys[i] for i in todo])):
+                for i, outcome in zip(todo, self.seal_readings(
+                        [decoded[i] for i in todo], state_of, keys=None if keys is None else [keys[i] for i in todo],
+                        devices=None if devices is None else [devices[i] for i in todo])):
                     outcomes[i] = outcome
         except KeyServiceError:  # no new DEK to be had (the key service is down): not the data's fault
             raise
         except Exception:  # noqa: BLE001 - a bug met on one message's data: only that message becomes a dead letter
-            outcomes = self._one_by_one(decoded, state_of, keys)
+            outcomes = self._one_by_one(decoded, state_of, keys, devices)
         for i, outcome in enumerate(outcomes):
             if type(outcome) is not Sealed:
                 record = decoded[i]
@@ -273,7 +296,8 @@ class Sealer:
 
     def messages(self, messages: list[bytes], sources: list[Source],
                  state_of: Callable[[str], MeterState | None] = _no_state, *,
-                 keys: list[bytes | None] | None = None) -> list[list[Sealed | Rejected]]:
+                 keys: list[bytes | None] | None = None,
+                 devices: list[DeviceFields | None] | None = None) -> list[list[Sealed | Rejected]]:
         """``message`` for a worker's batch of raw messages: each message's outcomes, in order. A run of
         single-reading messages is sealed in one ``readings`` loop, a head-end batch message on its own; a
         meter's later reading is checked against its earlier one throughout, as if the caller had updated
@@ -297,7 +321,8 @@ class Sealer:
                 while j < len(messages) and not batched(messages[j]):
                     j += 1
                 found = [[o] for o in self.readings(messages[i:j], sources[i:j], state,
-                                                    keys=None if keys is None else keys[i:j])]
+                                                    keys=None if keys is None else keys[i:j],
+                                                    devices=None if devices is None else devices[i:j])]
             for outcomes in found:
                 for outcome in outcomes:
                     if type(outcome) is Sealed:
@@ -307,7 +332,7 @@ class Sealer:
         return out
 
     def _one_by_one(self, decoded: list[Any], state_of: Callable[[str], MeterState | None],
-                    keys: list[bytes | None] | None) -> list[Any]:
+                    keys: list[bytes | None] | None, devices: list[DeviceFields | None] | None = None) -> list[Any]:
         """``readings``' outcomes when sealing them together raised: each message on its own, so that an
         unexpected error costs its own message only (a dead letter with rule ``internal``), in order."""
         sealed: dict[str, MeterState] = {}
@@ -321,7 +346,8 @@ class Sealer:
                 outcomes.append(record)
                 continue
             try:
-                outcome = self.seal_readings([record], state, keys=None if keys is None else [keys[i]])[0]
+                outcome = self.seal_readings([record], state, keys=None if keys is None else [keys[i]],
+                                             devices=None if devices is None else [devices[i]])[0]
             except KeyServiceError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -332,7 +358,8 @@ class Sealer:
         return outcomes
 
     def seal_readings(self, records: list[dict[str, Any]], state_of: Callable[[str], MeterState | None] = _no_state,
-                      *, keys: list[bytes | None] | None = None) -> list[Sealed | InvalidInput]:
+                      *, keys: list[bytes | None] | None = None,
+                      devices: list[DeviceFields | None] | None = None) -> list[Sealed | InvalidInput]:
         """The one seal path of readings: each decoded reading validated (``check_reading``'s rules) and sealed, in
         one loop; an ``InvalidInput`` in place of each reading that is not valid (the caller makes its dead
         letter). ``keys`` are the messages' Kafka keys (``check_key``), or None not to check them.
@@ -340,7 +367,8 @@ class Sealer:
         The usual reading (plain strings and numbers, a timestamp seen before, no account or label, in range, the
         meter's newest) is accepted inline; any other goes through ``check_reading`` itself, so every rejection
         is the validator's (a test checks both agree). A meter's state is the one sealed earlier in this call, else
-        ``state_of(meter token)``."""
+        ``state_of(meter token)``. A reading with a verified device signature in ``devices`` is sealed as reading
+        schema v3 (the v2 body followed by the signature); one without, as v2."""
         now = self.clock()
         policy = self.policy
         max_kwh, min_ts, latest, regions = policy.max_kwh, policy.min_ts, now + policy.max_future_skew_s, policy.regions
@@ -348,6 +376,7 @@ class Sealer:
         rid_inner, rid_outer = self._reading_id
         version, kind_version, key_hex = self._reading_version, _KIND_VERSION["reading", self._reading_version], \
             self._key_hex
+        signed_kind_version = _KIND_VERSION["reading", SIGNED_VERSION]
         no_account = accounts[None]
         subject_key = self.subjects
         sealed_at_ms = int(now * 1000)
@@ -429,7 +458,12 @@ class Sealer:
             rid = record_id.encode()
             body = b"".join((meter[1], _LENGTHS[len(ts)], ts.encode(), _DOUBLES.pack(r[3], register), place[0],
                              account[1], b"\x00" if label is None else b"\x02" + _avro_string(label)))
-            aad = (f"meterseal/record/v1|{record_id}|reading|{version}|{region}|{category}|{meter_tok}|"
+            if devices is not None and (device := devices[n]) is not None:
+                body += _device_avro(device)
+                v, kv = SIGNED_VERSION, signed_kind_version
+            else:
+                v, kv = version, kind_version
+            aad = (f"meterseal/record/v1|{record_id}|reading|{v}|{region}|{category}|{meter_tok}|"
                    f"{account_tok or ''}|{dates[0]}|{dates[1]}|{dates[2]}").encode()
             try:
                 if subject_key is None:
@@ -445,11 +479,11 @@ class Sealer:
             key_id = key_hex.get(key_bytes) or self._key_id(key_bytes)
             size = len(envelope)
             out.append(_new_tuple(Sealed, (meter[3], {
-                "format": SEALED_FORMAT, "record_id": record_id, "kind": "reading", "schema_version": version,
+                "format": SEALED_FORMAT, "record_id": record_id, "kind": "reading", "schema_version": v,
                 "key_id": key_id, "region": region, "category": category, "meter_tok": meter_tok,
                 "account_tok": account_tok, "day_tok": dates[0], "month_tok": dates[1], "year_tok": dates[2],
                 "envelope": envelope, "sealed_at_ms": sealed_at_ms}, state, r, b"".join((
-                    _FORMAT_ID, rid, kind_version, _KEY_ID_LEN, key_id.encode(), place[1], meter[2], account[2],
+                    _FORMAT_ID, rid, kv, _KEY_ID_LEN, key_id.encode(), place[1], meter[2], account[2],
                     dates[3], _LENGTHS[size] if size < 1024 else _zigzag(size), envelope, ms)))))
         return out
 
@@ -550,6 +584,14 @@ class Sealer:
             return (self.index.meter if kind == "meter" else self.index.account)(subject_id), _NEVER
         epoch = self.epochs(kind, subject_id)
         return epoch.token, epoch.erased_until
+
+    def erased_rejection(self, record: dict[str, Any]) -> InvalidInput | None:
+        """The ``erased`` dead letter for a decoded reading of an erased subject timed before its erasure, else None:
+        for a step before this one that refuses a reading itself (the device check), so that its dead letter keeps
+        nothing of an erased customer's either."""
+        meter_id = record.get("meter_id")
+        known = isinstance(meter_id, (str, int)) and not isinstance(meter_id, bool) and str(meter_id).strip()
+        return _ERASED if self._erased(record, self._meter(str(meter_id).strip()) if known else None) else None
 
     def _erased(self, record: dict[str, Any], meter: tuple | None) -> bool:
         """Whether a reading the validator refused belongs to an erased subject and is timed before its erasure: then

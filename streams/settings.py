@@ -122,6 +122,30 @@ class Settings:
     kms_cache_size: int = 10_000
     """Most unwrapped DEKs a reader keeps in memory (least recently used out first)."""
 
+    # devices and signed readings (streams.devices), and the MQTT bridge (streams.mqtt)
+    require_signed: bool = False
+    """Refuse readings that do not come in a verified signed envelope (dead letter rule ``signature``)."""
+    device_refresh_s: float = 10.0
+    """Workers re-read the device registry this often (a revocation takes effect within it)."""
+    mqtt_url: str | None = None
+    """The MQTT broker the bridge subscribes to: ``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT`` (TLS)."""
+    mqtt_topic: str = "meters/+/readings"
+    """The bridge's topic filter; its one ``+`` level is the meter (or head-end collector) the message is from."""
+    mqtt_share_group: str | None = None
+    """Subscribe as a member of this MQTT 5 shared subscription (``$share/GROUP/TOPIC``): bridges share the load."""
+    mqtt_client_id: str | None = None
+    """The bridge's MQTT client id: its persistent session's name (default ``meterseal-bridge-<host>``)."""
+    mqtt_ca: str | None = None
+    """CA certificate (PEM) that signed the MQTT broker's certificate (``mqtts://``)."""
+    mqtt_cert: str | None = None
+    """The bridge's client certificate (PEM), for brokers that require one."""
+    mqtt_key: str | None = field(default=None, repr=False)
+    """The private key (PEM) of ``mqtt_cert``."""
+    mqtt_session_expiry_s: int = 86_400
+    """How long the MQTT broker keeps a stopped bridge's session and queued readings; past it they are dropped."""
+    mqtt_in_flight: int = 1000
+    """MQTT 5 Receive Maximum: readings the broker sends the bridge before it acknowledges (each after Kafka)."""
+
     # environment variable -> field
     ENV = {
         "METERSEAL_BROKER": "broker",
@@ -177,6 +201,17 @@ class Settings:
         "METERSEAL_KMS_CACHE_SIZE": "kms_cache_size",
         "METERSEAL_PUBLIC_URL": "public_url",
         "METERSEAL_TRUSTED_PROXIES": "trusted_proxies",
+        "METERSEAL_REQUIRE_SIGNED": "require_signed",
+        "METERSEAL_DEVICE_REFRESH_S": "device_refresh_s",
+        "METERSEAL_MQTT_URL": "mqtt_url",
+        "METERSEAL_MQTT_TOPIC": "mqtt_topic",
+        "METERSEAL_MQTT_SHARE_GROUP": "mqtt_share_group",
+        "METERSEAL_MQTT_CLIENT_ID": "mqtt_client_id",
+        "METERSEAL_MQTT_CA": "mqtt_ca",
+        "METERSEAL_MQTT_CERT": "mqtt_cert",
+        "METERSEAL_MQTT_KEY": "mqtt_key",
+        "METERSEAL_MQTT_SESSION_EXPIRY_S": "mqtt_session_expiry_s",
+        "METERSEAL_MQTT_IN_FLIGHT": "mqtt_in_flight",
     }
 
     def __post_init__(self) -> None:
@@ -212,6 +247,9 @@ class Settings:
                                                 and "/" not in self.public_url.split("://", 1)[1].rstrip("/")):
             raise ConfigError(f"METERSEAL_PUBLIC_URL={self.public_url!r}: give the scheme and host only, "
                               "e.g. https://console.example.org")
+        if self.device_refresh_s <= 0 or self.mqtt_session_expiry_s < 0 or not 1 <= self.mqtt_in_flight <= 65_535:
+            raise ConfigError("METERSEAL_DEVICE_REFRESH_S must be > 0, METERSEAL_MQTT_SESSION_EXPIRY_S >= 0 and "
+                              "METERSEAL_MQTT_IN_FLIGHT 1..65535")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> "Settings":

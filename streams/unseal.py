@@ -88,6 +88,21 @@ def _is_meter_token(index: BlindIndex, meter_id: str, token: str, epochs: int = 
     return any(index.meter(meter_id, e) == token for e in range(epochs))
 
 
+def shown(plain: dict[str, Any]) -> dict[str, Any]:
+    """An opened record as people and JSON output see it. A reading's ``device`` (reading schema v3: the meter's
+    signature, verified before sealing) becomes ``device_signed`` — False marks a reading that is *not*
+    device-signed — with ``device_kid`` and ``device_seq``; the signature and the signed bytes themselves are in
+    the device proof (``meterseal ledger prove --device``). Anything without ``device`` is returned as is."""
+    if "device" not in plain:
+        return plain
+    device = plain["device"]
+    out = {k: v for k, v in plain.items() if k != "device"}
+    out["device_signed"] = device is not None
+    out["device_kid"] = None if device is None else device["kid"]
+    out["device_seq"] = None if device is None else device["seq"]
+    return out
+
+
 def _fastavro_reader(kind: str, version: int) -> Callable[[bytes], dict[str, Any]]:
     pair = (schemas.get(kind, version).parsed, schemas.get(kind).parsed)
     return lambda body: fastavro.schemaless_reader(io.BytesIO(body), *pair)

@@ -217,3 +217,31 @@ def hsm_uri(softhsm):
     import uuid
 
     return softhsm.uri("meterseal", f"k{uuid.uuid4().hex[:10]}")
+
+
+# -- MQTT: Debian's Mosquitto on loopback for `mqtt` tests ---------------------------------------------------------
+MQTT_METERS = 200  # the fleet the MQTT tests publish from (client certificates made once per session)
+
+
+@pytest.fixture(scope="session")
+def mqtt_pki(tmp_path_factory):
+    """A CA, the broker's and bridge's certificates and one client certificate per simulated meter (and two spare
+    meters, ``M-A`` and ``M-B``); skips, naming the install, where Mosquitto is missing."""
+    from streams.mqtt.fleet import fleet_meters
+    from streams.mqtt.mosquitto import INSTALL, mosquitto_binary
+    from streams.mqtt.pki import make_pki
+
+    try:
+        mosquitto_binary()
+    except FileNotFoundError:
+        pytest.skip(f"Mosquitto is not installed: {INSTALL}")
+    return make_pki(tmp_path_factory.mktemp("mqtt-pki"), fleet_meters(MQTT_METERS) + ["M-A", "M-B"])
+
+
+@pytest.fixture
+def mosquitto(tmp_path, mqtt_pki):
+    """Mosquitto on a free 127.0.0.1 port: TLS, client certificates required, CN as user name, ACL meters/%u/#."""
+    from streams.mqtt.mosquitto import Mosquitto
+
+    with Mosquitto(tmp_path / "mosquitto", pki=mqtt_pki) as broker:
+        yield broker

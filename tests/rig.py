@@ -98,11 +98,12 @@ class Rig:
 
 
 @contextlib.contextmanager
-def running_rig(data_dir: Path, **env: str):
-    """Keystore, embedded broker and one worker subprocess on ``data_dir``; stopped cleanly on exit."""
+def running_rig(data_dir: Path, *, broker_port: int | None = None, **env: str):
+    """Keystore, embedded broker (on ``broker_port``, else a free port) and one worker subprocess on ``data_dir``;
+    stopped cleanly on exit."""
     if not Keystore.exists(data_dir):
         Keystore.init(data_dir, PASSPHRASE)
-    broker = EmbeddedBroker(log_path=data_dir / "broker.log").start()
+    broker = EmbeddedBroker(port=broker_port, log_path=data_dir / "broker.log").start()
     ensure_topics(broker.bootstrap, 4)
     environ = {**os.environ, "METERSEAL_DATA_DIR": str(data_dir), "METERSEAL_BROKER": broker.url,
                "METERSEAL_PASSPHRASE": PASSPHRASE, "METERSEAL_LOG_LEVEL": "info", **env}  # info: a failure's log says more

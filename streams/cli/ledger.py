@@ -112,8 +112,10 @@ def records_cmd(settings: Settings, limit: int) -> None:
 @ledger_group.command("prove")
 @click.argument("record_id")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the bundle here (default: stdout).")
+@click.option("--device", is_flag=True, help="The proof from the device: the record, its record key and the meter's "
+              "signature, checked offline with the device's public key and the ledger vkey (owner's passphrase).")
 @click.pass_obj
-def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
+def prove_cmd(settings: Settings, record_id: str, output: Path | None, device: bool) -> None:
     """A JSON inclusion-proof bundle for RECORD_ID against the newest checkpoint that covers it."""
     keystore = Keystore.load(settings.data_dir)
     store = open_settings_store(settings)
@@ -121,7 +123,20 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
     if found is None:
         raise click.ClickException(f"no record {record_id} in {settings.store_location}")
     try:
-        bundle = proof_bundle(store, *found, vkey=keystore.ledger_verifier.vkey)
+        if device:
+            from streams.cli.common import process_keys
+            from streams.devices.keys import DeviceError
+            from streams.devices.proof import device_proof
+
+            keyring = process_keys(settings, "console").unlocked().keyring(store)  # the owner's: passphrase or KMS
+            try:
+                bundle = device_proof(store, *found, keyring=keyring, vkey=keystore.ledger_verifier.vkey)
+            except DeviceError as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"record {record_id}: signed by device {bundle['device']['kid']} ({bundle['device']['alg']}, "
+                       f"device_seq {bundle['device']['seq']}); signature {bundle['device']['sig']}", err=True)
+        else:
+            bundle = proof_bundle(store, *found, vkey=keystore.ledger_verifier.vkey)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(bundle, indent=2)
@@ -136,10 +151,30 @@ def prove_cmd(settings: Settings, record_id: str, output: Path | None) -> None:
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--vkey", "vkeys", multiple=True,
               help="A verifier key you trust; repeat for both (default: the keystore's, if there is one).")
-def verify_proof_cmd(bundle: Path, vkeys: tuple[str, ...]) -> None:
-    """Check a proof bundle offline: signature, leaf hash, audit path. Needs only the public key(s)."""
+@click.option("--device-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="For a device proof (`prove --device`): the device's public key you trust (PEM).")
+def verify_proof_cmd(bundle: Path, vkeys: tuple[str, ...], device_key: Path | None) -> None:
+    """Check a proof bundle offline: signature, leaf hash, audit path. Needs only the public key(s); a device
+    proof also the device's key, and then shows the reading was signed by it."""
     data = json.loads(bundle.read_text())
     verifiers = trusted_verifiers(vkeys, None if vkeys else Settings.from_env())
+    if data.get("format", "").startswith("meterseal-device-proof"):
+        from streams.devices.keys import DeviceError, DevicePublicKey
+        from streams.devices.proof import check_device_proof
+
+        if device_key is None:
+            raise click.ClickException("a device proof is checked against the device's public key you trust: "
+                                       "--device-key FILE (the proof's own claims are not trusted)")
+        try:
+            got = check_device_proof(data, verifiers=verifiers, device_key=DevicePublicKey.read(device_key))
+        except DeviceError as exc:
+            click.echo(f"INVALID: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"ok: record {got['record_id']} ({got['meter_id']} at {got['ts']}, {got['kwh']} kWh) was signed by "
+                   f"device {got['kid']} ({got['alg']}, device_seq {got['device_seq']}) and is leaf "
+                   f"{got['leaf_index']} of {got['origin']} (size {got['tree_size']}), signed; keys checked: "
+                   f"{checked_text(verifiers)} and the device key")
+        return
     try:
         text, names = open_note(data["checkpoint"], verifiers)
         missing = sorted({v.name for v in verifiers} - set(names))

@@ -19,12 +19,14 @@ from streams.cli.common import console, passphrase_for
 from streams.cli.connect import connect_group
 from streams.cli.console import console_group
 from streams.cli.demo import demo
+from streams.cli.device import device_group
 from streams.cli.dp import dp_group
 from streams.cli.fl import fl_group
 from streams.cli.he import bill_cmd, forecast_cmd
 from streams.cli.ingest import ingest
 from streams.cli.keys import keys
 from streams.cli.ledger import ledger_group
+from streams.cli.mqtt import bridge_group, mqtt_group, simulate_group
 from streams.cli.search import search_cmd, sql_cmd
 from streams.cli.share import export_group, grant_group, party_group, share_group
 from streams.cli.store import store
@@ -109,7 +111,7 @@ def worker(settings: Settings) -> None:
 @main.command()
 @click.pass_obj
 def status(settings: Settings) -> None:
-    """Counts in the store: sealed readings and bills, dead letters by rule, wrapped DEKs."""
+    """Counts in the store: sealed readings (and how many their meter signed) and bills, dead letters by rule, DEKs."""
     from streams.cli.common import open_settings_store
     from streams.store.base import connect
 
@@ -117,6 +119,8 @@ def status(settings: Settings) -> None:
     con = connect(store)
     out = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("readings", "bills", "dlq")}
     out["dlq_by_rule"] = dict(con.execute("SELECT rule, count(*) FROM dlq GROUP BY rule ORDER BY 2 DESC").fetchall())
+    # reading schema v3 carries the meter's verified signature (streams.devices); v1/v2: not device-signed
+    out["readings_device_signed"] = con.execute("SELECT count(*) FROM readings WHERE schema_version = 3").fetchone()[0]
     out["deks"] = len(store.dek_ids())
     click.echo(json.dumps(out, indent=2))
 
@@ -145,3 +149,7 @@ main.add_command(dp_group)
 main.add_command(bill_cmd)
 main.add_command(forecast_cmd)
 main.add_command(subject_group)
+main.add_command(device_group)
+main.add_command(bridge_group)
+main.add_command(simulate_group)
+main.add_command(mqtt_group)

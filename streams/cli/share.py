@@ -319,11 +319,12 @@ def share_open(bundle: Path, key_path: Path, vkeys: tuple[str, ...], fmt: str, o
                            "verifiable_fields": opened.verifiable_fields, "attested_fields": opened.attested_fields,
                            "consent": opened.consent, "records": opened.records}, indent=2)
     elif fmt == "csv":
-        columns = list(dict.fromkeys(k for r in opened.records for k in r))
+        rows = [_flat_device(r) for r in opened.records]
+        columns = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, columns)
         writer.writeheader()
-        writer.writerows(opened.records)
+        writer.writerows(rows)
         text = buf.getvalue()
     else:
         if not opened.records or any("kwh" not in r or "ts" not in r or "meter_id" not in r for r in opened.records):
@@ -337,6 +338,21 @@ def share_open(bundle: Path, key_path: Path, vkeys: tuple[str, ...], fmt: str, o
                   f"keys checked: {checked_text([v for v in verifiers if v.name in opened.checked_keys])}; "
                   f"verifiable fields: {', '.join(opened.verifiable_fields) or 'none'}; attested by the owner: "
                   f"{', '.join(opened.attested_fields) or 'none'}")
+    signed = sum(1 for r in opened.records if r.get("device"))
+    if any("device" in r for r in opened.records):
+        console.print(f"device signatures: {signed} reading(s) signed by their meter's key (verified), "
+                      f"{sum(1 for r in opened.records if 'device' in r) - signed} not device-signed")
+
+
+def _flat_device(record: dict) -> dict:
+    """A record for CSV: its device signature as ``device_kid`` (empty: not device-signed) and ``device_seq``."""
+    if "device" not in record:
+        return record
+    device = record["device"] or {}
+    out = {k: v for k, v in record.items() if k != "device"}
+    out["device_signed"] = bool(device)
+    out["device_kid"], out["device_seq"] = device.get("kid", ""), device.get("seq", "")
+    return out
 
 
 @share_group.command("follow")

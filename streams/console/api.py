@@ -196,13 +196,19 @@ def checkpoints(request: Request, who: Principal = Depends(allow("GET", "/api/le
 
 
 @router.get("/api/ledger/proof/{record_id}")
-def proof(record_id: str, request: Request, download: bool = False,
+def proof(record_id: str, request: Request, download: bool = False, device: bool = False,
           who: Principal = Depends(allow("GET", "/api/ledger/proof/{record_id}"))) -> Response:
+    """The record's inclusion proof; ``device=1``: its proof from the device (a reading its meter signed)."""
+    from ..devices.keys import DeviceError
+
     vault = vault_of(request)
     scope = vault.tokens(who.user.meters) if who.role == "customer" else None
     try:
-        bundle = vault.proof(record_id, meter_tokens=scope)
+        bundle = vault.proof(record_id, meter_tokens=scope, device=device)
     except NoSuchRecord:
         raise NotFound() from None
-    headers = {"Content-Disposition": f'attachment; filename="proof-{record_id[:16]}.json"'} if download else None
+    except DeviceError as exc:
+        raise BadRequest(str(exc)) from None
+    name = "device-proof" if device else "proof"
+    headers = {"Content-Disposition": f'attachment; filename="{name}-{record_id[:16]}.json"'} if download else None
     return Response(json.dumps(bundle, indent=2) + "\n", media_type="application/json", headers=headers)

@@ -108,8 +108,10 @@ class Vault:
         with self._lock, _opening():
             rows = self.reader.search(Query(meter=meter_id, start=start, end=end), kinds=("readings",))
             plains = self.reader.open_many(rows)
-        out = [{"ts": p["ts"], "kwh": p["kwh"], "register_kwh": p["register_kwh"], "record_id": r["record_id"]}
-               for r, p in zip(rows, plains)]
+        # a signed reading names the device key that signed it; an unsigned one is marked as not device-signed
+        out = [{"ts": p["ts"], "kwh": p["kwh"], "register_kwh": p["register_kwh"], "record_id": r["record_id"],
+                "device_signed": p.get("device") is not None,
+                "device_kid": p["device"]["kid"] if p.get("device") else None} for r, p in zip(rows, plains)]
         return sorted(out, key=lambda x: x["ts"])
 
     def reading_days(self) -> tuple[dt.date, dt.date] | None:
@@ -127,6 +129,15 @@ class Vault:
             return tuple(dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date() for ms in (low, high))
         last = self.latest_day()
         return None if last is None else (self.earliest_day() or last, last)
+
+    def recent_readings(self, meter_ids: Iterable[str], *, per_meter: int = 12) -> list[dict[str, Any]]:
+        """Each meter's newest readings (of its newest day), newest first, with whether its device signed them."""
+        out = []
+        for meter in meter_ids:
+            day = self.latest_day(meter)
+            if day is not None:
+                out += [{**r, "meter_id": meter} for r in self.readings(meter, day, day)[-per_meter:]]
+        return sorted(out, key=lambda r: r["ts"], reverse=True)
 
     def latest_day(self, meter_id: str | None = None) -> dt.date | None:
         """The day of the newest reading (of one meter, or of the fleet): replayed data is not from today."""
@@ -205,14 +216,19 @@ class Vault:
         return sorted(out, key=lambda b: str(b["date"]), reverse=True)
 
     # -- ledger -------------------------------------------------------------------------------
-    def proof(self, record_id: str, *, meter_tokens: set[str] | None = None) -> dict[str, Any]:
-        """The inclusion-proof bundle of ``meterseal ledger prove``; with ``meter_tokens``, only for those meters."""
+    def proof(self, record_id: str, *, meter_tokens: set[str] | None = None, device: bool = False) -> dict[str, Any]:
+        """The inclusion-proof bundle of ``meterseal ledger prove``; with ``meter_tokens``, only for those meters;
+        ``device``: the proof from the device (``ledger prove --device``; ``DeviceError`` if not device-signed)."""
         from ..store.audit import find_record, proof_bundle
 
         with self._lock:
             found = find_record(self.store, record_id)
         if found is None or (meter_tokens is not None and found[1]["meter_tok"] not in meter_tokens):
             raise NoSuchRecord(f"no record {record_id}")
+        if device:
+            from ..devices.proof import device_proof
+
+            return device_proof(self.store, *found, keyring=self.reader.keyring, vkey=self.keystore.ledger_verifier.vkey)
         return proof_bundle(self.store, *found, vkey=self.keystore.ledger_verifier.vkey)
 
     def checkpoints(self) -> list[dict[str, Any]]:

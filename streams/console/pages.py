@@ -49,7 +49,8 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
     connect = state.connect
     authorizations = [g.to_dict() for g in connect.authorizations(meters=meters)] if connect else None
     latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
-    return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants,
+    recent = vault.recent_readings(meters) if vault else []
+    return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants, recent=recent,
                   erasures=customer_requests(state, who), erasure_note=request.query_params.get("erasure"),
                   grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
                   month_ago=(latest - dt.timedelta(days=30)).isoformat(), authorizations=authorizations)

@@ -204,3 +204,121 @@ def prototype_open(private_key, wrapped: bytes, iv: bytes, ciphertext: bytes) ->
 def rsa_keypair(bits: int = 2048):
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     return key, key.public_key()
+
+
+# --- device signatures (streams.devices): ECDSA P-256 / SHA-256 (ES256, DER signatures) and Ed25519 ------------
+
+from cryptography.exceptions import InvalidSignature as _InvalidSignature  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
+
+SIGNATURE_ALGS = ("ES256", "Ed25519")
+
+
+def signing_generate(alg: str) -> tuple[bytes, bytes]:
+    """(private PKCS#8 DER, public SubjectPublicKeyInfo DER) of a new device key."""
+    if alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif alg == "Ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"unknown signature algorithm {alg!r}: {' or '.join(SIGNATURE_ALGS)}")
+    private = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return private, key.public_key().public_bytes(serialization.Encoding.DER,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def signing_public(data: bytes) -> tuple[str, bytes, object]:
+    """(algorithm, SubjectPublicKeyInfo DER, key object) of a PEM or DER public key; ``ValueError`` unless it is
+    an ECDSA P-256 or an Ed25519 key."""
+    key = (serialization.load_pem_public_key(data) if data.lstrip().startswith(b"-----")
+           else serialization.load_der_public_key(data))
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        alg = "ES256"
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        alg = "Ed25519"
+    else:
+        raise ValueError("a device key must be ECDSA P-256 (ES256) or Ed25519")
+    return alg, key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo), key
+
+
+def signing_private(data: bytes) -> tuple[str, object, bytes, bytes]:
+    """(algorithm, key object, PKCS#8 DER, public SubjectPublicKeyInfo DER) of a PEM or DER PKCS#8 private device
+    key (unencrypted); ``ValueError`` unless it is ECDSA P-256 or Ed25519."""
+    key = (serialization.load_pem_private_key(data, password=None) if data.lstrip().startswith(b"-----")
+           else serialization.load_der_private_key(data, password=None))
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        alg = "ES256"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        alg = "Ed25519"
+    else:
+        raise ValueError("a device key must be ECDSA P-256 (ES256) or Ed25519")
+    private = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return alg, key, private, public
+
+
+def signing_sign(alg: str, key: object, data: bytes) -> bytes:
+    """ES256: an ASN.1 DER ECDSA signature over SHA-256(data); Ed25519: the 64-byte signature."""
+    if alg == "ES256":
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    return key.sign(data)
+
+
+def signing_verify(alg: str, key: object, signature: bytes, data: bytes) -> bool:
+    try:
+        if alg == "ES256":
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(signature, data)
+    except (_InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def private_pem(private_der: bytes) -> str:
+    key = serialization.load_der_private_key(private_der, password=None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+# --- X.509 for the MQTT broker's TLS (streams.mqtt.pki): a CA and the certificates it issues --------------------
+
+def x509_issue(common_name: str, *, issuer: tuple[bytes, bytes] | None = None, ca: bool = False,
+               days: int = 825, ip: str | None = None, dns: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) of a new ECDSA P-256 key for ``common_name``, signed by ``issuer``
+    ((certificate PEM, private key PEM); None: self-signed, for a CA). ``ip``/``dns``: a server's names."""
+    import datetime as _dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    if issuer is None:
+        issuer_name, issuer_key = name, key
+    else:
+        issuer_name = x509.load_pem_x509_certificate(issuer[0]).subject
+        issuer_key = serialization.load_pem_private_key(issuer[1], password=None)
+    now = _dt.datetime.now(_dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(minutes=5))
+               .not_valid_after(now + _dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                                      content_commitment=False, key_encipherment=False,
+                                                      data_encipherment=False, key_agreement=False,
+                                                      encipher_only=False, decipher_only=False), critical=True)
+    else:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if (ip or dns) else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        names = ([x509.IPAddress(ipaddress.ip_address(ip))] if ip else []) + [x509.DNSName(d) for d in dns]
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))

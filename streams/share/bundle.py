@@ -37,6 +37,9 @@ from ledger.note import Signer, Verifier, open_note, sign
 
 import schemas
 from streams.crypto import envelope as env
+from streams.devices.keys import DeviceError, DevicePublicKey
+from streams.devices.proof import check_signed_reading
+from streams.devices.registry import list_devices
 from streams.exceptions import InvalidEnvelope, ShareError
 from streams.seal import record_aad
 from streams.unseal import record_key_of
@@ -67,8 +70,8 @@ def _table(kind: str) -> str:
 
 def source_fields(kind: str, plain: dict[str, Any]) -> dict[str, Any]:
     """A decoded record under its source's field names: a bill under the seed CSV's headers."""
-    if kind != "bill":
-        return {k: v for k, v in plain.items() if k != "label"}
+    if kind != "bill":  # (a signed reading's device fields are checked and shown apart: ``_device``)
+        return {k: v for k, v in plain.items() if k not in ("label", "device")}
     out = {}
     for name, header in BILL_COLUMNS.items():
         value = plain[name]
@@ -128,6 +131,9 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
         raise ShareError(f"{len(unsigned)} records in scope have no ledger leaf yet: try again in a few seconds")
     plains = reader.open_many(rows)  # owner-side check: every record opens and its id rechecks
     keyring = reader.keyring  # the same DEKs again: unwrapped once
+    signers_of = {p["device"]["kid"] for p in plains if p.get("device")} if grant.fields is None else set()
+    devices = {d.kid: _b64(d.public_key.spki) for d in list_devices(store, index_key=owner.index_key)
+               if d.kid in signers_of} if signers_of else {}
 
     nodes, checkpoints, records, secrets = NodeTable(), [], [], []
     by_log: dict[tuple[str, int], list[int]] = {}
@@ -165,7 +171,7 @@ def export_bundle(store_dir: Path | str | Store, grant_id: str, *, owner: Any, s
     public = {k: v for k, v in grant.to_dict().items() if k in GRANT_PUBLIC}
     doc = {"format": FORMAT, "grant_id": grant.grant_id, "grant": public, "exported_at": _iso(now),
            "projected": grant.fields is not None, "checkpoints": checkpoints,
-           "nodes": [n.hex() for n in nodes.nodes], "records": records, "consent": consent,
+           "nodes": [n.hex() for n in nodes.nodes], "records": records, "consent": consent, "devices": devices,
            "sealed": _b64(recipient.seal(payload, info=_info(grant.grant_id)))}
     doc["attestation"] = sign(_attestation_text(doc), *signers)
     data = json.dumps(doc, separators=(",", ":")).encode()
@@ -298,13 +304,16 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
                 raise ShareError(f"{what}: does not open with its record key (altered, or a key for another "
                                  "record)") from exc
             values = source_fields(row["kind"], plain)
+            device = _device(what, plain, doc.get("devices") or {})
             full += 1
         else:
             values = dict(secret.get("values") or {})
             projected_fields.update(values)
+            device = ()  # projected: the signed payload holds every field, so it does not travel
         check_scope(what, grant, row, values)
         out.append({**values, "record_id": row["record_id"], "leaf_index": row["leaf_index"],
-                    "log": f"{_table(row['kind'])}/{row['topic_partition']}", "verified": True})
+                    "log": f"{_table(row['kind'])}/{row['topic_partition']}", "verified": True,
+                    **({} if device == () else {"device": device})})
 
     try:
         text, names = _open_by_all(doc["attestation"], verifiers)
@@ -313,11 +322,26 @@ def open_bundle(data: bytes, *, party: PartyKey, verifiers: Sequence[Verifier]) 
     if text != _attestation_text(doc):
         raise ShareError("the owner's signature over the bundle does not cover these bytes (altered after export)")
     checked.update(names)
-    all_fields = sorted({k for r in out for k in r} - {"record_id", "leaf_index", "log", "verified"})
+    all_fields = sorted({k for r in out for k in r} - {"record_id", "leaf_index", "log", "verified", "device"})
     verifiable = all_fields if full == len(out) else []
     attested = sorted(projected_fields)
     return OpenedShare(grant, out, sorted(checked), verifiable, attested, consent,
                        sorted({r["log"] for r in out}))
+
+
+def _device(what: str, plain: dict[str, Any], keys: dict[str, str]) -> dict[str, Any] | None:
+    """A reading's device signature checked with the device key the bundle carries (its KEY_ID is its SHA-256, so
+    the key cannot be swapped; whose key it is the recipient may check against its own copy): ``{kid, alg, seq,
+    verified}``; None for a reading that is not device-signed. ``ShareError`` if the signature does not hold."""
+    device = plain.get("device")
+    if device is None:
+        return None
+    try:
+        key = DevicePublicKey.parse(base64.b64decode(keys[device["kid"]], validate=True))
+        checked = check_signed_reading(plain, key)
+    except (KeyError, ValueError, DeviceError) as exc:
+        raise ShareError(f"{what}: its device signature does not verify ({exc})") from None
+    return {"kid": checked["kid"], "alg": checked["alg"], "seq": checked["device_seq"], "verified": True}
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,7 +22,7 @@ from streams.exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from streams.keys.keyring import Keyring
 from streams.keys.subjects import Fence, current_epoch
 from streams.keys.keystore import UnlockedKeys
-from streams.unseal import SEALED_COLUMNS, open_many, open_record, open_table
+from streams.unseal import SEALED_COLUMNS, open_many, open_record, open_table, shown
 from streams.store.base import connect, open_store
 from streams.crypto.tokens import BlindIndex
 from streams.validate import BILL_COLUMNS
@@ -176,11 +176,11 @@ class Reader:
     def open(self, row: dict[str, Any]) -> dict[str, Any]:
         """The plaintext of a hit under the source's own field names; ``InvalidEnvelope`` if it does not open."""
         plain = open_record(row, self._opener(), self.index)
-        return _plain_bill(plain) if row["kind"] == "bill" else plain
+        return _plain_bill(plain) if row["kind"] == "bill" else shown(plain)
 
     def open_hits(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``open`` for many hits at once, in order (the bulk path: one AES-GCM object per data key)."""
-        return [_plain_bill(p) if r["kind"] == "bill" else p for r, p in zip(rows, self.open_many(rows))]
+        return [_plain_bill(p) if r["kind"] == "bill" else shown(p) for r, p in zip(rows, self.open_many(rows))]
 
     def open_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Many hits opened at once, under the raw schemas' field names (``bill_no``, not ``Bill No.``)."""
@@ -233,7 +233,7 @@ def register_functions(con: duckdb.DuckDBPyConnection, index: BlindIndex, keyrin
                 raise InvalidEnvelope("a record does not open: altered, or not sealed for this owner key "
                                       "(`meterseal ledger verify` names it)") from None
             # orjson: ~8x json.dumps here, and JSON text was the largest part of unseal() after opening
-            return pa.array([orjson.dumps(_plain_bill(p) if k == "bill" else p).decode()
+            return pa.array([orjson.dumps(_plain_bill(p) if k == "bill" else shown(p)).decode()
                              for k, p in zip(kind.to_pylist(), plains)], pa.string())
 
     one_at_a_time = threading.Lock()

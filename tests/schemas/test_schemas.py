@@ -29,14 +29,14 @@ def test_bill_schema_covers_all_17_seed_columns(seed_csv):
 
 def test_round_trip_under_newest_version():
     raw = schemas.encode("reading", {**READING, "account_id": "A-9", "label": None})
-    assert schemas.decode("reading", raw) == {**READING, "account_id": "A-9", "label": None}
+    assert schemas.decode("reading", raw) == {**READING, "account_id": "A-9", "label": None, "device": None}
 
 
 def test_v1_records_read_under_v2_with_defaults():
     """Schema evolution: a producer still on v1 is read by a worker on v2."""
     v1 = schemas.encode("reading", READING, version=1)
     assert schemas.writer_of(v1).version == 1
-    assert schemas.decode("reading", v1) == {**READING, "account_id": None, "label": None}
+    assert schemas.decode("reading", v1) == {**READING, "account_id": None, "label": None, "device": None}
 
 
 def test_v1_reader_can_read_v2_bodies_by_resolution():
@@ -88,7 +88,10 @@ def test_decoder_never_raises_anything_but_schema_error(tail):
     "meter_id": st.text(max_size=30), "ts": st.text(max_size=40),
     "kwh": st.floats(allow_nan=False), "register_kwh": st.floats(allow_nan=False),
     "region": st.text(max_size=10), "category": st.text(max_size=10),
-    "account_id": st.none() | st.text(max_size=20), "label": st.none() | st.text(max_size=10)}))
+    "account_id": st.none() | st.text(max_size=20), "label": st.none() | st.text(max_size=10),
+    "device": st.none() | st.fixed_dictionaries({"alg": st.sampled_from(["ES256", "Ed25519"]), "kid": st.text(max_size=64),
+                                                 "seq": st.integers(0, 2**63 - 1), "sig": st.binary(max_size=72),
+                                                 "payload": st.binary(max_size=300)})}))
 def test_fast_reader_equals_fastavro(record):
     for version in schemas.versions("reading"):
         writer = schemas.get("reading", version)

@@ -50,7 +50,7 @@ def test_commands_without_a_broker_say_how_to_get_one(tmp_path, seed_csv):
 
 def test_status_on_an_empty_store(tmp_path):
     out = json.loads(run(tmp_path, "status").output)
-    assert out == {"readings": 0, "bills": 0, "dlq": 0, "dlq_by_rule": {}, "deks": 0}
+    assert out == {"readings": 0, "bills": 0, "dlq": 0, "dlq_by_rule": {}, "deks": 0, "readings_device_signed": 0}
 
 
 def test_help_explains_every_command():

@@ -40,6 +40,7 @@ REGION_OF = {"M-ALICE": "north", "M-BOB": "south", f"M-{EVIL}": f"x{EVIL}"}
 PARTY = "tariff-advisor"
 DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 14))  # readings every hour over these days
 ROLE_USERS = {"admin": "root", "operator": "olga", "auditor": "audrey", "analyst": "anna", "customer": "alice"}
+SIGNED_METER = "M-ALICE"  # her meter signs its readings (a registered device key); the others do not
 
 
 def free_port() -> int:
@@ -68,6 +69,15 @@ def console_data(tmp_path_factory) -> dict:
     settings = Settings.from_env({}, data_dir=data, regions=REGIONS, max_future_skew_s=1e9)
     pipeline = Pipeline(settings, keys.index_key, keystore.owner_public, SegmentStore(settings.store_dir),
                         keystore.ledger_signer(PASSPHRASE))
+    from streams.devices import signed
+    from streams.devices.keys import DeviceKey
+    from streams.devices.registry import add_device
+    from streams.pipeline import BatchState, MeterStates
+
+    device = DeviceKey.generate("ES256")
+    add_device(pipeline.store, signer=keystore.ledger_signer(PASSPHRASE), index_key=keys.index_key,
+               meter_id=SIGNED_METER, public_key=device.public_key)
+    windows = BatchState(pipeline.windows, {})
     states: dict = {}
     messages, offset = [], 0
     start = dt.datetime.combine(DAYS[0], dt.time(), dt.timezone.utc)
@@ -77,8 +87,15 @@ def console_data(tmp_path_factory) -> dict:
         for h in range(hours):
             kwh = round(0.2 + 0.1 * meter_no + (h % 24) / 100, 3)
             register += kwh
-            sealed = pipeline.seal_reading(_reading(meter, start + dt.timedelta(hours=h), kwh, register),
-                                           Source("readings.raw", 0, offset), states)
+            raw = _reading(meter, start + dt.timedelta(hours=h), kwh, register)
+            if meter == SIGNED_METER:
+                batch = MeterStates(pipeline.states, states)
+                (sealed,), = pipeline.seal_messages([signed.sign_reading(json.loads(raw), device, seq=h)],
+                                                    [Source("readings.raw", 0, offset)], batch.get, windows=windows)
+                batch.update(sealed)
+                batch.flush()
+            else:
+                sealed = pipeline.seal_reading(raw, Source("readings.raw", 0, offset), states)
             messages.append((0, offset, sealed.encode()))
             pipeline.rollups.note(sealed)  # what the seal agent does: the charts read the rollups
             offset += 1
@@ -105,7 +122,7 @@ def console_data(tmp_path_factory) -> dict:
         users.add(name, role, password=PASSWORD, meters=METERS.get(name, ()))
     users.add("bob", "customer", password=PASSWORD, meters=METERS["bob"])
     users.add("eve", "customer", password=PASSWORD, meters=METERS["eve"])
-    return {"dir": data, "settings": settings, "bills": owner}
+    return {"dir": data, "settings": settings, "bills": owner, "device": device}
 
 
 class _Quiet:

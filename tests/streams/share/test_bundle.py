@@ -40,8 +40,9 @@ def test_bundle_opens_to_exactly_the_in_scope_records(shared_store, party_key, m
     grant, blob, summary = meter_bundle
     opened = open_bundle(blob, party=party_key, verifiers=[keystore.ledger_verifier])
     want = [r for r in readings if r["meter_id"] == "M-A" and "2024-03-02" <= r["ts"][:10] <= "2024-03-03"]
-    got = [{k: v for k, v in r.items() if k not in ("record_id", "leaf_index", "log", "verified")}
+    got = [{k: v for k, v in r.items() if k not in ("record_id", "leaf_index", "log", "verified", "device")}
            for r in opened.records]
+    assert all(r["device"] is None for r in opened.records)  # none is device-signed: marked so
     assert sorted(got, key=lambda r: r["ts"]) == want and len(want) == 48 == summary["record_keys"]
     assert all(r["verified"] is True and len(r["record_id"]) == 32 for r in opened.records)
     assert opened.verifiable_fields == sorted(want[0]) and opened.attested_fields == []

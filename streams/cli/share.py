@@ -257,9 +257,12 @@ def grant_revoke(settings: Settings, grant_id: str, reason: str) -> None:
 @click.pass_obj
 def grant_receipt(settings: Settings, grant_id: str, fmt: str) -> None:
     """The grant's consent receipts (Kantara v1.1 fields, consent-log leaf, inclusion proof, signed checkpoint):
-    its consent, then its revocation or expiry."""
+    its consent, then its revocation or expiry. GRANT_ID may also name a refusal (the id of a consent-log
+    'deny' event, `ledger`/console auditor page): its one denial receipt."""
     connect = _connect(settings)
-    click.echo(json.dumps(connect.receipts(connect.grant(grant_id)), indent=2))
+    refused = next((d for d in connect.denials() if d["denial_id"] == grant_id), None)
+    body = [connect.denial_receipt(refused)] if refused else connect.receipts(connect.grant(grant_id))
+    click.echo(json.dumps(body, indent=2))
 
 
 # --- shares ------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Consent receipts: the Kantara Initiative Consent Receipt v1.1 fields, plus the proof that the consent
 event is in the ledger — its consent-log leaf, an RFC 6962 inclusion proof and the signed checkpoint.
 
-One receipt per consent event: a grant (consent given), a denial, a revocation (``endsReceipt`` names the
-grant's receipt) and an expiry (no leaf of its own: the expiry time is inside the grant's signed leaf, so it
+One receipt per consent event: a grant (consent given), a denial (``denial_receipt``; its ``grant_id`` names
+the refusal), a revocation (``endsReceipt`` names the grant's receipt) and an expiry (no leaf of its own: the expiry time is inside the grant's signed leaf, so it
 carries that leaf's proof). ``piiPrincipalId`` is the blind-index token of the grant's first meter, never a
 meter id. ``verify_receipt`` checks a receipt offline with trusted checkpoint keys.
 """
@@ -46,36 +46,55 @@ def receipts(store_dir: Any, grant: Grant, *, principal: str, controller: str, j
     """The grant's receipts, oldest first: its consent, then its revocation or expiry if any."""
     store = open_store(store_dir, create=False)
     rows = {r["leaf_index"]: r for r in consent_rows(store) if r["grant_id"] == grant.grant_id}
-    out = []
-    given = _receipt(store, rows[grant.created_leaf], grant, "consent", principal, controller, jurisdiction, collection)
-    out.append(given)
+    about = {"id": grant.grant_id, "party": grant.party, "purpose": grant.purpose, "client_id": grant.client_id,
+             "scope": grant.scope, "meters": len(grant.meters), "state": grant.state, "termination": grant.expires_at}
+    common = dict(principal=principal, controller=controller, jurisdiction=jurisdiction, collection=collection)
+    given = _receipt(store, rows[grant.created_leaf], about, "consent", grant.created_at, **common)
+    out = [given]
     if grant.revoked_leaf is not None:
-        out.append(_receipt(store, rows[grant.revoked_leaf], grant, "revocation", principal, controller, jurisdiction,
-                            collection, ends=given["consentReceiptID"]))
+        out.append(_receipt(store, rows[grant.revoked_leaf], about, "revocation", grant.revoked_at, **common,
+                            ends=given["consentReceiptID"]))
     elif grant.state == "expired":
-        out.append(_receipt(store, rows[grant.created_leaf], grant, "expiry", principal, controller, jurisdiction,
-                            collection, ends=given["consentReceiptID"]))
+        out.append(_receipt(store, rows[grant.created_leaf], about, "expiry", grant.expires_at, **common,
+                            ends=given["consentReceiptID"]))
     return out
 
 
-def _receipt(store: Store, row: dict[str, Any], grant: Grant, kind: str, principal: str, controller: str,
-             jurisdiction: str, collection: str, ends: str | None = None) -> dict[str, Any]:
+def denial_receipt(store_dir: Any, denial: dict[str, Any], *, principal: str, controller: str,
+                   jurisdiction: str = "", collection: str = "web form (OAuth 2.0 consent page)") -> dict[str, Any]:
+    """The receipt of a refusal: the customer said no to a party (``denial``: the opened body of a ``deny``
+    leaf, with its ``leaf_index``). Nothing was shared, so its purpose ends at once (``termination``: the
+    refusal's time) and ``meterseal.state`` is ``denied``."""
+    store = open_store(store_dir, create=False)
+    row = next((r for r in consent_rows(store) if r["leaf_index"] == denial["leaf_index"]), None)
+    if row is None or row["event"] != "deny" or row["grant_id"] != denial["denial_id"]:
+        raise ShareError(f"no refusal {denial['denial_id']} in the consent log")
+    about = {"id": denial["denial_id"], "party": denial["party"], "purpose": denial.get("purpose", ""),
+             "client_id": denial.get("client_id"), "scope": denial.get("scope"),
+             "meters": len(denial.get("meters") or []), "state": "denied", "termination": denial["denied_at"]}
+    return _receipt(store, row, about, "denial", denial["denied_at"], principal=principal, controller=controller,
+                    jurisdiction=jurisdiction, collection=collection)
+
+
+def _receipt(store: Store, row: dict[str, Any], about: dict[str, Any], kind: str, at: str | None, *,
+             principal: str, controller: str, jurisdiction: str, collection: str,
+             ends: str | None = None) -> dict[str, Any]:
     note, path, size = _proof(store, row["leaf_index"])
-    at = {"consent": grant.created_at, "revocation": grant.revoked_at, "expiry": grant.expires_at}[kind]
     receipt = {
         "version": VERSION, "jurisdiction": jurisdiction,
         "consentTimestamp": int(row["at_ms"] // 1000) if kind != "expiry" else _epoch(at),
         "collectionMethod": collection,
-        "consentReceiptID": str(uuid.uuid5(_NS, f"{grant.grant_id}|{kind}")),
+        "consentReceiptID": str(uuid.uuid5(_NS, f"{about['id']}|{kind}")),
         "language": "en", "piiPrincipalId": principal,
         "piiControllers": [{"piiController": controller, "onBehalf": False}],
         "policyUrl": "", "sensitive": False, "spiCat": [],
-        "services": [{"service": f"Connect My Data: {grant.party}", "purposes": [{
-            "purpose": grant.purpose, "purposeCategory": ["energy services"], "consentType": "EXPLICIT",
+        "services": [{"service": f"Connect My Data: {about['party']}", "purposes": [{
+            "purpose": about["purpose"], "purposeCategory": ["energy services"], "consentType": "EXPLICIT",
             "piiCategory": ["energy usage (interval readings)"], "primaryPurpose": True,
-            "termination": grant.expires_at or "", "thirdPartyDisclosure": True, "thirdPartyName": grant.party}]}],
-        "meterseal": {"event": kind, "grant_id": grant.grant_id, "client_id": grant.client_id, "scope": grant.scope,
-                      "meters": len(grant.meters), "at": at, "state": grant.state,
+            "termination": about["termination"] or "", "thirdPartyDisclosure": kind != "denial",
+            "thirdPartyName": about["party"]}]}],
+        "meterseal": {"event": kind, "grant_id": about["id"], "client_id": about["client_id"], "scope": about["scope"],
+                      "meters": about["meters"], "at": at, "state": about["state"],
                       "leaf_index": row["leaf_index"], "tree_size": size, "inclusion_proof": path,
                       "checkpoint": note,
                       "consent_event": {k: (base64.b64encode(row[k]).decode() if k == "body" else row[k])

@@ -310,6 +310,27 @@ class Connect:
         who = principal or (self.meter_token(grant.meters[0]) if self.meter_token and grant.meters else "")
         return receipts(self.store, grant, principal=who, controller=self.controller, jurisdiction=self.jurisdiction)
 
+    def denials(self, *, meters: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every refusal a customer gave a party (the opened ``deny`` leaves, oldest first, each with its
+        ``leaf_index``), optionally only those about ``meters`` alone."""
+        out = []
+        for e in consent_events(self.store, index_key=self.index_key):
+            if e["event"] != "deny":
+                continue
+            body = {**e["body"], "leaf_index": e["leaf_index"]}
+            if meters is None or (body.get("meters") and set(body["meters"]) <= set(meters)):
+                out.append(body)
+        return out
+
+    def denial_receipt(self, denial: dict[str, Any], *, principal: str | None = None) -> dict[str, Any]:
+        """The receipt of one of ``denials()`` (``streams.connect.receipts.denial_receipt``)."""
+        from .receipts import denial_receipt
+
+        meters = denial.get("meters") or []
+        who = principal or (self.meter_token(meters[0]) if self.meter_token and meters else "")
+        return denial_receipt(self.store, denial, principal=who, controller=self.controller,
+                              jurisdiction=self.jurisdiction)
+
     def events(self) -> list[dict[str, Any]]:
         """Every consent-log event (grants, revocations, denials), opened, newest first, without meter ids."""
         out = []

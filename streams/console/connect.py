@@ -220,11 +220,18 @@ def vkeys(request: Request) -> Response:
 @router.get("/customer/receipts/{grant_id}")
 def receipt(grant_id: str, request: Request, who: Principal = Depends(allow("GET", "/customer/receipts/{grant_id}"))
             ) -> Response:
+    """The receipts of one of the customer's own authorizations (consent, then revocation or expiry), or of a
+    request the customer refused (one denial receipt)."""
     connect = _connect(request)
     mine = {g.grant_id: g for g in connect.authorizations(meters=who.user.meters)}
-    if grant_id not in mine:
+    refused = {d["denial_id"]: d for d in connect.denials(meters=who.user.meters)}
+    if grant_id in mine:
+        body = connect.receipts(mine[grant_id])
+    elif grant_id in refused:
+        body = [connect.denial_receipt(refused[grant_id])]
+    else:
         raise NotFound()  # another customer's, or none: the same answer
-    return JSONResponse(connect.receipts(mine[grant_id]), headers={
+    return JSONResponse(body, headers={
         "Content-Disposition": f'attachment; filename="receipt-{grant_id}.json"'})
 
 

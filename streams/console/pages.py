@@ -48,12 +48,14 @@ def customer(request: Request, who: Principal = Depends(allow("GET", "/customer"
     grants = [g for g in grants if not g.get("client_id")]  # third parties' authorizations have their own table
     connect = state.connect
     authorizations = [g.to_dict() for g in connect.authorizations(meters=meters)] if connect else None
+    refusals = list(reversed(connect.denials(meters=meters)))[:20] if connect else []
     latest = (vault.latest_day(meters[0]) if vault and meters else None) or dt.date.today()
     recent = vault.recent_readings(meters) if vault else []
     return render(request, who, "customer.html", meters=meters, alerts=alerts, bills=bills, grants=grants, recent=recent,
                   erasures=customer_requests(state, who), erasure_note=request.query_params.get("erasure"),
                   grants_configured=configured, parties=parties(request), latest=latest.isoformat(),
-                  month_ago=(latest - dt.timedelta(days=30)).isoformat(), authorizations=authorizations)
+                  month_ago=(latest - dt.timedelta(days=30)).isoformat(), authorizations=authorizations,
+                  refusals=refusals)
 
 
 @router.get("/customer/download")

@@ -3,15 +3,22 @@ issue lists — against a console served on a free port (real HTTP, real store, 
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
+from click.testing import CliRunner
 
+from ledger.note import Verifier
+from streams.cli.main import main
+from streams.connect.receipts import verify_receipt
+from streams.exceptions import ShareError
 from streams.share.grants import consent_events, list_grants
 
 from .conftest import SCOPE
 from .flow import authorize_url, code_of, consent, espi_get, exchange, new_tokens, pkce
-from tests.streams.console.conftest import login
+from tests.streams.console.conftest import PASSPHRASE, login
 
 
 def test_approve_gives_a_code_and_tokens_with_espi_uris_and_a_grant_with_client_id(served_connect, party):
@@ -70,6 +77,37 @@ def test_deny_redirects_with_access_denied_and_is_a_consent_leaf(served_connect,
     events = consent_events(connect.store, index_key=connect.index_key)
     assert len(events) == before + 1 and events[-1]["event"] == "deny"
     assert events[-1]["body"]["client_id"] == party["client_id"]
+
+
+def test_a_refusal_gets_a_denial_receipt_that_verifies(served_connect, party, connect_data, monkeypatch):
+    base, connect = served_connect.url, served_connect.state.connect
+    _, challenge = pkce()
+    consent(base, "alice", authorize_url(party, challenge), decision="deny", meters=["M-A1"])
+    denial_id = consent_events(connect.store, index_key=connect.index_key)[-1]["grant_id"]
+    alice = login(base, "alice")
+    assert f"/customer/receipts/{denial_id}" in alice.get("/customer").text  # listed under "Requests I refused"
+    answer = alice.get(f"/customer/receipts/{denial_id}")
+    assert answer.status_code == 200, answer.text
+    (receipt,) = answer.json()
+    proof = receipt["meterseal"]
+    assert proof["event"] == "denial" and proof["state"] == "denied" and proof["grant_id"] == denial_id
+    assert proof["client_id"] == party["client_id"] and proof["meters"] == 1 and "endsReceipt" not in receipt
+    assert receipt["services"][0]["purposes"][0]["thirdPartyDisclosure"] is False
+    assert receipt["piiPrincipalId"] and "M-A1" not in json.dumps(receipt)
+    vkeys = [Verifier.from_vkey(v) for v in httpx.get(f"{base}/.well-known/meterseal-vkeys").json()["vkeys"]]
+    assert verify_receipt(receipt, vkeys)
+    # another customer cannot read it; a tampered receipt does not verify
+    assert login(base, "bob").get(f"/customer/receipts/{denial_id}").status_code == 404
+    forged = json.loads(json.dumps(receipt))
+    forged["meterseal"]["consent_event"]["at_ms"] += 1
+    with pytest.raises(ShareError):
+        verify_receipt(forged, vkeys)
+    # the operator's CLI gives the same receipt
+    monkeypatch.setenv("METERSEAL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("METERSEAL_CONNECT_PUBLIC_URL", base)
+    out = CliRunner().invoke(main, ["--data-dir", str(connect_data["dir"]), "grant", "receipt", denial_id])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output[out.output.index("["):]) == [receipt]
 
 
 def test_redirect_uri_mismatch_and_open_redirect_are_shown_not_followed(served_connect, party):

@@ -8,7 +8,8 @@ service that keeps them (``streams.kms``). A key id with no wrapped DEK, or one 
 keystore does not hold, fails to open like any other bad envelope.
 
 Unwrapped DEKs are cached for ``ttl_s`` seconds, at most ``max_keys`` of them (least recently used out first):
-a key service sees one unwrap per DEK per TTL, not one per query. When the service refuses (the token was
+a key service sees one unwrap per DEK per TTL, not one per query. Subject keys are cached the same way, so an
+erased customer's key (destroyed in the store) leaves a long-running reader's memory within one TTL. When the service refuses (the token was
 revoked), the whole cache is dropped at once: nothing more opens here until the service agrees again.
 """
 
@@ -78,7 +79,7 @@ class Keyring:
         self._lock = threading.Lock()
         self._index_key = index_key
         self._subjects: SubjectKeyTable | None = None
-        self._subject_cache: dict[tuple[str, bytes], SubjectKey] = {}
+        self._subject_cache: OrderedDict[tuple[str, bytes], tuple[SubjectKey, float]] = OrderedDict()
 
     def subject_table(self) -> SubjectKeyTable | None:
         """The store's subject-key table under this keyring's index key (None without one)."""
@@ -88,12 +89,21 @@ class Keyring:
 
     def subject_key(self, token: str, key_id: bytes) -> SubjectKey:
         """The subject key a v3 envelope names; ``KeyError`` if the table lacks it (erased: ``SubjectErased``)."""
-        found = self._subject_cache.get((token, key_id))
-        if found is None:
-            table = self.subject_table()
-            if table is None:
-                raise KeyError("no index key: subject keys need it")
-            found = self._subject_cache[(token, key_id)] = table.get(token, key_id)
+        now, name = self._clock(), (token, key_id)
+        with self._lock:
+            hit = self._subject_cache.get(name)
+            if hit is not None and hit[1] > now:
+                self._subject_cache.move_to_end(name)
+                return hit[0]
+        table = self.subject_table()
+        if table is None:
+            raise KeyError("no index key: subject keys need it")
+        found = table.get(token, key_id)
+        with self._lock:
+            self._subject_cache[name] = (found, now + self.ttl_s)
+            self._subject_cache.move_to_end(name)
+            while len(self._subject_cache) > self.max_keys:
+                self._subject_cache.popitem(last=False)
         return found
 
     def __call__(self, key_id: bytes) -> DataKey:
@@ -119,9 +129,10 @@ class Keyring:
         return dek
 
     def forget(self) -> None:
-        """Drop every cached DEK."""
+        """Drop every cached DEK and subject key."""
         with self._lock:
             self._cache.clear()
+            self._subject_cache.clear()
 
     def __len__(self) -> int:
         return len(self._cache)

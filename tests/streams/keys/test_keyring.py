@@ -100,3 +100,40 @@ def test_legacy_unwrapper_maps_still_work(tmp_path, pair):
     assert Keyring(store, {pair.public_key.fingerprint: pair.unwrapper()})(dek.key_id).secret == dek.secret
     with pytest.raises(ValueError):
         Keyring(store, {}, ttl_s=0)
+
+
+def test_subject_keys_are_cached_for_the_ttl_so_a_destroyed_one_leaves_memory(tmp_path, pair):
+    from streams.keys.subjects import SubjectKeyTable
+
+    index_key, store, now = bytes(range(32)), SegmentStore(tmp_path), [0.0]
+    key, _ = SubjectKeyTable(store, index_key).create("tok-a", "account")
+    ring = Keyring(store, Counting(pair), index_key=index_key, ttl_s=60, clock=lambda: now[0])
+    assert ring.subject_key("tok-a", key.key_id) == key
+    SubjectKeyTable(store, index_key).destroy("tok-a")  # an erasure elsewhere destroyed it
+    now[0] = 59.0
+    assert ring.subject_key("tok-a", key.key_id) == key  # still within its TTL here
+    now[0] = 61.0
+    with pytest.raises(KeyError):
+        ring.subject_key("tok-a", key.key_id)  # gone from the store, and now from this process too
+    other, _ = SubjectKeyTable(store, index_key).create("tok-b", "account")
+    ring.subject_key("tok-b", other.key_id)
+    ring.forget()  # a refusal by the key service drops subject keys too
+    SubjectKeyTable(store, index_key).destroy("tok-b")
+    with pytest.raises(KeyError):
+        ring.subject_key("tok-b", other.key_id)
+
+
+def test_subject_keys_are_bounded_like_deks(tmp_path, pair):
+    from streams.keys.subjects import SubjectKeyTable
+
+    index_key, store = bytes(range(32)), SegmentStore(tmp_path)
+    table = SubjectKeyTable(store, index_key)
+    keys = {t: table.create(t, "account")[0] for t in ("a", "b", "c")}
+    ring = Keyring(store, Counting(pair), index_key=index_key, max_keys=2)
+    for t in ("a", "b", "c"):
+        ring.subject_key(t, keys[t].key_id)
+    table.destroy("a")  # least recently used: evicted, so it is read again, and it is gone
+    with pytest.raises(KeyError):
+        ring.subject_key("a", keys["a"].key_id)
+    table.destroy("c")
+    assert ring.subject_key("c", keys["c"].key_id) == keys["c"]  # still cached

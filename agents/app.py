@@ -198,8 +198,14 @@ def build_app(settings: Settings, pipeline: Pipeline, *, broker: str, started: f
 
     key_partitions: dict[bytes, int] = {}  # per-meter state key -> its changelog partition (for erasures)
     forget_erased: list = []  # the worker's own state of erased subjects, besides its tables (the notifier's)
+    async def delete_wrapped(key_ids: list[str]) -> None:
+        """Tombstones on the compacted keys.deks topic for DEKs retention destroyed: the topic forgets them too."""
+        for key_id in key_ids:
+            await deks.send(key=key_id.encode(), value=None)
+
     erasures.install(app, pipeline, [meter_state, meter_profile], key_partitions,
-                     retention_every_s=settings.retention_every_s, enforce=enforce_retention, also=forget_erased)
+                     retention_every_s=settings.retention_every_s, enforce=enforce_retention, also=forget_erased,
+                     delete_wrapped=delete_wrapped)
 
     def detect(seen, profiles) -> list:
         """Anomaly alerts for a batch's outcomes; a detector bug is logged, never a lost reading or a dead worker."""

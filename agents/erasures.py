@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from streams.keys.subjects import subject_hash
 
@@ -36,10 +36,12 @@ def drop_erased(table: Any, hashes: set[str], partitions: dict[bytes, int]) -> i
 
 def install(app: Any, pipeline: Any, tables: list[Any], partitions: dict[bytes, int], *,
             retention_every_s: float, enforce: Callable[[], dict] | None,
-            also: list[Callable[[Callable[[str], bool]], int]] | None = None) -> None:
+            also: list[Callable[[Callable[[str], bool]], int]] | None = None,
+            delete_wrapped: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
     """Register the fence watch (every 2 s) and, with ``enforce``, the retention run (every ``retention_every_s``).
     ``also``: more of the worker's own state to drop of erased subjects (``forget(erased(token))`` each; the list may
-    grow after this call: the notifier adds its own)."""
+    grow after this call: the notifier adds its own). ``delete_wrapped(key_ids)``: after a retention run, delete
+    the DEKs it destroyed from the compacted ``keys.deks`` topic (tombstones)."""
     also = also if also is not None else []
 
     @app.timer(interval=2.0)
@@ -65,5 +67,8 @@ def install(app: Any, pipeline: Any, tables: list[Any], partitions: dict[bytes, 
             try:
                 report = await asyncio.to_thread(enforce)
                 log.warning("retention: %s (erasure log leaf %s)", report["deleted"], report["leaf_index"])
+                if delete_wrapped is not None and report.get("destroyed_deks"):
+                    await delete_wrapped(report["destroyed_deks"])
+                    log.warning("retention: %d destroyed DEK(s) deleted from keys.deks", len(report["destroyed_deks"]))
             except Exception as exc:  # noqa: BLE001 - maintenance failing must not stop ingest; the next run retries
                 log.error("retention run failed (%s: %s): retried at the next run", type(exc).__name__, exc)

@@ -476,7 +476,10 @@ class Pipeline:
         return out
 
     def store_key(self, value: bytes, partition: int = 0) -> bool:
-        """Keep a wrapped DEK from keys.deks and append its creation to the key log; False if already there."""
+        """Keep a wrapped DEK from keys.deks and append its creation to the key log; False if already there, or if
+        the message is a tombstone (no value: retention destroyed that DEK and deleted it from the topic)."""
+        if value is None:
+            return False
         try:
             record = schemas.decode("wrapped_key", value)
         except schemas.SchemaError:

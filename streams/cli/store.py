@@ -170,11 +170,15 @@ def retention_set(settings: Settings, kind: str, keep: str) -> None:
 
 
 @store.command("enforce-retention")
+@click.option("--purge-keys-topic", is_flag=True,
+              help="Also delete the destroyed DEKs from the broker's compacted keys.deks topic (tombstones; workers "
+                   "do this after their own daily run). Needs the broker (METERSEAL_BROKER or the embedded one).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
-def store_enforce_retention(settings: Settings, fmt: str) -> None:
+def store_enforce_retention(settings: Settings, purge_keys_topic: bool, fmt: str) -> None:
     """Delete now what the retention policy no longer covers, destroy the DEKs no remaining row uses, and log the
     run in the erasure log (the deleted records' leaves stay as hashes: `ledger verify` still passes)."""
+    bootstrap = resolve(settings.broker, settings.data_dir) if purge_keys_topic else None  # no broker: say so first
     from streams.cli.common import open_settings_store
     from streams.erasure.retention import enforce
 
@@ -183,6 +187,14 @@ def store_enforce_retention(settings: Settings, fmt: str) -> None:
                      signers=[keys.signer()], registry=capabilities.registry(),
                      dek_max_age_s=settings.dek_max_age_s, data_dir=settings.data_dir,
                      progress=lambda text: console.print(text))
+    if bootstrap and report["destroyed_deks"]:
+        from streams.ingest.broker import Producer
+
+        producer = Producer(bootstrap)
+        for key_id in report["destroyed_deks"]:
+            producer.send("keys.deks", None, key_id.encode())
+        producer.close()
+        console.print(f"{len(report['destroyed_deks'])} destroyed DEK(s) deleted from keys.deks")
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     else:

@@ -237,7 +237,8 @@ class Producer:
         else:
             self.delivered += 1
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
+        """Queue one message (``value=None``: a tombstone, which deletes ``key`` from a compacted topic)."""
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)

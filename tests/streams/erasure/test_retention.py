@@ -96,6 +96,7 @@ def test_a_destroyed_dek_read_again_from_keys_deks_is_not_stored_again(tmp_path)
     assert report["deleted"]["deks_destroyed"] == len(wrapped) == 1 and report["destroyed_deks"] == [wrapped[0]["key_id"]]
     rig.pipeline = rig.new_pipeline()  # a restarted worker reads keys.deks from its start
     assert not rig.pipeline.store_key(schemas.encode("wrapped_key", wrapped[0]), 0)
+    assert not rig.pipeline.store_key(None, 0) and rig.pipeline.unreadable_keys == 0  # its tombstone on the topic
     assert rig.pipeline.store.dek_ids() == []
     keyring = Keyring(rig.pipeline.store, rig.keys.unwrappers(), index_key=rig.keys.index_key)
     with pytest.raises(InvalidEnvelope):

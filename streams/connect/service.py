@@ -20,8 +20,8 @@ from authlib.oauth2 import OAuth2Error
 
 from ledger.note import Signer
 from streams.exceptions import ShareError
-from streams.share.grants import (Grant, consent_events, create_grant, get_grant, list_grants, record_denial,
-                                  revoke_grant)
+from streams.share.grants import (Grant, consent_events, create_grant, get_grant, list_grants, of_current_occupants,
+                                  record_denial, revoke_grant)
 from streams.store.base import Store
 
 from . import resources
@@ -83,12 +83,14 @@ class Connect:
     def __init__(self, store: Store | Path | str, data_dir: Path | str, *, signer: Signer | Sequence[Signer],
                  index_key: bytes, readings_of: resources.ReadingsOf | None = None, outbox: Outbox | None = None,
                  access_ttl_s: float = 3600.0, authorization_days: int = 365, public_url: str | None = None,
-                 meter_token: Callable[[str], str] | None = None, controller: str = "meterseal data custodian",
+                 meter_token: Callable[[str], str] | None = None,
+                 occupied_since: Callable[[str], float] | None = None, controller: str = "meterseal data custodian",
                  jurisdiction: str = "", clock: Callable[[], float] = time.time) -> None:
         self.store, self.data_dir = store, Path(data_dir)
         self.signer, self.index_key, self.readings_of = signer, index_key, readings_of
         self.outbox, self.authorization_days, self.public_url, self.clock = outbox, authorization_days, public_url, clock
         self.meter_token, self.controller, self.jurisdiction = meter_token, controller, jurisdiction
+        self.occupied_since = occupied_since or (lambda meter: float("-inf"))
         self._checked = float("-inf")
         self.tokens = TokenStore(path_for(data_dir), clock=clock)
         self.server = Server(self.tokens, find_client=self.find_client, grant_end=self.grant_end,
@@ -111,11 +113,13 @@ class Connect:
         return resources.espi._epoch(grant.expires_at) if grant.expires_at else None
 
     def authorizations(self, *, meters: Sequence[str] | None = None) -> list[Grant]:
-        """Every third-party authorization (grants with a client id), optionally only those within ``meters``."""
+        """Every third-party authorization (grants with a client id), optionally only those within ``meters`` (a
+        customer's: made since its meters' last erasure, ``occupied_since``)."""
         grants = [g for g in list_grants(self.store, index_key=self.index_key, now=self.clock()) if g.client_id]
         if meters is not None:
             mine = set(meters)
-            grants = [g for g in grants if g.meters and set(g.meters) <= mine]
+            grants = [g for g in grants if g.meters and set(g.meters) <= mine
+                      and of_current_occupants(g.meters, g.created_at, self.occupied_since)]
         return grants
 
     # -- the authorization endpoint ------------------------------------------------------------------------
@@ -318,7 +322,8 @@ class Connect:
             if e["event"] != "deny":
                 continue
             body = {**e["body"], "leaf_index": e["leaf_index"]}
-            if meters is None or (body.get("meters") and set(body["meters"]) <= set(meters)):
+            if meters is None or (body.get("meters") and set(body["meters"]) <= set(meters)
+                                  and of_current_occupants(body["meters"], body["denied_at"], self.occupied_since)):
                 out.append(body)
         return out
 

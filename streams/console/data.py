@@ -99,6 +99,11 @@ class Vault:
         """The meter's token of its current epoch: after an erasure, its readings are under the next epoch's."""
         return self.reader.token("meter", meter_id)
 
+    def occupied_since(self, meter_id: str) -> float:
+        """When the meter's current occupant's time began (epoch seconds): its last erasure, or -inf if never
+        erased. Grants, authorizations and refusals made before it belong to an erased customer: never shown."""
+        return self.reader.epoch("meter", meter_id).erased_until
+
     def tokens(self, meter_ids: Iterable[str]) -> set[str]:
         return {self.meter_token(m) for m in meter_ids}
 

@@ -32,10 +32,12 @@ class Sharing:
         return [g.to_dict() for g in grants.list_grants(self._vault.store, index_key=self._vault.index_key)]
 
     def of_customer(self, meters: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Grants whose every meter is the customer's (a grant that also names another meter is not theirs)."""
+        """Grants whose every meter is the customer's (a grant that also names another meter is not theirs), made
+        since the meters' last erasure (an erased customer's grants are not the new occupant's)."""
         mine = set(meters)
         return [g.to_dict() for g in grants.list_grants(self._vault.store, index_key=self._vault.index_key, meters=meters)
-                if g.meters and set(g.meters) <= mine]
+                if g.meters and set(g.meters) <= mine
+                and grants.of_current_occupants(g.meters, g.created_at, self._vault.occupied_since)]
 
     def parties(self) -> list[str]:
         return [p.name for p in parties.list_parties(self._vault.store)]
@@ -93,4 +95,5 @@ def connect_for(vault: Vault, settings: Settings, *, retry_s: float | None = Non
                    readings_of=readings_of, outbox=outbox, access_ttl_s=settings.oauth_access_ttl,
                    authorization_days=settings.oauth_authorization_days,
                    public_url=settings.connect_public_url or settings.public_url or public_url,
-                   meter_token=vault.meter_token, controller=f"{settings.app_id} data custodian")
+                   meter_token=vault.meter_token, occupied_since=vault.occupied_since,
+                   controller=f"{settings.app_id} data custodian")

@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ledger import leaf as leaf_codec
 from ledger.hashing import leaf_hash
@@ -113,6 +113,14 @@ def state_at(grant: Grant, now: float) -> str:
     if grant.expires_at is not None and _epoch(grant.expires_at) <= now:
         return "expired"
     return "active"
+
+
+def of_current_occupants(meters: Iterable[str], made_at: str, occupied_since: Callable[[str], float]) -> bool:
+    """Whether a grant (or a refusal) made at ``made_at`` (ISO 8601) belongs to its meters' current occupants:
+    made after each meter's last erasure (``occupied_since(meter)``, -inf if never erased). A meter re-let after an
+    erasure keeps its id; its new customer never sees what the erased one granted or refused."""
+    made = _epoch(made_at)
+    return all(made >= occupied_since(m) for m in meters)
 
 
 def _epoch(iso: str) -> float:

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from streams.exceptions import InvalidEnvelope, KeystoreError, MeterSealError
 from streams.keys.keyring import Keyring
-from streams.keys.subjects import Fence, current_epoch
+from streams.keys.subjects import Epoch, Fence, current_epoch
 from streams.keys.keystore import UnlockedKeys
 from streams.unseal import SEALED_COLUMNS, open_many, open_record, open_table, shown
 from streams.store.base import connect, open_store
@@ -163,15 +163,18 @@ class Reader:
     def token(self, kind: str, subject_id: str | None) -> str | None:
         """A meter's or account's token of its current epoch (after an erasure its data is under the next one's),
         the erasure fence read again at most every 2 s."""
-        if subject_id is None:
-            return None
+        return None if subject_id is None else self.epoch(kind, subject_id).token
+
+    def epoch(self, kind: str, subject_id: str) -> Epoch:
+        """A meter's or account's current epoch: its token, and until when earlier epochs were erased (a new
+        occupant's view starts there)."""
         now = time.monotonic()
         if self._fence is None:
             self._fence, self._fence_read = Fence.load(self.store.blobs), now
         elif now - self._fence_read >= 2.0:
             self._fence.refresh()
             self._fence_read = now
-        return current_epoch(self.index, self._fence, kind, subject_id).token
+        return current_epoch(self.index, self._fence, kind, subject_id)
 
     def open(self, row: dict[str, Any]) -> dict[str, Any]:
         """The plaintext of a hit under the source's own field names; ``InvalidEnvelope`` if it does not open."""

@@ -45,6 +45,20 @@ def test_a_customer_asks_an_admin_refuses_then_approves_and_the_meter_is_gone(se
     old = state.vault.meter_token("M-ALICE")  # (after the erasure the meter's readings are under the next epoch's)
     state.hub.publish(_alert(1, old))
     alice, bob, root = (login(served.url, name) for name in ("alice", "bob", "root"))
+    # alice shared her meter with a party and refused an app before she asked (both must stay hers alone)
+    from streams.share.parties import PartyKey, add_party, get_party
+
+    add_party(state.vault.store_dir, "erasure-party", PartyKey.generate().public_key)
+    import datetime as dt
+
+    from streams.share.grants import record_denial
+
+    shared = state.sharing.create(party="erasure-party", meter="M-ALICE", start=dt.date(2024, 3, 1),
+                                  end=dt.date(2024, 3, 31), purpose="before the erasure")
+    refused = record_denial(state.vault.store, signer=state.vault.signer, index_key=state.vault.index_key,
+                            party=get_party(state.vault.store, "erasure-party"), meters=["M-ALICE"], scope="FB=4_5_15")
+    page = alice.get("/customer", headers={"accept": "text/html"}).text
+    assert shared["grant_id"] in page and f"/customer/receipts/{refused['denial_id']}" in page
     assert alice.post("/customer/erasure", data={"csrf_token": session_csrf(alice)}).status_code == 303
     page = alice.get("/customer", headers={"accept": "text/html"}).text
     assert "Erase my data" in page and ">open<" in page
@@ -81,3 +95,11 @@ def test_a_customer_asks_an_admin_refuses_then_approves_and_the_meter_is_gone(se
     assert old not in json.dumps(history) and history  # the fixture's other alert (bob's) is still there
     assert state.vault.meter_token("M-ALICE") != old
     assert state.vault.bills(["M-BOB"])  # bob's data is all there
+    # the meter is let to a new customer: nothing alice granted or refused is the newcomer's to see
+    state.users.add("newcomer", "customer", password="newcomer-password-1", meters=["M-ALICE"])
+    newcomer = login(served.url, "newcomer", "newcomer-password-1")
+    page = newcomer.get("/customer", headers={"accept": "text/html"}).text
+    assert shared["grant_id"] not in page and refused["denial_id"] not in page and "before the erasure" not in page
+    assert newcomer.get(f"/customer/receipts/{refused['denial_id']}").status_code == 404
+    assert state.connect.denials(meters=["M-ALICE"]) == [] and state.sharing.of_customer(("M-ALICE",)) == []
+    assert [d["denial_id"] for d in state.connect.denials()] == [refused["denial_id"]]  # the operator still has it

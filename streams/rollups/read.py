@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 import duckdb
 
 from streams.crypto.tokens import BlindIndex
+from streams.store import duck
 from streams.unseal import SEALED_COLUMNS, open_table
 
 PERIODS = ("hour", "day")
@@ -65,21 +66,23 @@ def region_hourly(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.da
 
 def region_connection(store: Any) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with just the ``rollup_region`` view (what the region chart reads): binding every
-    table's view, as ``streams.store.connect`` does, reads the footers of every readings segment first."""
-    con = duckdb.connect()
+    table's view, as ``streams.store.connect`` does, reads the footers of every readings segment first. A cursor on
+    the process's shared database (``streams.store.duck``: opening a database of its own cost more than the query)
+    with a TEMP view, the caller's alone; close it when done."""
+    con = duck.cursor()
     if hasattr(store, "segments"):  # local segments
         if store.segments("rollup_region"):
             pattern = str(store.root / "rollup_region" / "p*" / "*.parquet").replace("'", "''")
-            con.execute(f"CREATE VIEW rollup_region AS SELECT * FROM read_parquet('{pattern}', union_by_name=true)")
+            con.execute(f"CREATE TEMP VIEW rollup_region AS SELECT * FROM read_parquet('{pattern}', union_by_name=true)")
             return con
     else:  # Iceberg: the table's current snapshot
         try:
             con.register("_rollup_region", store.arrow("rollup_region"))
-            con.execute("CREATE VIEW rollup_region AS SELECT * FROM _rollup_region")
+            con.execute("CREATE TEMP VIEW rollup_region AS SELECT * FROM _rollup_region")
             return con
         except Exception:  # noqa: BLE001 - no such table yet: empty
             pass
-    con.execute("CREATE VIEW rollup_region AS SELECT CAST(NULL AS BIGINT) AS hour_ms, CAST(NULL AS VARCHAR) AS region, "
+    con.execute("CREATE TEMP VIEW rollup_region AS SELECT CAST(NULL AS BIGINT) AS hour_ms, CAST(NULL AS VARCHAR) AS region, "
                 "CAST(NULL AS VARCHAR) AS category, CAST(NULL AS BIGINT) AS meters, CAST(NULL AS BIGINT) AS readings, "
                 "CAST(NULL AS DOUBLE) AS kwh_sum, CAST(NULL AS DOUBLE) AS kwh_min, CAST(NULL AS DOUBLE) AS kwh_max "
                 "WHERE false")

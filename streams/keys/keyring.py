@@ -16,13 +16,12 @@ revoked), the whole cache is dropped at once: nothing more opens here until the 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
 from streams.crypto.envelope import DataKey, SubjectKey
 from streams.exceptions import KeyServiceDenied
+from streams.keys.cache import KeyCache
 from streams.keys.owner import Unwrapper
 from streams.keys.subjects import SubjectKeyTable
 
@@ -74,12 +73,11 @@ class Keyring:
             raise ValueError("the DEK cache needs ttl_s > 0 and max_keys >= 1")
         self._store = store
         self._unwrap = OwnerUnwrappers(unwrap) if isinstance(unwrap, Mapping) else unwrap
-        self.ttl_s, self.max_keys, self._clock = ttl_s, max_keys, clock
-        self._cache: OrderedDict[bytes, tuple[DataKey, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.ttl_s, self.max_keys = ttl_s, max_keys
+        self._cache = KeyCache(ttl_s, max_keys, clock)  # key id -> DataKey
+        self._subject_cache = KeyCache(ttl_s, max_keys, clock)  # (token, subject key id) -> SubjectKey
         self._index_key = index_key
         self._subjects: SubjectKeyTable | None = None
-        self._subject_cache: OrderedDict[tuple[str, bytes], tuple[SubjectKey, float]] = OrderedDict()
 
     def subject_table(self) -> SubjectKeyTable | None:
         """The store's subject-key table under this keyring's index key (None without one)."""
@@ -89,30 +87,19 @@ class Keyring:
 
     def subject_key(self, token: str, key_id: bytes) -> SubjectKey:
         """The subject key a v3 envelope names; ``KeyError`` if the table lacks it (erased: ``SubjectErased``)."""
-        now, name = self._clock(), (token, key_id)
-        with self._lock:
-            hit = self._subject_cache.get(name)
-            if hit is not None and hit[1] > now:
-                self._subject_cache.move_to_end(name)
-                return hit[0]
-        table = self.subject_table()
-        if table is None:
-            raise KeyError("no index key: subject keys need it")
-        found = table.get(token, key_id)
-        with self._lock:
-            self._subject_cache[name] = (found, now + self.ttl_s)
-            self._subject_cache.move_to_end(name)
-            while len(self._subject_cache) > self.max_keys:
-                self._subject_cache.popitem(last=False)
+        found = self._subject_cache.get((token, key_id))
+        if found is None:
+            table = self.subject_table()
+            if table is None:
+                raise KeyError("no index key: subject keys need it")
+            found = table.get(token, key_id)
+            self._subject_cache.put((token, key_id), found)
         return found
 
     def __call__(self, key_id: bytes) -> DataKey:
-        now = self._clock()
-        with self._lock:
-            hit = self._cache.get(key_id)
-            if hit is not None and hit[1] > now:
-                self._cache.move_to_end(key_id)
-                return hit[0]
+        dek = self._cache.get(key_id)
+        if dek is not None:
+            return dek
         wrapped = current_wrap(self._store, key_id.hex())
         if wrapped is None:
             raise KeyError(key_id.hex())
@@ -121,18 +108,13 @@ class Keyring:
         except KeyServiceDenied:
             self.forget()  # the service said no: nothing cached opens anything more here either
             raise
-        with self._lock:
-            self._cache[key_id] = (dek, now + self.ttl_s)
-            self._cache.move_to_end(key_id)
-            while len(self._cache) > self.max_keys:
-                self._cache.popitem(last=False)
+        self._cache.put(key_id, dek)
         return dek
 
     def forget(self) -> None:
         """Drop every cached DEK and subject key."""
-        with self._lock:
-            self._cache.clear()
-            self._subject_cache.clear()
+        self._cache.clear()
+        self._subject_cache.clear()
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from streams.crypto import _primitives
 from streams.crypto.envelope import DataKey, SubjectKey, open_with, seal
 from streams.exceptions import InvalidEnvelope, KeystoreError
+from streams.keys.cache import KeyCache
 from streams.keys.owner import RSA, OwnerKeyPair, OwnerPublicKey
 from streams.keys.subjects import region_subject_key
 from streams.keys.passfile import SCRYPT as _SCRYPT, b64 as _b64, unb64 as _unb64  # the keystore's cost and encoding
@@ -143,16 +145,17 @@ class RegionKeyring:
     """``keyring(key_id) -> DataKey`` from the grants made for one region key; ``KeyError`` otherwise.
 
     It reads only ``<store>/grants/<its region>/``: a DEK of another region has no grant there, and a
-    grant copied there from elsewhere does not unwrap (the region is bound into the wrap).
+    grant copied there from elsewhere does not unwrap (the region is bound into the wrap). Unwrapped keys are
+    cached like the owner's keyring's (``KeyCache``: ``ttl_s``, ``max_keys``).
     """
 
-    def __init__(self, store: SegmentStore, key: RegionKey) -> None:
+    def __init__(self, store: SegmentStore, key: RegionKey, *, ttl_s: float = 300.0, max_keys: int = 10_000) -> None:
         self.region = key.region
         self._store, self._key = store, key
         self._private = (_primitives.rsa_private(key.pair.private) if key.pair.scheme == RSA
                          else _primitives.hpke_private(key.pair.private))
-        self._cache: dict[bytes, DataKey] = {}
-        self._subject_cache: dict[tuple[str, bytes], SubjectKey] = {}
+        self._cache = KeyCache(ttl_s, max_keys, time.monotonic)  # key id -> DataKey
+        self._subject_cache = KeyCache(ttl_s, max_keys, time.monotonic)  # (token, subject key id) -> SubjectKey
 
     def __call__(self, key_id: bytes) -> DataKey:
         dek = self._cache.get(key_id)
@@ -168,7 +171,8 @@ class RegionKeyring:
                     secret = _primitives.hpke_unwrap(self._private, grant["wrapped"], context)
             except Exception:  # noqa: BLE001 - each backend raises its own type: not ours to open
                 raise KeyError(key_id.hex()) from None
-            dek = self._cache[key_id] = DataKey(key_id, secret, grant["created_at_ms"] / 1000)
+            dek = DataKey(key_id, secret, grant["created_at_ms"] / 1000)
+            self._cache.put(key_id, dek)
         return dek
 
     def subject_key(self, token: str, key_id: bytes) -> SubjectKey:
@@ -184,8 +188,8 @@ class RegionKeyring:
                 except Exception:  # noqa: BLE001 - each backend raises its own type
                     raise KeyError(key_id.hex()) from None
 
-            found = self._subject_cache[(token, key_id)] = region_subject_key(self._store, self.region, token, key_id,
-                                                                              unwrap, self._key.fingerprint)
+            found = region_subject_key(self._store, self.region, token, key_id, unwrap, self._key.fingerprint)
+            self._subject_cache.put((token, key_id), found)
         return found
 
 
